@@ -1,0 +1,149 @@
+//! Presets: every hyper-parameter of a pipeline run, in TOML. The shipped ones are compiled in;
+//! a path to a TOML file works too.
+
+use crate::pde::PdeKind;
+use crate::unet::UNetConfig;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const PRESETS: [(&str, &str); 3] = [
+    ("tiny", include_str!("../presets/tiny.toml")),
+    ("cpu", include_str!("../presets/cpu.toml")),
+    ("paper", include_str!("../presets/paper.toml")),
+];
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preset {
+    pub name: String,
+    pub data: DataConfig,
+    pub model: UNetConfig,
+    pub teacher: TrainConfig,
+    pub sampler: SamplerConfig,
+    pub student: StudentConfig,
+    pub infer: InferConfig,
+    pub eval: EvalConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub pde: PdeKind,
+    pub res: usize,
+    pub train: usize,
+    pub test: usize,
+    pub seed: u64,
+    pub test_seed: u64,
+}
+
+/// Optimisation settings shared by teacher and student training.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub steps: u64,
+    pub batch: i64,
+    pub lr: f64,
+    pub warmup: u64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// EMA decay of the weights (0: no averaging).
+    pub ema: f64,
+    #[serde(default = "default_clip")]
+    pub clip: f64,
+    pub checkpoint_every: u64,
+}
+
+fn default_clip() -> f64 {
+    1.0
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerConfig {
+    /// Heun steps N of the teacher (NFE 2N - 1).
+    pub steps: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudentConfig {
+    /// Size of the (eps, ODE(eps)) pair set.
+    pub pairs: usize,
+    /// Redraw the pair set every this many steps (0: never).
+    pub refresh_every: u64,
+    pub steps: u64,
+    pub batch: i64,
+    pub lr: f64,
+    pub warmup: u64,
+    pub ema: f64,
+    pub lambda_train: f64,
+    pub checkpoint_every: u64,
+}
+
+impl StudentConfig {
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            warmup: self.warmup,
+            weight_decay: 0.0,
+            ema: self.ema,
+            clip: default_clip(),
+            checkpoint_every: self.checkpoint_every,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferConfig {
+    pub lambda: f64,
+    pub steps: usize,
+    pub lr: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Samples drawn from each generator for the distribution metrics.
+    pub samples: usize,
+    /// Forward / inverse problems solved.
+    pub problems: usize,
+}
+
+impl Preset {
+    /// A shipped preset by name, or a TOML file by path.
+    pub fn load(name_or_path: &str) -> Result<Self> {
+        let text = match PRESETS.iter().find(|p| p.0 == name_or_path) {
+            Some(p) => p.1.to_string(),
+            None if name_or_path.ends_with(".toml") => std::fs::read_to_string(name_or_path)
+                .with_context(|| format!("cannot read preset file {name_or_path}"))?,
+            None => {
+                let known: Vec<_> = PRESETS.iter().map(|p| p.0).collect();
+                bail!("unknown preset '{name_or_path}' (known: {}, or a path to a .toml file)", known.join(", "))
+            }
+        };
+        let p: Preset = toml::from_str(&text).with_context(|| format!("invalid preset {name_or_path}"))?;
+        p.model.validate(p.data.res)?;
+        if p.model.channels as usize != p.data.pde.channels().len() {
+            bail!("preset {}: model has {} channels, {} has {}", p.name, p.model.channels, p.data.pde.name(), p.data.pde.channels().len());
+        }
+        Ok(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_presets_parse() {
+        for (name, _) in PRESETS {
+            let p = Preset::load(name).unwrap();
+            assert_eq!(p.name, name);
+        }
+        let e = Preset::load("huge").err().unwrap();
+        assert!(e.to_string().contains("unknown preset 'huge'"), "{e}");
+    }
+}

@@ -1,0 +1,83 @@
+//! Inference with a one-step student: PIDDM-1, and the optimisation of eps that serves PIDDM-ref,
+//! forward, inverse and reconstruction problems alike (they differ only in the mask):
+//!   x_mix = x' * M + d(eps) * (1 - M)
+//!   L(eps) = mean over C, H, W of (M * (d(eps) - x'))^2   (normalised units)
+//!          + lambda_infer * mean over the interior of R(x_mix)^2   (physical units)
+//! per sample; Adam on eps. With M = 0 everywhere this is PIDDM-ref.
+
+use crate::config::InferConfig;
+use crate::dataset::Normalisation;
+use crate::edm::Edm;
+use crate::residual::ResidualOp;
+use crate::student::one_step;
+use crate::train::adam_update;
+use crate::unet::UNet;
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+/// A student with what it needs to speak physical units.
+pub struct Student<'a> {
+    pub net: &'a UNet,
+    pub edm: Edm,
+    pub norm: &'a Normalisation,
+    pub op: ResidualOp,
+}
+
+pub struct SolveResult {
+    /// x_mix in physical units.
+    pub x: Tensor,
+    /// The optimised eps.
+    pub eps: Tensor,
+    /// Mean loss over the batch after each step (first entry: before any step).
+    pub history: Vec<f64>,
+}
+
+impl Student<'_> {
+    /// PIDDM-1: physical fields from eps in one network evaluation.
+    pub fn generate(&self, eps: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        self.norm.to_physical(&one_step(&self.edm, self.net, eps))
+    }
+
+    /// Per-sample loss [B] and x_mix (physical) for eps, observations x' (physical) and mask M.
+    pub fn loss(&self, eps: &Tensor, observed: &Tensor, mask: &Tensor, lambda: f64) -> (Tensor, Tensor) {
+        let d = one_step(&self.edm, self.net, eps);
+        let obs_n = self.norm.to_normalised(observed);
+        let misfit = (mask * (&d - obs_n)).square().mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
+        let keep = mask.ones_like() - mask;
+        let x_mix = observed * mask + self.norm.to_physical(&d) * keep;
+        let loss = misfit + self.op.mse_per_sample(&x_mix) * lambda;
+        (loss, x_mix)
+    }
+
+    /// Optimises eps from `eps0` on L (Adam, `cfg.steps` steps, learning rate `cfg.lr`).
+    pub fn solve(&self, eps0: &Tensor, observed: &Tensor, mask: &Tensor, cfg: &InferConfig) -> Result<SolveResult> {
+        if eps0.size() != observed.size() || mask.size() != observed.size() {
+            bail!("eps {:?}, observations {:?} and mask {:?} must have one shape", eps0.size(), observed.size(), mask.size());
+        }
+        let observed = observed.where_self(&mask.gt(0.5), &observed.zeros_like());
+        let mut eps = eps0.detach().copy();
+        let (mut m, mut v) = (eps.zeros_like(), eps.zeros_like());
+        let mut history = Vec::with_capacity(cfg.steps + 1);
+        for t in 0..=cfg.steps {
+            let e = eps.detach().set_requires_grad(true);
+            let (loss, _) = self.loss(&e, &observed, mask, cfg.lambda);
+            let total = loss.sum(Kind::Float);
+            history.push(f64::try_from(&total)? / eps.size()[0] as f64);
+            if t == cfg.steps {
+                break;
+            }
+            let g = Tensor::run_backward(&[&total], &[&e], false, false).remove(0);
+            adam_update(&mut eps, &g, &mut m, &mut v, cfg.lr, t as u64 + 1);
+        }
+        let _g = tch::no_grad_guard();
+        let (_, x) = self.loss(&eps, &observed, mask, cfg.lambda);
+        Ok(SolveResult { x, eps, history })
+    }
+
+    /// PIDDM-ref: a few steps lowering lambda * ||R(d(eps))||^2 alone.
+    pub fn refine(&self, eps0: &Tensor, cfg: &InferConfig) -> Result<SolveResult> {
+        let zeros = eps0.zeros_like();
+        self.solve(eps0, &zeros, &zeros, cfg)
+    }
+}

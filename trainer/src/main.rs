@@ -1,0 +1,138 @@
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use piddm_trainer::config::Preset;
+use piddm_trainer::dataset::{self, Dataset};
+use piddm_trainer::eval::{self, EvalInputs};
+use piddm_trainer::pde::{darcy::DarcyParams, grf::GrfParams, Grid, PdeKind};
+use piddm_trainer::{pipeline, student, teacher, train};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "piddm-train", version, about = "Train, distil and evaluate physics-informed one-step PDE surrogates")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate a PDE data set with the numerical solver (safetensors).
+    Data {
+        #[arg(long, default_value = "darcy")]
+        pde: String,
+        #[arg(long, default_value_t = 32)]
+        res: usize,
+        #[arg(long)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value_t = 2.0)]
+        alpha: f64,
+        #[arg(long, default_value_t = 3.0)]
+        tau: f64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train the EDM teacher on a data set.
+    Teacher {
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue the checkpoint at --out.
+        #[arg(long)]
+        resume: bool,
+        /// Stop (with a checkpoint) after this many total steps.
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
+    /// Distil a one-step student from a teacher, with the PDE residual loss.
+    Distill {
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        teacher: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Residual weight (default: the preset's; 0 is plain distillation).
+        #[arg(long)]
+        lambda_train: Option<f64>,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
+    /// Evaluate teacher and students side by side on a test set.
+    Eval {
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        teacher: PathBuf,
+        #[arg(long)]
+        student_lambda0: PathBuf,
+        #[arg(long)]
+        student: PathBuf,
+        #[arg(long)]
+        test: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run every stage of a preset into one directory (continues an interrupted run).
+    Pipeline {
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let command = std::env::args().map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect::<Vec<_>>().join(" ");
+    let command = command.replacen(&std::env::args().next().unwrap_or_default(), "piddm-train", 1);
+    ctrlc::set_handler(|| {
+        eprintln!("\ninterrupt: finishing the current step and writing a checkpoint");
+        train::request_stop();
+    })
+    .context("installing the Ctrl-C handler")?;
+    match cli.cmd {
+        Cmd::Data { pde, res, n, seed, alpha, tau, out } => {
+            let pde = PdeKind::parse(&pde)?;
+            let params = DarcyParams { grf: GrfParams { alpha, tau }, ..Default::default() };
+            let d = dataset::generate(pde, Grid::new(res)?, params, n, seed, piddm_trainer::edm::Edm::default().sigma_data)?;
+            d.save(&out)?;
+            eprintln!("wrote {} (max solver residual {:.1e})", out.display(), d.meta.max_solver_residual);
+        }
+        Cmd::Teacher { preset, data, out, resume, stop_after } => {
+            let preset = Preset::load(&preset)?;
+            let data = Dataset::load(&data)?;
+            teacher::train_teacher(&preset, &data, &out, resume, stop_after)?;
+        }
+        Cmd::Distill { preset, teacher, out, lambda_train, resume, stop_after } => {
+            let preset = Preset::load(&preset)?;
+            let lambda = lambda_train.unwrap_or(preset.student.lambda_train);
+            student::distill(&preset, &teacher, lambda, &out, resume, stop_after)?;
+        }
+        Cmd::Eval { preset, teacher, student_lambda0, student, test, out } => {
+            let preset = Preset::load(&preset)?;
+            let inputs = EvalInputs { teacher: &teacher, student_lambda0: &student_lambda0, student: &student, test: &test, out: &out, command };
+            let r = eval::evaluate(&preset, &inputs)?;
+            print!("{}", eval::markdown(&r));
+        }
+        Cmd::Pipeline { preset, out } => {
+            let preset = Preset::load(&preset)?;
+            let dir = out.unwrap_or_else(|| PathBuf::from("runs").join(&preset.name));
+            pipeline::run(&preset, &dir, command)?;
+        }
+    }
+    Ok(())
+}

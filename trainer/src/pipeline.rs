@@ -1,0 +1,82 @@
+//! Every stage in order, into one run directory; an interrupted pipeline continues where it stopped.
+
+use crate::config::Preset;
+use crate::dataset::{self, Dataset};
+use crate::eval::{self, EvalInputs, Report};
+use crate::pde::{darcy::DarcyParams, Grid};
+use crate::train::Outcome;
+use crate::{student, teacher};
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+pub struct RunPaths {
+    pub train: PathBuf,
+    pub test: PathBuf,
+    pub teacher: PathBuf,
+    pub student_lambda0: PathBuf,
+    pub student: PathBuf,
+    pub eval: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(dir: &Path) -> Self {
+        RunPaths {
+            train: dir.join("data-train.safetensors"),
+            test: dir.join("data-test.safetensors"),
+            teacher: dir.join("teacher.ckpt"),
+            student_lambda0: dir.join("student-lambda0.ckpt"),
+            student: dir.join("student.ckpt"),
+            eval: dir.join("eval"),
+        }
+    }
+}
+
+/// Loads the data set at `path` if it is the one asked for, else generates and writes it.
+pub fn ensure_data(preset: &Preset, path: &Path, count: usize, seed: u64) -> Result<Dataset> {
+    if path.exists() {
+        let d = Dataset::load(path)?;
+        if d.meta.count == count && d.meta.seed == seed && d.meta.grid.n == preset.data.res && d.meta.pde == preset.data.pde {
+            return Ok(d);
+        }
+        bail!("{} holds another data set ({} samples, seed {}); remove it or use another run directory", path.display(), d.meta.count, d.meta.seed);
+    }
+    let d = dataset::generate(preset.data.pde, Grid::new(preset.data.res)?, DarcyParams::default(), count, seed, crate::edm::Edm::default().sigma_data)?;
+    d.save(path)?;
+    Ok(d)
+}
+
+pub fn run(preset: &Preset, dir: &Path, command: String) -> Result<Option<Report>> {
+    let p = RunPaths::new(dir);
+    std::fs::create_dir_all(dir)?;
+    let t0 = std::time::Instant::now();
+    let stage = |name: &str| eprintln!("== {name} ({:.0} s)", t0.elapsed().as_secs_f64());
+    stage("data");
+    let train = ensure_data(preset, &p.train, preset.data.train, preset.data.seed)?;
+    ensure_data(preset, &p.test, preset.data.test, preset.data.test_seed)?;
+    stage("teacher");
+    if teacher::train_teacher(preset, &train, &p.teacher, true, None)? == Outcome::Stopped {
+        return Ok(None);
+    }
+    drop(train);
+    stage("student, lambda_train = 0");
+    if student::distill(preset, &p.teacher, 0.0, &p.student_lambda0, true, None)? == Outcome::Stopped {
+        return Ok(None);
+    }
+    stage("student, physics-informed");
+    if student::distill(preset, &p.teacher, preset.student.lambda_train, &p.student, true, None)? == Outcome::Stopped {
+        return Ok(None);
+    }
+    stage("evaluation");
+    let inputs = EvalInputs {
+        teacher: &p.teacher,
+        student_lambda0: &p.student_lambda0,
+        student: &p.student,
+        test: &p.test,
+        out: &p.eval,
+        command,
+    };
+    let report = eval::evaluate(preset, &inputs)?;
+    stage("done");
+    print!("{}", eval::markdown(&report));
+    Ok(Some(report))
+}

@@ -1,0 +1,243 @@
+//! A DDPM++-style U-Net: GroupNorm + SiLU residual blocks with a noise-level embedding, strided
+//! convolutions down, nearest-neighbour upsampling, skip connections by concatenation, optional
+//! self-attention at the coarsest level. Layer names are stable: checkpoints and export key on them.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UNetConfig {
+    /// Field channels in and out.
+    pub channels: i64,
+    /// Base width; level l has width * mults[l] channels.
+    pub width: i64,
+    pub mults: Vec<i64>,
+    /// Residual blocks per level on the way down (one more on the way up).
+    pub blocks: usize,
+    /// Self-attention in the middle (coarsest) block.
+    pub attention: bool,
+    /// GroupNorm groups; must divide every level's width.
+    pub groups: i64,
+}
+
+impl UNetConfig {
+    pub fn validate(&self, grid_n: usize) -> Result<()> {
+        if self.mults.is_empty() || self.width <= 0 || self.channels <= 0 || self.blocks == 0 {
+            bail!("U-Net needs positive width, channels, blocks and at least one level");
+        }
+        for m in &self.mults {
+            if (self.width * m) % self.groups != 0 {
+                bail!("GroupNorm groups {} do not divide level width {}", self.groups, self.width * m);
+            }
+        }
+        let down = 1usize << (self.mults.len() - 1);
+        if grid_n % down != 0 {
+            bail!("grid {grid_n} is not divisible by 2^{} (the U-Net's levels)", self.mults.len() - 1);
+        }
+        Ok(())
+    }
+    fn emb_dim(&self) -> i64 {
+        4 * self.width
+    }
+}
+
+fn conv(p: nn::Path, i: i64, o: i64, k: i64, stride: i64) -> nn::Conv2D {
+    nn::conv2d(p, i, o, k, nn::ConvConfig { stride, padding: k / 2, ..Default::default() })
+}
+
+fn gn(p: nn::Path, groups: i64, c: i64) -> nn::GroupNorm {
+    nn::group_norm(p, groups, c, Default::default())
+}
+
+#[derive(Debug)]
+struct ResBlock {
+    norm1: nn::GroupNorm,
+    conv1: nn::Conv2D,
+    emb: nn::Linear,
+    norm2: nn::GroupNorm,
+    conv2: nn::Conv2D,
+    skip: Option<nn::Conv2D>,
+}
+
+impl ResBlock {
+    fn new(p: nn::Path, cfg: &UNetConfig, i: i64, o: i64) -> Self {
+        ResBlock {
+            norm1: gn(&p / "norm1", cfg.groups, i),
+            conv1: conv(&p / "conv1", i, o, 3, 1),
+            emb: nn::linear(&p / "emb", cfg.emb_dim(), o, Default::default()),
+            norm2: gn(&p / "norm2", cfg.groups, o),
+            conv2: conv(&p / "conv2", o, o, 3, 1),
+            skip: (i != o).then(|| conv(&p / "skip", i, o, 1, 1)),
+        }
+    }
+    fn forward(&self, x: &Tensor, emb: &Tensor) -> Tensor {
+        let h = self.conv1.forward(&self.norm1.forward(x).silu());
+        let h = h + self.emb.forward(emb).unsqueeze(-1).unsqueeze(-1);
+        let h = self.conv2.forward(&self.norm2.forward(&h).silu());
+        let s = match &self.skip {
+            Some(c) => c.forward(x),
+            None => x.shallow_clone(),
+        };
+        (s + h) * std::f64::consts::FRAC_1_SQRT_2
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    norm: nn::GroupNorm,
+    qkv: nn::Conv2D,
+    proj: nn::Conv2D,
+}
+
+impl Attention {
+    fn new(p: nn::Path, cfg: &UNetConfig, c: i64) -> Self {
+        Attention {
+            norm: gn(&p / "norm", cfg.groups, c),
+            qkv: conv(&p / "qkv", c, 3 * c, 1, 1),
+            proj: conv(&p / "proj", c, c, 1, 1),
+        }
+    }
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let (b, c, h, w) = x.size4().unwrap();
+        let qkv = self.qkv.forward(&self.norm.forward(x)).reshape([b, 3, c, h * w]);
+        let (q, k, v) = (qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2));
+        let att = (q.transpose(1, 2).matmul(&k) / (c as f64).sqrt()).softmax(-1, Kind::Float);
+        let o = v.matmul(&att.transpose(1, 2)).reshape([b, c, h, w]);
+        (x + self.proj.forward(&o)) * std::f64::consts::FRAC_1_SQRT_2
+    }
+}
+
+#[derive(Debug)]
+enum Layer {
+    Res(ResBlock),
+    Down(nn::Conv2D),
+    Up(nn::Conv2D),
+}
+
+#[derive(Debug)]
+pub struct UNet {
+    pub cfg: UNetConfig,
+    emb1: nn::Linear,
+    emb2: nn::Linear,
+    conv_in: nn::Conv2D,
+    down: Vec<Layer>,
+    mid1: ResBlock,
+    mid_attn: Option<Attention>,
+    mid2: ResBlock,
+    up: Vec<Layer>,
+    norm_out: nn::GroupNorm,
+    conv_out: nn::Conv2D,
+}
+
+impl UNet {
+    pub fn new(p: &nn::Path, cfg: &UNetConfig) -> Self {
+        let w = cfg.width;
+        let mut down = Vec::new();
+        let mut skips = vec![w];
+        let mut ch = w;
+        let levels = cfg.mults.len();
+        for (l, m) in cfg.mults.iter().enumerate() {
+            let o = w * m;
+            for b in 0..cfg.blocks {
+                down.push(Layer::Res(ResBlock::new(p / format!("down{l}_res{b}"), cfg, ch, o)));
+                ch = o;
+                skips.push(ch);
+            }
+            if l + 1 < levels {
+                down.push(Layer::Down(conv(p / format!("down{l}_conv"), ch, ch, 3, 2)));
+                skips.push(ch);
+            }
+        }
+        let mid1 = ResBlock::new(p / "mid_res0", cfg, ch, ch);
+        let mid_attn = cfg.attention.then(|| Attention::new(p / "mid_attn", cfg, ch));
+        let mid2 = ResBlock::new(p / "mid_res1", cfg, ch, ch);
+        let mut up = Vec::new();
+        for (l, m) in cfg.mults.iter().enumerate().rev() {
+            let o = w * m;
+            for b in 0..=cfg.blocks {
+                let s = skips.pop().expect("skip stack matches the encoder");
+                up.push(Layer::Res(ResBlock::new(p / format!("up{l}_res{b}"), cfg, ch + s, o)));
+                ch = o;
+            }
+            if l > 0 {
+                up.push(Layer::Up(conv(p / format!("up{l}_conv"), ch, ch, 3, 1)));
+            }
+        }
+        UNet {
+            cfg: cfg.clone(),
+            emb1: nn::linear(p / "emb1", w, cfg.emb_dim(), Default::default()),
+            emb2: nn::linear(p / "emb2", cfg.emb_dim(), cfg.emb_dim(), Default::default()),
+            conv_in: conv(p / "conv_in", cfg.channels, w, 3, 1),
+            down,
+            mid1,
+            mid_attn,
+            mid2,
+            up,
+            norm_out: gn(p / "norm_out", cfg.groups, ch),
+            conv_out: conv(p / "conv_out", ch, cfg.channels, 3, 1),
+        }
+    }
+
+    /// Sinusoidal embedding of the noise level c_noise [B] into `width` features.
+    fn embed(&self, c_noise: &Tensor) -> Tensor {
+        let half = self.cfg.width / 2;
+        let freqs = (Tensor::arange(half, (Kind::Float, c_noise.device())) * (-(10000f64.ln()) / half as f64)).exp();
+        let args = c_noise.reshape([-1, 1]) * freqs.unsqueeze(0) * 1000.0;
+        let e = Tensor::cat(&[args.cos(), args.sin()], 1);
+        self.emb2.forward(&self.emb1.forward(&e).silu()).silu()
+    }
+
+    /// F(x; c_noise): x [B, C, H, W], c_noise [B].
+    pub fn forward(&self, x: &Tensor, c_noise: &Tensor) -> Tensor {
+        let emb = self.embed(c_noise);
+        let mut h = self.conv_in.forward(x);
+        let mut skips = vec![h.shallow_clone()];
+        for layer in &self.down {
+            h = match layer {
+                Layer::Res(r) => r.forward(&h, &emb),
+                Layer::Down(c) => c.forward(&h),
+                Layer::Up(_) => unreachable!("no upsampling on the way down"),
+            };
+            skips.push(h.shallow_clone());
+        }
+        h = self.mid1.forward(&h, &emb);
+        if let Some(a) = &self.mid_attn {
+            h = a.forward(&h);
+        }
+        h = self.mid2.forward(&h, &emb);
+        for layer in &self.up {
+            h = match layer {
+                Layer::Res(r) => {
+                    let s = skips.pop().expect("skip stack matches the decoder");
+                    r.forward(&Tensor::cat(&[h, s], 1), &emb)
+                }
+                Layer::Up(c) => {
+                    let (_, _, hh, ww) = h.size4().unwrap();
+                    c.forward(&h.upsample_nearest2d([2 * hh, 2 * ww], None, None))
+                }
+                Layer::Down(_) => unreachable!("no downsampling on the way up"),
+            };
+        }
+        self.conv_out.forward(&self.norm_out.forward(&h).silu())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_round_trip() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let cfg = UNetConfig { channels: 2, width: 8, mults: vec![1, 2], blocks: 1, attention: true, groups: 4 };
+        cfg.validate(16).unwrap();
+        let net = UNet::new(&vs.root(), &cfg);
+        let y = net.forward(&Tensor::randn([3, 2, 16, 16], (Kind::Float, tch::Device::Cpu)), &Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)));
+        assert_eq!(y.size(), vec![3, 2, 16, 16]);
+        assert!(cfg.validate(17).is_err());
+        let bad = UNetConfig { groups: 3, ..cfg };
+        assert!(bad.validate(16).is_err());
+    }
+}
