@@ -1,7 +1,9 @@
 //! piddm runtime: loads an exported PIDDM student and runs it behind a stable C ABI.
 //!
-//! The runtime proper (ONNX Runtime session, C API) lands with the runtime work; this crate already
-//! owns the facts that both halves of the project share.
+//! The artifact contract (file layout, graph input and output names, model card) lives in [`card`];
+//! the trainer writes artifacts through it and the runtime reads them.
 
-/// Crate version, as the C API will report it.
+pub mod card;
+
+/// Crate version, as the C API reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

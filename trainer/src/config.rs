@@ -121,13 +121,23 @@ impl Preset {
                 .with_context(|| format!("cannot read preset file {name_or_path}"))?,
             None => {
                 let known: Vec<_> = PRESETS.iter().map(|p| p.0).collect();
-                bail!("unknown preset '{name_or_path}' (known: {}, or a path to a .toml file)", known.join(", "))
+                bail!(
+                    "unknown preset '{name_or_path}' (known: {}, or a path to a .toml file)",
+                    known.join(", ")
+                )
             }
         };
-        let p: Preset = toml::from_str(&text).with_context(|| format!("invalid preset {name_or_path}"))?;
+        let p: Preset =
+            toml::from_str(&text).with_context(|| format!("invalid preset {name_or_path}"))?;
         p.model.validate(p.data.res)?;
         if p.model.channels as usize != p.data.pde.channels().len() {
-            bail!("preset {}: model has {} channels, {} has {}", p.name, p.model.channels, p.data.pde.name(), p.data.pde.channels().len());
+            bail!(
+                "preset {}: model has {} channels, {} has {}",
+                p.name,
+                p.model.channels,
+                p.data.pde.name(),
+                p.data.pde.channels().len()
+            );
         }
         Ok(p)
     }

@@ -28,7 +28,10 @@ pub struct Normalisation {
 
 impl Normalisation {
     fn view(v: &[f64], like: &Tensor) -> Tensor {
-        Tensor::from_slice(v).to_kind(like.kind()).to_device(like.device()).reshape([1, -1, 1, 1])
+        Tensor::from_slice(v)
+            .to_kind(like.kind())
+            .to_device(like.device())
+            .reshape([1, -1, 1, 1])
     }
     pub fn to_physical(&self, x: &Tensor) -> Tensor {
         x * Self::view(&self.scale, x) + Self::view(&self.mean, x)
@@ -60,7 +63,14 @@ pub struct Dataset {
 
 /// Generates `count` samples; sample i depends only on (seed, i), so the result does not depend on
 /// the number of threads.
-pub fn generate(pde: PdeKind, grid: Grid, params: darcy::DarcyParams, count: usize, seed: u64, sigma_data: f64) -> Result<Dataset> {
+pub fn generate(
+    pde: PdeKind,
+    grid: Grid,
+    params: darcy::DarcyParams,
+    count: usize,
+    seed: u64,
+    sigma_data: f64,
+) -> Result<Dataset> {
     if count < 2 {
         bail!("a data set needs at least 2 samples, got {count}");
     }
@@ -68,7 +78,9 @@ pub fn generate(pde: PdeKind, grid: Grid, params: darcy::DarcyParams, count: usi
     let grf = GrfSampler::new(params.grf, n);
     let solver = darcy::DarcySolver::new(grid)?;
     let bar = ProgressBar::new(count as u64).with_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}").unwrap().progress_chars("=> "),
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
     );
     bar.set_message(format!("{} {n}x{n}", pde.name()));
     let t0 = std::time::Instant::now();
@@ -84,7 +96,11 @@ pub fn generate(pde: PdeKind, grid: Grid, params: darcy::DarcyParams, count: usi
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    eprintln!("generated {count} {} samples at {n}x{n} in {secs:.2} s ({:.0} samples/s)", pde.name(), count as f64 / secs);
+    eprintln!(
+        "generated {count} {} samples at {n}x{n} in {secs:.2} s ({:.0} samples/s)",
+        pde.name(),
+        count as f64 / secs
+    );
     let max_rel = samples.iter().map(|s| s.1).fold(0.0, f64::max);
     let flat: Vec<f32> = samples.into_iter().flat_map(|s| s.0).collect();
     let c = pde.channels().len() as i64;
@@ -109,7 +125,10 @@ fn channel_normalisation(fields: &Tensor, sigma_data: f64) -> Normalisation {
     let dims = [0i64, 2, 3];
     let mean = Vec::<f64>::try_from(f.mean_dim(dims.as_slice(), false, tch::Kind::Double)).unwrap();
     let std = Vec::<f64>::try_from(f.std_dim(dims.as_slice(), false, false)).unwrap();
-    Normalisation { mean, scale: std.iter().map(|s| s.max(1e-12) / sigma_data).collect() }
+    Normalisation {
+        mean,
+        scale: std.iter().map(|s| s.max(1e-12) / sigma_data).collect(),
+    }
 }
 
 impl Dataset {
@@ -121,16 +140,28 @@ impl Dataset {
 
     pub fn load(path: &Path) -> Result<Self> {
         let (mut tensors, meta_json) = crate::st::read(path, META_KEY, "data set")?;
-        let corrupt = |why: String| anyhow::anyhow!("{} is not a valid piddm data set: {why}", path.display());
-        let meta: DatasetMeta = serde_json::from_str(&meta_json).map_err(|e| corrupt(format!("bad metadata ({e})")))?;
+        let corrupt = |why: String| {
+            anyhow::anyhow!("{} is not a valid piddm data set: {why}", path.display())
+        };
+        let meta: DatasetMeta =
+            serde_json::from_str(&meta_json).map_err(|e| corrupt(format!("bad metadata ({e})")))?;
         if meta.format != FORMAT_VERSION {
-            return Err(corrupt(format!("format {} (this build reads {FORMAT_VERSION})", meta.format)));
+            return Err(corrupt(format!(
+                "format {} (this build reads {FORMAT_VERSION})",
+                meta.format
+            )));
         }
-        let fields = tensors.remove(FIELDS).ok_or_else(|| corrupt("no 'fields' tensor".into()))?;
+        let fields = tensors
+            .remove(FIELDS)
+            .ok_or_else(|| corrupt("no 'fields' tensor".into()))?;
         let n = meta.grid.n as i64;
         let expected = vec![meta.count as i64, meta.channels.len() as i64, n, n];
         if fields.size() != expected {
-            return Err(corrupt(format!("fields are {:?}, metadata says {:?}", fields.size(), expected)));
+            return Err(corrupt(format!(
+                "fields are {:?}, metadata says {:?}",
+                fields.size(),
+                expected
+            )));
         }
         Ok(Dataset { meta, fields })
     }
@@ -142,7 +173,11 @@ impl Dataset {
 
 impl DatasetMeta {
     pub fn residual_op(&self) -> crate::residual::ResidualOp {
-        crate::residual::ResidualOp { pde: self.pde, grid: self.grid, source: self.darcy.source }
+        crate::residual::ResidualOp {
+            pde: self.pde,
+            grid: self.grid,
+            source: self.darcy.source,
+        }
     }
 }
 
@@ -166,7 +201,12 @@ mod tests {
         assert_eq!(back.meta, d1.meta);
         // Normalised channels have std sigma_data and round-trip.
         let x = back.meta.normalisation.to_normalised(&back.fields);
-        let std = Vec::<f64>::try_from(x.to_kind(tch::Kind::Double).std_dim([0i64, 2, 3].as_slice(), false, false)).unwrap();
+        let std = Vec::<f64>::try_from(x.to_kind(tch::Kind::Double).std_dim(
+            [0i64, 2, 3].as_slice(),
+            false,
+            false,
+        ))
+        .unwrap();
         assert!(std.iter().all(|s| (s - 0.5).abs() < 1e-5), "{std:?}");
         let y = back.meta.normalisation.to_physical(&x);
         assert!(f64::try_from((y - &back.fields).abs().max()).unwrap() < 1e-5);
@@ -175,15 +215,28 @@ mod tests {
     #[test]
     fn corrupt_and_missing_files_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = Dataset::load(&dir.path().join("nope.safetensors")).err().unwrap();
+        let missing = Dataset::load(&dir.path().join("nope.safetensors"))
+            .err()
+            .unwrap();
         assert!(format!("{missing:#}").contains("cannot read data set"));
-        let d = generate(PdeKind::Darcy, Grid::new(8).unwrap(), Default::default(), 3, 1, 0.5).unwrap();
+        let d = generate(
+            PdeKind::Darcy,
+            Grid::new(8).unwrap(),
+            Default::default(),
+            3,
+            1,
+            0.5,
+        )
+        .unwrap();
         let path = dir.path().join("d.safetensors");
         d.save(&path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
         let e = Dataset::load(&path).err().unwrap();
-        assert!(format!("{e:#}").contains("not a valid piddm data set"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("not a valid piddm data set"),
+            "{e:#}"
+        );
         std::fs::write(&path, b"garbage").unwrap();
         assert!(Dataset::load(&path).is_err());
     }

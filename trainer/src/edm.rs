@@ -16,7 +16,14 @@ pub struct Edm {
 
 impl Default for Edm {
     fn default() -> Self {
-        Edm { sigma_data: 0.5, sigma_min: 0.002, sigma_max: 80.0, rho: 7.0, p_mean: -1.2, p_std: 1.2 }
+        Edm {
+            sigma_data: 0.5,
+            sigma_min: 0.002,
+            sigma_max: 80.0,
+            rho: 7.0,
+            p_mean: -1.2,
+            p_std: 1.2,
+        }
     }
 }
 
@@ -49,10 +56,17 @@ impl Edm {
 
     /// Noise levels t_0 = sigma_max > ... > t_{N-1} = sigma_min, then t_N = 0.
     pub fn time_steps(&self, n: usize) -> Vec<f64> {
-        let (a, b) = (self.sigma_max.powf(1.0 / self.rho), self.sigma_min.powf(1.0 / self.rho));
+        let (a, b) = (
+            self.sigma_max.powf(1.0 / self.rho),
+            self.sigma_min.powf(1.0 / self.rho),
+        );
         let mut t: Vec<f64> = (0..n)
             .map(|i| {
-                let f = if n > 1 { i as f64 / (n - 1) as f64 } else { 0.0 };
+                let f = if n > 1 {
+                    i as f64 / (n - 1) as f64
+                } else {
+                    0.0
+                };
                 (a + f * (b - a)).powf(self.rho)
             })
             .collect();

@@ -63,10 +63,20 @@ struct Moments {
 
 fn moments(x_norm: &Tensor) -> Moments {
     let x = x_norm.to_kind(Kind::Double);
-    Moments { mean: x.mean_dim(0, false, Kind::Double), std: x.std_dim(0, false, false) }
+    Moments {
+        mean: x.mean_dim(0, false, Kind::Double),
+        std: x.std_dim(0, false, false),
+    }
 }
 
-fn gen_metrics(x_phys: &Tensor, reference: &Moments, norm: &crate::dataset::Normalisation, op: &ResidualOp, nfe: usize, secs: f64) -> GenMetrics {
+fn gen_metrics(
+    x_phys: &Tensor,
+    reference: &Moments,
+    norm: &crate::dataset::Normalisation,
+    op: &ResidualOp,
+    nfe: usize,
+    secs: f64,
+) -> GenMetrics {
     let r = op.mse_per_sample(&x_phys.to_kind(Kind::Double));
     let m = moments(&norm.to_normalised(x_phys));
     let sq = |a: &Tensor, b: &Tensor| f64::try_from((a - b).square().mean(Kind::Double)).unwrap();
@@ -91,9 +101,14 @@ fn batched(eps: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, f64) {
 fn load_role(path: &Path, role: Role, test: &Dataset) -> Result<(Net, CheckpointMeta)> {
     let (net, meta) = load_ema(path)?;
     if meta.role != role {
-        bail!("{} is a {:?} checkpoint, expected a {role:?}", path.display(), meta.role);
+        bail!(
+            "{} is a {:?} checkpoint, expected a {role:?}",
+            path.display(),
+            meta.role
+        );
     }
-    meta.data.check_compatible(&test.meta, &path.display().to_string())?;
+    meta.data
+        .check_compatible(&test.meta, &path.display().to_string())?;
     Ok((net, meta))
 }
 
@@ -121,18 +136,42 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     let edm = tmeta.edm;
     let n = test.meta.grid.n as i64;
     let c = test.meta.channels.len() as i64;
-    let count = preset.eval.samples.min(test.meta.count.max(preset.eval.samples)) as i64;
+    let count = preset
+        .eval
+        .samples
+        .min(test.meta.count.max(preset.eval.samples)) as i64;
     let truth = test.fields.to_device(dev);
     let reference = moments(&norm.to_normalised(&truth));
-    let gt_res = f64::try_from(op.mse_per_sample(&truth.to_kind(Kind::Double)).mean(Kind::Double))?;
+    let gt_res = f64::try_from(
+        op.mse_per_sample(&truth.to_kind(Kind::Double))
+            .mean(Kind::Double),
+    )?;
 
     tch::manual_seed(preset.data.test_seed as i64);
     let eps = Tensor::randn([count, c, n, n], (Kind::Float, dev));
-    let steps = s1meta.student.as_ref().map_or(preset.sampler.steps, |s| s.heun_steps);
-    eprintln!("eval: teacher, {count} samples x {} NFE", Edm::heun_nfe(steps));
-    let (xt, tt) = batched(&eps, |e| norm.to_physical(&edm.heun_sample(&teacher.net, e, steps)));
-    let st0 = Student { net: &s0.net, edm, norm, op };
-    let st1 = Student { net: &s1.net, edm, norm, op };
+    let steps = s1meta
+        .student
+        .as_ref()
+        .map_or(preset.sampler.steps, |s| s.heun_steps);
+    eprintln!(
+        "eval: teacher, {count} samples x {} NFE",
+        Edm::heun_nfe(steps)
+    );
+    let (xt, tt) = batched(&eps, |e| {
+        norm.to_physical(&edm.heun_sample(&teacher.net, e, steps))
+    });
+    let st0 = Student {
+        net: &s0.net,
+        edm,
+        norm,
+        op,
+    };
+    let st1 = Student {
+        net: &s1.net,
+        edm,
+        norm,
+        op,
+    };
     let (x0, t0) = batched(&eps, |e| st0.generate(e));
     let (x1, t1) = batched(&eps, |e| st1.generate(e));
     let teacher_m = gen_metrics(&xt, &reference, norm, &op, Edm::heun_nfe(steps), tt);
@@ -148,16 +187,29 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     let cfg = &preset.infer;
     let threshold = tmeta.data.darcy.threshold();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(preset.data.test_seed);
-    let sparse: Vec<f32> = (0..p * n * n).map(|_| if rng.random::<f64>() < 0.03 { 1.0 } else { 0.0 }).collect();
-    let sparse = Tensor::from_slice(&sparse).reshape([p, 1, n, n]).to_device(dev);
+    let sparse: Vec<f32> = (0..p * n * n)
+        .map(|_| if rng.random::<f64>() < 0.03 { 1.0 } else { 0.0 })
+        .collect();
+    let sparse = Tensor::from_slice(&sparse)
+        .reshape([p, 1, n, n])
+        .to_device(dev);
     let rel_l2 = |x: &Tensor, ch: i64| {
         let (a, b) = (x.narrow(1, ch, 1), truth_p.narrow(1, ch, 1));
-        let num = (&a - &b).square().sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double).sqrt();
-        let den = b.square().sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double).sqrt();
+        let num = (&a - &b)
+            .square()
+            .sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double)
+            .sqrt();
+        let den = b
+            .square()
+            .sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double)
+            .sqrt();
         f64::try_from((num / den).mean(Kind::Double)).unwrap()
     };
     let err_rate = |x: &Tensor| {
-        let (a, b) = (x.narrow(1, 0, 1).ge(threshold), truth_p.narrow(1, 0, 1).ge(threshold));
+        let (a, b) = (
+            x.narrow(1, 0, 1).ge(threshold),
+            truth_p.narrow(1, 0, 1).ge(threshold),
+        );
         f64::try_from(a.ne_tensor(&b).to_kind(Kind::Double).mean(Kind::Double)).unwrap()
     };
     let solve = |mask: Tensor, name: &str| -> Result<(Tensor, ProblemMetrics)> {
@@ -166,7 +218,18 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
         let r = st1.solve(&eps_p, &truth_p, &mask, cfg)?;
         let secs = t.elapsed().as_secs_f64() / p as f64;
         let frac = f64::try_from(mask.to_kind(Kind::Double).mean(Kind::Double))?;
-        Ok((r.x, ProblemMetrics { problems: p as usize, steps: cfg.steps, lambda_infer: cfg.lambda, rel_l2_u: None, error_rate_a: None, observed_fraction: frac, seconds_per_problem: secs }))
+        Ok((
+            r.x,
+            ProblemMetrics {
+                problems: p as usize,
+                steps: cfg.steps,
+                lambda_infer: cfg.lambda,
+                rel_l2_u: None,
+                error_rate_a: None,
+                observed_fraction: frac,
+                seconds_per_problem: secs,
+            },
+        ))
     };
     let (xf, mut forward) = solve(Tensor::cat(&[&ones, &zeros], 1), "forward (all of a)")?;
     forward.rel_l2_u = Some(rel_l2(&xf, 1));
@@ -191,32 +254,69 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     };
     let _ = s0meta;
     std::fs::create_dir_all(inp.out)?;
-    std::fs::write(inp.out.join("eval.json"), serde_json::to_string_pretty(&report)? + "\n")?;
+    std::fs::write(
+        inp.out.join("eval.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
     std::fs::write(inp.out.join("eval.md"), markdown(&report))?;
 
     // Figures.
     let nn = n as usize;
     let with_res = |x: &Tensor| (x.shallow_clone(), op.apply(x));
-    let gens = [with_res(&truth), with_res(&xt), with_res(&x0), with_res(&x1)];
+    let gens = [
+        with_res(&truth),
+        with_res(&xt),
+        with_res(&x0),
+        with_res(&x1),
+    ];
     let mut rows = Vec::new();
     let cols: Vec<Vec<Vec<f32>>> = gens
         .iter()
-        .map(|(x, r)| (0..3).flat_map(|i| [field(x, i, 0), field(x, i, 1), field(r, i, 0)]).collect())
+        .map(|(x, r)| {
+            (0..3)
+                .flat_map(|i| [field(x, i, 0), field(x, i, 1), field(r, i, 0)])
+                .collect()
+        })
         .collect();
     for g in &cols {
-        rows.push(g.iter().enumerate().map(|(k, f)| Panel { field: f, n: nn, cmap: if k % 3 == 2 { Cmap::Div } else { Cmap::Seq } }).collect());
+        rows.push(
+            g.iter()
+                .enumerate()
+                .map(|(k, f)| Panel {
+                    field: f,
+                    n: nn,
+                    cmap: if k % 3 == 2 { Cmap::Div } else { Cmap::Seq },
+                })
+                .collect(),
+        );
     }
     save_grid(&inp.out.join("samples.png"), &rows, 4)?;
     let problem_fig = |x: &Tensor, file: &str| -> Result<()> {
         let fields: Vec<Vec<Vec<f32>>> = (0..4.min(p))
             .map(|i| {
                 let err = x.get(i) - truth_p.get(i);
-                vec![field(&truth_p, i, 0), field(x, i, 0), field(&err.unsqueeze(0), 0, 0), field(&truth_p, i, 1), field(x, i, 1), field(&err.unsqueeze(0), 0, 1)]
+                vec![
+                    field(&truth_p, i, 0),
+                    field(x, i, 0),
+                    field(&err.unsqueeze(0), 0, 0),
+                    field(&truth_p, i, 1),
+                    field(x, i, 1),
+                    field(&err.unsqueeze(0), 0, 1),
+                ]
             })
             .collect();
         let rows: Vec<Vec<Panel>> = fields
             .iter()
-            .map(|r| r.iter().enumerate().map(|(k, f)| Panel { field: f, n: nn, cmap: if k % 3 == 2 { Cmap::Div } else { Cmap::Seq } }).collect())
+            .map(|r| {
+                r.iter()
+                    .enumerate()
+                    .map(|(k, f)| Panel {
+                        field: f,
+                        n: nn,
+                        cmap: if k % 3 == 2 { Cmap::Div } else { Cmap::Seq },
+                    })
+                    .collect()
+            })
             .collect();
         save_grid(&inp.out.join(file), &rows, 4)
     };
@@ -233,14 +333,40 @@ pub fn markdown(r: &Report) -> String {
          | model | NFE | residual | MMSE | SMSE | s / sample |\n|---|---|---|---|---|---|\n",
         r.preset, r.command, r.test_samples, r.ground_truth_residual_mse
     );
-    for (name, m) in [("teacher (EDM, Heun)", &r.teacher), ("student, lambda_train = 0", &r.student_lambda0), (&*format!("PIDDM student, lambda_train = {:e}", r.lambda_train), &r.student)] {
-        s += &format!("| {name} | {} | {:.3e} ± {:.2e} | {:.3e} | {:.3e} | {:.4} |\n", m.nfe, m.residual_mse, m.residual_std, m.mmse, m.smse, m.seconds_per_sample);
+    for (name, m) in [
+        ("teacher (EDM, Heun)", &r.teacher),
+        ("student, lambda_train = 0", &r.student_lambda0),
+        (
+            &*format!("PIDDM student, lambda_train = {:e}", r.lambda_train),
+            &r.student,
+        ),
+    ] {
+        s += &format!(
+            "| {name} | {} | {:.3e} ± {:.2e} | {:.3e} | {:.3e} | {:.4} |\n",
+            m.nfe, m.residual_mse, m.residual_std, m.mmse, m.smse, m.seconds_per_sample
+        );
     }
     s += "\n| problem (PIDDM student) | observed | metric | value | s / problem |\n|---|---|---|---|---|\n";
     let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2} %", 100.0 * v));
-    s += &format!("| forward | all of a | rel. L2 of u | {} | {:.2} |\n", f(r.forward.rel_l2_u), r.forward.seconds_per_problem);
-    s += &format!("| inverse | all of u | error rate of a | {} | {:.2} |\n", f(r.inverse.error_rate_a), r.inverse.seconds_per_problem);
-    s += &format!("| inverse, sparse | {:.1} % of u | error rate of a | {} | {:.2} |\n", 100.0 * r.inverse_sparse.observed_fraction, f(r.inverse_sparse.error_rate_a), r.inverse_sparse.seconds_per_problem);
-    s += &format!("\nProblems: {} steps of Adam on eps, lambda_infer = {:e}.\n", r.forward.steps, r.forward.lambda_infer);
+    s += &format!(
+        "| forward | all of a | rel. L2 of u | {} | {:.2} |\n",
+        f(r.forward.rel_l2_u),
+        r.forward.seconds_per_problem
+    );
+    s += &format!(
+        "| inverse | all of u | error rate of a | {} | {:.2} |\n",
+        f(r.inverse.error_rate_a),
+        r.inverse.seconds_per_problem
+    );
+    s += &format!(
+        "| inverse, sparse | {:.1} % of u | error rate of a | {} | {:.2} |\n",
+        100.0 * r.inverse_sparse.observed_fraction,
+        f(r.inverse_sparse.error_rate_a),
+        r.inverse_sparse.seconds_per_problem
+    );
+    s += &format!(
+        "\nProblems: {} steps of Adam on eps, lambda_infer = {:e}.\n",
+        r.forward.steps, r.forward.lambda_infer
+    );
     s
 }

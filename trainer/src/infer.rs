@@ -8,12 +8,41 @@
 use crate::config::InferConfig;
 use crate::dataset::Normalisation;
 use crate::edm::Edm;
+use crate::ops::{FieldOps, Tch};
 use crate::residual::ResidualOp;
 use crate::student::one_step;
 use crate::train::adam_update;
 use crate::unet::UNet;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
+
+/// The inference loss, once for tch and for the exported refine graph: per-sample L [B] and x_mix,
+/// from the student's normalised output `d`, observations (physical), mask and lambda_infer.
+pub fn emit_loss<O: FieldOps>(
+    o: &mut O,
+    op: &ResidualOp,
+    norm: &Normalisation,
+    d: &O::V,
+    observed: &O::V,
+    mask: &O::V,
+    lambda: &O::V,
+) -> (O::V, O::V) {
+    let inv: Vec<f64> = norm.scale.iter().map(|s| 1.0 / s).collect();
+    let shift: Vec<f64> = norm.mean.iter().zip(&norm.scale).map(|(m, s)| -m / s).collect();
+    let obs_n = o.affine_channels(observed, &inv, &shift);
+    let diff = o.sub(d, &obs_n);
+    let md = o.mul(mask, &diff);
+    let md2 = o.mul(&md, &md);
+    let misfit = o.mean_chw(&md2);
+    let phys = o.affine_channels(d, &norm.scale, &norm.mean);
+    let keep = o.affine(mask, -1.0, 1.0);
+    let seen = o.mul(observed, mask);
+    let free = o.mul(&phys, &keep);
+    let x_mix = o.add(&seen, &free);
+    let rm = op.emit_mse(o, &x_mix);
+    let weighted = o.mul(lambda, &rm);
+    (o.add(&misfit, &weighted), x_mix)
+}
 
 /// A student with what it needs to speak physical units.
 pub struct Student<'a> {
@@ -42,18 +71,25 @@ impl Student<'_> {
     /// Per-sample loss [B] and x_mix (physical) for eps, observations x' (physical) and mask M.
     pub fn loss(&self, eps: &Tensor, observed: &Tensor, mask: &Tensor, lambda: f64) -> (Tensor, Tensor) {
         let d = one_step(&self.edm, self.net, eps);
-        let obs_n = self.norm.to_normalised(observed);
-        let misfit = (mask * (&d - obs_n)).square().mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
-        let keep = mask.ones_like() - mask;
-        let x_mix = observed * mask + self.norm.to_physical(&d) * keep;
-        let loss = misfit + self.op.mse_per_sample(&x_mix) * lambda;
-        (loss, x_mix)
+        let lambda = Tensor::from(lambda).to_kind(d.kind()).to_device(d.device());
+        emit_loss(&mut Tch, &self.op, self.norm, &d, observed, mask, &lambda)
     }
 
     /// Optimises eps from `eps0` on L (Adam, `cfg.steps` steps, learning rate `cfg.lr`).
-    pub fn solve(&self, eps0: &Tensor, observed: &Tensor, mask: &Tensor, cfg: &InferConfig) -> Result<SolveResult> {
+    pub fn solve(
+        &self,
+        eps0: &Tensor,
+        observed: &Tensor,
+        mask: &Tensor,
+        cfg: &InferConfig,
+    ) -> Result<SolveResult> {
         if eps0.size() != observed.size() || mask.size() != observed.size() {
-            bail!("eps {:?}, observations {:?} and mask {:?} must have one shape", eps0.size(), observed.size(), mask.size());
+            bail!(
+                "eps {:?}, observations {:?} and mask {:?} must have one shape",
+                eps0.size(),
+                observed.size(),
+                mask.size()
+            );
         }
         let observed = observed.where_self(&mask.gt(0.5), &observed.zeros_like());
         let mut eps = eps0.detach().copy();

@@ -4,11 +4,15 @@ use piddm_trainer::config::Preset;
 use piddm_trainer::dataset::{self, Dataset};
 use piddm_trainer::eval::{self, EvalInputs};
 use piddm_trainer::pde::{darcy::DarcyParams, grf::GrfParams, Grid, PdeKind};
-use piddm_trainer::{pipeline, student, teacher, train};
+use piddm_trainer::{export, pipeline, student, teacher, train};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "piddm-train", version, about = "Train, distil and evaluate physics-informed one-step PDE surrogates")]
+#[command(
+    name = "piddm-train",
+    version,
+    about = "Train, distil and evaluate physics-informed one-step PDE surrogates"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -79,6 +83,22 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Export a student checkpoint to the ONNX artifact (NAME.onnx plus NAME.refine.onnx and
+    /// NAME.residual.onnx beside it).
+    Export {
+        #[arg(long)]
+        student: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Preset whose inference defaults go into the model card.
+        #[arg(long, default_value = "cpu")]
+        preset: String,
+        /// An eval.json whose figures go into the model card.
+        #[arg(long)]
+        eval: Option<PathBuf>,
+    },
+    /// Print the model card of an exported ONNX file.
+    Inspect { file: PathBuf },
     /// Run every stage of a preset into one directory (continues an interrupted run).
     Pipeline {
         #[arg(long)]
@@ -97,36 +117,110 @@ fn main() {
 
 fn real_main() -> Result<()> {
     let cli = Cli::parse();
-    let command = std::env::args().map(|a| if a.contains(' ') { format!("'{a}'") } else { a }).collect::<Vec<_>>().join(" ");
-    let command = command.replacen(&std::env::args().next().unwrap_or_default(), "piddm-train", 1);
+    let command = std::env::args()
+        .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+        .collect::<Vec<_>>()
+        .join(" ");
+    let command = command.replacen(
+        &std::env::args().next().unwrap_or_default(),
+        "piddm-train",
+        1,
+    );
     ctrlc::set_handler(|| {
         eprintln!("\ninterrupt: finishing the current step and writing a checkpoint");
         train::request_stop();
     })
     .context("installing the Ctrl-C handler")?;
     match cli.cmd {
-        Cmd::Data { pde, res, n, seed, alpha, tau, out } => {
+        Cmd::Data {
+            pde,
+            res,
+            n,
+            seed,
+            alpha,
+            tau,
+            out,
+        } => {
             let pde = PdeKind::parse(&pde)?;
-            let params = DarcyParams { grf: GrfParams { alpha, tau }, ..Default::default() };
-            let d = dataset::generate(pde, Grid::new(res)?, params, n, seed, piddm_trainer::edm::Edm::default().sigma_data)?;
+            let params = DarcyParams {
+                grf: GrfParams { alpha, tau },
+                ..Default::default()
+            };
+            let d = dataset::generate(
+                pde,
+                Grid::new(res)?,
+                params,
+                n,
+                seed,
+                piddm_trainer::edm::Edm::default().sigma_data,
+            )?;
             d.save(&out)?;
-            eprintln!("wrote {} (max solver residual {:.1e})", out.display(), d.meta.max_solver_residual);
+            eprintln!(
+                "wrote {} (max solver residual {:.1e})",
+                out.display(),
+                d.meta.max_solver_residual
+            );
         }
-        Cmd::Teacher { preset, data, out, resume, stop_after } => {
+        Cmd::Teacher {
+            preset,
+            data,
+            out,
+            resume,
+            stop_after,
+        } => {
             let preset = Preset::load(&preset)?;
             let data = Dataset::load(&data)?;
             teacher::train_teacher(&preset, &data, &out, resume, stop_after)?;
         }
-        Cmd::Distill { preset, teacher, out, lambda_train, resume, stop_after } => {
+        Cmd::Distill {
+            preset,
+            teacher,
+            out,
+            lambda_train,
+            resume,
+            stop_after,
+        } => {
             let preset = Preset::load(&preset)?;
             let lambda = lambda_train.unwrap_or(preset.student.lambda_train);
             student::distill(&preset, &teacher, lambda, &out, resume, stop_after)?;
         }
-        Cmd::Eval { preset, teacher, student_lambda0, student, test, out } => {
+        Cmd::Eval {
+            preset,
+            teacher,
+            student_lambda0,
+            student,
+            test,
+            out,
+        } => {
             let preset = Preset::load(&preset)?;
-            let inputs = EvalInputs { teacher: &teacher, student_lambda0: &student_lambda0, student: &student, test: &test, out: &out, command };
+            let inputs = EvalInputs {
+                teacher: &teacher,
+                student_lambda0: &student_lambda0,
+                student: &student,
+                test: &test,
+                out: &out,
+                command,
+            };
             let r = eval::evaluate(&preset, &inputs)?;
             print!("{}", eval::markdown(&r));
+        }
+        Cmd::Export { student, out, preset, eval } => {
+            let preset = Preset::load(&preset)?;
+            let evaluation = match eval {
+                Some(p) => serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?)?,
+                None => serde_json::json!({}),
+            };
+            let card = export::export(&student, &out, &preset.infer, evaluation)?;
+            eprintln!("wrote {} (+ {}, {}); weights sha256 {}", out.display(), card.files.refine, card.files.residual, card.weights_sha256);
+        }
+        Cmd::Inspect { file } => {
+            let (card, m) = export::read_card(&file)?;
+            let g = m.graph.as_ref().context("model has no graph")?;
+            println!("{}: {:?} graph, opset {}, IR {}, {} nodes, {} initializers", file.display(), card.part,
+                m.opset_import.first().map_or(0, |o| o.version), m.ir_version, g.node.len(), g.initializer.len());
+            println!("inputs:  {}", g.input.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "));
+            println!("outputs: {}", g.output.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "));
+            println!("{}", serde_json::to_string_pretty(&card)?);
         }
         Cmd::Pipeline { preset, out } => {
             let preset = Preset::load(&preset)?;

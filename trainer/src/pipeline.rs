@@ -35,12 +35,23 @@ impl RunPaths {
 pub fn ensure_data(preset: &Preset, path: &Path, count: usize, seed: u64) -> Result<Dataset> {
     if path.exists() {
         let d = Dataset::load(path)?;
-        if d.meta.count == count && d.meta.seed == seed && d.meta.grid.n == preset.data.res && d.meta.pde == preset.data.pde {
+        if d.meta.count == count
+            && d.meta.seed == seed
+            && d.meta.grid.n == preset.data.res
+            && d.meta.pde == preset.data.pde
+        {
             return Ok(d);
         }
         bail!("{} holds another data set ({} samples, seed {}); remove it or use another run directory", path.display(), d.meta.count, d.meta.seed);
     }
-    let d = dataset::generate(preset.data.pde, Grid::new(preset.data.res)?, DarcyParams::default(), count, seed, crate::edm::Edm::default().sigma_data)?;
+    let d = dataset::generate(
+        preset.data.pde,
+        Grid::new(preset.data.res)?,
+        DarcyParams::default(),
+        count,
+        seed,
+        crate::edm::Edm::default().sigma_data,
+    )?;
     d.save(path)?;
     Ok(d)
 }
@@ -59,11 +70,21 @@ pub fn run(preset: &Preset, dir: &Path, command: String) -> Result<Option<Report
     }
     drop(train);
     stage("student, lambda_train = 0");
-    if student::distill(preset, &p.teacher, 0.0, &p.student_lambda0, true, None)? == Outcome::Stopped {
+    if student::distill(preset, &p.teacher, 0.0, &p.student_lambda0, true, None)?
+        == Outcome::Stopped
+    {
         return Ok(None);
     }
     stage("student, physics-informed");
-    if student::distill(preset, &p.teacher, preset.student.lambda_train, &p.student, true, None)? == Outcome::Stopped {
+    if student::distill(
+        preset,
+        &p.teacher,
+        preset.student.lambda_train,
+        &p.student,
+        true,
+        None,
+    )? == Outcome::Stopped
+    {
         return Ok(None);
     }
     stage("evaluation");

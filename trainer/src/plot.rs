@@ -11,7 +11,13 @@ pub enum Cmap {
     Div,
 }
 
-const VIRIDIS: [[f32; 3]; 5] = [[68., 1., 84.], [59., 82., 139.], [33., 145., 140.], [94., 201., 98.], [253., 231., 37.]];
+const VIRIDIS: [[f32; 3]; 5] = [
+    [68., 1., 84.],
+    [59., 82., 139.],
+    [33., 145., 140.],
+    [94., 201., 98.],
+    [253., 231., 37.],
+];
 const DIVERGING: [[f32; 3]; 3] = [[33., 102., 172.], [247., 247., 247.], [178., 24., 43.]];
 
 fn lerp(stops: &[[f32; 3]], t: f32) -> [u8; 3] {
@@ -42,13 +48,19 @@ pub fn save_grid(path: &Path, rows: &[Vec<Panel>], zoom: usize) -> Result<()> {
     let mut img = vec![255u8; w * h * 3];
     for (r, row) in rows.iter().enumerate() {
         for (c, p) in row.iter().enumerate() {
-            let (lo, hi) = p.field.iter().filter(|v| v.is_finite()).fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let (lo, hi) = p
+                .field
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
             let amax = lo.abs().max(hi.abs()).max(1e-30);
             for j in 0..p.n {
                 for i in 0..p.n {
                     let v = p.field[j * p.n + i];
                     let col = match p.cmap {
-                        Cmap::Seq => lerp(&VIRIDIS, if hi > lo { (v - lo) / (hi - lo) } else { 0.5 }),
+                        Cmap::Seq => {
+                            lerp(&VIRIDIS, if hi > lo { (v - lo) / (hi - lo) } else { 0.5 })
+                        }
                         Cmap::Div => lerp(&DIVERGING, 0.5 + 0.5 * v / amax),
                     };
                     // Row 0 is y = 0: draw it at the bottom, as plots of the unit square do.
@@ -66,7 +78,8 @@ pub fn save_grid(path: &Path, rows: &[Vec<Panel>], zoom: usize) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
-    let file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);

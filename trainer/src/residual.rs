@@ -1,12 +1,13 @@
-//! The PDE residual R as tensor operations: the training loss, the evaluation metric and (later) the
-//! exported graph all use this form. It is the same operator as `pde::darcy::residual`, written as
-//! fixed-kernel convolutions so it is differentiable and exportable; a test ties the two to 1e-10.
+//! The PDE residual R, written once over [`FieldOps`]: the training loss and evaluation run it on tch
+//! tensors, the exported ONNX graphs run the same code emitted as fixed-kernel convolutions. It is the
+//! operator of `pde::darcy::residual` (the data's solver); a test ties the two to 1e-10.
 //!
 //! Darcy, with the flux-form stencil expanded:
 //!   sum_nb (a_P + a_nb)(u_nb - u_P) / 2 = [a_P L(u) + S(a u) - u_P S(a)] / 2
 //! where L is the 5-point Laplacian kernel and S the 4-neighbour sum (cross) kernel, so
-//!   R = -[a_P L(u) + S(a u) - u_P S(a)] / (2 h^2) - f   on the interior.
+//!   R = -[a_P L(u) + S(a u) - u_P S(a)] / (2 h^2) - f   on the interior, 0 on the boundary ring.
 
+use crate::ops::{FieldOps, Tch};
 use crate::pde::{Grid, PdeKind};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -23,38 +24,50 @@ pub struct ResidualOp {
     pub source: f64,
 }
 
-fn kernel(k: &[f64; 9], like: &Tensor) -> Tensor {
-    Tensor::from_slice(k).to_kind(like.kind()).to_device(like.device()).reshape([1, 1, 3, 3])
-}
-
 impl ResidualOp {
-    /// R of physical fields `x` [B, C, H, W] (channel 0 = a, 1 = u): [B, 1, H, W], zero on the boundary.
-    pub fn apply(&self, x: &Tensor) -> Tensor {
+    /// R of physical fields `x` [B, C, H, W] (Darcy: channel 0 = a, 1 = u): [B, 1, H, W].
+    pub fn emit<O: FieldOps>(&self, o: &mut O, x: &O::V) -> O::V {
         match self.pde {
             PdeKind::Darcy => {
-                let a = x.narrow(1, 0, 1);
-                let u = x.narrow(1, 1, 1);
-                let lap = kernel(&LAPLACE_KERNEL, x);
-                let cross = kernel(&CROSS_KERNEL, x);
-                let none: Option<&Tensor> = None;
-                let conv = |t: &Tensor, k: &Tensor| t.conv2d(k, none, [1, 1], [0, 0], [1, 1], 1);
-                let n = self.grid.n as i64;
-                let ap = a.narrow(2, 1, n - 2).narrow(3, 1, n - 2);
-                let up = u.narrow(2, 1, n - 2).narrow(3, 1, n - 2);
+                let a = o.channel(x, 0);
+                let u = o.channel(x, 1);
+                let lap_u = o.conv3(&u, &LAPLACE_KERNEL);
+                let s_a = o.conv3(&a, &CROSS_KERNEL);
+                let au = o.mul(&a, &u);
+                let s_au = o.conv3(&au, &CROSS_KERNEL);
+                let (ap, up) = (o.crop1(&a), o.crop1(&u));
+                let t1 = o.mul(&ap, &lap_u);
+                let t2 = o.mul(&up, &s_a);
+                let t = o.add(&t1, &s_au);
+                let div = o.sub(&t, &t2);
                 let h = self.grid.h();
-                let div = ap * conv(&u, &lap) + conv(&(&a * &u), &cross) - up * conv(&a, &cross);
-                let r = div * (-0.5 / (h * h)) - self.source;
-                r.constant_pad_nd([1, 1, 1, 1])
+                let r = o.affine(&div, -0.5 / (h * h), -self.source);
+                o.pad1(&r)
             }
         }
     }
 
-    /// Mean of R^2 over the interior, per sample: [B].
+    /// Factor turning a mean over all n^2 points of R^2 (zero on the boundary) into the mean over
+    /// the interior.
+    pub fn interior_factor(&self) -> f64 {
+        let n = self.grid.n as f64;
+        n * n / ((n - 2.0) * (n - 2.0))
+    }
+
+    /// Per-sample mean of R^2 over the interior: [B].
+    pub fn emit_mse<O: FieldOps>(&self, o: &mut O, x: &O::V) -> O::V {
+        let r = self.emit(o, x);
+        let r2 = o.mul(&r, &r);
+        let m = o.mean_chw(&r2);
+        o.affine(&m, self.interior_factor(), 0.0)
+    }
+
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        self.emit(&mut Tch, x)
+    }
+
     pub fn mse_per_sample(&self, x: &Tensor) -> Tensor {
-        let r = self.apply(x);
-        let n = self.grid.n as i64;
-        let interior = ((n - 2) * (n - 2)) as f64;
-        r.square().sum_dim_intlist([1i64, 2, 3].as_slice(), false, r.kind()) / interior
+        self.emit_mse(&mut Tch, x)
     }
 }
 
@@ -83,6 +96,6 @@ mod tests {
         }
         let mse = f64::try_from(op.mse_per_sample(&x)).unwrap();
         let expected = darcy::residual_mse(grid, &a, &u, &vec![1.0; n * n]);
-        assert!((mse - expected).abs() <= 1e-10 * expected);
+        assert!((mse - expected).abs() <= 1e-10 * expected, "{mse} vs {expected}");
     }
 }

@@ -27,10 +27,17 @@ const PAIRS_KEY: &str = "piddm.pairs";
 
 /// Draws pair set number `k` (deterministic in the teacher checkpoint's seed and k), or reads it from
 /// `cache` when a file there was made from the same teacher and settings.
-pub fn pairs(teacher: &Path, k: u64, count: usize, heun_steps: usize, cache: Option<&Path>) -> Result<Pairs> {
+pub fn pairs(
+    teacher: &Path,
+    k: u64,
+    count: usize,
+    heun_steps: usize,
+    cache: Option<&Path>,
+) -> Result<Pairs> {
     let (net, meta) = load_ema(teacher)?;
     let tag = serde_json::json!({"teacher_step": meta.step, "teacher_seed": meta.seed, "k": k,
-        "count": count, "heun_steps": heun_steps, "grid": meta.data.grid.n}).to_string();
+        "count": count, "heun_steps": heun_steps, "grid": meta.data.grid.n})
+    .to_string();
     if let Some(c) = cache {
         if let Ok((mut t, m)) = crate::st::read(c, PAIRS_KEY, "pair set") {
             if m == tag {
@@ -42,9 +49,10 @@ pub fn pairs(teacher: &Path, k: u64, count: usize, heun_steps: usize, cache: Opt
     }
     let dev = net.vs.device();
     let (c, n) = (meta.unet.channels, meta.data.grid.n as i64);
-    tch::manual_seed((train::step_seed(meta.seed ^ 0x5EED_0F_9A1B5, k) >> 1) as i64);
+    tch::manual_seed((train::step_seed(meta.seed ^ 0x05EE_D0F9_A1B5, k) >> 1) as i64);
     let eps = Tensor::randn([count as i64, c, n, n], (Kind::Float, dev));
-    let bar = indicatif::ProgressBar::new(count as u64).with_message(format!("pairs ({} NFE each)", Edm::heun_nfe(heun_steps)));
+    let bar = indicatif::ProgressBar::new(count as u64)
+        .with_message(format!("pairs ({} NFE each)", Edm::heun_nfe(heun_steps)));
     let t0 = std::time::Instant::now();
     let mut outs = Vec::new();
     for chunk in eps.split(64, 0) {
@@ -52,10 +60,21 @@ pub fn pairs(teacher: &Path, k: u64, count: usize, heun_steps: usize, cache: Opt
         bar.inc(chunk.size()[0] as u64);
     }
     bar.finish_and_clear();
-    eprintln!("pairs: {count} teacher samples in {:.1} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "pairs: {count} teacher samples in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     let x0 = Tensor::cat(&outs, 0);
     if let Some(c) = cache {
-        crate::st::write(c, &[("eps".into(), eps.shallow_clone()), ("x0".into(), x0.shallow_clone())], PAIRS_KEY, tag)?;
+        crate::st::write(
+            c,
+            &[
+                ("eps".into(), eps.shallow_clone()),
+                ("x0".into(), x0.shallow_clone()),
+            ],
+            PAIRS_KEY,
+            tag,
+        )?;
     }
     Ok(Pairs { eps, x0 })
 }
@@ -65,13 +84,21 @@ pub fn pairs_cache(out: &Path, k: u64) -> PathBuf {
     out.with_file_name(format!("pairs-{k}.safetensors"))
 }
 
-pub fn distill(preset: &Preset, teacher: &Path, lambda_train: f64, out: &Path, resume: bool, stop_after: Option<u64>) -> Result<Outcome> {
+pub fn distill(
+    preset: &Preset,
+    teacher: &Path,
+    lambda_train: f64,
+    out: &Path,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> Result<Outcome> {
     if !(lambda_train >= 0.0 && lambda_train.is_finite()) {
         bail!("lambda_train must be finite and >= 0, got {lambda_train}");
     }
     let scfg = &preset.student;
     let mut state = train::open_state(out, resume, || {
-        let (tnet, tmeta) = load_ema(teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
+        let (tnet, tmeta) =
+            load_ema(teacher).with_context(|| format!("loading teacher {}", teacher.display()))?;
         if tmeta.role != Role::Teacher {
             bail!("{} is not a teacher checkpoint", teacher.display());
         }
@@ -95,16 +122,29 @@ pub fn distill(preset: &Preset, teacher: &Path, lambda_train: f64, out: &Path, r
         Ok(st)
     })?;
     state.meta.train = scfg.train_config();
-    let info = state.meta.student.clone().with_context(|| format!("{} is not a student checkpoint", out.display()))?;
+    let info = state
+        .meta
+        .student
+        .clone()
+        .with_context(|| format!("{} is not a student checkpoint", out.display()))?;
     let (edm, seed, batch) = (state.meta.edm, state.meta.seed, state.meta.train.batch);
     let op = state.meta.data.residual_op();
     let norm = state.meta.data.normalisation.clone();
     let mut current: Option<(u64, Pairs)> = None;
     let label = format!("student (lambda_train {:e})", info.lambda_train);
     train::run(&mut state, out, &label, stop_after, |net, step| {
-        let k = if info.refresh_every > 0 { step / info.refresh_every } else { 0 };
+        let k = step.checked_div(info.refresh_every).unwrap_or(0);
         if current.as_ref().map(|c| c.0) != Some(k) {
-            current = Some((k, pairs(teacher, k, info.pairs, info.heun_steps, Some(&pairs_cache(out, k)))?));
+            current = Some((
+                k,
+                pairs(
+                    teacher,
+                    k,
+                    info.pairs,
+                    info.heun_steps,
+                    Some(&pairs_cache(out, k)),
+                )?,
+            ));
             tch::manual_seed((train::step_seed(seed, step) >> 1) as i64);
         }
         let p = &current.as_ref().unwrap().1;
@@ -113,7 +153,7 @@ pub fn distill(preset: &Preset, teacher: &Path, lambda_train: f64, out: &Path, r
         let d = one_step(&edm, net, &eps);
         let mut loss = (&d - x0).square().mean(Kind::Float);
         if info.lambda_train > 0.0 {
-            loss = loss + op.mse_per_sample(&norm.to_physical(&d)).mean(Kind::Float) * info.lambda_train;
+            loss += op.mse_per_sample(&norm.to_physical(&d)).mean(Kind::Float) * info.lambda_train;
         }
         Ok(loss)
     })

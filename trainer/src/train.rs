@@ -61,7 +61,11 @@ impl From<&DatasetMeta> for DataSummary {
 
 impl DataSummary {
     pub fn residual_op(&self) -> crate::residual::ResidualOp {
-        crate::residual::ResidualOp { pde: self.pde, grid: self.grid, source: self.darcy.source }
+        crate::residual::ResidualOp {
+            pde: self.pde,
+            grid: self.grid,
+            source: self.darcy.source,
+        }
     }
 
     /// A data set can be used with this model only if its PDE, grid and channels are the same.
@@ -69,8 +73,14 @@ impl DataSummary {
         if self.pde != d.pde || self.grid != d.grid || self.channels != d.channels {
             bail!(
                 "{what} was trained on {} {}x{} {:?}, but the data set is {} {}x{} {:?}",
-                self.pde.name(), self.grid.n, self.grid.n, self.channels,
-                d.pde.name(), d.grid.n, d.grid.n, d.channels
+                self.pde.name(),
+                self.grid.n,
+                self.grid.n,
+                self.channels,
+                d.pde.name(),
+                d.grid.n,
+                d.grid.n,
+                d.channels
             );
         }
         Ok(())
@@ -153,17 +163,32 @@ impl TrainState {
         ema.copy_from(&model).expect("same architecture");
         let zeros = |n: &Net| n.named().iter().map(|(_, t)| t.zeros_like()).collect();
         let (m, v) = (zeros(&model), zeros(&model));
-        TrainState { model, ema, m, v, meta }
+        TrainState {
+            model,
+            ema,
+            m,
+            v,
+            meta,
+        }
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = Vec::new();
         for (prefix, net) in [("model", &self.model), ("ema", &self.ema)] {
-            tensors.extend(net.named().into_iter().map(|(k, t)| (format!("{prefix}/{k}"), t)));
+            tensors.extend(
+                net.named()
+                    .into_iter()
+                    .map(|(k, t)| (format!("{prefix}/{k}"), t)),
+            );
         }
         let names: Vec<String> = self.model.named().into_iter().map(|(k, _)| k).collect();
         for (prefix, moments) in [("adam_m", &self.m), ("adam_v", &self.v)] {
-            tensors.extend(names.iter().zip(moments).map(|(k, t)| (format!("{prefix}/{k}"), t.shallow_clone())));
+            tensors.extend(
+                names
+                    .iter()
+                    .zip(moments)
+                    .map(|(k, t)| (format!("{prefix}/{k}"), t.shallow_clone())),
+            );
         }
         crate::st::write(path, &tensors, META_KEY, serde_json::to_string(&self.meta)?)
     }
@@ -173,7 +198,9 @@ impl TrainState {
         let mut st = TrainState::new(meta);
         let names: Vec<String> = st.model.named().into_iter().map(|(k, _)| k).collect();
         let mut take = |key: String| {
-            tensors.remove(&key).with_context(|| format!("{}: checkpoint lacks tensor {key}", path.display()))
+            tensors
+                .remove(&key)
+                .with_context(|| format!("{}: checkpoint lacks tensor {key}", path.display()))
         };
         tch::no_grad(|| -> Result<()> {
             for (prefix, net) in [("model", &st.model), ("ema", &st.ema)] {
@@ -193,17 +220,31 @@ impl TrainState {
 
 fn checked(t: Tensor, like: &Tensor, name: &str) -> Result<Tensor> {
     if t.size() != like.size() {
-        bail!("checkpoint tensor {name} is {:?}, the model expects {:?}", t.size(), like.size());
+        bail!(
+            "checkpoint tensor {name} is {:?}, the model expects {:?}",
+            t.size(),
+            like.size()
+        );
     }
     Ok(t.to_device(like.device()))
 }
 
-fn read_checkpoint(path: &Path) -> Result<(std::collections::BTreeMap<String, Tensor>, CheckpointMeta)> {
+fn read_checkpoint(
+    path: &Path,
+) -> Result<(std::collections::BTreeMap<String, Tensor>, CheckpointMeta)> {
     let (tensors, meta_json) = crate::st::read(path, META_KEY, "checkpoint")?;
-    let meta: CheckpointMeta = serde_json::from_str(&meta_json)
-        .with_context(|| format!("{} is not a valid piddm checkpoint: bad metadata", path.display()))?;
+    let meta: CheckpointMeta = serde_json::from_str(&meta_json).with_context(|| {
+        format!(
+            "{} is not a valid piddm checkpoint: bad metadata",
+            path.display()
+        )
+    })?;
     if meta.format != FORMAT_VERSION {
-        bail!("{}: checkpoint format {} (this build reads {FORMAT_VERSION})", path.display(), meta.format);
+        bail!(
+            "{}: checkpoint format {} (this build reads {FORMAT_VERSION})",
+            path.display(),
+            meta.format
+        );
     }
     Ok((tensors, meta))
 }
@@ -241,10 +282,17 @@ pub enum Outcome {
 
 /// Opens the state to train into `path`: a fresh one, or (with `resume`) the checkpoint there.
 /// An existing checkpoint is never overwritten without `resume`.
-pub fn open_state(path: &Path, resume: bool, fresh: impl FnOnce() -> Result<TrainState>) -> Result<TrainState> {
+pub fn open_state(
+    path: &Path,
+    resume: bool,
+    fresh: impl FnOnce() -> Result<TrainState>,
+) -> Result<TrainState> {
     match (path.exists(), resume) {
         (true, true) => TrainState::load(path),
-        (true, false) => bail!("{} exists: pass --resume to continue it, or remove it to start over", path.display()),
+        (true, false) => bail!(
+            "{} exists: pass --resume to continue it, or remove it to start over",
+            path.display()
+        ),
         (false, _) => fresh(),
     }
 }
@@ -262,7 +310,9 @@ pub fn run(
     let cfg = state.meta.train.clone();
     let total = cfg.steps;
     let bar = indicatif::ProgressBar::new(total).with_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}").unwrap().progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
     );
     bar.set_position(state.meta.step);
     let log_every = (total / 20).max(1);
@@ -273,12 +323,20 @@ pub fn run(
         let step = state.meta.step;
         tch::manual_seed((step_seed(state.meta.seed, step) >> 1) as i64);
         let lr = cfg.lr * ((step + 1) as f64 / cfg.warmup.max(1) as f64).min(1.0);
-        state.model.vs.trainable_variables().iter_mut().for_each(|t| t.zero_grad());
+        state
+            .model
+            .vs
+            .trainable_variables()
+            .iter_mut()
+            .for_each(|t| t.zero_grad());
         let loss = loss_fn(&state.model.net, step)?;
         let lv = f64::try_from(&loss)?;
         if !lv.is_finite() {
             let kept = match last_saved {
-                Some(s) => format!("the last good checkpoint (step {s}) is kept at {}", path.display()),
+                Some(s) => format!(
+                    "the last good checkpoint (step {s}) is kept at {}",
+                    path.display()
+                ),
                 None => "no checkpoint had been written yet".to_string(),
             };
             bail!("{label}: loss is {lv} at step {step}; stopping without saving ({kept}). Lower the learning rate or check the data.");
@@ -289,23 +347,34 @@ pub fn run(
         state.meta.last_loss = lv;
         bar.set_position(step + 1);
         bar.set_message(format!("{label} loss {lv:.4e}"));
-        if bar.is_hidden() && (step + 1) % log_every == 0 {
+        if bar.is_hidden() && (step + 1).is_multiple_of(log_every) {
             let per_step = t0.elapsed().as_secs_f64() / (step + 1 - first) as f64;
-            eprintln!("{label}: step {}/{total} loss {lv:.4e} ({per_step:.3} s/step)", step + 1);
+            eprintln!(
+                "{label}: step {}/{total} loss {lv:.4e} ({per_step:.3} s/step)",
+                step + 1
+            );
         }
         let stop = INTERRUPTED.load(Ordering::SeqCst) || stop_after == Some(step + 1);
-        if (step + 1) % cfg.checkpoint_every.max(1) == 0 || step + 1 == total || stop {
+        if (step + 1).is_multiple_of(cfg.checkpoint_every.max(1)) || step + 1 == total || stop {
             state.save(path)?;
             last_saved = Some(step + 1);
         }
         if stop {
             bar.abandon();
-            eprintln!("{label}: stopped at step {}; checkpoint {} (continue with --resume)", step + 1, path.display());
+            eprintln!(
+                "{label}: stopped at step {}; checkpoint {} (continue with --resume)",
+                step + 1,
+                path.display()
+            );
             return Ok(Outcome::Stopped);
         }
     }
     bar.finish_and_clear();
-    eprintln!("{label}: {total} steps, final loss {:.4e}, {:.1} s this run", state.meta.last_loss, t0.elapsed().as_secs_f64());
+    eprintln!(
+        "{label}: {total} steps, final loss {:.4e}, {:.1} s this run",
+        state.meta.last_loss,
+        t0.elapsed().as_secs_f64()
+    );
     Ok(Outcome::Finished)
 }
 
@@ -313,17 +382,39 @@ pub fn run(
 fn adamw_step(state: &mut TrainState, cfg: &TrainConfig, lr: f64, t: u64) {
     let _g = tch::no_grad_guard();
     let mut params: Vec<Tensor> = state.model.named().into_iter().map(|(_, t)| t).collect();
-    let grads: Vec<Tensor> = params.iter().map(|p| {
-        let g = p.grad();
-        if g.defined() { g } else { p.zeros_like() }
-    }).collect();
-    let norm = grads.iter().map(|g| f64::try_from(g.square().sum(Kind::Double)).unwrap()).sum::<f64>().sqrt();
-    let clip = if cfg.clip > 0.0 && norm > cfg.clip { cfg.clip / norm } else { 1.0 };
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(|p| {
+            let g = p.grad();
+            if g.defined() {
+                g
+            } else {
+                p.zeros_like()
+            }
+        })
+        .collect();
+    let norm = grads
+        .iter()
+        .map(|g| f64::try_from(g.square().sum(Kind::Double)).unwrap())
+        .sum::<f64>()
+        .sqrt();
+    let clip = if cfg.clip > 0.0 && norm > cfg.clip {
+        cfg.clip / norm
+    } else {
+        1.0
+    };
     for (i, p) in params.iter_mut().enumerate() {
         if cfg.weight_decay > 0.0 {
             let _ = p.g_mul_scalar_(1.0 - lr * cfg.weight_decay);
         }
-        adam_update(p, &(&grads[i] * clip), &mut state.m[i], &mut state.v[i], lr, t);
+        adam_update(
+            p,
+            &(&grads[i] * clip),
+            &mut state.m[i],
+            &mut state.v[i],
+            lr,
+            t,
+        );
     }
     let decay = cfg.ema.min((1.0 + t as f64) / (10.0 + t as f64));
     for ((_, mut e), (_, p)) in state.ema.named().into_iter().zip(state.model.named()) {

@@ -29,12 +29,19 @@ impl UNetConfig {
         }
         for m in &self.mults {
             if (self.width * m) % self.groups != 0 {
-                bail!("GroupNorm groups {} do not divide level width {}", self.groups, self.width * m);
+                bail!(
+                    "GroupNorm groups {} do not divide level width {}",
+                    self.groups,
+                    self.width * m
+                );
             }
         }
         let down = 1usize << (self.mults.len() - 1);
-        if grid_n % down != 0 {
-            bail!("grid {grid_n} is not divisible by 2^{} (the U-Net's levels)", self.mults.len() - 1);
+        if !grid_n.is_multiple_of(down) {
+            bail!(
+                "grid {grid_n} is not divisible by 2^{} (the U-Net's levels)",
+                self.mults.len() - 1
+            );
         }
         Ok(())
     }
@@ -44,7 +51,17 @@ impl UNetConfig {
 }
 
 fn conv(p: nn::Path, i: i64, o: i64, k: i64, stride: i64) -> nn::Conv2D {
-    nn::conv2d(p, i, o, k, nn::ConvConfig { stride, padding: k / 2, ..Default::default() })
+    nn::conv2d(
+        p,
+        i,
+        o,
+        k,
+        nn::ConvConfig {
+            stride,
+            padding: k / 2,
+            ..Default::default()
+        },
+    )
 }
 
 fn gn(p: nn::Path, groups: i64, c: i64) -> nn::GroupNorm {
@@ -52,13 +69,13 @@ fn gn(p: nn::Path, groups: i64, c: i64) -> nn::GroupNorm {
 }
 
 #[derive(Debug)]
-struct ResBlock {
-    norm1: nn::GroupNorm,
-    conv1: nn::Conv2D,
-    emb: nn::Linear,
-    norm2: nn::GroupNorm,
-    conv2: nn::Conv2D,
-    skip: Option<nn::Conv2D>,
+pub(crate) struct ResBlock {
+    pub(crate) norm1: nn::GroupNorm,
+    pub(crate) conv1: nn::Conv2D,
+    pub(crate) emb: nn::Linear,
+    pub(crate) norm2: nn::GroupNorm,
+    pub(crate) conv2: nn::Conv2D,
+    pub(crate) skip: Option<nn::Conv2D>,
 }
 
 impl ResBlock {
@@ -85,10 +102,10 @@ impl ResBlock {
 }
 
 #[derive(Debug)]
-struct Attention {
-    norm: nn::GroupNorm,
-    qkv: nn::Conv2D,
-    proj: nn::Conv2D,
+pub(crate) struct Attention {
+    pub(crate) norm: nn::GroupNorm,
+    pub(crate) qkv: nn::Conv2D,
+    pub(crate) proj: nn::Conv2D,
 }
 
 impl Attention {
@@ -101,7 +118,10 @@ impl Attention {
     }
     fn forward(&self, x: &Tensor) -> Tensor {
         let (b, c, h, w) = x.size4().unwrap();
-        let qkv = self.qkv.forward(&self.norm.forward(x)).reshape([b, 3, c, h * w]);
+        let qkv = self
+            .qkv
+            .forward(&self.norm.forward(x))
+            .reshape([b, 3, c, h * w]);
         let (q, k, v) = (qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2));
         let att = (q.transpose(1, 2).matmul(&k) / (c as f64).sqrt()).softmax(-1, Kind::Float);
         let o = v.matmul(&att.transpose(1, 2)).reshape([b, c, h, w]);
@@ -110,8 +130,8 @@ impl Attention {
 }
 
 #[derive(Debug)]
-enum Layer {
-    Res(ResBlock),
+pub(crate) enum Layer {
+    Res(Box<ResBlock>),
     Down(nn::Conv2D),
     Up(nn::Conv2D),
 }
@@ -119,16 +139,16 @@ enum Layer {
 #[derive(Debug)]
 pub struct UNet {
     pub cfg: UNetConfig,
-    emb1: nn::Linear,
-    emb2: nn::Linear,
-    conv_in: nn::Conv2D,
-    down: Vec<Layer>,
-    mid1: ResBlock,
-    mid_attn: Option<Attention>,
-    mid2: ResBlock,
-    up: Vec<Layer>,
-    norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2D,
+    pub(crate) emb1: nn::Linear,
+    pub(crate) emb2: nn::Linear,
+    pub(crate) conv_in: nn::Conv2D,
+    pub(crate) down: Vec<Layer>,
+    pub(crate) mid1: ResBlock,
+    pub(crate) mid_attn: Option<Attention>,
+    pub(crate) mid2: ResBlock,
+    pub(crate) up: Vec<Layer>,
+    pub(crate) norm_out: nn::GroupNorm,
+    pub(crate) conv_out: nn::Conv2D,
 }
 
 impl UNet {
@@ -141,7 +161,12 @@ impl UNet {
         for (l, m) in cfg.mults.iter().enumerate() {
             let o = w * m;
             for b in 0..cfg.blocks {
-                down.push(Layer::Res(ResBlock::new(p / format!("down{l}_res{b}"), cfg, ch, o)));
+                down.push(Layer::Res(Box::new(ResBlock::new(
+                    p / format!("down{l}_res{b}"),
+                    cfg,
+                    ch,
+                    o,
+                ))));
                 ch = o;
                 skips.push(ch);
             }
@@ -151,14 +176,21 @@ impl UNet {
             }
         }
         let mid1 = ResBlock::new(p / "mid_res0", cfg, ch, ch);
-        let mid_attn = cfg.attention.then(|| Attention::new(p / "mid_attn", cfg, ch));
+        let mid_attn = cfg
+            .attention
+            .then(|| Attention::new(p / "mid_attn", cfg, ch));
         let mid2 = ResBlock::new(p / "mid_res1", cfg, ch, ch);
         let mut up = Vec::new();
         for (l, m) in cfg.mults.iter().enumerate().rev() {
             let o = w * m;
             for b in 0..=cfg.blocks {
                 let s = skips.pop().expect("skip stack matches the encoder");
-                up.push(Layer::Res(ResBlock::new(p / format!("up{l}_res{b}"), cfg, ch + s, o)));
+                up.push(Layer::Res(Box::new(ResBlock::new(
+                    p / format!("up{l}_res{b}"),
+                    cfg,
+                    ch + s,
+                    o,
+                ))));
                 ch = o;
             }
             if l > 0 {
@@ -181,9 +213,11 @@ impl UNet {
     }
 
     /// Sinusoidal embedding of the noise level c_noise [B] into `width` features.
-    fn embed(&self, c_noise: &Tensor) -> Tensor {
+    pub(crate) fn embed(&self, c_noise: &Tensor) -> Tensor {
         let half = self.cfg.width / 2;
-        let freqs = (Tensor::arange(half, (Kind::Float, c_noise.device())) * (-(10000f64.ln()) / half as f64)).exp();
+        let freqs = (Tensor::arange(half, (Kind::Float, c_noise.device()))
+            * (-(10000f64.ln()) / half as f64))
+            .exp();
         let args = c_noise.reshape([-1, 1]) * freqs.unsqueeze(0) * 1000.0;
         let e = Tensor::cat(&[args.cos(), args.sin()], 1);
         self.emb2.forward(&self.emb1.forward(&e).silu()).silu()
@@ -231,10 +265,20 @@ mod tests {
     #[test]
     fn shapes_round_trip() {
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let cfg = UNetConfig { channels: 2, width: 8, mults: vec![1, 2], blocks: 1, attention: true, groups: 4 };
+        let cfg = UNetConfig {
+            channels: 2,
+            width: 8,
+            mults: vec![1, 2],
+            blocks: 1,
+            attention: true,
+            groups: 4,
+        };
         cfg.validate(16).unwrap();
         let net = UNet::new(&vs.root(), &cfg);
-        let y = net.forward(&Tensor::randn([3, 2, 16, 16], (Kind::Float, tch::Device::Cpu)), &Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)));
+        let y = net.forward(
+            &Tensor::randn([3, 2, 16, 16], (Kind::Float, tch::Device::Cpu)),
+            &Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)),
+        );
         assert_eq!(y.size(), vec![3, 2, 16, 16]);
         assert!(cfg.validate(17).is_err());
         let bad = UNetConfig { groups: 3, ..cfg };

@@ -22,7 +22,9 @@ fn run_err(args: &[&str]) -> String {
 fn tiny_pipeline_every_stage() {
     let dir = tempfile::tempdir().unwrap();
     let preset = Preset::load("tiny").unwrap();
-    let report = pipeline::run(&preset, dir.path(), "test".into()).unwrap().expect("finished");
+    let report = pipeline::run(&preset, dir.path(), "test".into())
+        .unwrap()
+        .expect("finished");
     let p = pipeline::RunPaths::new(dir.path());
     let n = preset.data.res as i64;
     let train = Dataset::load(&p.train).unwrap();
@@ -30,18 +32,31 @@ fn tiny_pipeline_every_stage() {
     for ckpt in [&p.teacher, &p.student_lambda0, &p.student] {
         let (net, meta) = load_ema(ckpt).unwrap();
         assert_eq!(meta.data.grid.n as i64, n);
-        let x = net.net.forward(&tch::Tensor::randn([2, 2, n, n], tch::kind::FLOAT_CPU), &tch::Tensor::zeros([2], tch::kind::FLOAT_CPU));
+        let x = net.net.forward(
+            &tch::Tensor::randn([2, 2, n, n], tch::kind::FLOAT_CPU),
+            &tch::Tensor::zeros([2], tch::kind::FLOAT_CPU),
+        );
         assert_eq!(x.size(), vec![2, 2, n, n]);
         assert!(bool::try_from(x.isfinite().all()).unwrap());
     }
     for m in [&report.teacher, &report.student_lambda0, &report.student] {
-        for v in [m.residual_mse, m.residual_std, m.mmse, m.smse, m.seconds_per_sample] {
+        for v in [
+            m.residual_mse,
+            m.residual_std,
+            m.mmse,
+            m.smse,
+            m.seconds_per_sample,
+        ] {
             assert!(v.is_finite() && v >= 0.0, "{m:?}");
         }
     }
     assert_eq!(report.teacher.nfe, 2 * preset.sampler.steps - 1);
     assert_eq!((report.student.nfe, report.student_lambda0.nfe), (1, 1));
-    assert!(report.ground_truth_residual_mse < 1e-6, "data residual {}", report.ground_truth_residual_mse);
+    assert!(
+        report.ground_truth_residual_mse < 1e-6,
+        "data residual {}",
+        report.ground_truth_residual_mse
+    );
     // The physics term does its job: same teacher, same pairs, lower residual.
     assert!(
         report.student.residual_mse < 0.8 * report.student_lambda0.residual_mse,
@@ -49,11 +64,22 @@ fn tiny_pipeline_every_stage() {
         report.student.residual_mse,
         report.student_lambda0.residual_mse
     );
-    for v in [report.forward.rel_l2_u, report.inverse.error_rate_a, report.inverse_sparse.error_rate_a] {
+    for v in [
+        report.forward.rel_l2_u,
+        report.inverse.error_rate_a,
+        report.inverse_sparse.error_rate_a,
+    ] {
         let v = v.unwrap();
         assert!(v.is_finite() && (0.0..=10.0).contains(&v));
     }
-    for f in ["eval.json", "eval.md", "samples.png", "forward.png", "inverse.png", "inverse_sparse.png"] {
+    for f in [
+        "eval.json",
+        "eval.md",
+        "samples.png",
+        "forward.png",
+        "inverse.png",
+        "inverse_sparse.png",
+    ] {
         assert!(p.eval.join(f).metadata().unwrap().len() > 100, "{f}");
     }
 }
@@ -72,17 +98,42 @@ fn tensors_equal(a: &Path, b: &Path) {
 fn killed_training_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let preset_path = dir.path().join("long.toml");
-    let text = piddm_trainer::config::PRESETS[0].1.replace("steps = 40", "steps = 300").replace("checkpoint_every = 10", "checkpoint_every = 5");
+    let text = piddm_trainer::config::PRESETS[0]
+        .1
+        .replace("steps = 40", "steps = 300")
+        .replace("checkpoint_every = 10", "checkpoint_every = 5");
     std::fs::write(&preset_path, text).unwrap();
     let preset = preset_path.to_str().unwrap();
     let data = dir.path().join("d.safetensors");
-    let d = dataset::generate(PdeKind::Darcy, Grid::new(16).unwrap(), Default::default(), 64, 1, 0.5).unwrap();
+    let d = dataset::generate(
+        PdeKind::Darcy,
+        Grid::new(16).unwrap(),
+        Default::default(),
+        64,
+        1,
+        0.5,
+    )
+    .unwrap();
     d.save(&data).unwrap();
     let (full, killed) = (dir.path().join("full.ckpt"), dir.path().join("killed.ckpt"));
-    let args = |out: &Path| vec!["teacher".to_string(), "--preset".into(), preset.into(), "--data".into(), data.to_str().unwrap().into(), "--out".into(), out.to_str().unwrap().into()];
+    let args = |out: &Path| {
+        vec![
+            "teacher".to_string(),
+            "--preset".into(),
+            preset.into(),
+            "--data".into(),
+            data.to_str().unwrap().into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ]
+    };
     assert!(bin().args(args(&full)).status().unwrap().success());
 
-    let mut child = bin().args(args(&killed)).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = bin()
+        .args(args(&killed))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let t0 = std::time::Instant::now();
     while !killed.exists() && t0.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -90,7 +141,10 @@ fn killed_training_resumes_to_the_same_result() {
     child.kill().unwrap();
     child.wait().unwrap();
     let step = TrainState::load(&killed).unwrap().meta.step;
-    assert!(step < 300, "the run finished before it could be killed (step {step})");
+    assert!(
+        step < 300,
+        "the run finished before it could be killed (step {step})"
+    );
     let mut resume = args(&killed);
     resume.push("--resume".into());
     assert!(bin().args(&resume).status().unwrap().success());
@@ -102,11 +156,28 @@ fn killed_training_resumes_to_the_same_result() {
 fn stop_resume_and_nan_guard() {
     let dir = tempfile::tempdir().unwrap();
     let preset = Preset::load("tiny").unwrap();
-    let d = dataset::generate(PdeKind::Darcy, Grid::new(16).unwrap(), Default::default(), 64, 1, 0.5).unwrap();
+    let d = dataset::generate(
+        PdeKind::Darcy,
+        Grid::new(16).unwrap(),
+        Default::default(),
+        64,
+        1,
+        0.5,
+    )
+    .unwrap();
     let (a, b) = (dir.path().join("a.ckpt"), dir.path().join("b.ckpt"));
-    assert_eq!(teacher::train_teacher(&preset, &d, &a, false, None).unwrap(), Outcome::Finished);
-    assert_eq!(teacher::train_teacher(&preset, &d, &b, false, Some(13)).unwrap(), Outcome::Stopped);
-    assert_eq!(teacher::train_teacher(&preset, &d, &b, true, None).unwrap(), Outcome::Finished);
+    assert_eq!(
+        teacher::train_teacher(&preset, &d, &a, false, None).unwrap(),
+        Outcome::Finished
+    );
+    assert_eq!(
+        teacher::train_teacher(&preset, &d, &b, false, Some(13)).unwrap(),
+        Outcome::Stopped
+    );
+    assert_eq!(
+        teacher::train_teacher(&preset, &d, &b, true, None).unwrap(),
+        Outcome::Finished
+    );
     tensors_equal(&a, &b);
 
     // NaN at step 25: the error names the step and the checkpoint of step 20 stays as it was.
@@ -115,12 +186,20 @@ fn stop_resume_and_nan_guard() {
     let before = std::fs::read(&c).unwrap();
     let mut st = TrainState::load(&c).unwrap();
     let err = train::run(&mut st, &c, "teacher", None, |net, step| {
-        let x = net.forward(&tch::Tensor::zeros([1, 2, 16, 16], tch::kind::FLOAT_CPU), &tch::Tensor::zeros([1], tch::kind::FLOAT_CPU)).mean(tch::Kind::Float);
+        let x = net
+            .forward(
+                &tch::Tensor::zeros([1, 2, 16, 16], tch::kind::FLOAT_CPU),
+                &tch::Tensor::zeros([1], tch::kind::FLOAT_CPU),
+            )
+            .mean(tch::Kind::Float);
         Ok(if step == 24 { x * f64::NAN } else { x })
     })
     .unwrap_err()
     .to_string();
-    assert!(err.contains("loss is NaN at step 24") && err.contains("step 20"), "{err}");
+    assert!(
+        err.contains("loss is NaN at step 24") && err.contains("step 20"),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&c).unwrap(), before);
 }
 
@@ -128,26 +207,112 @@ fn stop_resume_and_nan_guard() {
 fn bad_input_is_a_clear_error_and_overwrites_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
-    assert!(run_err(&["data", "--pde", "heat", "--n", "4", "--out", &p("x")]).contains("unknown PDE 'heat' (known: darcy)"));
+    assert!(
+        run_err(&["data", "--pde", "heat", "--n", "4", "--out", &p("x")])
+            .contains("unknown PDE 'heat' (known: darcy)")
+    );
     assert!(run_err(&["pipeline", "--preset", "huge"]).contains("unknown preset 'huge'"));
-    assert!(run_err(&["teacher", "--preset", "tiny", "--data", &p("missing.safetensors"), "--out", &p("t.ckpt")]).contains("cannot read data set"));
-    std::fs::write(p("corrupt.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
-    assert!(run_err(&["teacher", "--preset", "tiny", "--data", &p("corrupt.safetensors"), "--out", &p("t.ckpt")]).contains("not a valid piddm data set"));
+    assert!(run_err(&[
+        "teacher",
+        "--preset",
+        "tiny",
+        "--data",
+        &p("missing.safetensors"),
+        "--out",
+        &p("t.ckpt")
+    ])
+    .contains("cannot read data set"));
+    std::fs::write(
+        p("corrupt.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":",
+    )
+    .unwrap();
+    assert!(run_err(&[
+        "teacher",
+        "--preset",
+        "tiny",
+        "--data",
+        &p("corrupt.safetensors"),
+        "--out",
+        &p("t.ckpt")
+    ])
+    .contains("not a valid piddm data set"));
 
     // A teacher trained on 16x16 refuses to continue on an 8x8 data set; the checkpoint is untouched.
-    let d16 = dataset::generate(PdeKind::Darcy, Grid::new(16).unwrap(), Default::default(), 8, 1, 0.5).unwrap();
+    let d16 = dataset::generate(
+        PdeKind::Darcy,
+        Grid::new(16).unwrap(),
+        Default::default(),
+        8,
+        1,
+        0.5,
+    )
+    .unwrap();
     d16.save(Path::new(&p("d16.safetensors"))).unwrap();
-    let d8 = dataset::generate(PdeKind::Darcy, Grid::new(8).unwrap(), Default::default(), 8, 1, 0.5).unwrap();
+    let d8 = dataset::generate(
+        PdeKind::Darcy,
+        Grid::new(8).unwrap(),
+        Default::default(),
+        8,
+        1,
+        0.5,
+    )
+    .unwrap();
     d8.save(Path::new(&p("d8.safetensors"))).unwrap();
-    let ok = bin().args(["teacher", "--preset", "tiny", "--data", &p("d16.safetensors"), "--out", &p("t.ckpt"), "--stop-after", "5"]).output().unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = bin()
+        .args([
+            "teacher",
+            "--preset",
+            "tiny",
+            "--data",
+            &p("d16.safetensors"),
+            "--out",
+            &p("t.ckpt"),
+            "--stop-after",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let before = std::fs::read(p("t.ckpt")).unwrap();
-    let e = run_err(&["teacher", "--preset", "tiny", "--data", &p("d8.safetensors"), "--out", &p("t.ckpt"), "--resume"]);
-    assert!(e.contains("trained on darcy 16x16") && e.contains("data set is darcy 8x8"), "{e}");
-    let e = run_err(&["teacher", "--preset", "tiny", "--data", &p("d16.safetensors"), "--out", &p("t.ckpt")]);
+    let e = run_err(&[
+        "teacher",
+        "--preset",
+        "tiny",
+        "--data",
+        &p("d8.safetensors"),
+        "--out",
+        &p("t.ckpt"),
+        "--resume",
+    ]);
+    assert!(
+        e.contains("trained on darcy 16x16") && e.contains("data set is darcy 8x8"),
+        "{e}"
+    );
+    let e = run_err(&[
+        "teacher",
+        "--preset",
+        "tiny",
+        "--data",
+        &p("d16.safetensors"),
+        "--out",
+        &p("t.ckpt"),
+    ]);
     assert!(e.contains("exists: pass --resume"), "{e}");
     assert_eq!(std::fs::read(p("t.ckpt")).unwrap(), before);
     // A data set is not a checkpoint.
-    let e = run_err(&["distill", "--preset", "tiny", "--teacher", &p("d16.safetensors"), "--out", &p("s.ckpt")]);
+    let e = run_err(&[
+        "distill",
+        "--preset",
+        "tiny",
+        "--teacher",
+        &p("d16.safetensors"),
+        "--out",
+        &p("s.ckpt"),
+    ]);
     assert!(e.contains("not a valid piddm checkpoint"), "{e}");
 }

@@ -51,7 +51,12 @@ impl GrfSampler {
             }
         }
         let fft = FftPlanner::new().plan_fft_inverse(n);
-        GrfSampler { params, n, amp, fft }
+        GrfSampler {
+            params,
+            n,
+            amp,
+            fft,
+        }
     }
 
     pub fn params(&self) -> GrfParams {
@@ -143,13 +148,22 @@ mod tests {
                 }
             }
             let slope = (cnt * sxy - sx * sy) / (cnt * sxx - sx * sx);
-            assert!((slope + alpha).abs() < 0.05 * alpha, "alpha {alpha}: fitted slope {slope}");
+            assert!(
+                (slope + alpha).abs() < 0.05 * alpha,
+                "alpha {alpha}: fitted slope {slope}"
+            );
         }
     }
 
     #[test]
     fn mean_mode_is_zero_and_seeded() {
-        let s = GrfSampler::new(GrfParams { alpha: 2.0, tau: 3.0 }, 16);
+        let s = GrfSampler::new(
+            GrfParams {
+                alpha: 2.0,
+                tau: 3.0,
+            },
+            16,
+        );
         let a = s.sample(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
         let b = s.sample(&mut rand_chacha::ChaCha8Rng::seed_from_u64(1));
         assert_eq!(a, b);

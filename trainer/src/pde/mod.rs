@@ -35,7 +35,10 @@ impl PdeKind {
     /// Channel names in storage order, and their units.
     pub fn channels(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            PdeKind::Darcy => &[("a", "permeability (dimensionless)"), ("u", "pressure (dimensionless)")],
+            PdeKind::Darcy => &[
+                ("a", "permeability (dimensionless)"),
+                ("u", "pressure (dimensionless)"),
+            ],
         }
     }
 }

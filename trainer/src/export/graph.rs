@@ -1,0 +1,510 @@
+//! An ONNX graph builder that also records, for every node on a path from a differentiable input,
+//! what its adjoint needs, and emits the reverse pass as more ONNX nodes (ONNX Runtime's inference
+//! build has no autograd). Each adjoint is the textbook one (see `docs/ADJOINTS.md`):
+//! Conv → ConvTranspose with the same weights; GroupNorm → the normalised-input formula; SiLU →
+//! g (s + x s (1 - s)); nearest 2x upsampling → 2x2 sum pooling; Concat → Slice; Slice ↔ Pad;
+//! Mul → g times the other factor; ReduceMean → Expand / N.
+
+use anyhow::{bail, Result};
+use onnx_protobuf::{
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, NodeProto, TensorProto,
+};
+use std::collections::{HashMap, HashSet};
+
+/// Static (C, H, W) of a 4-D value; the batch is dynamic.
+pub type Chw = [i64; 3];
+
+#[derive(Clone, Debug)]
+enum Entry {
+    Conv { x: String, w: String, stride: i64, pad: i64, k: i64, hw_in: [i64; 2], y: String },
+    Add { a: String, b: String, y: String },
+    Sub { a: String, b: String, y: String },
+    Mul { a: String, b: String, y: String },
+    Silu { x: String, s: String, y: String },
+    GroupNorm { x: String, xh: String, inv: String, gamma: String, groups: i64, y: String },
+    Upsample2 { x: String, y: String },
+    Concat { parts: Vec<(String, i64)>, y: String },
+    Channels { x: String, start: i64, len: i64, c: i64, y: String },
+    Crop { x: String, border: i64, y: String },
+    Pad { x: String, border: i64, y: String },
+    ReduceMean { x: String, axes: Vec<i64>, count: i64, y: String },
+    /// A node whose adjoint this exporter does not know: differentiating through it is an error.
+    Opaque { op: String, y: String },
+}
+
+impl Entry {
+    fn output(&self) -> &str {
+        match self {
+            Entry::Conv { y, .. }
+            | Entry::Add { y, .. }
+            | Entry::Sub { y, .. }
+            | Entry::Mul { y, .. }
+            | Entry::Silu { y, .. }
+            | Entry::GroupNorm { y, .. }
+            | Entry::Upsample2 { y, .. }
+            | Entry::Concat { y, .. }
+            | Entry::Channels { y, .. }
+            | Entry::Crop { y, .. }
+            | Entry::Pad { y, .. }
+            | Entry::ReduceMean { y, .. }
+            | Entry::Opaque { y, .. } => y,
+        }
+    }
+}
+
+pub fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::INT.into(), i: v, ..Default::default() }
+}
+pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::INTS.into(), ints: v.to_vec(), ..Default::default() }
+}
+pub fn attr_float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::FLOAT.into(), f: v, ..Default::default() }
+}
+pub fn attr_str(name: &str, v: &str) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::STRING.into(), s: v.as_bytes().to_vec(), ..Default::default() }
+}
+pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
+    AttributeProto { name: name.into(), type_: AttributeType::TENSOR.into(), t: Some(t).into(), ..Default::default() }
+}
+
+pub fn tensor_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
+    assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "initializer {name}");
+    TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: DataType::FLOAT as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn tensor_i64(name: &str, data: &[i64]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![data.len() as i64],
+        data_type: DataType::INT64 as i32,
+        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+/// Builds one ONNX graph. Values are named strings; `diff` holds the values that depend on a
+/// differentiable input, and only nodes touching them are recorded for the reverse pass.
+pub struct Graph {
+    pub nodes: Vec<NodeProto>,
+    pub inits: Vec<TensorProto>,
+    tape: Vec<Entry>,
+    diff: HashSet<String>,
+    pub chw: HashMap<String, Chw>,
+    counter: usize,
+    consts_i64: HashMap<Vec<i64>, String>,
+}
+
+impl Default for Graph {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Graph {
+    pub fn new() -> Self {
+        Graph {
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            tape: Vec::new(),
+            diff: HashSet::new(),
+            chw: HashMap::new(),
+            counter: 0,
+            consts_i64: HashMap::new(),
+        }
+    }
+
+    /// Declares `name` a differentiable input of shape (batch, C, H, W).
+    pub fn input_diff(&mut self, name: &str, chw: Chw) {
+        self.diff.insert(name.to_string());
+        self.chw.insert(name.to_string(), chw);
+    }
+
+    pub fn is_diff(&self, v: &str) -> bool {
+        self.diff.contains(v)
+    }
+
+    fn fresh(&mut self, hint: &str) -> String {
+        self.counter += 1;
+        format!("{hint}_{}", self.counter)
+    }
+
+    /// A float32 initializer.
+    pub fn constant(&mut self, hint: &str, dims: &[i64], data: &[f32]) -> String {
+        let name = self.fresh(hint);
+        self.inits.push(tensor_f32(&name, dims, data));
+        name
+    }
+
+    pub fn scalar(&mut self, v: f32) -> String {
+        self.constant("c", &[1], &[v])
+    }
+
+    /// An int64 vector initializer, shared between uses.
+    pub fn ints(&mut self, v: &[i64]) -> String {
+        if let Some(n) = self.consts_i64.get(v) {
+            return n.clone();
+        }
+        let name = self.fresh("i");
+        self.inits.push(tensor_i64(&name, v));
+        self.consts_i64.insert(v.to_vec(), name.clone());
+        name
+    }
+
+    /// Emits a raw node with one output.
+    pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        let y = self.fresh(&op.to_lowercase());
+        self.nodes.push(NodeProto {
+            op_type: op.into(),
+            name: y.clone(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![y.clone()],
+            attribute: attrs,
+            ..Default::default()
+        });
+        y
+    }
+
+    fn record(&mut self, e: Entry, inputs: &[&str]) {
+        if inputs.iter().any(|i| self.diff.contains(*i)) {
+            self.diff.insert(e.output().to_string());
+            self.tape.push(e);
+        }
+    }
+
+    fn set_chw(&mut self, y: &str, chw: Option<Chw>) {
+        if let Some(c) = chw {
+            self.chw.insert(y.to_string(), c);
+        }
+    }
+
+    /// A node on the differentiable path whose adjoint is unknown: fine in a forward-only graph,
+    /// an error naming the operator if the reverse pass reaches it.
+    pub fn opaque(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        let y = self.node(op, inputs, attrs);
+        let chw = inputs.first().and_then(|i| self.chw.get(*i)).copied();
+        self.set_chw(&y, chw);
+        self.record(Entry::Opaque { op: op.into(), y: y.clone() }, inputs);
+        y
+    }
+
+    pub fn conv(&mut self, x: &str, w: &str, b: Option<&str>, k: i64, stride: i64, pad: i64, cout: i64) -> String {
+        let mut inputs = vec![x, w];
+        if let Some(b) = b {
+            inputs.push(b);
+        }
+        let attrs = vec![attr_ints("kernel_shape", &[k, k]), attr_ints("strides", &[stride, stride]), attr_ints("pads", &[pad; 4])];
+        let y = self.node("Conv", &inputs, attrs);
+        let [_, h, wd] = self.chw[x];
+        let out = |n: i64| (n + 2 * pad - k) / stride + 1;
+        self.set_chw(&y, Some([cout, out(h), out(wd)]));
+        self.record(Entry::Conv { x: x.into(), w: w.into(), stride, pad, k, hw_in: [h, wd], y: y.clone() }, &[x]);
+        y
+    }
+
+    pub fn add(&mut self, a: &str, b: &str) -> String {
+        let y = self.node("Add", &[a, b], vec![]);
+        let chw = self.chw.get(a).or(self.chw.get(b)).copied();
+        self.set_chw(&y, chw);
+        self.record(Entry::Add { a: a.into(), b: b.into(), y: y.clone() }, &[a, b]);
+        y
+    }
+
+    pub fn sub(&mut self, a: &str, b: &str) -> String {
+        let y = self.node("Sub", &[a, b], vec![]);
+        let chw = self.chw.get(a).or(self.chw.get(b)).copied();
+        self.set_chw(&y, chw);
+        self.record(Entry::Sub { a: a.into(), b: b.into(), y: y.clone() }, &[a, b]);
+        y
+    }
+
+    pub fn mul(&mut self, a: &str, b: &str) -> String {
+        let y = self.node("Mul", &[a, b], vec![]);
+        let chw = self.chw.get(a).or(self.chw.get(b)).copied();
+        self.set_chw(&y, chw);
+        self.record(Entry::Mul { a: a.into(), b: b.into(), y: y.clone() }, &[a, b]);
+        y
+    }
+
+    /// x * k for a scalar constant k.
+    pub fn scale(&mut self, x: &str, k: f32) -> String {
+        let c = self.scalar(k);
+        self.mul(x, &c)
+    }
+
+    pub fn silu(&mut self, x: &str) -> String {
+        let s = self.node("Sigmoid", &[x], vec![]);
+        let y = self.node("Mul", &[x, &s], vec![]);
+        let chw = self.chw.get(x).copied();
+        self.set_chw(&y, chw);
+        self.record(Entry::Silu { x: x.into(), s, y: y.clone() }, &[x]);
+        y
+    }
+
+    /// GroupNorm (biased variance, as PyTorch). Forward-only graphs use the fast
+    /// Reshape → InstanceNormalization → Reshape form; differentiable ones the decomposed form, whose
+    /// intermediates the adjoint reuses.
+    pub fn group_norm(&mut self, x: &str, gamma: &[f32], beta: &[f32], groups: i64, eps: f32) -> String {
+        let c = gamma.len() as i64;
+        let shape = self.node("Shape", &[x], vec![]);
+        let grouped = self.ints(&[0, groups, -1]);
+        let xr = self.node("Reshape", &[x, &grouped], vec![]);
+        let g = self.constant("gn_gamma", &[1, c, 1, 1], gamma);
+        let b = self.constant("gn_beta", &[1, c, 1, 1], beta);
+        let y = if !self.diff.contains(x) {
+            let ones = self.constant("gn_one", &[groups], &vec![1.0; groups as usize]);
+            let zeros = self.constant("gn_zero", &[groups], &vec![0.0; groups as usize]);
+            let n = self.node("InstanceNormalization", &[&xr, &ones, &zeros], vec![attr_float("epsilon", eps)]);
+            let n = self.node("Reshape", &[&n, &shape], vec![]);
+            let n = self.node("Mul", &[&n, &g], vec![]);
+            self.node("Add", &[&n, &b], vec![])
+        } else {
+            let mean = self.node("ReduceMean", &[&xr], vec![attr_ints("axes", &[2]), attr_int("keepdims", 1)]);
+            let xc = self.node("Sub", &[&xr, &mean], vec![]);
+            let sq = self.node("Mul", &[&xc, &xc], vec![]);
+            let var = self.node("ReduceMean", &[&sq], vec![attr_ints("axes", &[2]), attr_int("keepdims", 1)]);
+            let e = self.scalar(eps);
+            let ve = self.node("Add", &[&var, &e], vec![]);
+            let sd = self.node("Sqrt", &[&ve], vec![]);
+            let inv = self.node("Reciprocal", &[&sd], vec![]);
+            let xh = self.node("Mul", &[&xc, &inv], vec![]);
+            let n = self.node("Reshape", &[&xh, &shape], vec![]);
+            let n = self.node("Mul", &[&n, &g], vec![]);
+            let y = self.node("Add", &[&n, &b], vec![]);
+            self.tape.push(Entry::GroupNorm { x: x.into(), xh, inv, gamma: g, groups, y: y.clone() });
+            self.diff.insert(y.clone());
+            y
+        };
+        let chw = self.chw.get(x).copied();
+        self.set_chw(&y, chw);
+        y
+    }
+
+    pub fn upsample2(&mut self, x: &str) -> String {
+        let roi = self.constant("roi", &[0], &[]);
+        let scales = self.constant("scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
+        let attrs = vec![
+            attr_str("mode", "nearest"),
+            attr_str("coordinate_transformation_mode", "asymmetric"),
+            attr_str("nearest_mode", "floor"),
+        ];
+        let y = self.node("Resize", &[x, &roi, &scales], attrs);
+        let [c, h, w] = self.chw[x];
+        self.set_chw(&y, Some([c, 2 * h, 2 * w]));
+        self.record(Entry::Upsample2 { x: x.into(), y: y.clone() }, &[x]);
+        y
+    }
+
+    pub fn concat(&mut self, parts: &[&str]) -> String {
+        let y = self.node("Concat", parts, vec![attr_int("axis", 1)]);
+        let chws: Vec<Chw> = parts.iter().map(|p| self.chw[*p]).collect();
+        let c = chws.iter().map(|s| s[0]).sum();
+        self.set_chw(&y, Some([c, chws[0][1], chws[0][2]]));
+        let e = Entry::Concat { parts: parts.iter().zip(&chws).map(|(p, s)| (p.to_string(), s[0])).collect(), y: y.clone() };
+        self.record(e, parts);
+        y
+    }
+
+    /// Channels [start, start + len) of x.
+    pub fn channels(&mut self, x: &str, start: i64, len: i64) -> String {
+        let (s, e, ax) = (self.ints(&[start]), self.ints(&[start + len]), self.ints(&[1]));
+        let y = self.node("Slice", &[x, &s, &e, &ax], vec![]);
+        let [_, h, w] = self.chw[x];
+        self.set_chw(&y, Some([len, h, w]));
+        let c = self.chw[x][0];
+        self.record(Entry::Channels { x: x.into(), start, len, c, y: y.clone() }, &[x]);
+        y
+    }
+
+    /// The interior: `border` points cropped from every side of H and W.
+    pub fn crop(&mut self, x: &str, border: i64) -> String {
+        let [c, h, w] = self.chw[x];
+        let (s, e, ax) = (self.ints(&[border, border]), self.ints(&[h - border, w - border]), self.ints(&[2, 3]));
+        let y = self.node("Slice", &[x, &s, &e, &ax], vec![]);
+        self.set_chw(&y, Some([c, h - 2 * border, w - 2 * border]));
+        self.record(Entry::Crop { x: x.into(), border, y: y.clone() }, &[x]);
+        y
+    }
+
+    /// Zero padding of `border` points on every side of H and W.
+    pub fn pad(&mut self, x: &str, border: i64) -> String {
+        let [c, h, w] = self.chw[x];
+        let pads = self.ints(&[0, 0, border, border, 0, 0, border, border]);
+        let y = self.node("Pad", &[x, &pads], vec![attr_str("mode", "constant")]);
+        self.set_chw(&y, Some([c, h + 2 * border, w + 2 * border]));
+        self.record(Entry::Pad { x: x.into(), border, y: y.clone() }, &[x]);
+        y
+    }
+
+    /// Mean over `axes` of a 4-D value, dropping them.
+    pub fn reduce_mean(&mut self, x: &str, axes: &[i64]) -> String {
+        let y = self.node("ReduceMean", &[x], vec![attr_ints("axes", axes), attr_int("keepdims", 0)]);
+        let chw = self.chw[x];
+        let count = axes.iter().map(|&a| chw[(a - 1) as usize]).product();
+        self.record(Entry::ReduceMean { x: x.into(), axes: axes.to_vec(), count, y: y.clone() }, &[x]);
+        y
+    }
+
+    /// Emits the reverse pass from `y` (seed gradient `seed`) and returns the gradient of `wrt`.
+    pub fn backward(&mut self, y: &str, seed: &str, wrt: &str) -> Result<String> {
+        let mut grads: HashMap<String, Vec<String>> = HashMap::from([(y.to_string(), vec![seed.to_string()])]);
+        let tape = std::mem::take(&mut self.tape);
+        for e in tape.iter().rev() {
+            let Some(gs) = grads.remove(e.output()) else { continue };
+            let g = self.sum(&gs);
+            let mut push = |this: &mut Self, v: &str, gv: String| {
+                if this.diff.contains(v) {
+                    grads.entry(v.to_string()).or_default().push(gv);
+                }
+            };
+            match e {
+                Entry::Conv { x, w, stride, pad, k, hw_in, .. } => {
+                    let ho = (hw_in[0] + 2 * pad - k) / stride + 1;
+                    let op = hw_in[0] - ((ho - 1) * stride - 2 * pad + k);
+                    let attrs = vec![
+                        attr_ints("kernel_shape", &[*k, *k]),
+                        attr_ints("strides", &[*stride, *stride]),
+                        attr_ints("pads", &[*pad; 4]),
+                        attr_ints("output_padding", &[op, op]),
+                    ];
+                    let gx = self.node("ConvTranspose", &[&g, w], attrs);
+                    push(self, x, gx);
+                }
+                Entry::Add { a, b, .. } => {
+                    push(self, a, g.clone());
+                    push(self, b, g);
+                }
+                Entry::Sub { a, b, .. } => {
+                    push(self, a, g.clone());
+                    if self.diff.contains(b) {
+                        let n = self.node("Neg", &[&g], vec![]);
+                        push(self, b, n);
+                    }
+                }
+                Entry::Mul { a, b, .. } => {
+                    if self.diff.contains(a) {
+                        let ga = self.node("Mul", &[&g, b], vec![]);
+                        push(self, a, ga);
+                    }
+                    if self.diff.contains(b) {
+                        let gb = self.node("Mul", &[&g, a], vec![]);
+                        push(self, b, gb);
+                    }
+                }
+                Entry::Silu { x, s, .. } => {
+                    // g * (s + x s (1 - s)) = g * s * (1 + x (1 - s))
+                    let one = self.scalar(1.0);
+                    let oms = self.node("Sub", &[&one, s], vec![]);
+                    let t = self.node("Mul", &[x, &oms], vec![]);
+                    let t = self.node("Add", &[&t, &one], vec![]);
+                    let t = self.node("Mul", &[s, &t], vec![]);
+                    let gx = self.node("Mul", &[&g, &t], vec![]);
+                    push(self, x, gx);
+                }
+                Entry::GroupNorm { x, xh, inv, gamma, groups, .. } => {
+                    let gh = self.node("Mul", &[&g, gamma], vec![]);
+                    let grouped = self.ints(&[0, *groups, -1]);
+                    let gh = self.node("Reshape", &[&gh, &grouped], vec![]);
+                    let mean_attrs = || vec![attr_ints("axes", &[2]), attr_int("keepdims", 1)];
+                    let m1 = self.node("ReduceMean", &[&gh], mean_attrs());
+                    let p = self.node("Mul", &[&gh, xh], vec![]);
+                    let m2 = self.node("ReduceMean", &[&p], mean_attrs());
+                    let t = self.node("Sub", &[&gh, &m1], vec![]);
+                    let u = self.node("Mul", &[xh, &m2], vec![]);
+                    let t = self.node("Sub", &[&t, &u], vec![]);
+                    let t = self.node("Mul", &[&t, inv], vec![]);
+                    let shape = self.node("Shape", &[x], vec![]);
+                    let gx = self.node("Reshape", &[&t, &shape], vec![]);
+                    push(self, x, gx);
+                }
+                Entry::Upsample2 { x, .. } => {
+                    let c = self.chw[x][0];
+                    let ones = self.constant("sum2x2", &[c, 1, 2, 2], &vec![1.0; 4 * c as usize]);
+                    let attrs = vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2]), attr_int("group", c)];
+                    let gx = self.node("Conv", &[&g, &ones], attrs);
+                    push(self, x, gx);
+                }
+                Entry::Channels { x, start, len, c, .. } => {
+                    // Put g back in its place among zero channels.
+                    let (start, len, c) = (*start, *len, *c);
+                    let pads = self.ints(&[0, start, 0, 0, 0, c - start - len, 0, 0]);
+                    let gx = self.node("Pad", &[&g, &pads], vec![attr_str("mode", "constant")]);
+                    push(self, x, gx);
+                }
+                Entry::Concat { parts, .. } => {
+                    let mut start = 0;
+                    for (p, c) in parts {
+                        let (s, en, ax) = (self.ints(&[start]), self.ints(&[start + c]), self.ints(&[1]));
+                        if self.diff.contains(p) {
+                            let gp = self.node("Slice", &[&g, &s, &en, &ax], vec![]);
+                            push(self, p, gp);
+                        }
+                        start += c;
+                    }
+                }
+                Entry::Crop { x, border, .. } => {
+                    let b = *border;
+                    let pads = self.ints(&[0, 0, b, b, 0, 0, b, b]);
+                    let gx = self.node("Pad", &[&g, &pads], vec![attr_str("mode", "constant")]);
+                    push(self, x, gx);
+                }
+                Entry::Pad { x, border, .. } => {
+                    let [_, h, w] = self.chw[x];
+                    let b = *border;
+                    let (s, en, ax) = (self.ints(&[b, b]), self.ints(&[h + b, w + b]), self.ints(&[2, 3]));
+                    let gx = self.node("Slice", &[&g, &s, &en, &ax], vec![]);
+                    push(self, x, gx);
+                }
+                Entry::ReduceMean { x, axes, count, .. } => {
+                    let ax = self.ints(axes);
+                    let un = self.node("Unsqueeze", &[&g, &ax], vec![]);
+                    let shape = self.node("Shape", &[x], vec![]);
+                    let ex = self.node("Expand", &[&un, &shape], vec![]);
+                    let k = self.scalar(1.0 / *count as f32);
+                    let gx = self.node("Mul", &[&ex, &k], vec![]);
+                    push(self, x, gx);
+                }
+                Entry::Opaque { op, .. } => {
+                    bail!("cannot differentiate through ONNX operator '{op}': the exporter has no adjoint for it");
+                }
+            }
+        }
+        let gs = grads.remove(wrt).unwrap_or_default();
+        if gs.is_empty() {
+            bail!("'{wrt}' does not influence '{y}': no gradient");
+        }
+        Ok(self.sum(&gs))
+    }
+
+    fn sum(&mut self, gs: &[String]) -> String {
+        if gs.len() == 1 {
+            return gs[0].clone();
+        }
+        let refs: Vec<&str> = gs.iter().map(|s| s.as_str()).collect();
+        self.node("Sum", &refs, vec![])
+    }
+
+    pub fn into_proto(self, name: &str) -> GraphProto {
+        GraphProto { name: name.into(), node: self.nodes, initializer: self.inits, ..Default::default() }
+    }
+
+    /// Renames the value `from` to `to` everywhere (graph outputs need fixed names).
+    pub fn rename(&mut self, from: &str, to: &str) {
+        for n in &mut self.nodes {
+            for v in n.input.iter_mut().chain(n.output.iter_mut()) {
+                if v == from {
+                    *v = to.to_string();
+                }
+            }
+        }
+        if let Some(c) = self.chw.remove(from) {
+            self.chw.insert(to.to_string(), c);
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Export of a trained student to the ONNX artifact that the runtime loads (the contract is
+//! `piddm::card`): generate, refine (forward and reverse pass) and residual graphs, each with the
+//! model card in its metadata.
+
+pub mod graph;
+
+use crate::config::InferConfig;
+use crate::edm::Edm;
+use crate::infer::emit_loss;
+use crate::ops::FieldOps;
+use crate::train::{load_ema, CheckpointMeta, Net, Role};
+use crate::unet::{Layer, ResBlock, UNet};
+use anyhow::{bail, Context, Result};
+use graph::{attr_tensor, tensor_f32, Graph};
+use onnx_protobuf::{
+    tensor_proto::DataType, tensor_shape_proto::dimension, type_proto, Message, ModelProto, OperatorSetIdProto,
+    StringStringEntryProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+use piddm::card::{self, io, ModelCard, Part};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use tch::{nn, Tensor};
+
+/// ONNX opset and IR version written (ONNX Runtime 1.31 reads both).
+pub const OPSET: i64 = 17;
+pub const IR_VERSION: i64 = 8;
+
+impl FieldOps for Graph {
+    type V = String;
+    fn channel(&mut self, x: &String, c: i64) -> String {
+        self.channels(x, c, 1)
+    }
+    fn conv3(&mut self, x: &String, k: &[f64; 9]) -> String {
+        let w: Vec<f32> = k.iter().map(|&v| v as f32).collect();
+        let w = self.constant("stencil", &[1, 1, 3, 3], &w);
+        self.conv(x, &w, None, 3, 1, 0, 1)
+    }
+    fn crop1(&mut self, x: &String) -> String {
+        self.crop(x, 1)
+    }
+    fn pad1(&mut self, x: &String) -> String {
+        self.pad(x, 1)
+    }
+    fn add(&mut self, a: &String, b: &String) -> String {
+        Graph::add(self, a, b)
+    }
+    fn sub(&mut self, a: &String, b: &String) -> String {
+        Graph::sub(self, a, b)
+    }
+    fn mul(&mut self, a: &String, b: &String) -> String {
+        Graph::mul(self, a, b)
+    }
+    fn affine(&mut self, x: &String, k: f64, c: f64) -> String {
+        let y = if k == 1.0 { x.clone() } else { self.scale(x, k as f32) };
+        if c == 0.0 {
+            return y;
+        }
+        let c = self.scalar(c as f32);
+        Graph::add(self, &y, &c)
+    }
+    fn affine_channels(&mut self, x: &String, k: &[f64], b: &[f64]) -> String {
+        let n = k.len() as i64;
+        let kc = self.constant("chan_scale", &[1, n, 1, 1], &k.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        let bc = self.constant("chan_shift", &[1, n, 1, 1], &b.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        let y = Graph::mul(self, x, &kc);
+        Graph::add(self, &y, &bc)
+    }
+    fn mean_chw(&mut self, x: &String) -> String {
+        self.reduce_mean(x, &[1, 2, 3])
+    }
+}
+
+fn values(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu).contiguous().reshape([-1])).expect("f32 tensor")
+}
+
+/// Emits a tch layer's weights into the graph; each helper names the layer on failure.
+struct Emit<'a> {
+    g: &'a mut Graph,
+    groups: i64,
+}
+
+impl Emit<'_> {
+    /// A k x k convolution with "same" padding (k / 2) at the given stride, as the U-Net builds them.
+    fn conv(&mut self, x: &str, c: &nn::Conv2D, stride: i64, extra_bias: Option<&[f32]>) -> String {
+        let ws = c.ws.size();
+        let (cout, k) = (ws[0], ws[2]);
+        let w = self.g.constant("w", &ws, &values(&c.ws));
+        let mut b = c.bs.as_ref().map(values).unwrap_or_else(|| vec![0.0; cout as usize]);
+        if let Some(e) = extra_bias {
+            b.iter_mut().zip(e).for_each(|(b, e)| *b += e);
+        }
+        let b = self.g.constant("b", &[cout], &b);
+        self.g.conv(x, &w, Some(&b), k, stride, k / 2, cout)
+    }
+
+    fn gn(&mut self, x: &str, n: &nn::GroupNorm) -> Result<String> {
+        let gamma = values(n.ws.as_ref().context("GroupNorm without affine weights")?);
+        let beta = values(n.bs.as_ref().context("GroupNorm without affine bias")?);
+        Ok(self.g.group_norm(x, &gamma, &beta, self.groups, 1e-5))
+    }
+
+    fn res(&mut self, x: &str, r: &ResBlock, emb: &Tensor) -> Result<String> {
+        // The noise level is fixed at sigma_max, so the block's embedding is a constant: fold it
+        // into the first convolution's bias.
+        let e = values(&tch::no_grad(|| nn::Module::forward(&r.emb, emb)));
+        let h = self.gn(x, &r.norm1)?;
+        let h = self.g.silu(&h);
+        let h = self.conv(&h, &r.conv1, 1, Some(&e));
+        let h = self.gn(&h, &r.norm2)?;
+        let h = self.g.silu(&h);
+        let h = self.conv(&h, &r.conv2, 1, None);
+        let s = match &r.skip {
+            Some(c) => self.conv(x, c, 1, None),
+            None => x.to_string(),
+        };
+        let y = self.g.add(&s, &h);
+        Ok(self.g.scale(&y, std::f32::consts::FRAC_1_SQRT_2))
+    }
+}
+
+/// Emits the student d(eps) = D(sigma_max eps; sigma_max) in normalised units.
+pub fn emit_student(g: &mut Graph, net: &UNet, edm: &Edm, eps: &str) -> Result<String> {
+    if net.mid_attn.is_some() {
+        bail!("cannot export layer 'mid_attn' (self-attention): the exporter has no emitter for it; train without attention");
+    }
+    let (s, sd) = (edm.sigma_max, edm.sigma_data);
+    let c_in = 1.0 / (s * s + sd * sd).sqrt();
+    let c_skip = sd * sd / (s * s + sd * sd);
+    let c_out = s * sd / (s * s + sd * sd).sqrt();
+    let emb = tch::no_grad(|| net.embed(&Tensor::from_slice(&[(s.ln() / 4.0) as f32])));
+    let mut e = Emit { g, groups: net.cfg.groups };
+    let x_in = e.g.scale(eps, (s * c_in) as f32);
+    let mut h = e.conv(&x_in, &net.conv_in, 1, None);
+    let mut skips = vec![h.clone()];
+    for layer in &net.down {
+        h = match layer {
+            Layer::Res(r) => e.res(&h, r, &emb)?,
+            Layer::Down(c) => e.conv(&h, c, 2, None),
+            Layer::Up(_) => bail!("upsampling layer in the encoder"),
+        };
+        skips.push(h.clone());
+    }
+    h = e.res(&h, &net.mid1, &emb)?;
+    h = e.res(&h, &net.mid2, &emb)?;
+    for layer in &net.up {
+        h = match layer {
+            Layer::Res(r) => {
+                let s = skips.pop().context("skip stack")?;
+                let c = e.g.concat(&[&h, &s]);
+                e.res(&c, r, &emb)?
+            }
+            Layer::Up(c) => {
+                let u = e.g.upsample2(&h);
+                e.conv(&u, c, 1, None)
+            }
+            Layer::Down(_) => bail!("downsampling layer in the decoder"),
+        };
+    }
+    let h = e.gn(&h, &net.norm_out)?;
+    let h = e.g.silu(&h);
+    let f = e.conv(&h, &net.conv_out, 1, None);
+    let f = e.g.scale(&f, c_out as f32);
+    let skip = e.g.scale(eps, (s * c_skip) as f32);
+    Ok(e.g.add(&skip, &f))
+}
+
+fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| {
+            let mut x = onnx_protobuf::tensor_shape_proto::Dimension::new();
+            x.value = Some(match d {
+                Some(v) => dimension::Value::DimValue(*v),
+                None => dimension::Value::DimParam(io::BATCH.into()),
+            });
+            x
+        })
+        .collect();
+    let tt = type_proto::Tensor {
+        elem_type: DataType::FLOAT as i32,
+        shape: Some(TensorShapeProto { dim, ..Default::default() }).into(),
+        ..Default::default()
+    };
+    ValueInfoProto {
+        name: name.into(),
+        type_: Some(TypeProto { value: Some(type_proto::Value::TensorType(tt)), ..Default::default() }).into(),
+        ..Default::default()
+    }
+}
+
+pub type Io<'a> = (&'a str, Vec<Option<i64>>);
+
+/// Wraps a graph as a model with typed inputs and outputs (`None` = the dynamic batch) and, when
+/// given, the model card.
+pub fn model(g: Graph, name: &str, inputs: &[Io], outputs: &[Io], card: Option<&ModelCard>) -> ModelProto {
+    let mut gp = g.into_proto(name);
+    gp.input = inputs.iter().map(|(n, d)| value_info(n, d)).collect();
+    gp.output = outputs.iter().map(|(n, d)| value_info(n, d)).collect();
+    ModelProto {
+        ir_version: IR_VERSION,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET, ..Default::default() }],
+        producer_name: "piddm-train".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: card.map(|c| format!("PIDDM one-step student, {:?} graph", c.part)).unwrap_or_default(),
+        graph: Some(gp).into(),
+        metadata_props: card
+            .map(|c| StringStringEntryProto { key: card::CARD_KEY.into(), value: c.to_json(), ..Default::default() })
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// sha256 of the weights as float32 little-endian in name order.
+pub fn weights_sha256(net: &Net) -> String {
+    let mut h = Sha256::new();
+    for (name, t) in net.named() {
+        h.update(name.as_bytes());
+        for v in values(&t) {
+            h.update(v.to_le_bytes());
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn source_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn card_for(meta: &CheckpointMeta, net: &Net, infer: &InferConfig, evaluation: serde_json::Value, main: &Path) -> Result<ModelCard> {
+    let info = meta.student.as_ref().context("not a student checkpoint")?;
+    let d = &meta.data;
+    let n = d.grid.n;
+    let name = |p: Part| card::sibling(main, p).file_name().unwrap().to_string_lossy().into_owned();
+    Ok(ModelCard {
+        format: card::CARD_FORMAT,
+        part: Part::Generate,
+        pde: card::Pde {
+            name: d.pde.name().into(),
+            equation: "-div(a grad u) = f on (0,1)^2, u = 0 on the boundary".into(),
+            parameters: serde_json::to_value(d.darcy)?,
+            threshold: Some(d.darcy.threshold()),
+        },
+        grid: card::GridInfo { nx: n, ny: n, domain: [[0.0, 1.0], [0.0, 1.0]], spacing: d.grid.h() },
+        channels: d
+            .pde
+            .channels()
+            .iter()
+            .map(|(c, u)| card::Channel { name: c.to_string(), units: u.to_string() })
+            .collect(),
+        normalisation: card::Normalisation { mean: d.normalisation.mean.clone(), scale: d.normalisation.scale.clone() },
+        lambda_train: info.lambda_train,
+        defaults: card::SolveDefaults { lambda_infer: infer.lambda, steps: infer.steps, learning_rate: infer.lr },
+        teacher_steps: info.heun_steps,
+        provenance: card::Provenance {
+            dataset_seed: d.seed,
+            dataset_count: d.count,
+            teacher_train_steps: info.teacher_train_steps,
+            student_train_steps: meta.step,
+            source_revision: source_revision(),
+            trainer_version: env!("CARGO_PKG_VERSION").into(),
+        },
+        evaluation,
+        weights_sha256: weights_sha256(net),
+        files: card::Files { refine: name(Part::Refine), residual: name(Part::Residual) },
+    })
+}
+
+/// The three graphs of a student, as protobuf messages (main, refine, residual).
+pub fn build(net: &Net, meta: &CheckpointMeta, card: &ModelCard) -> Result<[ModelProto; 3]> {
+    let c = meta.unet.channels;
+    let n = meta.data.grid.n as i64;
+    let chw = [c, n, n];
+    let full = vec![None, Some(c), Some(n), Some(n)];
+    let one = vec![None, Some(1), Some(n), Some(n)];
+    let op = meta.data.residual_op();
+    let norm = &meta.data.normalisation;
+
+    // generate: eps -> x (physical), residual
+    let mut g = Graph::new();
+    g.chw.insert(io::EPS.into(), chw);
+    let d = emit_student(&mut g, &net.net, &meta.edm, io::EPS)?;
+    let x = g.affine_channels(&d, &norm.scale, &norm.mean);
+    let r = op.emit(&mut g, &x);
+    g.rename(&x, io::X);
+    g.rename(&r, io::RESIDUAL);
+    let generate = model(g, "generate", &[(io::EPS, full.clone())], &[(io::X, full.clone()), (io::RESIDUAL, one.clone())], Some(card));
+
+    // refine: eps, observed, mask, lambda -> loss, grad, x_mix
+    let mut g = Graph::new();
+    g.input_diff(io::EPS, chw);
+    g.chw.insert(io::OBSERVED.into(), chw);
+    g.chw.insert(io::MASK.into(), chw);
+    let d = emit_student(&mut g, &net.net, &meta.edm, io::EPS)?;
+    let (obs, mask, lambda) = (io::OBSERVED.to_string(), io::MASK.to_string(), io::LAMBDA.to_string());
+    let (loss, x_mix) = emit_loss(&mut g, &op, norm, &d, &obs, &mask, &lambda);
+    let shape = g.node("Shape", &[&loss], vec![]);
+    let seed_value = tensor_f32("one", &[1], &[1.0]);
+    let seed = g.node("ConstantOfShape", &[&shape], vec![attr_tensor("value", seed_value)]);
+    let grad = g.backward(&loss, &seed, io::EPS)?;
+    g.rename(&loss, io::LOSS);
+    g.rename(&grad, io::GRAD);
+    g.rename(&x_mix, io::X_MIX);
+    let refine_card = ModelCard { part: Part::Refine, ..card.clone() };
+    let refine = model(
+        g,
+        "refine",
+        &[(io::EPS, full.clone()), (io::OBSERVED, full.clone()), (io::MASK, full.clone()), (io::LAMBDA, vec![Some(1)])],
+        &[(io::LOSS, vec![None]), (io::GRAD, full.clone()), (io::X_MIX, full.clone())],
+        Some(&refine_card),
+    );
+
+    // residual: x -> residual
+    let mut g = Graph::new();
+    g.chw.insert(io::X.into(), chw);
+    let r = op.emit(&mut g, &io::X.to_string());
+    g.rename(&r, io::RESIDUAL);
+    let residual_card = ModelCard { part: Part::Residual, ..card.clone() };
+    let residual = model(g, "residual", &[(io::X, full)], &[(io::RESIDUAL, one)], Some(&residual_card));
+    Ok([generate, refine, residual])
+}
+
+/// Exports the student checkpoint to `out` (the main file) and its siblings. Returns the card.
+pub fn export(student: &Path, out: &Path, infer: &InferConfig, evaluation: serde_json::Value) -> Result<ModelCard> {
+    let (net, meta) = load_ema(student)?;
+    if meta.role != Role::Student {
+        bail!("{} is a {:?} checkpoint; export takes a student", student.display(), meta.role);
+    }
+    if out.extension().and_then(|e| e.to_str()) != Some("onnx") {
+        bail!("the output file must end in .onnx, got {}", out.display());
+    }
+    let card = card_for(&meta, &net, infer, evaluation, out)?;
+    let models = build(&net, &meta, &card)?;
+    for (m, part) in models.iter().zip([Part::Generate, Part::Refine, Part::Residual]) {
+        let bytes = m.write_to_bytes().context("serialising the ONNX model")?;
+        crate::fsutil::write_atomic(&card::sibling(out, part), &bytes)?;
+    }
+    Ok(card)
+}
+
+/// Reads the card of an ONNX file written by [`export`].
+pub fn read_card(path: &Path) -> Result<(ModelCard, ModelProto)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let m = ModelProto::parse_from_bytes(&bytes).with_context(|| format!("{} is not an ONNX model", path.display()))?;
+    let json = m
+        .metadata_props
+        .iter()
+        .find(|p| p.key == card::CARD_KEY)
+        .with_context(|| format!("{} is an ONNX model but not a piddm artifact (no {} metadata)", path.display(), card::CARD_KEY))?;
+    let card = ModelCard::from_json(&json.value).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok((card, m))
+}
