@@ -36,7 +36,10 @@ pub mod io {
 
 /// Sibling file names of the artifact whose main file is `main` (e.g. `darcy32.onnx`).
 pub fn sibling(main: &std::path::Path, part: Part) -> std::path::PathBuf {
-    let stem = main.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = main
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     match part {
         Part::Generate => main.to_path_buf(),
         Part::Refine => main.with_file_name(format!("{stem}.refine.onnx")),
@@ -146,9 +149,13 @@ impl ModelCard {
 
     /// Parses and checks a card: the format must be this version's and the shapes consistent.
     pub fn from_json(s: &str) -> Result<Self, String> {
-        let card: ModelCard = serde_json::from_str(s).map_err(|e| format!("invalid model card: {e}"))?;
+        let card: ModelCard =
+            serde_json::from_str(s).map_err(|e| format!("invalid model card: {e}"))?;
         if card.format != CARD_FORMAT {
-            return Err(format!("model card format {} is not supported (this build reads {CARD_FORMAT})", card.format));
+            return Err(format!(
+                "model card format {} is not supported (this build reads {CARD_FORMAT})",
+                card.format
+            ));
         }
         let c = card.channels.len();
         if c == 0 || card.normalisation.mean.len() != c || card.normalisation.scale.len() != c {
@@ -158,5 +165,26 @@ impl ModelCard {
             return Err("model card: grid too small".into());
         }
         Ok(card)
+    }
+}
+
+/// The optimiser of the masked solve (Adam on eps), shared by the trainer's tch solve and the
+/// runtime's: same rule, same constants, so the two give the same answer from the same start.
+pub mod adam {
+    pub const BETA1: f64 = 0.9;
+    pub const BETA2: f64 = 0.999;
+    pub const EPS: f64 = 1e-8;
+
+    /// One in-place Adam update of `p` with gradient `g` (`t` counts from 1).
+    pub fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], lr: f64, t: u64) {
+        let (bc1, bc2) = (1.0 - BETA1.powi(t as i32), 1.0 - BETA2.powi(t as i32));
+        for i in 0..p.len() {
+            let gi = g[i] as f64;
+            let mi = BETA1 * m[i] as f64 + (1.0 - BETA1) * gi;
+            let vi = BETA2 * v[i] as f64 + (1.0 - BETA2) * gi * gi;
+            m[i] = mi as f32;
+            v[i] = vi as f32;
+            p[i] -= (lr * (mi / bc1) / ((vi / bc2).sqrt() + EPS)) as f32;
+        }
     }
 }

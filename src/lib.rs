@@ -1,9 +1,18 @@
-//! piddm runtime: loads an exported PIDDM student and runs it behind a stable C ABI.
+//! piddm runtime: loads an exported PIDDM student and runs one-step generation, the PDE residual
+//! check and the observation-conditioned solve on ONNX Runtime (CPU, or CUDA), in Rust and behind a
+//! stable C ABI (`include/piddm.h`).
 //!
 //! The artifact contract (file layout, graph input and output names, model card) lives in [`card`];
 //! the trainer writes artifacts through it and the runtime reads them.
 
 pub mod card;
+pub mod error;
+pub mod ffi;
+pub mod model;
+mod ortlib;
+
+pub use error::{Error, Result, Status};
+pub use model::{Device, Model, Options, SolveParams, SolveReport};
 
 /// Crate version, as the C API reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -28,7 +28,12 @@ pub fn emit_loss<O: FieldOps>(
     lambda: &O::V,
 ) -> (O::V, O::V) {
     let inv: Vec<f64> = norm.scale.iter().map(|s| 1.0 / s).collect();
-    let shift: Vec<f64> = norm.mean.iter().zip(&norm.scale).map(|(m, s)| -m / s).collect();
+    let shift: Vec<f64> = norm
+        .mean
+        .iter()
+        .zip(&norm.scale)
+        .map(|(m, s)| -m / s)
+        .collect();
     let obs_n = o.affine_channels(observed, &inv, &shift);
     let diff = o.sub(d, &obs_n);
     let md = o.mul(mask, &diff);
@@ -69,7 +74,13 @@ impl Student<'_> {
     }
 
     /// Per-sample loss [B] and x_mix (physical) for eps, observations x' (physical) and mask M.
-    pub fn loss(&self, eps: &Tensor, observed: &Tensor, mask: &Tensor, lambda: f64) -> (Tensor, Tensor) {
+    pub fn loss(
+        &self,
+        eps: &Tensor,
+        observed: &Tensor,
+        mask: &Tensor,
+        lambda: f64,
+    ) -> (Tensor, Tensor) {
         let d = one_step(&self.edm, self.net, eps);
         let lambda = Tensor::from(lambda).to_kind(d.kind()).to_device(d.device());
         emit_loss(&mut Tch, &self.op, self.norm, &d, observed, mask, &lambda)

@@ -204,22 +204,57 @@ fn real_main() -> Result<()> {
             let r = eval::evaluate(&preset, &inputs)?;
             print!("{}", eval::markdown(&r));
         }
-        Cmd::Export { student, out, preset, eval } => {
+        Cmd::Export {
+            student,
+            out,
+            preset,
+            eval,
+        } => {
             let preset = Preset::load(&preset)?;
             let evaluation = match eval {
-                Some(p) => serde_json::from_str(&std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?)?,
+                Some(p) => serde_json::from_str(
+                    &std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?,
+                )?,
                 None => serde_json::json!({}),
             };
             let card = export::export(&student, &out, &preset.infer, evaluation)?;
-            eprintln!("wrote {} (+ {}, {}); weights sha256 {}", out.display(), card.files.refine, card.files.residual, card.weights_sha256);
+            eprintln!(
+                "wrote {} (+ {}, {}); weights sha256 {}",
+                out.display(),
+                card.files.refine,
+                card.files.residual,
+                card.weights_sha256
+            );
         }
         Cmd::Inspect { file } => {
             let (card, m) = export::read_card(&file)?;
             let g = m.graph.as_ref().context("model has no graph")?;
-            println!("{}: {:?} graph, opset {}, IR {}, {} nodes, {} initializers", file.display(), card.part,
-                m.opset_import.first().map_or(0, |o| o.version), m.ir_version, g.node.len(), g.initializer.len());
-            println!("inputs:  {}", g.input.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "));
-            println!("outputs: {}", g.output.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "));
+            println!(
+                "{}: {:?} graph, opset {}, IR {}, {} nodes, {} initializers",
+                file.display(),
+                card.part,
+                m.opset_import.first().map_or(0, |o| o.version),
+                m.ir_version,
+                g.node.len(),
+                g.initializer.len()
+            );
+            println!(
+                "inputs:  {}",
+                g.input
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!(
+                "outputs: {}",
+                g.output
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             println!("{}", serde_json::to_string_pretty(&card)?);
         }
         Cmd::Pipeline { preset, out } => {

@@ -29,11 +29,17 @@ pub trait FieldOps {
 pub struct Tch;
 
 fn kernel3(k: &[f64; 9], like: &Tensor) -> Tensor {
-    Tensor::from_slice(k).to_kind(like.kind()).to_device(like.device()).reshape([1, 1, 3, 3])
+    Tensor::from_slice(k)
+        .to_kind(like.kind())
+        .to_device(like.device())
+        .reshape([1, 1, 3, 3])
 }
 
 fn per_channel(v: &[f64], like: &Tensor) -> Tensor {
-    Tensor::from_slice(v).to_kind(like.kind()).to_device(like.device()).reshape([1, -1, 1, 1])
+    Tensor::from_slice(v)
+        .to_kind(like.kind())
+        .to_device(like.device())
+        .reshape([1, -1, 1, 1])
 }
 
 impl FieldOps for Tch {

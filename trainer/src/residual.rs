@@ -82,12 +82,17 @@ mod tests {
     fn tensor_residual_matches_stencil() {
         let n = 17;
         let grid = Grid::new(n).unwrap();
-        let op = ResidualOp { pde: PdeKind::Darcy, grid, source: 1.0 };
+        let op = ResidualOp {
+            pde: PdeKind::Darcy,
+            grid,
+            source: 1.0,
+        };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let a: Vec<f64> = (0..n * n).map(|_| rng.random_range(1.0..12.0)).collect();
         let u: Vec<f64> = (0..n * n).map(|_| rng.random_range(-1.0..1.0)).collect();
         let reference = darcy::residual(grid, &a, &u, &vec![1.0; n * n]);
-        let x = Tensor::from_slice(&[a.clone(), u.clone()].concat()).reshape([1, 2, n as i64, n as i64]);
+        let x = Tensor::from_slice(&[a.clone(), u.clone()].concat())
+            .reshape([1, 2, n as i64, n as i64]);
         let r = op.apply(&x);
         let got = Vec::<f64>::try_from(r.reshape([-1])).unwrap();
         let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -96,6 +101,9 @@ mod tests {
         }
         let mse = f64::try_from(op.mse_per_sample(&x)).unwrap();
         let expected = darcy::residual_mse(grid, &a, &u, &vec![1.0; n * n]);
-        assert!((mse - expected).abs() <= 1e-10 * expected, "{mse} vs {expected}");
+        assert!(
+            (mse - expected).abs() <= 1e-10 * expected,
+            "{mse} vs {expected}"
+        );
     }
 }

@@ -422,11 +422,12 @@ fn adamw_step(state: &mut TrainState, cfg: &TrainConfig, lr: f64, t: u64) {
     }
 }
 
-/// One Adam update of `p` in place (bias-corrected, beta = 0.9 / 0.999, eps 1e-8); `t` counts from 1.
-/// Shared by training and by the inference-time optimisation of eps.
+/// One Adam update of `p` in place (bias-corrected, the constants of `piddm::card::adam`, which the
+/// runtime's solve uses too); `t` counts from 1. Shared by training and the optimisation of eps.
 pub fn adam_update(p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, lr: f64, t: u64) {
+    use piddm::card::adam;
     let _g = tch::no_grad_guard();
-    let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+    let (b1, b2, eps) = (adam::BETA1, adam::BETA2, adam::EPS);
     let _ = m.g_mul_scalar_(b1).g_add_(&(g * (1.0 - b1)));
     let _ = v.g_mul_scalar_(b2).g_add_(&(g.square() * (1.0 - b2)));
     let (bc1, bc2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));

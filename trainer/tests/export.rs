@@ -20,41 +20,75 @@ fn python() -> String {
 
 fn write_f32(path: &Path, t: &Tensor) {
     let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().reshape([-1])).unwrap();
-    std::fs::write(path, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(
+        path,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
 }
 
 fn read_f32(path: &Path, shape: &[i64]) -> Tensor {
     let b = std::fs::read(path).unwrap();
-    let v: Vec<f32> = b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let v: Vec<f32> = b
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Tensor::from_slice(&v).reshape(shape)
 }
 
 /// Runs ONNX Runtime on `model` with `inputs`; returns the named outputs and the script's report.
-fn ort_run(dir: &Path, model: &Path, inputs: &[(&str, &Tensor)], outputs: &[(&str, Vec<i64>)], check: bool, fd: Option<Value>) -> (Vec<Tensor>, Value) {
+fn ort_run(
+    dir: &Path,
+    model: &Path,
+    inputs: &[(&str, &Tensor)],
+    outputs: &[(&str, Vec<i64>)],
+    check: bool,
+    fd: Option<Value>,
+) -> (Vec<Tensor>, Value) {
     let mut ins = serde_json::Map::new();
     for (n, t) in inputs {
         let f = dir.join(format!("in_{n}.f32"));
         write_f32(&f, t);
         ins.insert(n.to_string(), json!([f, t.size()]));
     }
-    let outs: serde_json::Map<String, Value> = outputs.iter().map(|(n, _)| (n.to_string(), json!(dir.join(format!("out_{n}.f32"))))).collect();
+    let outs: serde_json::Map<String, Value> = outputs
+        .iter()
+        .map(|(n, _)| (n.to_string(), json!(dir.join(format!("out_{n}.f32")))))
+        .collect();
     let mut run = json!({"model": model, "inputs": ins, "outputs": outs});
     if let Some(fd) = fd {
         run["fd"] = fd;
     }
-    let manifest = json!({"check": if check { vec![model.to_path_buf()] } else { vec![] }, "runs": [run]});
+    let manifest =
+        json!({"check": if check { vec![model.to_path_buf()] } else { vec![] }, "runs": [run]});
     let mpath = dir.join("manifest.json");
     std::fs::write(&mpath, manifest.to_string()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/run_onnx.py");
-    let out = std::process::Command::new(python()).arg(script).arg(&mpath).output().unwrap();
-    assert!(out.status.success(), "ONNX check failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .arg(&mpath)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ONNX check failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let tensors = outputs.iter().map(|(n, s)| read_f32(&dir.join(format!("out_{n}.f32")), s)).collect();
+    let tensors = outputs
+        .iter()
+        .map(|(n, s)| read_f32(&dir.join(format!("out_{n}.f32")), s))
+        .collect();
     (tensors, report)
 }
 
 fn rel_err(got: &Tensor, want: &Tensor) -> f64 {
-    let num = f64::try_from((got.to_kind(Kind::Double) - want.to_kind(Kind::Double)).abs().max()).unwrap();
+    let num = f64::try_from(
+        (got.to_kind(Kind::Double) - want.to_kind(Kind::Double))
+            .abs()
+            .max(),
+    )
+    .unwrap();
     let den = f64::try_from(want.to_kind(Kind::Double).abs().max()).unwrap();
     num / den.max(1e-30)
 }
@@ -87,7 +121,12 @@ fn exported_student_matches_tch_and_passes_the_checker() {
 
     let (net, meta) = train::load_ema(student).unwrap();
     let (norm, op) = (&meta.data.normalisation, meta.data.residual_op());
-    let st = Student { net: &net.net, edm: meta.edm, norm, op };
+    let st = Student {
+        net: &net.net,
+        edm: meta.edm,
+        norm,
+        op,
+    };
     let n = meta.data.grid.n as i64;
     tch::manual_seed(3);
     let eps = Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU);
@@ -95,17 +134,37 @@ fn exported_student_matches_tch_and_passes_the_checker() {
     // generate: x and residual
     let x = st.generate(&eps);
     let r = op.apply(&x);
-    let (got, _) = ort_run(dir.path(), &out, &[(io::EPS, &eps)], &[(io::X, vec![3, 2, n, n]), (io::RESIDUAL, vec![3, 1, n, n])], true, None);
+    let (got, _) = ort_run(
+        dir.path(),
+        &out,
+        &[(io::EPS, &eps)],
+        &[(io::X, vec![3, 2, n, n]), (io::RESIDUAL, vec![3, 1, n, n])],
+        true,
+        None,
+    );
     assert!(rel_err(&got[0], &x) <= 1e-5, "x: {}", rel_err(&got[0], &x));
-    assert!(rel_err(&got[1], &r) <= 1e-5, "residual: {}", rel_err(&got[1], &r));
+    assert!(
+        rel_err(&got[1], &r) <= 1e-5,
+        "residual: {}",
+        rel_err(&got[1], &r)
+    );
 
     // residual graph on the test data's fields (exact solutions: tiny residual) and on generated ones
-    let (got, _) = ort_run(dir.path(), &card::sibling(&out, Part::Residual), &[(io::X, &x)], &[(io::RESIDUAL, vec![3, 1, n, n])], true, None);
+    let (got, _) = ort_run(
+        dir.path(),
+        &card::sibling(&out, Part::Residual),
+        &[(io::X, &x)],
+        &[(io::RESIDUAL, vec![3, 1, n, n])],
+        true,
+        None,
+    );
     assert!(rel_err(&got[0], &r) <= 1e-5);
 
     // refine: loss, x_mix and the gradient against tch autograd, plus a finite difference
     let observed = st.generate(&Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU));
-    let mask = Tensor::rand([3, 2, n, n], tch::kind::FLOAT_CPU).gt(0.7).to_kind(Kind::Float);
+    let mask = Tensor::rand([3, 2, n, n], tch::kind::FLOAT_CPU)
+        .gt(0.7)
+        .to_kind(Kind::Float);
     let observed = &observed * &mask;
     let lambda = preset.infer.lambda * 10.0;
     let e = eps.detach().set_requires_grad(true);
@@ -117,28 +176,57 @@ fn exported_student_matches_tch_and_passes_the_checker() {
     let (got, report) = ort_run(
         dir.path(),
         &card::sibling(&out, Part::Refine),
-        &[(io::EPS, &eps), (io::OBSERVED, &observed), (io::MASK, &mask), (io::LAMBDA, &lam)],
-        &[(io::LOSS, vec![3]), (io::GRAD, vec![3, 2, n, n]), (io::X_MIX, vec![3, 2, n, n])],
+        &[
+            (io::EPS, &eps),
+            (io::OBSERVED, &observed),
+            (io::MASK, &mask),
+            (io::LAMBDA, &lam),
+        ],
+        &[
+            (io::LOSS, vec![3]),
+            (io::GRAD, vec![3, 2, n, n]),
+            (io::X_MIX, vec![3, 2, n, n]),
+        ],
         true,
         Some(fd),
     );
-    assert!(rel_err(&got[0], &loss.detach()) <= 1e-5, "loss {}", rel_err(&got[0], &loss.detach()));
-    assert!(rel_err(&got[2], &x_mix.detach()) <= 1e-5, "x_mix {}", rel_err(&got[2], &x_mix.detach()));
+    assert!(
+        rel_err(&got[0], &loss.detach()) <= 1e-5,
+        "loss {}",
+        rel_err(&got[0], &loss.detach())
+    );
+    assert!(
+        rel_err(&got[2], &x_mix.detach()) <= 1e-5,
+        "x_mix {}",
+        rel_err(&got[2], &x_mix.detach())
+    );
     let ge = rel_err(&got[1], &grad);
-    assert!(ge <= 1e-4, "refine gradient vs tch autograd: relative error {ge}");
+    assert!(
+        ge <= 1e-4,
+        "refine gradient vs tch autograd: relative error {ge}"
+    );
     let flat = got[1].reshape([-1]);
     let gmax = f64::try_from(grad.abs().max()).unwrap();
     for f in report["fd"].as_array().unwrap() {
         let i = f["index"].as_i64().unwrap();
         let g = f64::try_from(flat.get(i)).unwrap();
         let fdv = f["grad"].as_f64().unwrap();
-        assert!((g - fdv).abs() <= 2e-2 * gmax, "coordinate {i}: graph {g}, finite difference {fdv}");
+        assert!(
+            (g - fdv).abs() <= 2e-2 * gmax,
+            "coordinate {i}: graph {g}, finite difference {fdv}"
+        );
     }
 }
 
 /// One operator's forward and adjoint in ONNX Runtime against tch and its autograd:
 /// y = op(x), loss = sum over the batch of mean_chw(y * w) for a random w.
-fn check_adjoint(name: &str, x: &Tensor, wshape: &[i64], emit: impl Fn(&mut Graph, &str) -> String, torch: impl Fn(&Tensor) -> Tensor) {
+fn check_adjoint(
+    name: &str,
+    x: &Tensor,
+    wshape: &[i64],
+    emit: impl Fn(&mut Graph, &str) -> String,
+    torch: impl Fn(&Tensor) -> Tensor,
+) {
     let dir = tempfile::tempdir().unwrap();
     let s = x.size();
     let mut g = Graph::new();
@@ -149,23 +237,45 @@ fn check_adjoint(name: &str, x: &Tensor, wshape: &[i64], emit: impl Fn(&mut Grap
     let l = g.mean_chw(&yw);
     let shape = g.node("Shape", &[&l], vec![]);
     let one = export::graph::tensor_f32("one", &[1], &[1.0]);
-    let seed = g.node("ConstantOfShape", &[&shape], vec![export::graph::attr_tensor("value", one)]);
+    let seed = g.node(
+        "ConstantOfShape",
+        &[&shape],
+        vec![export::graph::attr_tensor("value", one)],
+    );
     let gx = g.backward(&l, &seed, "x").unwrap();
     g.rename(&y, "y");
     g.rename(&gx, "gx");
     let dyn4 = |t: &[i64]| vec![None, Some(t[1]), Some(t[2]), Some(t[3])];
-    let model = export::model(g, "op", &[("x", dyn4(&s)), ("w", dyn4(wshape))], &[("y", dyn4(wshape)), ("gx", dyn4(&s))], None);
+    let model = export::model(
+        g,
+        "op",
+        &[("x", dyn4(&s)), ("w", dyn4(wshape))],
+        &[("y", dyn4(wshape)), ("gx", dyn4(&s))],
+        None,
+    );
     let path = dir.path().join("op.onnx");
     std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();
 
     let w = Tensor::randn(wshape, tch::kind::FLOAT_CPU);
     let xv = x.detach().set_requires_grad(true);
     let yt = torch(&xv);
-    let loss = (&yt * &w).mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float).sum(Kind::Float);
+    let loss = (&yt * &w)
+        .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float)
+        .sum(Kind::Float);
     let gt = Tensor::run_backward(&[&loss], &[&xv], false, false).remove(0);
-    let (got, _) = ort_run(dir.path(), &path, &[("x", x), ("w", &w)], &[("y", wshape.to_vec()), ("gx", s.clone())], true, None);
+    let (got, _) = ort_run(
+        dir.path(),
+        &path,
+        &[("x", x), ("w", &w)],
+        &[("y", wshape.to_vec()), ("gx", s.clone())],
+        true,
+        None,
+    );
     let (ey, eg) = (rel_err(&got[0], &yt.detach()), rel_err(&got[1], &gt));
-    assert!(ey <= 1e-5 && eg <= 1e-5, "{name}: forward {ey}, adjoint {eg}");
+    assert!(
+        ey <= 1e-5 && eg <= 1e-5,
+        "{name}: forward {ey}, adjoint {eg}"
+    );
 }
 
 #[test]
@@ -176,7 +286,10 @@ fn each_adjoint_alone_matches_tch_autograd() {
         let w = rnd(&[5, 3, 3, 3]);
         let b = rnd(&[5]);
         let ho = (h + 2 * pad - 3) / stride + 1;
-        let (wv, bv) = (Vec::<f32>::try_from(w.reshape([-1])).unwrap(), Vec::<f32>::try_from(&b).unwrap());
+        let (wv, bv) = (
+            Vec::<f32>::try_from(w.reshape([-1])).unwrap(),
+            Vec::<f32>::try_from(&b).unwrap(),
+        );
         check_adjoint(
             &format!("Conv H={h} stride={stride} pad={pad}"),
             &rnd(&[2, 3, h, h]),
@@ -190,12 +303,31 @@ fn each_adjoint_alone_matches_tch_autograd() {
         );
     }
     let (gamma, beta) = (rnd(&[8]), rnd(&[8]));
-    let (gv, bv) = (Vec::<f32>::try_from(&gamma).unwrap(), Vec::<f32>::try_from(&beta).unwrap());
-    check_adjoint("GroupNorm", &rnd(&[2, 8, 6, 6]), &[2, 8, 6, 6], |g, x| g.group_norm(x, &gv, &bv, 4, 1e-5), |x| {
-        x.group_norm(4, Some(&gamma), Some(&beta), 1e-5, false)
-    });
-    check_adjoint("SiLU", &rnd(&[2, 3, 5, 5]), &[2, 3, 5, 5], |g, x| g.silu(x), |x| x.silu());
-    check_adjoint("Resize nearest x2", &rnd(&[2, 3, 4, 4]), &[2, 3, 8, 8], |g, x| g.upsample2(x), |x| x.upsample_nearest2d([8, 8], None, None));
+    let (gv, bv) = (
+        Vec::<f32>::try_from(&gamma).unwrap(),
+        Vec::<f32>::try_from(&beta).unwrap(),
+    );
+    check_adjoint(
+        "GroupNorm",
+        &rnd(&[2, 8, 6, 6]),
+        &[2, 8, 6, 6],
+        |g, x| g.group_norm(x, &gv, &bv, 4, 1e-5),
+        |x| x.group_norm(4, Some(&gamma), Some(&beta), 1e-5, false),
+    );
+    check_adjoint(
+        "SiLU",
+        &rnd(&[2, 3, 5, 5]),
+        &[2, 3, 5, 5],
+        |g, x| g.silu(x),
+        |x| x.silu(),
+    );
+    check_adjoint(
+        "Resize nearest x2",
+        &rnd(&[2, 3, 4, 4]),
+        &[2, 3, 8, 8],
+        |g, x| g.upsample2(x),
+        |x| x.upsample_nearest2d([8, 8], None, None),
+    );
     check_adjoint(
         "Concat + channel Slice",
         &rnd(&[2, 3, 4, 4]),
@@ -206,23 +338,49 @@ fn each_adjoint_alone_matches_tch_autograd() {
         },
         |x| Tensor::cat(&[x.narrow(1, 1, 2), x.shallow_clone()], 1),
     );
-    check_adjoint("Slice interior + Pad", &rnd(&[2, 1, 6, 6]), &[2, 1, 6, 6], |g, x| {
-        let c = g.crop(x, 1);
-        g.pad(&c, 1)
-    }, |x| x.narrow(2, 1, 4).narrow(3, 1, 4).constant_pad_nd([1, 1, 1, 1]));
-    check_adjoint("Mul of two variables", &rnd(&[2, 2, 5, 5]), &[2, 1, 5, 5], |g, x| {
-        let a = g.channels(&x.to_string(), 0, 1);
-        let b = g.channels(&x.to_string(), 1, 1);
-        g.mul(&a, &b)
-    }, |x| x.narrow(1, 0, 1) * x.narrow(1, 1, 1));
+    check_adjoint(
+        "Slice interior + Pad",
+        &rnd(&[2, 1, 6, 6]),
+        &[2, 1, 6, 6],
+        |g, x| {
+            let c = g.crop(x, 1);
+            g.pad(&c, 1)
+        },
+        |x| {
+            x.narrow(2, 1, 4)
+                .narrow(3, 1, 4)
+                .constant_pad_nd([1, 1, 1, 1])
+        },
+    );
+    check_adjoint(
+        "Mul of two variables",
+        &rnd(&[2, 2, 5, 5]),
+        &[2, 1, 5, 5],
+        |g, x| {
+            let a = g.channels(&x.to_string(), 0, 1);
+            let b = g.channels(&x.to_string(), 1, 1);
+            g.mul(&a, &b)
+        },
+        |x| x.narrow(1, 0, 1) * x.narrow(1, 1, 1),
+    );
 }
 
 /// The Darcy residual emitted into ONNX equals the tch one, forward and adjoint.
 #[test]
 fn residual_adjoint_matches_tch_autograd() {
-    let op = piddm_trainer::residual::ResidualOp { pde: piddm_trainer::pde::PdeKind::Darcy, grid: piddm_trainer::pde::Grid::new(9).unwrap(), source: 1.0 };
+    let op = piddm_trainer::residual::ResidualOp {
+        pde: piddm_trainer::pde::PdeKind::Darcy,
+        grid: piddm_trainer::pde::Grid::new(9).unwrap(),
+        source: 1.0,
+    };
     let x = Tensor::rand([2, 2, 9, 9], tch::kind::FLOAT_CPU) * 3.0 + 1.0;
-    check_adjoint("Darcy residual", &x, &[2, 1, 9, 9], |g, x| op.emit(g, &x.to_string()), |x| op.apply(x));
+    check_adjoint(
+        "Darcy residual",
+        &x,
+        &[2, 1, 9, 9],
+        |g, x| op.emit(g, &x.to_string()),
+        |x| op.apply(x),
+    );
 }
 
 /// An operator without an adjoint on the differentiable path is refused by name.
@@ -239,14 +397,21 @@ fn unknown_operator_is_named() {
 #[test]
 fn attention_layer_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let text = piddm_trainer::config::PRESETS[0].1.replace("attention = false", "attention = true");
+    let text = piddm_trainer::config::PRESETS[0]
+        .1
+        .replace("attention = false", "attention = true");
     let p = dir.path().join("attn.toml");
     std::fs::write(&p, text).unwrap();
     let preset = Preset::load(p.to_str().unwrap()).unwrap();
     pipeline::run(&preset, dir.path(), "test".into()).unwrap();
-    let e = export::export(&pipeline::RunPaths::new(dir.path()).student, &dir.path().join("m.onnx"), &preset.infer, json!({}))
-        .unwrap_err()
-        .to_string();
+    let e = export::export(
+        &pipeline::RunPaths::new(dir.path()).student,
+        &dir.path().join("m.onnx"),
+        &preset.infer,
+        json!({}),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("'mid_attn' (self-attention)"), "{e}");
     assert!(!dir.path().join("m.onnx").exists());
 }
@@ -257,7 +422,8 @@ fn inspect_rejects_foreign_and_corrupt_files() {
     let f = dir.path().join("x.onnx");
     std::fs::write(&f, b"not a model at all").unwrap();
     assert!(export::read_card(&f).is_err());
-    let foreign = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/anchors/unet32_pytorch_export.onnx");
+    let foreign = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/anchors/unet32_pytorch_export.onnx");
     if foreign.exists() {
         let e = export::read_card(&foreign).unwrap_err().to_string();
         assert!(e.contains("not a piddm artifact"), "{e}");

@@ -7,7 +7,8 @@
 
 use anyhow::{bail, Result};
 use onnx_protobuf::{
-    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, NodeProto, TensorProto,
+    attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, GraphProto, NodeProto,
+    TensorProto,
 };
 use std::collections::{HashMap, HashSet};
 
@@ -16,20 +17,79 @@ pub type Chw = [i64; 3];
 
 #[derive(Clone, Debug)]
 enum Entry {
-    Conv { x: String, w: String, stride: i64, pad: i64, k: i64, hw_in: [i64; 2], y: String },
-    Add { a: String, b: String, y: String },
-    Sub { a: String, b: String, y: String },
-    Mul { a: String, b: String, y: String },
-    Silu { x: String, s: String, y: String },
-    GroupNorm { x: String, xh: String, inv: String, gamma: String, groups: i64, y: String },
-    Upsample2 { x: String, y: String },
-    Concat { parts: Vec<(String, i64)>, y: String },
-    Channels { x: String, start: i64, len: i64, c: i64, y: String },
-    Crop { x: String, border: i64, y: String },
-    Pad { x: String, border: i64, y: String },
-    ReduceMean { x: String, axes: Vec<i64>, count: i64, y: String },
+    Conv {
+        x: String,
+        w: String,
+        stride: i64,
+        pad: i64,
+        k: i64,
+        hw_in: [i64; 2],
+        y: String,
+    },
+    Add {
+        a: String,
+        b: String,
+        y: String,
+    },
+    Sub {
+        a: String,
+        b: String,
+        y: String,
+    },
+    Mul {
+        a: String,
+        b: String,
+        y: String,
+    },
+    Silu {
+        x: String,
+        s: String,
+        y: String,
+    },
+    GroupNorm {
+        x: String,
+        xh: String,
+        inv: String,
+        gamma: String,
+        groups: i64,
+        y: String,
+    },
+    Upsample2 {
+        x: String,
+        y: String,
+    },
+    Concat {
+        parts: Vec<(String, i64)>,
+        y: String,
+    },
+    Channels {
+        x: String,
+        start: i64,
+        len: i64,
+        c: i64,
+        y: String,
+    },
+    Crop {
+        x: String,
+        border: i64,
+        y: String,
+    },
+    Pad {
+        x: String,
+        border: i64,
+        y: String,
+    },
+    ReduceMean {
+        x: String,
+        axes: Vec<i64>,
+        count: i64,
+        y: String,
+    },
     /// A node whose adjoint this exporter does not know: differentiating through it is an error.
-    Opaque { op: String, y: String },
+    Opaque {
+        op: String,
+        y: String,
+    },
 }
 
 impl Entry {
@@ -53,23 +113,52 @@ impl Entry {
 }
 
 pub fn attr_int(name: &str, v: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::INT.into(), i: v, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        type_: AttributeType::INT.into(),
+        i: v,
+        ..Default::default()
+    }
 }
 pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::INTS.into(), ints: v.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        type_: AttributeType::INTS.into(),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 pub fn attr_float(name: &str, v: f32) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::FLOAT.into(), f: v, ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        type_: AttributeType::FLOAT.into(),
+        f: v,
+        ..Default::default()
+    }
 }
 pub fn attr_str(name: &str, v: &str) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::STRING.into(), s: v.as_bytes().to_vec(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        type_: AttributeType::STRING.into(),
+        s: v.as_bytes().to_vec(),
+        ..Default::default()
+    }
 }
 pub fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
-    AttributeProto { name: name.into(), type_: AttributeType::TENSOR.into(), t: Some(t).into(), ..Default::default() }
+    AttributeProto {
+        name: name.into(),
+        type_: AttributeType::TENSOR.into(),
+        t: Some(t).into(),
+        ..Default::default()
+    }
 }
 
 pub fn tensor_f32(name: &str, dims: &[i64], data: &[f32]) -> TensorProto {
-    assert_eq!(dims.iter().product::<i64>() as usize, data.len(), "initializer {name}");
+    assert_eq!(
+        dims.iter().product::<i64>() as usize,
+        data.len(),
+        "initializer {name}"
+    );
     TensorProto {
         name: name.into(),
         dims: dims.to_vec(),
@@ -190,21 +279,51 @@ impl Graph {
         let y = self.node(op, inputs, attrs);
         let chw = inputs.first().and_then(|i| self.chw.get(*i)).copied();
         self.set_chw(&y, chw);
-        self.record(Entry::Opaque { op: op.into(), y: y.clone() }, inputs);
+        self.record(
+            Entry::Opaque {
+                op: op.into(),
+                y: y.clone(),
+            },
+            inputs,
+        );
         y
     }
 
-    pub fn conv(&mut self, x: &str, w: &str, b: Option<&str>, k: i64, stride: i64, pad: i64, cout: i64) -> String {
+    pub fn conv(
+        &mut self,
+        x: &str,
+        w: &str,
+        b: Option<&str>,
+        k: i64,
+        stride: i64,
+        pad: i64,
+        cout: i64,
+    ) -> String {
         let mut inputs = vec![x, w];
         if let Some(b) = b {
             inputs.push(b);
         }
-        let attrs = vec![attr_ints("kernel_shape", &[k, k]), attr_ints("strides", &[stride, stride]), attr_ints("pads", &[pad; 4])];
+        let attrs = vec![
+            attr_ints("kernel_shape", &[k, k]),
+            attr_ints("strides", &[stride, stride]),
+            attr_ints("pads", &[pad; 4]),
+        ];
         let y = self.node("Conv", &inputs, attrs);
         let [_, h, wd] = self.chw[x];
         let out = |n: i64| (n + 2 * pad - k) / stride + 1;
         self.set_chw(&y, Some([cout, out(h), out(wd)]));
-        self.record(Entry::Conv { x: x.into(), w: w.into(), stride, pad, k, hw_in: [h, wd], y: y.clone() }, &[x]);
+        self.record(
+            Entry::Conv {
+                x: x.into(),
+                w: w.into(),
+                stride,
+                pad,
+                k,
+                hw_in: [h, wd],
+                y: y.clone(),
+            },
+            &[x],
+        );
         y
     }
 
@@ -212,7 +331,14 @@ impl Graph {
         let y = self.node("Add", &[a, b], vec![]);
         let chw = self.chw.get(a).or(self.chw.get(b)).copied();
         self.set_chw(&y, chw);
-        self.record(Entry::Add { a: a.into(), b: b.into(), y: y.clone() }, &[a, b]);
+        self.record(
+            Entry::Add {
+                a: a.into(),
+                b: b.into(),
+                y: y.clone(),
+            },
+            &[a, b],
+        );
         y
     }
 
@@ -220,7 +346,14 @@ impl Graph {
         let y = self.node("Sub", &[a, b], vec![]);
         let chw = self.chw.get(a).or(self.chw.get(b)).copied();
         self.set_chw(&y, chw);
-        self.record(Entry::Sub { a: a.into(), b: b.into(), y: y.clone() }, &[a, b]);
+        self.record(
+            Entry::Sub {
+                a: a.into(),
+                b: b.into(),
+                y: y.clone(),
+            },
+            &[a, b],
+        );
         y
     }
 
@@ -228,7 +361,14 @@ impl Graph {
         let y = self.node("Mul", &[a, b], vec![]);
         let chw = self.chw.get(a).or(self.chw.get(b)).copied();
         self.set_chw(&y, chw);
-        self.record(Entry::Mul { a: a.into(), b: b.into(), y: y.clone() }, &[a, b]);
+        self.record(
+            Entry::Mul {
+                a: a.into(),
+                b: b.into(),
+                y: y.clone(),
+            },
+            &[a, b],
+        );
         y
     }
 
@@ -243,14 +383,28 @@ impl Graph {
         let y = self.node("Mul", &[x, &s], vec![]);
         let chw = self.chw.get(x).copied();
         self.set_chw(&y, chw);
-        self.record(Entry::Silu { x: x.into(), s, y: y.clone() }, &[x]);
+        self.record(
+            Entry::Silu {
+                x: x.into(),
+                s,
+                y: y.clone(),
+            },
+            &[x],
+        );
         y
     }
 
     /// GroupNorm (biased variance, as PyTorch). Forward-only graphs use the fast
     /// Reshape → InstanceNormalization → Reshape form; differentiable ones the decomposed form, whose
     /// intermediates the adjoint reuses.
-    pub fn group_norm(&mut self, x: &str, gamma: &[f32], beta: &[f32], groups: i64, eps: f32) -> String {
+    pub fn group_norm(
+        &mut self,
+        x: &str,
+        gamma: &[f32],
+        beta: &[f32],
+        groups: i64,
+        eps: f32,
+    ) -> String {
         let c = gamma.len() as i64;
         let shape = self.node("Shape", &[x], vec![]);
         let grouped = self.ints(&[0, groups, -1]);
@@ -260,15 +414,27 @@ impl Graph {
         let y = if !self.diff.contains(x) {
             let ones = self.constant("gn_one", &[groups], &vec![1.0; groups as usize]);
             let zeros = self.constant("gn_zero", &[groups], &vec![0.0; groups as usize]);
-            let n = self.node("InstanceNormalization", &[&xr, &ones, &zeros], vec![attr_float("epsilon", eps)]);
+            let n = self.node(
+                "InstanceNormalization",
+                &[&xr, &ones, &zeros],
+                vec![attr_float("epsilon", eps)],
+            );
             let n = self.node("Reshape", &[&n, &shape], vec![]);
             let n = self.node("Mul", &[&n, &g], vec![]);
             self.node("Add", &[&n, &b], vec![])
         } else {
-            let mean = self.node("ReduceMean", &[&xr], vec![attr_ints("axes", &[2]), attr_int("keepdims", 1)]);
+            let mean = self.node(
+                "ReduceMean",
+                &[&xr],
+                vec![attr_ints("axes", &[2]), attr_int("keepdims", 1)],
+            );
             let xc = self.node("Sub", &[&xr, &mean], vec![]);
             let sq = self.node("Mul", &[&xc, &xc], vec![]);
-            let var = self.node("ReduceMean", &[&sq], vec![attr_ints("axes", &[2]), attr_int("keepdims", 1)]);
+            let var = self.node(
+                "ReduceMean",
+                &[&sq],
+                vec![attr_ints("axes", &[2]), attr_int("keepdims", 1)],
+            );
             let e = self.scalar(eps);
             let ve = self.node("Add", &[&var, &e], vec![]);
             let sd = self.node("Sqrt", &[&ve], vec![]);
@@ -277,7 +443,14 @@ impl Graph {
             let n = self.node("Reshape", &[&xh, &shape], vec![]);
             let n = self.node("Mul", &[&n, &g], vec![]);
             let y = self.node("Add", &[&n, &b], vec![]);
-            self.tape.push(Entry::GroupNorm { x: x.into(), xh, inv, gamma: g, groups, y: y.clone() });
+            self.tape.push(Entry::GroupNorm {
+                x: x.into(),
+                xh,
+                inv,
+                gamma: g,
+                groups,
+                y: y.clone(),
+            });
             self.diff.insert(y.clone());
             y
         };
@@ -297,7 +470,13 @@ impl Graph {
         let y = self.node("Resize", &[x, &roi, &scales], attrs);
         let [c, h, w] = self.chw[x];
         self.set_chw(&y, Some([c, 2 * h, 2 * w]));
-        self.record(Entry::Upsample2 { x: x.into(), y: y.clone() }, &[x]);
+        self.record(
+            Entry::Upsample2 {
+                x: x.into(),
+                y: y.clone(),
+            },
+            &[x],
+        );
         y
     }
 
@@ -306,29 +485,60 @@ impl Graph {
         let chws: Vec<Chw> = parts.iter().map(|p| self.chw[*p]).collect();
         let c = chws.iter().map(|s| s[0]).sum();
         self.set_chw(&y, Some([c, chws[0][1], chws[0][2]]));
-        let e = Entry::Concat { parts: parts.iter().zip(&chws).map(|(p, s)| (p.to_string(), s[0])).collect(), y: y.clone() };
+        let e = Entry::Concat {
+            parts: parts
+                .iter()
+                .zip(&chws)
+                .map(|(p, s)| (p.to_string(), s[0]))
+                .collect(),
+            y: y.clone(),
+        };
         self.record(e, parts);
         y
     }
 
     /// Channels [start, start + len) of x.
     pub fn channels(&mut self, x: &str, start: i64, len: i64) -> String {
-        let (s, e, ax) = (self.ints(&[start]), self.ints(&[start + len]), self.ints(&[1]));
+        let (s, e, ax) = (
+            self.ints(&[start]),
+            self.ints(&[start + len]),
+            self.ints(&[1]),
+        );
         let y = self.node("Slice", &[x, &s, &e, &ax], vec![]);
         let [_, h, w] = self.chw[x];
         self.set_chw(&y, Some([len, h, w]));
         let c = self.chw[x][0];
-        self.record(Entry::Channels { x: x.into(), start, len, c, y: y.clone() }, &[x]);
+        self.record(
+            Entry::Channels {
+                x: x.into(),
+                start,
+                len,
+                c,
+                y: y.clone(),
+            },
+            &[x],
+        );
         y
     }
 
     /// The interior: `border` points cropped from every side of H and W.
     pub fn crop(&mut self, x: &str, border: i64) -> String {
         let [c, h, w] = self.chw[x];
-        let (s, e, ax) = (self.ints(&[border, border]), self.ints(&[h - border, w - border]), self.ints(&[2, 3]));
+        let (s, e, ax) = (
+            self.ints(&[border, border]),
+            self.ints(&[h - border, w - border]),
+            self.ints(&[2, 3]),
+        );
         let y = self.node("Slice", &[x, &s, &e, &ax], vec![]);
         self.set_chw(&y, Some([c, h - 2 * border, w - 2 * border]));
-        self.record(Entry::Crop { x: x.into(), border, y: y.clone() }, &[x]);
+        self.record(
+            Entry::Crop {
+                x: x.into(),
+                border,
+                y: y.clone(),
+            },
+            &[x],
+        );
         y
     }
 
@@ -338,25 +548,47 @@ impl Graph {
         let pads = self.ints(&[0, 0, border, border, 0, 0, border, border]);
         let y = self.node("Pad", &[x, &pads], vec![attr_str("mode", "constant")]);
         self.set_chw(&y, Some([c, h + 2 * border, w + 2 * border]));
-        self.record(Entry::Pad { x: x.into(), border, y: y.clone() }, &[x]);
+        self.record(
+            Entry::Pad {
+                x: x.into(),
+                border,
+                y: y.clone(),
+            },
+            &[x],
+        );
         y
     }
 
     /// Mean over `axes` of a 4-D value, dropping them.
     pub fn reduce_mean(&mut self, x: &str, axes: &[i64]) -> String {
-        let y = self.node("ReduceMean", &[x], vec![attr_ints("axes", axes), attr_int("keepdims", 0)]);
+        let y = self.node(
+            "ReduceMean",
+            &[x],
+            vec![attr_ints("axes", axes), attr_int("keepdims", 0)],
+        );
         let chw = self.chw[x];
         let count = axes.iter().map(|&a| chw[(a - 1) as usize]).product();
-        self.record(Entry::ReduceMean { x: x.into(), axes: axes.to_vec(), count, y: y.clone() }, &[x]);
+        self.record(
+            Entry::ReduceMean {
+                x: x.into(),
+                axes: axes.to_vec(),
+                count,
+                y: y.clone(),
+            },
+            &[x],
+        );
         y
     }
 
     /// Emits the reverse pass from `y` (seed gradient `seed`) and returns the gradient of `wrt`.
     pub fn backward(&mut self, y: &str, seed: &str, wrt: &str) -> Result<String> {
-        let mut grads: HashMap<String, Vec<String>> = HashMap::from([(y.to_string(), vec![seed.to_string()])]);
+        let mut grads: HashMap<String, Vec<String>> =
+            HashMap::from([(y.to_string(), vec![seed.to_string()])]);
         let tape = std::mem::take(&mut self.tape);
         for e in tape.iter().rev() {
-            let Some(gs) = grads.remove(e.output()) else { continue };
+            let Some(gs) = grads.remove(e.output()) else {
+                continue;
+            };
             let g = self.sum(&gs);
             let mut push = |this: &mut Self, v: &str, gv: String| {
                 if this.diff.contains(v) {
@@ -364,7 +596,15 @@ impl Graph {
                 }
             };
             match e {
-                Entry::Conv { x, w, stride, pad, k, hw_in, .. } => {
+                Entry::Conv {
+                    x,
+                    w,
+                    stride,
+                    pad,
+                    k,
+                    hw_in,
+                    ..
+                } => {
                     let ho = (hw_in[0] + 2 * pad - k) / stride + 1;
                     let op = hw_in[0] - ((ho - 1) * stride - 2 * pad + k);
                     let attrs = vec![
@@ -407,7 +647,14 @@ impl Graph {
                     let gx = self.node("Mul", &[&g, &t], vec![]);
                     push(self, x, gx);
                 }
-                Entry::GroupNorm { x, xh, inv, gamma, groups, .. } => {
+                Entry::GroupNorm {
+                    x,
+                    xh,
+                    inv,
+                    gamma,
+                    groups,
+                    ..
+                } => {
                     let gh = self.node("Mul", &[&g, gamma], vec![]);
                     let grouped = self.ints(&[0, *groups, -1]);
                     let gh = self.node("Reshape", &[&gh, &grouped], vec![]);
@@ -426,11 +673,17 @@ impl Graph {
                 Entry::Upsample2 { x, .. } => {
                     let c = self.chw[x][0];
                     let ones = self.constant("sum2x2", &[c, 1, 2, 2], &vec![1.0; 4 * c as usize]);
-                    let attrs = vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2]), attr_int("group", c)];
+                    let attrs = vec![
+                        attr_ints("kernel_shape", &[2, 2]),
+                        attr_ints("strides", &[2, 2]),
+                        attr_int("group", c),
+                    ];
                     let gx = self.node("Conv", &[&g, &ones], attrs);
                     push(self, x, gx);
                 }
-                Entry::Channels { x, start, len, c, .. } => {
+                Entry::Channels {
+                    x, start, len, c, ..
+                } => {
                     // Put g back in its place among zero channels.
                     let (start, len, c) = (*start, *len, *c);
                     let pads = self.ints(&[0, start, 0, 0, 0, c - start - len, 0, 0]);
@@ -440,7 +693,11 @@ impl Graph {
                 Entry::Concat { parts, .. } => {
                     let mut start = 0;
                     for (p, c) in parts {
-                        let (s, en, ax) = (self.ints(&[start]), self.ints(&[start + c]), self.ints(&[1]));
+                        let (s, en, ax) = (
+                            self.ints(&[start]),
+                            self.ints(&[start + c]),
+                            self.ints(&[1]),
+                        );
                         if self.diff.contains(p) {
                             let gp = self.node("Slice", &[&g, &s, &en, &ax], vec![]);
                             push(self, p, gp);
@@ -457,7 +714,11 @@ impl Graph {
                 Entry::Pad { x, border, .. } => {
                     let [_, h, w] = self.chw[x];
                     let b = *border;
-                    let (s, en, ax) = (self.ints(&[b, b]), self.ints(&[h + b, w + b]), self.ints(&[2, 3]));
+                    let (s, en, ax) = (
+                        self.ints(&[b, b]),
+                        self.ints(&[h + b, w + b]),
+                        self.ints(&[2, 3]),
+                    );
                     let gx = self.node("Slice", &[&g, &s, &en, &ax], vec![]);
                     push(self, x, gx);
                 }
@@ -491,7 +752,12 @@ impl Graph {
     }
 
     pub fn into_proto(self, name: &str) -> GraphProto {
-        GraphProto { name: name.into(), node: self.nodes, initializer: self.inits, ..Default::default() }
+        GraphProto {
+            name: name.into(),
+            node: self.nodes,
+            initializer: self.inits,
+            ..Default::default()
+        }
     }
 
     /// Renames the value `from` to `to` everywhere (graph outputs need fixed names).

@@ -13,8 +13,8 @@ use crate::unet::{Layer, ResBlock, UNet};
 use anyhow::{bail, Context, Result};
 use graph::{attr_tensor, tensor_f32, Graph};
 use onnx_protobuf::{
-    tensor_proto::DataType, tensor_shape_proto::dimension, type_proto, Message, ModelProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_proto::DataType, tensor_shape_proto::dimension, type_proto, Message, ModelProto,
+    OperatorSetIdProto, StringStringEntryProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use piddm::card::{self, io, ModelCard, Part};
 use sha2::{Digest, Sha256};
@@ -51,7 +51,11 @@ impl FieldOps for Graph {
         Graph::mul(self, a, b)
     }
     fn affine(&mut self, x: &String, k: f64, c: f64) -> String {
-        let y = if k == 1.0 { x.clone() } else { self.scale(x, k as f32) };
+        let y = if k == 1.0 {
+            x.clone()
+        } else {
+            self.scale(x, k as f32)
+        };
         if c == 0.0 {
             return y;
         }
@@ -60,8 +64,16 @@ impl FieldOps for Graph {
     }
     fn affine_channels(&mut self, x: &String, k: &[f64], b: &[f64]) -> String {
         let n = k.len() as i64;
-        let kc = self.constant("chan_scale", &[1, n, 1, 1], &k.iter().map(|&v| v as f32).collect::<Vec<_>>());
-        let bc = self.constant("chan_shift", &[1, n, 1, 1], &b.iter().map(|&v| v as f32).collect::<Vec<_>>());
+        let kc = self.constant(
+            "chan_scale",
+            &[1, n, 1, 1],
+            &k.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        );
+        let bc = self.constant(
+            "chan_shift",
+            &[1, n, 1, 1],
+            &b.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+        );
         let y = Graph::mul(self, x, &kc);
         Graph::add(self, &y, &bc)
     }
@@ -71,7 +83,13 @@ impl FieldOps for Graph {
 }
 
 fn values(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).to_device(tch::Device::Cpu).contiguous().reshape([-1])).expect("f32 tensor")
+    Vec::<f32>::try_from(
+        t.to_kind(tch::Kind::Float)
+            .to_device(tch::Device::Cpu)
+            .contiguous()
+            .reshape([-1]),
+    )
+    .expect("f32 tensor")
 }
 
 /// Emits a tch layer's weights into the graph; each helper names the layer on failure.
@@ -86,7 +104,10 @@ impl Emit<'_> {
         let ws = c.ws.size();
         let (cout, k) = (ws[0], ws[2]);
         let w = self.g.constant("w", &ws, &values(&c.ws));
-        let mut b = c.bs.as_ref().map(values).unwrap_or_else(|| vec![0.0; cout as usize]);
+        let mut b =
+            c.bs.as_ref()
+                .map(values)
+                .unwrap_or_else(|| vec![0.0; cout as usize]);
         if let Some(e) = extra_bias {
             b.iter_mut().zip(e).for_each(|(b, e)| *b += e);
         }
@@ -129,7 +150,10 @@ pub fn emit_student(g: &mut Graph, net: &UNet, edm: &Edm, eps: &str) -> Result<S
     let c_skip = sd * sd / (s * s + sd * sd);
     let c_out = s * sd / (s * s + sd * sd).sqrt();
     let emb = tch::no_grad(|| net.embed(&Tensor::from_slice(&[(s.ln() / 4.0) as f32])));
-    let mut e = Emit { g, groups: net.cfg.groups };
+    let mut e = Emit {
+        g,
+        groups: net.cfg.groups,
+    };
     let x_in = e.g.scale(eps, (s * c_in) as f32);
     let mut h = e.conv(&x_in, &net.conv_in, 1, None);
     let mut skips = vec![h.clone()];
@@ -179,12 +203,20 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
         .collect();
     let tt = type_proto::Tensor {
         elem_type: DataType::FLOAT as i32,
-        shape: Some(TensorShapeProto { dim, ..Default::default() }).into(),
+        shape: Some(TensorShapeProto {
+            dim,
+            ..Default::default()
+        })
+        .into(),
         ..Default::default()
     };
     ValueInfoProto {
         name: name.into(),
-        type_: Some(TypeProto { value: Some(type_proto::Value::TensorType(tt)), ..Default::default() }).into(),
+        type_: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(tt)),
+            ..Default::default()
+        })
+        .into(),
         ..Default::default()
     }
 }
@@ -193,19 +225,35 @@ pub type Io<'a> = (&'a str, Vec<Option<i64>>);
 
 /// Wraps a graph as a model with typed inputs and outputs (`None` = the dynamic batch) and, when
 /// given, the model card.
-pub fn model(g: Graph, name: &str, inputs: &[Io], outputs: &[Io], card: Option<&ModelCard>) -> ModelProto {
+pub fn model(
+    g: Graph,
+    name: &str,
+    inputs: &[Io],
+    outputs: &[Io],
+    card: Option<&ModelCard>,
+) -> ModelProto {
     let mut gp = g.into_proto(name);
     gp.input = inputs.iter().map(|(n, d)| value_info(n, d)).collect();
     gp.output = outputs.iter().map(|(n, d)| value_info(n, d)).collect();
     ModelProto {
         ir_version: IR_VERSION,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET, ..Default::default() }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+            ..Default::default()
+        }],
         producer_name: "piddm-train".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: card.map(|c| format!("PIDDM one-step student, {:?} graph", c.part)).unwrap_or_default(),
+        doc_string: card
+            .map(|c| format!("PIDDM one-step student, {:?} graph", c.part))
+            .unwrap_or_default(),
         graph: Some(gp).into(),
         metadata_props: card
-            .map(|c| StringStringEntryProto { key: card::CARD_KEY.into(), value: c.to_json(), ..Default::default() })
+            .map(|c| StringStringEntryProto {
+                key: card::CARD_KEY.into(),
+                value: c.to_json(),
+                ..Default::default()
+            })
             .into_iter()
             .collect(),
         ..Default::default()
@@ -234,11 +282,23 @@ fn source_revision() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-pub fn card_for(meta: &CheckpointMeta, net: &Net, infer: &InferConfig, evaluation: serde_json::Value, main: &Path) -> Result<ModelCard> {
+pub fn card_for(
+    meta: &CheckpointMeta,
+    net: &Net,
+    infer: &InferConfig,
+    evaluation: serde_json::Value,
+    main: &Path,
+) -> Result<ModelCard> {
     let info = meta.student.as_ref().context("not a student checkpoint")?;
     let d = &meta.data;
     let n = d.grid.n;
-    let name = |p: Part| card::sibling(main, p).file_name().unwrap().to_string_lossy().into_owned();
+    let name = |p: Part| {
+        card::sibling(main, p)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
     Ok(ModelCard {
         format: card::CARD_FORMAT,
         part: Part::Generate,
@@ -248,16 +308,31 @@ pub fn card_for(meta: &CheckpointMeta, net: &Net, infer: &InferConfig, evaluatio
             parameters: serde_json::to_value(d.darcy)?,
             threshold: Some(d.darcy.threshold()),
         },
-        grid: card::GridInfo { nx: n, ny: n, domain: [[0.0, 1.0], [0.0, 1.0]], spacing: d.grid.h() },
+        grid: card::GridInfo {
+            nx: n,
+            ny: n,
+            domain: [[0.0, 1.0], [0.0, 1.0]],
+            spacing: d.grid.h(),
+        },
         channels: d
             .pde
             .channels()
             .iter()
-            .map(|(c, u)| card::Channel { name: c.to_string(), units: u.to_string() })
+            .map(|(c, u)| card::Channel {
+                name: c.to_string(),
+                units: u.to_string(),
+            })
             .collect(),
-        normalisation: card::Normalisation { mean: d.normalisation.mean.clone(), scale: d.normalisation.scale.clone() },
+        normalisation: card::Normalisation {
+            mean: d.normalisation.mean.clone(),
+            scale: d.normalisation.scale.clone(),
+        },
         lambda_train: info.lambda_train,
-        defaults: card::SolveDefaults { lambda_infer: infer.lambda, steps: infer.steps, learning_rate: infer.lr },
+        defaults: card::SolveDefaults {
+            lambda_infer: infer.lambda,
+            steps: infer.steps,
+            learning_rate: infer.lr,
+        },
         teacher_steps: info.heun_steps,
         provenance: card::Provenance {
             dataset_seed: d.seed,
@@ -269,7 +344,10 @@ pub fn card_for(meta: &CheckpointMeta, net: &Net, infer: &InferConfig, evaluatio
         },
         evaluation,
         weights_sha256: weights_sha256(net),
-        files: card::Files { refine: name(Part::Refine), residual: name(Part::Residual) },
+        files: card::Files {
+            refine: name(Part::Refine),
+            residual: name(Part::Residual),
+        },
     })
 }
 
@@ -291,7 +369,13 @@ pub fn build(net: &Net, meta: &CheckpointMeta, card: &ModelCard) -> Result<[Mode
     let r = op.emit(&mut g, &x);
     g.rename(&x, io::X);
     g.rename(&r, io::RESIDUAL);
-    let generate = model(g, "generate", &[(io::EPS, full.clone())], &[(io::X, full.clone()), (io::RESIDUAL, one.clone())], Some(card));
+    let generate = model(
+        g,
+        "generate",
+        &[(io::EPS, full.clone())],
+        &[(io::X, full.clone()), (io::RESIDUAL, one.clone())],
+        Some(card),
+    );
 
     // refine: eps, observed, mask, lambda -> loss, grad, x_mix
     let mut g = Graph::new();
@@ -299,21 +383,41 @@ pub fn build(net: &Net, meta: &CheckpointMeta, card: &ModelCard) -> Result<[Mode
     g.chw.insert(io::OBSERVED.into(), chw);
     g.chw.insert(io::MASK.into(), chw);
     let d = emit_student(&mut g, &net.net, &meta.edm, io::EPS)?;
-    let (obs, mask, lambda) = (io::OBSERVED.to_string(), io::MASK.to_string(), io::LAMBDA.to_string());
+    let (obs, mask, lambda) = (
+        io::OBSERVED.to_string(),
+        io::MASK.to_string(),
+        io::LAMBDA.to_string(),
+    );
     let (loss, x_mix) = emit_loss(&mut g, &op, norm, &d, &obs, &mask, &lambda);
     let shape = g.node("Shape", &[&loss], vec![]);
     let seed_value = tensor_f32("one", &[1], &[1.0]);
-    let seed = g.node("ConstantOfShape", &[&shape], vec![attr_tensor("value", seed_value)]);
+    let seed = g.node(
+        "ConstantOfShape",
+        &[&shape],
+        vec![attr_tensor("value", seed_value)],
+    );
     let grad = g.backward(&loss, &seed, io::EPS)?;
     g.rename(&loss, io::LOSS);
     g.rename(&grad, io::GRAD);
     g.rename(&x_mix, io::X_MIX);
-    let refine_card = ModelCard { part: Part::Refine, ..card.clone() };
+    let refine_card = ModelCard {
+        part: Part::Refine,
+        ..card.clone()
+    };
     let refine = model(
         g,
         "refine",
-        &[(io::EPS, full.clone()), (io::OBSERVED, full.clone()), (io::MASK, full.clone()), (io::LAMBDA, vec![Some(1)])],
-        &[(io::LOSS, vec![None]), (io::GRAD, full.clone()), (io::X_MIX, full.clone())],
+        &[
+            (io::EPS, full.clone()),
+            (io::OBSERVED, full.clone()),
+            (io::MASK, full.clone()),
+            (io::LAMBDA, vec![Some(1)]),
+        ],
+        &[
+            (io::LOSS, vec![None]),
+            (io::GRAD, full.clone()),
+            (io::X_MIX, full.clone()),
+        ],
         Some(&refine_card),
     );
 
@@ -322,23 +426,44 @@ pub fn build(net: &Net, meta: &CheckpointMeta, card: &ModelCard) -> Result<[Mode
     g.chw.insert(io::X.into(), chw);
     let r = op.emit(&mut g, &io::X.to_string());
     g.rename(&r, io::RESIDUAL);
-    let residual_card = ModelCard { part: Part::Residual, ..card.clone() };
-    let residual = model(g, "residual", &[(io::X, full)], &[(io::RESIDUAL, one)], Some(&residual_card));
+    let residual_card = ModelCard {
+        part: Part::Residual,
+        ..card.clone()
+    };
+    let residual = model(
+        g,
+        "residual",
+        &[(io::X, full)],
+        &[(io::RESIDUAL, one)],
+        Some(&residual_card),
+    );
     Ok([generate, refine, residual])
 }
 
 /// Exports the student checkpoint to `out` (the main file) and its siblings. Returns the card.
-pub fn export(student: &Path, out: &Path, infer: &InferConfig, evaluation: serde_json::Value) -> Result<ModelCard> {
+pub fn export(
+    student: &Path,
+    out: &Path,
+    infer: &InferConfig,
+    evaluation: serde_json::Value,
+) -> Result<ModelCard> {
     let (net, meta) = load_ema(student)?;
     if meta.role != Role::Student {
-        bail!("{} is a {:?} checkpoint; export takes a student", student.display(), meta.role);
+        bail!(
+            "{} is a {:?} checkpoint; export takes a student",
+            student.display(),
+            meta.role
+        );
     }
     if out.extension().and_then(|e| e.to_str()) != Some("onnx") {
         bail!("the output file must end in .onnx, got {}", out.display());
     }
     let card = card_for(&meta, &net, infer, evaluation, out)?;
     let models = build(&net, &meta, &card)?;
-    for (m, part) in models.iter().zip([Part::Generate, Part::Refine, Part::Residual]) {
+    for (m, part) in models
+        .iter()
+        .zip([Part::Generate, Part::Refine, Part::Residual])
+    {
         let bytes = m.write_to_bytes().context("serialising the ONNX model")?;
         crate::fsutil::write_atomic(&card::sibling(out, part), &bytes)?;
     }
@@ -348,12 +473,20 @@ pub fn export(student: &Path, out: &Path, infer: &InferConfig, evaluation: serde
 /// Reads the card of an ONNX file written by [`export`].
 pub fn read_card(path: &Path) -> Result<(ModelCard, ModelProto)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let m = ModelProto::parse_from_bytes(&bytes).with_context(|| format!("{} is not an ONNX model", path.display()))?;
+    let m = ModelProto::parse_from_bytes(&bytes)
+        .with_context(|| format!("{} is not an ONNX model", path.display()))?;
     let json = m
         .metadata_props
         .iter()
         .find(|p| p.key == card::CARD_KEY)
-        .with_context(|| format!("{} is an ONNX model but not a piddm artifact (no {} metadata)", path.display(), card::CARD_KEY))?;
-    let card = ModelCard::from_json(&json.value).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        .with_context(|| {
+            format!(
+                "{} is an ONNX model but not a piddm artifact (no {} metadata)",
+                path.display(),
+                card::CARD_KEY
+            )
+        })?;
+    let card = ModelCard::from_json(&json.value)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((card, m))
 }

@@ -1,0 +1,542 @@
+//! A loaded PIDDM model: its three ONNX Runtime graphs, its card, and the operations on it.
+//! Fields are float32 in physical units, laid out [batch][channel][ny][nx].
+
+use crate::card::{self, adam, io, ModelCard, Part};
+use crate::error::{err, Result};
+use crate::ortlib;
+use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::value::TensorRef;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda { device_id: i32 },
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub device: Device,
+    /// With `Device::Cuda`: run on the CPU instead of failing when CUDA cannot be used.
+    pub cuda_fallback_to_cpu: bool,
+    /// ONNX Runtime intra-op threads per call (0: ONNX Runtime's default, one per core).
+    pub intra_op_threads: usize,
+    /// Path to libonnxruntime; see [`ortlib`] for the search order when absent.
+    pub ort_library: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            device: Device::Cpu,
+            cuda_fallback_to_cpu: false,
+            intra_op_threads: 0,
+            ort_library: None,
+        }
+    }
+}
+
+/// Parameters of the masked solve; `Model::default_solve_params` gives the card's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SolveParams {
+    pub steps: usize,
+    pub learning_rate: f64,
+    pub lambda_infer: f64,
+    /// Seed of the initial eps.
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SolveReport {
+    pub steps: usize,
+    /// Mean loss over the batch before each step and after the last (steps + 1 entries).
+    pub loss_history: Vec<f64>,
+    /// Root-mean-square misfit between the answer and the observations over observed entries,
+    /// physical units (0 where nothing is observed).
+    pub misfit: f64,
+    /// Mean over the batch of the answer's mean squared PDE residual over the interior.
+    pub residual: f64,
+}
+
+/// Sessions of one graph. `Session::run` needs exclusive access, so concurrent callers each take
+/// a session from the pool (made on demand from the same bytes), which keeps calls on one model
+/// parallel and their results independent of scheduling.
+struct Pool {
+    bytes: Vec<u8>,
+    options: Options,
+    idle: Mutex<Vec<Session>>,
+}
+
+impl Pool {
+    fn with<R>(&self, f: impl FnOnce(&mut Session) -> Result<R>) -> Result<R> {
+        let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut s = match taken {
+            Some(s) => s,
+            None => make_session(&self.bytes, &self.options)?.0,
+        };
+        let r = f(&mut s);
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+        r
+    }
+}
+
+/// Returns the session and whether it fell back to the CPU.
+fn make_session(bytes: &[u8], o: &Options) -> Result<(Session, bool)> {
+    let env = ortlib::environment(o.ort_library.as_deref().and_then(|p| p.to_str()))?;
+    let base = || -> Result<_> {
+        let mut b = Session::builder(env)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(ort::Error::from)?;
+        if o.intra_op_threads > 0 {
+            b = b
+                .with_intra_threads(o.intra_op_threads)
+                .map_err(ort::Error::from)?;
+        }
+        Ok(b)
+    };
+    match o.device {
+        Device::Cpu => Ok((
+            base()?.commit_from_memory(bytes).map_err(format_error)?,
+            false,
+        )),
+        Device::Cuda { device_id } => {
+            let cuda = cuda_session(base()?, device_id, bytes);
+            match cuda {
+                Ok(s) => Ok((s, false)),
+                Err(e) if o.cuda_fallback_to_cpu => {
+                    let _ = e;
+                    Ok((
+                        base()?.commit_from_memory(bytes).map_err(format_error)?,
+                        true,
+                    ))
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_session(
+    b: ort::session::builder::SessionBuilder,
+    device_id: i32,
+    bytes: &[u8],
+) -> Result<Session> {
+    let ep = ort::ep::CUDA::default()
+        .with_device_id(device_id)
+        .build()
+        .error_on_failure();
+    let mut b = b.with_execution_providers([ep]).map_err(|e| {
+        err!(
+            PIDDM_ERR_DEVICE,
+            "CUDA execution provider unavailable (device {device_id}): {e}"
+        )
+    })?;
+    b.commit_from_memory(bytes).map_err(|e| {
+        err!(
+            PIDDM_ERR_DEVICE,
+            "CUDA execution provider unavailable (device {device_id}): {e}"
+        )
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_session(
+    _: ort::session::builder::SessionBuilder,
+    device_id: i32,
+    _: &[u8],
+) -> Result<Session> {
+    Err(err!(PIDDM_ERR_DEVICE, "this build of piddm has no CUDA support (device {device_id} requested); rebuild with the 'cuda' feature"))
+}
+
+fn format_error(e: ort::Error) -> crate::error::Error {
+    err!(PIDDM_ERR_FORMAT, "not a loadable ONNX model: {e}")
+}
+
+pub struct Model {
+    card: ModelCard,
+    card_json: std::ffi::CString,
+    path: PathBuf,
+    generate: Pool,
+    refine: Pool,
+    residual: Pool,
+    shape: [usize; 3],
+    fell_back_to_cpu: bool,
+}
+
+fn read_part(main: &Path, part: Part, o: &Options) -> Result<(Vec<u8>, Session, ModelCard, bool)> {
+    let path = card::sibling(main, part);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        let what = if part == Part::Generate {
+            "model file".to_string()
+        } else {
+            format!("{part:?} graph (a sibling file the model needs)").to_lowercase()
+        };
+        err!(PIDDM_ERR_IO, "cannot read {what} {}: {e}", path.display())
+    })?;
+    let (session, fell_back) = make_session(&bytes, o).map_err(|e| {
+        if e.status == crate::error::Status::PIDDM_ERR_FORMAT {
+            err!(PIDDM_ERR_FORMAT, "{}: {}", path.display(), e.message)
+        } else {
+            e
+        }
+    })?;
+    let json = session.metadata()?.custom(card::CARD_KEY).ok_or_else(|| {
+        err!(
+            PIDDM_ERR_FORMAT,
+            "{} is an ONNX model but not a PIDDM model (no {} metadata)",
+            path.display(),
+            card::CARD_KEY
+        )
+    })?;
+    let c = ModelCard::from_json(&json)
+        .map_err(|e| err!(PIDDM_ERR_FORMAT, "{}: {e}", path.display()))?;
+    if c.part != part {
+        return Err(err!(
+            PIDDM_ERR_FORMAT,
+            "{} holds the {:?} graph, expected the {part:?} graph",
+            path.display(),
+            c.part
+        ));
+    }
+    Ok((bytes, session, c, fell_back))
+}
+
+impl Model {
+    /// Loads `path` (the main file) and its sibling graphs, checking that they belong together.
+    pub fn load(path: impl AsRef<Path>, options: &Options) -> Result<Model> {
+        let path = path.as_ref();
+        let (gb, gs, card, fell_back) = read_part(path, Part::Generate, options)?;
+        let (rb, rs, rcard, _) = read_part(path, Part::Refine, options)?;
+        let (qb, qs, qcard, _) = read_part(path, Part::Residual, options)?;
+        for other in [&rcard, &qcard] {
+            if other.weights_sha256 != card.weights_sha256
+                || other.grid != card.grid
+                || other.channels != card.channels
+            {
+                return Err(err!(
+                    PIDDM_ERR_FORMAT,
+                    "the graphs beside {} come from a different model (weights or grid differ)",
+                    path.display()
+                ));
+            }
+        }
+        let shape = [card.channels.len(), card.grid.ny, card.grid.nx];
+        // The graphs' declared inputs must agree with the card.
+        let want = [
+            None,
+            Some(shape[0] as i64),
+            Some(shape[1] as i64),
+            Some(shape[2] as i64),
+        ];
+        let input = gs
+            .inputs()
+            .iter()
+            .find(|i| i.name() == io::EPS)
+            .ok_or_else(|| {
+                err!(
+                    PIDDM_ERR_FORMAT,
+                    "{}: no input named '{}'",
+                    path.display(),
+                    io::EPS
+                )
+            })?;
+        if let Some(dims) = input.dtype().tensor_shape() {
+            let got: Vec<Option<i64>> = dims.iter().map(|&d| (d >= 0).then_some(d)).collect();
+            if got.len() != 4 || got[1..] != want[1..] {
+                return Err(err!(
+                    PIDDM_ERR_FORMAT,
+                    "{}: input '{}' has shape {dims:?}, the card says [batch, {}, {}, {}]",
+                    path.display(),
+                    io::EPS,
+                    shape[0],
+                    shape[1],
+                    shape[2]
+                ));
+            }
+        }
+        let pool = |bytes: Vec<u8>, s: Session| Pool {
+            bytes,
+            options: options.clone(),
+            idle: Mutex::new(vec![s]),
+        };
+        let card_json = std::ffi::CString::new(card.to_json())
+            .map_err(|_| err!(PIDDM_ERR_FORMAT, "model card holds a NUL byte"))?;
+        Ok(Model {
+            card,
+            card_json,
+            path: path.to_path_buf(),
+            generate: pool(gb, gs),
+            refine: pool(rb, rs),
+            residual: pool(qb, qs),
+            shape,
+            fell_back_to_cpu: fell_back,
+        })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+    /// The card as JSON, NUL-terminated (for the C API).
+    pub fn card_cstr(&self) -> &std::ffi::CStr {
+        &self.card_json
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// (channels, ny, nx).
+    pub fn shape(&self) -> (usize, usize, usize) {
+        (self.shape[0], self.shape[1], self.shape[2])
+    }
+    /// True when CUDA was asked for, could not be used, and the caller allowed the CPU instead.
+    pub fn fell_back_to_cpu(&self) -> bool {
+        self.fell_back_to_cpu
+    }
+    pub fn field_len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    fn plane(&self) -> usize {
+        self.shape[1] * self.shape[2]
+    }
+
+    fn dims(&self, batch: usize, channels: usize) -> [usize; 4] {
+        [batch, channels, self.shape[1], self.shape[2]]
+    }
+
+    fn check_batch(&self, batch: usize) -> Result<()> {
+        if batch == 0 {
+            return Err(err!(PIDDM_ERR_INVALID_ARGUMENT, "batch must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn check_len(&self, what: &str, got: usize, batch: usize, channels: usize) -> Result<()> {
+        let want = batch * channels * self.plane();
+        if got != want {
+            let (_, ny, nx) = self.shape();
+            return Err(err!(PIDDM_ERR_SIZE, "{what} has {got} values; batch {batch} x {channels} channels x {ny} x {nx} needs {want}"));
+        }
+        Ok(())
+    }
+
+    /// Standard normal eps for `batch` samples from `seed` (ChaCha8): the same seed, the same eps.
+    pub fn noise(&self, seed: u64, batch: usize) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..batch * self.field_len())
+            .map(|_| StandardNormal.sample(&mut rng))
+            .collect()
+    }
+
+    /// One-step generation from given eps: fields into `out`, and the residual map into
+    /// `residual` when given.
+    pub fn generate_from(
+        &self,
+        eps: &[f32],
+        batch: usize,
+        out: &mut [f32],
+        residual: Option<&mut [f32]>,
+    ) -> Result<()> {
+        self.check_batch(batch)?;
+        let c = self.shape[0];
+        self.check_len("eps", eps.len(), batch, c)?;
+        self.check_len("output buffer", out.len(), batch, c)?;
+        if let Some(r) = &residual {
+            self.check_len("residual buffer", r.len(), batch, 1)?;
+        }
+        finite("eps", eps)?;
+        self.generate.with(|s| {
+            let input = TensorRef::from_array_view((self.dims(batch, c), eps))?;
+            let outs = s.run(ort::inputs![io::EPS => input])?;
+            copy_out(&outs[io::X], out)?;
+            if let Some(r) = residual {
+                copy_out(&outs[io::RESIDUAL], r)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One-step generation with eps drawn from `seed`.
+    pub fn generate(&self, seed: u64, batch: usize, out: &mut [f32]) -> Result<()> {
+        self.check_batch(batch)?;
+        let eps = self.noise(seed, batch);
+        self.generate_from(&eps, batch, out, None)
+    }
+
+    /// The PDE residual map of `fields` into `residual` ([batch][1][ny][nx], zero on the boundary);
+    /// returns the mean over the batch of each sample's mean squared residual over the interior.
+    pub fn residual(&self, fields: &[f32], batch: usize, residual: &mut [f32]) -> Result<f64> {
+        self.check_batch(batch)?;
+        let c = self.shape[0];
+        self.check_len("fields", fields.len(), batch, c)?;
+        self.check_len("residual buffer", residual.len(), batch, 1)?;
+        finite("fields", fields)?;
+        self.residual.with(|s| {
+            let input = TensorRef::from_array_view((self.dims(batch, c), fields))?;
+            let outs = s.run(ort::inputs![io::X => input])?;
+            copy_out(&outs[io::RESIDUAL], residual)
+        })?;
+        Ok(self.interior_mean_sq(residual, batch))
+    }
+
+    fn interior_mean_sq(&self, r: &[f32], batch: usize) -> f64 {
+        let (_, ny, nx) = self.shape();
+        let interior = ((ny - 2) * (nx - 2)) as f64;
+        r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / interior / batch as f64
+    }
+
+    pub fn default_solve_params(&self) -> SolveParams {
+        let d = &self.card.defaults;
+        SolveParams {
+            steps: d.steps,
+            learning_rate: d.learning_rate,
+            lambda_infer: d.lambda_infer,
+            seed: 0,
+        }
+    }
+
+    /// The masked optimisation of eps (forward, inverse, reconstruction): observations in physical
+    /// units where `mask` is nonzero (other entries are ignored, NaN included); the answer x_mix goes
+    /// to `out`. Starts from eps drawn from `params.seed`.
+    pub fn solve(
+        &self,
+        observed: &[f32],
+        mask: &[u8],
+        batch: usize,
+        params: &SolveParams,
+        out: &mut [f32],
+    ) -> Result<SolveReport> {
+        self.check_batch(batch)?;
+        let eps = self.noise(params.seed, batch);
+        self.solve_from(eps, observed, mask, batch, params, out)
+    }
+
+    /// As [`Model::solve`], from a given initial eps.
+    pub fn solve_from(
+        &self,
+        mut eps: Vec<f32>,
+        observed: &[f32],
+        mask: &[u8],
+        batch: usize,
+        params: &SolveParams,
+        out: &mut [f32],
+    ) -> Result<SolveReport> {
+        self.check_batch(batch)?;
+        let c = self.shape[0];
+        self.check_len("eps", eps.len(), batch, c)?;
+        self.check_len("observations", observed.len(), batch, c)?;
+        self.check_len("mask", mask.len(), batch, c)?;
+        self.check_len("output buffer", out.len(), batch, c)?;
+        if !(params.learning_rate.is_finite() && params.learning_rate > 0.0) {
+            return Err(err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "learning rate must be finite and positive, got {}",
+                params.learning_rate
+            ));
+        }
+        if !(params.lambda_infer.is_finite() && params.lambda_infer >= 0.0) {
+            return Err(err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "lambda_infer must be finite and >= 0, got {}",
+                params.lambda_infer
+            ));
+        }
+        let maskf: Vec<f32> = mask
+            .iter()
+            .map(|&m| if m != 0 { 1.0 } else { 0.0 })
+            .collect();
+        let mut obs = vec![0.0f32; observed.len()];
+        for i in 0..obs.len() {
+            if mask[i] != 0 {
+                if !observed[i].is_finite() {
+                    return Err(err!(
+                        PIDDM_ERR_NONFINITE,
+                        "observation {i} is {} where the mask marks it observed",
+                        observed[i]
+                    ));
+                }
+                obs[i] = observed[i];
+            }
+        }
+        let dims = self.dims(batch, c);
+        let lambda = [params.lambda_infer as f32];
+        let (mut m, mut v) = (vec![0.0f32; eps.len()], vec![0.0f32; eps.len()]);
+        let mut history = Vec::with_capacity(params.steps + 1);
+        self.refine.with(|s| {
+            for t in 0..=params.steps {
+                let outs = s.run(ort::inputs![
+                    io::EPS => TensorRef::from_array_view((dims, eps.as_slice()))?,
+                    io::OBSERVED => TensorRef::from_array_view((dims, obs.as_slice()))?,
+                    io::MASK => TensorRef::from_array_view((dims, maskf.as_slice()))?,
+                    io::LAMBDA => TensorRef::from_array_view(([1usize], &lambda[..]))?,
+                ])?;
+                let (_, loss) = outs[io::LOSS].try_extract_tensor::<f32>()?;
+                let mean = loss.iter().map(|&l| l as f64).sum::<f64>() / batch as f64;
+                if !mean.is_finite() {
+                    return Err(err!(
+                        PIDDM_ERR_NONFINITE,
+                        "the solve diverged at step {t} (loss {mean}); lower the learning rate"
+                    ));
+                }
+                history.push(mean);
+                if t == params.steps {
+                    copy_out(&outs[io::X_MIX], out)?;
+                    break;
+                }
+                let (_, grad) = outs[io::GRAD].try_extract_tensor::<f32>()?;
+                adam::update(
+                    &mut eps,
+                    grad,
+                    &mut m,
+                    &mut v,
+                    params.learning_rate,
+                    t as u64 + 1,
+                );
+            }
+            Ok(())
+        })?;
+        let mut r = vec![0.0f32; batch * self.plane()];
+        let residual = self.residual(out, batch, &mut r)?;
+        let (mut se, mut cnt) = (0.0f64, 0usize);
+        for i in 0..out.len() {
+            if mask[i] != 0 {
+                se += ((out[i] - obs[i]) as f64).powi(2);
+                cnt += 1;
+            }
+        }
+        let misfit = if cnt > 0 {
+            (se / cnt as f64).sqrt()
+        } else {
+            0.0
+        };
+        Ok(SolveReport {
+            steps: params.steps,
+            loss_history: history,
+            misfit,
+            residual,
+        })
+    }
+}
+
+fn finite(what: &str, v: &[f32]) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(err!(PIDDM_ERR_NONFINITE, "{what}[{i}] is {}", v[i])),
+        None => Ok(()),
+    }
+}
+
+fn copy_out(v: &ort::value::DynValue, out: &mut [f32]) -> Result<()> {
+    let (_, data) = v.try_extract_tensor::<f32>()?;
+    if data.len() != out.len() {
+        return Err(err!(
+            PIDDM_ERR_FORMAT,
+            "model returned {} values, expected {}",
+            data.len(),
+            out.len()
+        ));
+    }
+    out.copy_from_slice(data);
+    Ok(())
+}

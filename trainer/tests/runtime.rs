@@ -1,0 +1,292 @@
+//! The runtime (ONNX Runtime through `piddm::Model`) reproduces the trainer (tch) on the same
+//! exported student: generation, residual and the masked solve.
+
+use piddm::{Model, Options, SolveParams, Status};
+use piddm_trainer::config::{InferConfig, Preset};
+use piddm_trainer::infer::Student;
+use piddm_trainer::{export, pipeline, train};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use tch::{Kind, Tensor};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    student: PathBuf,
+    model: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let preset = Preset::load("tiny").unwrap();
+        pipeline::run(&preset, dir.path(), "test".into()).unwrap();
+        let student = pipeline::RunPaths::new(dir.path()).student;
+        let model = dir.path().join("tiny.onnx");
+        export::export(&student, &model, &preset.infer, serde_json::json!({})).unwrap();
+        Fixture {
+            _dir: dir,
+            student,
+            model,
+        }
+    })
+}
+
+fn to_vec(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().reshape([-1])).unwrap()
+}
+
+fn rel(a: &[f32], b: &[f32]) -> f64 {
+    let num = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max);
+    let den = b.iter().map(|y| y.abs() as f64).fold(0.0, f64::max);
+    num / den.max(1e-30)
+}
+
+#[test]
+fn runtime_reproduces_the_trainer() {
+    let f = fixture();
+    let m = Model::load(&f.model, &Options::default()).unwrap();
+    let (net, meta) = train::load_ema(&f.student).unwrap();
+    let st = Student {
+        net: &net.net,
+        edm: meta.edm,
+        norm: &meta.data.normalisation,
+        op: meta.data.residual_op(),
+    };
+    let (c, ny, nx) = m.shape();
+    assert_eq!((c, ny, nx), (2, 16, 16));
+    let batch = 4;
+    let eps = m.noise(7, batch);
+    let eps_t = Tensor::from_slice(&eps).reshape([batch as i64, c as i64, ny as i64, nx as i64]);
+
+    // generate: the same eps gives the tch student's output to 1e-5
+    let mut x = vec![0.0; batch * m.field_len()];
+    let mut r = vec![0.0; batch * ny * nx];
+    m.generate_from(&eps, batch, &mut x, Some(&mut r)).unwrap();
+    let xt = st.generate(&eps_t);
+    assert!(
+        rel(&x, &to_vec(&xt)) <= 1e-5,
+        "generate: {}",
+        rel(&x, &to_vec(&xt))
+    );
+    assert!(rel(&r, &to_vec(&st.op.apply(&xt))) <= 1e-5);
+    // seeded generation is deterministic
+    let (mut a, mut b) = (
+        vec![0.0; batch * m.field_len()],
+        vec![0.0; batch * m.field_len()],
+    );
+    m.generate(7, batch, &mut a).unwrap();
+    m.generate(7, batch, &mut b).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a, x);
+
+    // residual of given fields and its mean square against tch
+    let mut r2 = vec![0.0; batch * ny * nx];
+    let ms = m.residual(&x, batch, &mut r2).unwrap();
+    let ms_t = f64::try_from(
+        st.op
+            .mse_per_sample(&xt.to_kind(Kind::Double))
+            .mean(Kind::Double),
+    )
+    .unwrap();
+    assert!((ms - ms_t).abs() <= 1e-4 * ms_t, "{ms} vs {ms_t}");
+
+    // solve: an inverse problem (all of u observed), the same start, the same Adam
+    let truth = st.generate(&Tensor::randn(
+        [batch as i64, 2, ny as i64, nx as i64],
+        tch::kind::FLOAT_CPU,
+    ));
+    let mut mask = vec![0u8; batch * m.field_len()];
+    for s in 0..batch {
+        for i in 0..ny * nx {
+            mask[s * m.field_len() + ny * nx + i] = 1;
+        }
+    }
+    let mask_t = Tensor::from_slice(&mask.iter().map(|&v| v as f32).collect::<Vec<_>>())
+        .reshape(truth.size());
+    let mut observed = to_vec(&truth);
+    for (o, &k) in observed.iter_mut().zip(&mask) {
+        if k == 0 {
+            *o = f32::NAN; // unobserved entries are ignored, NaN included
+        }
+    }
+    let params = SolveParams {
+        steps: 15,
+        learning_rate: 0.05,
+        lambda_infer: 1e-6,
+        seed: 0,
+    };
+    let mut out = vec![0.0; batch * m.field_len()];
+    let rep = m
+        .solve_from(eps.clone(), &observed, &mask, batch, &params, &mut out)
+        .unwrap();
+    let cfg = InferConfig {
+        lambda: params.lambda_infer,
+        steps: params.steps,
+        lr: params.learning_rate,
+    };
+    let tr = st
+        .solve(&eps_t, &(&truth * &mask_t), &mask_t, &cfg)
+        .unwrap();
+    let e = rel(&out, &to_vec(&tr.x));
+    assert!(
+        e <= 1e-3,
+        "solve: runtime vs trainer relative difference {e}"
+    );
+    assert_eq!(rep.loss_history.len(), 16);
+    for (a, b) in rep.loss_history.iter().zip(&tr.history) {
+        assert!((a - b).abs() <= 1e-3 * b.abs(), "loss history {a} vs {b}");
+    }
+    assert!(rep.loss_history.last() < rep.loss_history.first());
+    assert!(
+        rep.misfit < 1e-6,
+        "observed entries are kept: misfit {}",
+        rep.misfit
+    );
+}
+
+#[test]
+fn one_model_from_eight_threads_gives_serial_bits() {
+    let f = fixture();
+    let m = Model::load(
+        &f.model,
+        &Options {
+            intra_op_threads: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let n = m.field_len();
+    let serial: Vec<Vec<f32>> = (0..8u64)
+        .map(|s| {
+            let mut o = vec![0.0; 2 * n];
+            m.generate(s, 2, &mut o).unwrap();
+            o
+        })
+        .collect();
+    let parallel: Vec<Vec<f32>> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..8u64)
+            .map(|s| {
+                let m = &m;
+                sc.spawn(move || {
+                    let mut o = vec![0.0; 2 * n];
+                    for _ in 0..5 {
+                        m.generate(s, 2, &mut o).unwrap();
+                    }
+                    o
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(serial, parallel);
+}
+
+#[test]
+fn bad_input_gets_its_status() {
+    let f = fixture();
+    let m = Model::load(&f.model, &Options::default()).unwrap();
+    let n = m.field_len();
+    let mut out = vec![0.0; n];
+    assert_eq!(
+        m.generate(1, 1, &mut out[..n - 1]).unwrap_err().status,
+        Status::PIDDM_ERR_SIZE
+    );
+    assert_eq!(
+        m.generate(1, 0, &mut out).unwrap_err().status,
+        Status::PIDDM_ERR_INVALID_ARGUMENT
+    );
+    let mut nan = vec![0.0; n];
+    nan[3] = f32::NAN;
+    let mut r = vec![0.0; n / 2];
+    assert_eq!(
+        m.residual(&nan, 1, &mut r).unwrap_err().status,
+        Status::PIDDM_ERR_NONFINITE
+    );
+    let mask = vec![1u8; n];
+    let p = m.default_solve_params();
+    assert_eq!(
+        m.solve(&nan, &mask, 1, &p, &mut out).unwrap_err().status,
+        Status::PIDDM_ERR_NONFINITE
+    );
+    assert_eq!(
+        m.solve(&out.clone(), &mask[..n - 2], 1, &p, &mut out)
+            .unwrap_err()
+            .status,
+        Status::PIDDM_ERR_SIZE
+    );
+    let bad = SolveParams {
+        learning_rate: -1.0,
+        ..p
+    };
+    assert_eq!(
+        m.solve(&out.clone(), &mask, 1, &bad, &mut out)
+            .unwrap_err()
+            .status,
+        Status::PIDDM_ERR_INVALID_ARGUMENT
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let e = Model::load(dir.path().join("missing.onnx"), &Options::default())
+        .err()
+        .unwrap();
+    assert_eq!(e.status, Status::PIDDM_ERR_IO, "{}", e.message);
+    // truncated main file
+    let t = dir.path().join("t.onnx");
+    let bytes = std::fs::read(&f.model).unwrap();
+    std::fs::write(&t, &bytes[..bytes.len() / 2]).unwrap();
+    let e = Model::load(&t, &Options::default()).err().unwrap();
+    assert_eq!(e.status, Status::PIDDM_ERR_FORMAT, "{}", e.message);
+    // an ONNX file that is not a PIDDM model: the residual graph alone renamed as a main file
+    // has a card of the wrong part; a foreign ONNX model has none
+    let foreign = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/anchors/unet32_pytorch_export.onnx");
+    if foreign.exists() {
+        let e = Model::load(&foreign, &Options::default()).err().unwrap();
+        assert_eq!(e.status, Status::PIDDM_ERR_FORMAT);
+        assert!(e.message.contains("not a PIDDM model"), "{}", e.message);
+    }
+    let wrong = dir.path().join("w.onnx");
+    std::fs::copy(
+        piddm::card::sibling(&f.model, piddm::card::Part::Residual),
+        &wrong,
+    )
+    .unwrap();
+    let e = Model::load(&wrong, &Options::default()).err().unwrap();
+    assert_eq!(e.status, Status::PIDDM_ERR_FORMAT);
+    assert!(
+        e.message.contains("expected the Generate graph"),
+        "{}",
+        e.message
+    );
+    // missing sibling
+    let lone = dir.path().join("lone.onnx");
+    std::fs::copy(&f.model, &lone).unwrap();
+    let e = Model::load(&lone, &Options::default()).err().unwrap();
+    assert_eq!(e.status, Status::PIDDM_ERR_IO);
+    assert!(e.message.contains("lone.refine.onnx"), "{}", e.message);
+    // CUDA without a GPU (or without the CUDA provider): a clear error, or the CPU when allowed
+    let cuda = Options {
+        device: piddm::Device::Cuda { device_id: 0 },
+        ..Default::default()
+    };
+    match Model::load(&f.model, &cuda) {
+        Ok(_) => {}
+        Err(e) => {
+            assert_eq!(e.status, Status::PIDDM_ERR_DEVICE, "{}", e.message);
+            let m = Model::load(
+                &f.model,
+                &Options {
+                    cuda_fallback_to_cpu: true,
+                    ..cuda
+                },
+            )
+            .unwrap();
+            assert!(m.fell_back_to_cpu());
+        }
+    }
+}
