@@ -92,7 +92,11 @@ typedef struct piddm_model piddm_model;
  * Load options. Fill with `piddm_options_default` first, then change what you need.
  */
 typedef struct {
-  piddm_device device;
+  /**
+   * A `piddm_device` value (an integer here, so that an out-of-range value is an error, not
+   * undefined behaviour).
+   */
+  int32_t device;
   /**
    * CUDA device ordinal (with PIDDM_DEVICE_CUDA).
    */

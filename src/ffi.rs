@@ -74,7 +74,9 @@ pub enum piddm_device {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct piddm_options {
-    pub device: piddm_device,
+    /// A `piddm_device` value (an integer here, so that an out-of-range value is an error, not
+    /// undefined behaviour).
+    pub device: i32,
     /// CUDA device ordinal (with PIDDM_DEVICE_CUDA).
     pub device_id: i32,
     /// Nonzero: if CUDA cannot be used, run on the CPU instead of failing with PIDDM_ERR_DEVICE.
@@ -162,7 +164,7 @@ pub unsafe extern "C" fn piddm_options_default(opts: *mut piddm_options) -> pidd
     wrap(|| {
         non_null(opts, "opts")?;
         *opts = piddm_options {
-            device: piddm_device::PIDDM_DEVICE_CPU,
+            device: piddm_device::PIDDM_DEVICE_CPU as i32,
             device_id: 0,
             cuda_fallback_to_cpu: 0,
             intra_op_threads: 0,
@@ -196,7 +198,7 @@ pub unsafe extern "C" fn piddm_model_load(
         let mut o = Options::default();
         if !opts.is_null() {
             let c = *opts;
-            o.device = match c.device as i32 {
+            o.device = match c.device {
                 0 => Device::Cpu,
                 1 => Device::Cuda {
                     device_id: c.device_id,

@@ -1,0 +1,313 @@
+! piddm Fortran module: the C API through iso_c_binding, with a model type that frees itself.
+! Arrays are plain real(c_float) arrays of rank 2 to 4 in the solver's own layout:
+!   rank 4: x(nx, ny, channels, batch)   rank 3: x(nx, ny, channels)   rank 2: x(nx*ny, channels)
+! (the same memory as the C layout [batch][channel][ny][nx]: no copies). The batch is the array's
+! size divided by channels*ny*nx. Every procedure takes an optional `stat`; without it, a failure
+! prints piddm_last_error() and stops.
+module piddm
+  use, intrinsic :: iso_c_binding
+  implicit none
+  private
+
+  integer(c_int), parameter, public :: PIDDM_OK = 0, PIDDM_ERR_NULL = 1, PIDDM_ERR_INVALID_ARGUMENT = 2, &
+    PIDDM_ERR_SIZE = 3, PIDDM_ERR_NONFINITE = 4, PIDDM_ERR_IO = 5, PIDDM_ERR_FORMAT = 6, &
+    PIDDM_ERR_RUNTIME = 7, PIDDM_ERR_DEVICE = 8, PIDDM_ERR_PANIC = 9
+  integer(c_int), parameter, public :: PIDDM_DEVICE_CPU = 0, PIDDM_DEVICE_CUDA = 1
+
+  type, bind(c), public :: piddm_options
+    integer(c_int) :: device = PIDDM_DEVICE_CPU
+    integer(c_int32_t) :: device_id = 0
+    integer(c_int32_t) :: cuda_fallback_to_cpu = 0
+    integer(c_int32_t) :: intra_op_threads = 0
+    type(c_ptr) :: ort_library = c_null_ptr
+  end type
+
+  type, bind(c), public :: piddm_solve_params
+    integer(c_int32_t) :: steps = 0
+    real(c_double) :: learning_rate = 0
+    real(c_double) :: lambda_infer = 0
+    integer(c_int64_t) :: seed = 0
+  end type
+
+  type, bind(c), public :: piddm_solve_report
+    integer(c_int32_t) :: steps = 0
+    real(c_double) :: initial_loss = 0, final_loss = 0, misfit = 0, residual = 0
+    type(c_ptr) :: loss_history = c_null_ptr
+    integer(c_size_t) :: loss_history_len = 0
+  end type
+
+  type, public :: piddm_model
+    type(c_ptr) :: handle = c_null_ptr
+    integer :: nc = 0, ny = 0, nx = 0
+  contains
+    procedure :: load => model_load
+    procedure :: free => model_free
+    procedure :: default_solve_params => model_default_params
+    procedure, private :: gen2, gen3, gen4
+    generic :: generate => gen2, gen3, gen4
+    procedure, private :: res2, res3, res4
+    generic :: residual => res2, res3, res4
+    procedure, private :: solve2, solve3, solve4
+    generic :: solve => solve2, solve3, solve4
+    final :: model_final
+  end type
+
+  public :: piddm_check, piddm_last_error_message
+
+  interface
+    function c_last_error() bind(c, name="piddm_last_error") result(p)
+      import :: c_ptr
+      type(c_ptr) :: p
+    end function
+    function c_load(path, opts, out) bind(c, name="piddm_model_load") result(s)
+      import :: c_char, c_ptr, c_int, piddm_options
+      character(kind=c_char), intent(in) :: path(*)
+      type(piddm_options), intent(in) :: opts
+      type(c_ptr), intent(out) :: out
+      integer(c_int) :: s
+    end function
+    subroutine c_free(m) bind(c, name="piddm_model_free")
+      import :: c_ptr
+      type(c_ptr), intent(inout) :: m
+    end subroutine
+    function c_shape(m, c, ny, nx) bind(c, name="piddm_model_shape") result(s)
+      import :: c_ptr, c_size_t, c_int
+      type(c_ptr), value :: m
+      integer(c_size_t), intent(out) :: c, ny, nx
+      integer(c_int) :: s
+    end function
+    function c_generate(m, seed, batch, out, n) bind(c, name="piddm_generate") result(s)
+      import :: c_ptr, c_int64_t, c_size_t, c_float, c_int
+      type(c_ptr), value :: m
+      integer(c_int64_t), value :: seed
+      integer(c_size_t), value :: batch, n
+      real(c_float), intent(out) :: out(*)
+      integer(c_int) :: s
+    end function
+    function c_residual(m, fields, batch, r, n, ms) bind(c, name="piddm_residual") result(s)
+      import :: c_ptr, c_size_t, c_float, c_double, c_int
+      type(c_ptr), value :: m
+      real(c_float), intent(in) :: fields(*)
+      integer(c_size_t), value :: batch, n
+      real(c_float), intent(out) :: r(*)
+      real(c_double), intent(out) :: ms
+      integer(c_int) :: s
+    end function
+    function c_params_default(m, p) bind(c, name="piddm_solve_params_default") result(s)
+      import :: c_ptr, c_int, piddm_solve_params
+      type(c_ptr), value :: m
+      type(piddm_solve_params), intent(out) :: p
+      integer(c_int) :: s
+    end function
+    function c_solve(m, obs, mask, batch, p, out, n, rep) bind(c, name="piddm_solve") result(s)
+      import :: c_ptr, c_size_t, c_float, c_int, c_int8_t, piddm_solve_params, piddm_solve_report
+      type(c_ptr), value :: m
+      real(c_float), intent(in) :: obs(*)
+      integer(c_int8_t), intent(in) :: mask(*)
+      integer(c_size_t), value :: batch, n
+      type(piddm_solve_params), intent(in) :: p
+      real(c_float), intent(out) :: out(*)
+      type(piddm_solve_report), intent(inout) :: rep
+      integer(c_int) :: s
+    end function
+    function c_strlen(p) bind(c, name="strlen") result(n)
+      import :: c_ptr, c_size_t
+      type(c_ptr), value :: p
+      integer(c_size_t) :: n
+    end function
+  end interface
+
+contains
+
+  !> This thread's last error message.
+  function piddm_last_error_message() result(msg)
+    character(len=:), allocatable :: msg
+    character(kind=c_char), pointer :: chars(:)
+    type(c_ptr) :: p
+    integer :: i, n
+    p = c_last_error()
+    n = int(c_strlen(p))
+    call c_f_pointer(p, chars, [n])
+    allocate (character(len=n) :: msg)
+    do i = 1, n
+      msg(i:i) = chars(i)
+    end do
+  end function
+
+  !> Returns `status` in `stat` when present; otherwise stops with the library's message on failure.
+  subroutine piddm_check(status, where, stat)
+    integer(c_int), intent(in) :: status
+    character(*), intent(in) :: where
+    integer, intent(out), optional :: stat
+    if (present(stat)) then
+      stat = status
+    else if (status /= PIDDM_OK) then
+      write (*, '(a,": piddm error ",i0,": ",a)') where, status, piddm_last_error_message()
+      error stop 1
+    end if
+  end subroutine
+
+  subroutine model_load(self, path, opts, stat)
+    class(piddm_model), intent(inout) :: self
+    character(*), intent(in) :: path
+    type(piddm_options), intent(in), optional :: opts
+    integer, intent(out), optional :: stat
+    type(piddm_options) :: o
+    integer(c_size_t) :: c, ny, nx
+    integer(c_int) :: s
+    if (present(opts)) o = opts
+    call c_free(self%handle)
+    s = c_load(path//c_null_char, o, self%handle)
+    if (s == PIDDM_OK) then
+      s = c_shape(self%handle, c, ny, nx)
+      self%nc = int(c); self%ny = int(ny); self%nx = int(nx)
+    end if
+    call piddm_check(s, "piddm load "//path, stat)
+  end subroutine
+
+  subroutine model_free(self)
+    class(piddm_model), intent(inout) :: self
+    call c_free(self%handle)
+  end subroutine
+
+  subroutine model_final(self)
+    type(piddm_model), intent(inout) :: self
+    call c_free(self%handle)
+  end subroutine
+
+  function model_default_params(self) result(p)
+    class(piddm_model), intent(in) :: self
+    type(piddm_solve_params) :: p
+    call piddm_check(c_params_default(self%handle, p), "piddm default_solve_params")
+  end function
+
+  integer(c_size_t) function batch_of(self, n) result(b)
+    class(piddm_model), intent(in) :: self
+    integer(c_size_t), intent(in) :: n
+    integer(c_size_t) :: field
+    field = int(self%nc, c_size_t)*int(self%ny, c_size_t)*int(self%nx, c_size_t)
+    b = 0
+    if (field > 0) b = max(1_c_size_t, n/field)
+  end function
+
+  ! generate: x gets one-step samples drawn from `seed`
+  subroutine gen_any(self, seed, x, n, stat)
+    class(piddm_model), intent(inout) :: self
+    integer(c_int64_t), intent(in) :: seed
+    integer(c_size_t), intent(in) :: n
+    real(c_float), intent(out) :: x(*)
+    integer, intent(out), optional :: stat
+    call piddm_check(c_generate(self%handle, seed, batch_of(self, n), x, n), "piddm generate", stat)
+  end subroutine
+  subroutine gen2(self, seed, x, stat)
+    class(piddm_model), intent(inout) :: self
+    integer(c_int64_t), intent(in) :: seed
+    real(c_float), intent(out), contiguous :: x(:, :)
+    integer, intent(out), optional :: stat
+    call gen_any(self, seed, x, size(x, kind=c_size_t), stat)
+  end subroutine
+  subroutine gen3(self, seed, x, stat)
+    class(piddm_model), intent(inout) :: self
+    integer(c_int64_t), intent(in) :: seed
+    real(c_float), intent(out), contiguous :: x(:, :, :)
+    integer, intent(out), optional :: stat
+    call gen_any(self, seed, x, size(x, kind=c_size_t), stat)
+  end subroutine
+  subroutine gen4(self, seed, x, stat)
+    class(piddm_model), intent(inout) :: self
+    integer(c_int64_t), intent(in) :: seed
+    real(c_float), intent(out), contiguous :: x(:, :, :, :)
+    integer, intent(out), optional :: stat
+    call gen_any(self, seed, x, size(x, kind=c_size_t), stat)
+  end subroutine
+
+  ! residual: r (one channel per sample) of fields x; mean_sq over the interior
+  subroutine res_any(self, x, n, r, nr, mean_sq, stat)
+    class(piddm_model), intent(inout) :: self
+    integer(c_size_t), intent(in) :: n, nr
+    real(c_float), intent(in) :: x(*)
+    real(c_float), intent(out) :: r(*)
+    real(c_double), intent(out) :: mean_sq
+    integer, intent(out), optional :: stat
+    call piddm_check(c_residual(self%handle, x, batch_of(self, n), r, nr, mean_sq), "piddm residual", stat)
+  end subroutine
+  subroutine res2(self, x, r, mean_sq, stat)
+    class(piddm_model), intent(inout) :: self
+    real(c_float), intent(in), contiguous :: x(:, :)
+    real(c_float), intent(out), contiguous :: r(:)
+    real(c_double), intent(out) :: mean_sq
+    integer, intent(out), optional :: stat
+    call res_any(self, x, size(x, kind=c_size_t), r, size(r, kind=c_size_t), mean_sq, stat)
+  end subroutine
+  subroutine res3(self, x, r, mean_sq, stat)
+    class(piddm_model), intent(inout) :: self
+    real(c_float), intent(in), contiguous :: x(:, :, :)
+    real(c_float), intent(out), contiguous :: r(:, :)
+    real(c_double), intent(out) :: mean_sq
+    integer, intent(out), optional :: stat
+    call res_any(self, x, size(x, kind=c_size_t), r, size(r, kind=c_size_t), mean_sq, stat)
+  end subroutine
+  subroutine res4(self, x, r, mean_sq, stat)
+    class(piddm_model), intent(inout) :: self
+    real(c_float), intent(in), contiguous :: x(:, :, :, :)
+    real(c_float), intent(out), contiguous :: r(:, :, :)
+    real(c_double), intent(out) :: mean_sq
+    integer, intent(out), optional :: stat
+    call res_any(self, x, size(x, kind=c_size_t), r, size(r, kind=c_size_t), mean_sq, stat)
+  end subroutine
+
+  ! solve: observed where mask /= 0; the answer goes to x
+  subroutine solve_any(self, obs, mask, n, p, x, report, stat)
+    class(piddm_model), intent(inout) :: self
+    integer(c_size_t), intent(in) :: n
+    real(c_float), intent(in) :: obs(*)
+    integer(c_int8_t), intent(in) :: mask(*)
+    type(piddm_solve_params), intent(in) :: p
+    real(c_float), intent(out) :: x(*)
+    type(piddm_solve_report), intent(out), optional :: report
+    integer, intent(out), optional :: stat
+    type(piddm_solve_report) :: rep
+    call piddm_check(c_solve(self%handle, obs, mask, batch_of(self, n), p, x, n, rep), "piddm solve", stat)
+    if (present(report)) report = rep
+  end subroutine
+  subroutine solve2(self, obs, mask, p, x, report, stat)
+    class(piddm_model), intent(inout) :: self
+    real(c_float), intent(in), contiguous :: obs(:, :)
+    integer(c_int8_t), intent(in), contiguous :: mask(:, :)
+    type(piddm_solve_params), intent(in) :: p
+    real(c_float), intent(out), contiguous :: x(:, :)
+    type(piddm_solve_report), intent(out), optional :: report
+    integer, intent(out), optional :: stat
+    if (size(mask) /= size(obs)) then
+      call piddm_check(PIDDM_ERR_SIZE, "piddm solve: mask and observations differ in size", stat); return
+    end if
+    call solve_any(self, obs, mask, size(x, kind=c_size_t), p, x, report, stat)
+  end subroutine
+  subroutine solve3(self, obs, mask, p, x, report, stat)
+    class(piddm_model), intent(inout) :: self
+    real(c_float), intent(in), contiguous :: obs(:, :, :)
+    integer(c_int8_t), intent(in), contiguous :: mask(:, :, :)
+    type(piddm_solve_params), intent(in) :: p
+    real(c_float), intent(out), contiguous :: x(:, :, :)
+    type(piddm_solve_report), intent(out), optional :: report
+    integer, intent(out), optional :: stat
+    if (size(mask) /= size(obs)) then
+      call piddm_check(PIDDM_ERR_SIZE, "piddm solve: mask and observations differ in size", stat); return
+    end if
+    call solve_any(self, obs, mask, size(x, kind=c_size_t), p, x, report, stat)
+  end subroutine
+  subroutine solve4(self, obs, mask, p, x, report, stat)
+    class(piddm_model), intent(inout) :: self
+    real(c_float), intent(in), contiguous :: obs(:, :, :, :)
+    integer(c_int8_t), intent(in), contiguous :: mask(:, :, :, :)
+    type(piddm_solve_params), intent(in) :: p
+    real(c_float), intent(out), contiguous :: x(:, :, :, :)
+    type(piddm_solve_report), intent(out), optional :: report
+    integer, intent(out), optional :: stat
+    if (size(mask) /= size(obs)) then
+      call piddm_check(PIDDM_ERR_SIZE, "piddm solve: mask and observations differ in size", stat); return
+    end if
+    call solve_any(self, obs, mask, size(x, kind=c_size_t), p, x, report, stat)
+  end subroutine
+
+end module piddm

@@ -1,0 +1,120 @@
+/* The C API end to end, and every entry point's answer to bad input.
+ * usage: test_api MODEL.onnx TRUNCATED.onnx FOREIGN.onnx  */
+#include "piddm.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int passed = 0, failed = 0;
+#define CHECK(cond, ...)                                                      \
+    do {                                                                      \
+        if (cond) {                                                           \
+            passed++;                                                         \
+        } else {                                                              \
+            failed++;                                                         \
+            fprintf(stderr, "FAIL line %d: %s: ", __LINE__, #cond);           \
+            fprintf(stderr, __VA_ARGS__);                                     \
+            fprintf(stderr, " (last error: %s)\n", piddm_last_error());       \
+        }                                                                     \
+    } while (0)
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: %s MODEL TRUNCATED FOREIGN\n", argv[0]);
+        return 2;
+    }
+    CHECK(piddm_abi_version() == PIDDM_ABI_VERSION, "abi %u", piddm_abi_version());
+    CHECK(strcmp(piddm_version(), PIDDM_VERSION) == 0, "version %s", piddm_version());
+
+    piddm_options opts;
+    CHECK(piddm_options_default(&opts) == PIDDM_OK, "defaults");
+    opts.intra_op_threads = 1;
+    piddm_model *m = NULL;
+    piddm_status s = piddm_model_load(argv[1], &opts, &m);
+    CHECK(s == PIDDM_OK && m != NULL, "load %s", piddm_status_name(s));
+    if (!m) {
+        printf("%d passed, %d failed\n", passed, failed + 1);
+        return 1;
+    }
+    size_t c = 0, ny = 0, nx = 0;
+    CHECK(piddm_model_shape(m, &c, &ny, &nx) == PIDDM_OK && c == 2 && ny > 2 && nx == ny, "shape %zu %zu %zu", c, ny, nx);
+    const char *card = NULL;
+    CHECK(piddm_model_card(m, &card) == PIDDM_OK && strstr(card, "\"darcy\"") != NULL, "card");
+
+    const size_t batch = 3, n = c * ny * nx, plane = ny * nx;
+    float *x = malloc(batch * n * sizeof(float)), *x2 = malloc(batch * n * sizeof(float));
+    float *r = malloc(batch * plane * sizeof(float));
+    CHECK(piddm_generate(m, 42, batch, x, batch * n) == PIDDM_OK, "generate");
+    CHECK(piddm_generate(m, 42, batch, x2, batch * n) == PIDDM_OK && memcmp(x, x2, batch * n * sizeof(float)) == 0, "same seed, same bits");
+    int finite = 1;
+    for (size_t i = 0; i < batch * n; i++) finite &= isfinite(x[i]) != 0;
+    CHECK(finite, "generated fields are finite");
+    double ms = -1;
+    CHECK(piddm_residual(m, x, batch, r, batch * plane, &ms) == PIDDM_OK && ms > 0 && isfinite(ms), "residual %g", ms);
+    CHECK(r[0] == 0.0f && r[plane - 1] == 0.0f, "residual is zero on the boundary");
+
+    /* forward problem: a observed everywhere, u free */
+    unsigned char *mask = calloc(batch * n, 1);
+    for (size_t b = 0; b < batch; b++)
+        for (size_t i = 0; i < plane; i++) mask[b * n + i] = 1;
+    piddm_solve_params p;
+    CHECK(piddm_solve_params_default(m, &p) == PIDDM_OK && p.steps > 0, "solve defaults");
+    p.steps = 5;
+    double hist[6] = {0};
+    piddm_solve_report rep;
+    memset(&rep, 0, sizeof rep);
+    rep.loss_history = hist;
+    rep.loss_history_len = 6;
+    float *out = malloc(batch * n * sizeof(float));
+    CHECK(piddm_solve(m, x, mask, batch, &p, out, batch * n, &rep) == PIDDM_OK, "solve");
+    CHECK(rep.steps == 5 && hist[5] == rep.final_loss && rep.final_loss <= rep.initial_loss, "report %g -> %g", rep.initial_loss, rep.final_loss);
+    CHECK(rep.misfit == 0.0 && out[0] == x[0], "observed entries kept (misfit %g)", rep.misfit);
+    CHECK(piddm_solve(m, x, mask, batch, NULL, out, batch * n, NULL) == PIDDM_OK, "solve with the card's defaults");
+
+    /* bad input: each gets its documented status, and a message */
+    CHECK(piddm_generate(NULL, 1, 1, x, n) == PIDDM_ERR_NULL, "NULL model");
+    CHECK(strlen(piddm_last_error()) > 0, "message after failure");
+    CHECK(piddm_generate(m, 1, 1, NULL, n) == PIDDM_ERR_NULL, "NULL out");
+    CHECK(piddm_generate(m, 1, 1, x, n - 1) == PIDDM_ERR_SIZE, "short out");
+    CHECK(strstr(piddm_last_error(), "needs") != NULL, "size message: %s", piddm_last_error());
+    CHECK(piddm_generate(m, 1, 0, x, n) == PIDDM_ERR_INVALID_ARGUMENT, "batch 0");
+    CHECK(piddm_model_shape(m, NULL, &ny, &nx) == PIDDM_ERR_NULL, "NULL shape out");
+    CHECK(piddm_residual(m, x, 1, r, plane - 1, NULL) == PIDDM_ERR_SIZE, "short residual");
+    x2[5] = NAN;
+    CHECK(piddm_residual(m, x2, 1, r, plane, NULL) == PIDDM_ERR_NONFINITE, "NaN fields");
+    x2[5] = INFINITY;
+    CHECK(piddm_solve(m, x2, mask, 1, &p, out, n, NULL) == PIDDM_ERR_NONFINITE, "Inf observation");
+    mask[5] = 0; /* unobserved: its Inf is ignored */
+    CHECK(piddm_solve(m, x2, mask, 1, &p, out, n, NULL) == PIDDM_OK, "Inf where unobserved is ignored");
+    CHECK(piddm_solve(m, x, NULL, 1, &p, out, n, NULL) == PIDDM_ERR_NULL, "NULL mask");
+    CHECK(piddm_solve(m, x, mask, 1, &p, out, n + 1, NULL) == PIDDM_ERR_SIZE, "wrong out size");
+    p.learning_rate = NAN;
+    CHECK(piddm_solve(m, x, mask, 1, &p, out, n, NULL) == PIDDM_ERR_INVALID_ARGUMENT, "NaN learning rate");
+    CHECK(piddm_options_default(NULL) == PIDDM_ERR_NULL, "NULL options");
+
+    piddm_model *bad = (piddm_model *)0x1;
+    CHECK(piddm_model_load("/nonexistent/model.onnx", NULL, &bad) == PIDDM_ERR_IO && bad == NULL, "missing file");
+    CHECK(piddm_model_load(argv[2], NULL, &bad) == PIDDM_ERR_FORMAT && bad == NULL, "truncated file");
+    CHECK(piddm_model_load(argv[3], NULL, &bad) == PIDDM_ERR_FORMAT && bad == NULL, "foreign ONNX file");
+    CHECK(strstr(piddm_last_error(), "not a PIDDM model") != NULL, "foreign message: %s", piddm_last_error());
+    CHECK(piddm_model_load(NULL, NULL, &bad) == PIDDM_ERR_NULL, "NULL path");
+    CHECK(piddm_model_load(argv[1], NULL, NULL) == PIDDM_ERR_NULL, "NULL out handle");
+    opts.device = 7;
+    CHECK(piddm_model_load(argv[1], &opts, &bad) == PIDDM_ERR_INVALID_ARGUMENT, "unknown device");
+    opts.device = PIDDM_DEVICE_CUDA;
+    s = piddm_model_load(argv[1], &opts, &bad);
+    CHECK(s == PIDDM_OK || s == PIDDM_ERR_DEVICE, "CUDA: ok or a clear device error, got %s", piddm_status_name(s));
+    piddm_model_free(&bad);
+    opts.cuda_fallback_to_cpu = 1;
+    CHECK(piddm_model_load(argv[1], &opts, &bad) == PIDDM_OK, "CUDA with CPU fallback");
+    piddm_model_free(&bad);
+
+    piddm_model_free(&m);
+    CHECK(m == NULL, "free NULLs the handle");
+    piddm_model_free(&m);   /* *model == NULL: no-op */
+    piddm_model_free(NULL); /* NULL: no-op */
+    free(x); free(x2); free(r); free(mask); free(out);
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
