@@ -42,6 +42,8 @@ ORT_LIB=$(ls "$ORT_DIR"/venv/lib/python3*/site-packages/onnxruntime/capi/libonnx
 need_apt=()
 command -v gfortran >/dev/null || need_apt+=(gfortran)
 command -v cmake >/dev/null || need_apt+=(cmake)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v c++ >/dev/null || need_apt+=(g++)
 command -v mpirun >/dev/null || need_apt+=(openmpi-bin libopenmpi-dev)
 command -v valgrind >/dev/null || need_apt+=(valgrind)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -13,6 +13,8 @@ mod ortlib;
 
 pub use error::{Error, Result, Status};
 pub use model::{Device, Model, Options, SolveParams, SolveReport};
+/// The process-wide ONNX Runtime environment piddm uses (for running other graphs beside it).
+pub use ortlib::environment as ort_environment;
 
 /// Crate version, as the C API reports it.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

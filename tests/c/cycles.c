@@ -40,5 +40,5 @@ int main(int argc, char **argv) {
     }
     long growth = rss_kb() - rss_warm;
     printf("cycles %d, resident growth after warm-up %ld kB\n", n, growth);
-    return growth > 20 * 1024;
+    return growth > 4 * 1024;
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod dataset;
+pub mod demo;
 pub mod edm;
 pub mod eval;
 pub mod export;

@@ -97,6 +97,17 @@ enum Cmd {
         #[arg(long)]
         eval: Option<PathBuf>,
     },
+    /// The end-to-end demo on an exported model, through the runtime.
+    Demo {
+        #[arg(long, default_value = "examples/models/darcy32.onnx")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        problems: usize,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+    },
     /// Print the model card of an exported ONNX file.
     Inspect { file: PathBuf },
     /// Run every stage of a preset into one directory (continues an interrupted run).
@@ -225,6 +236,17 @@ fn real_main() -> Result<()> {
                 card.files.refine,
                 card.files.residual,
                 card.weights_sha256
+            );
+        }
+        Cmd::Demo {
+            model,
+            problems,
+            seed,
+            out,
+        } => {
+            print!(
+                "{}",
+                piddm_trainer::demo::run(&model, problems, seed, &out)?
             );
         }
         Cmd::Inspect { file } => {

@@ -1,0 +1,189 @@
+//! Latency of one-step generation, side by side in one run: through the C ABI, through `ort`
+//! directly on the same graph, and the tch student; plus the achieved GFLOP/s of generate against
+//! the fp32 GEMM rate measured here (a 2048^3 matmul in libtorch).
+//!
+//! piddm-bench --model examples/models/darcy32.onnx --student trainer/results/darcy32-student.ckpt
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use onnx_protobuf::{Message, ModelProto};
+use piddm::ffi;
+use piddm_trainer::infer::Student;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long)]
+    model: PathBuf,
+    /// The student checkpoint the model was exported from (for the tch column).
+    #[arg(long)]
+    student: Option<PathBuf>,
+    /// Seconds of timing per cell.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Write the table (markdown) here as well.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Multiply-adds x 2 of the convolutions in a generate graph, per sample.
+fn conv_flops(path: &PathBuf) -> Result<f64> {
+    let m = ModelProto::parse_from_bytes(&std::fs::read(path)?)?;
+    let g = m.graph.as_ref().context("no graph")?;
+    let dims: HashMap<&str, &Vec<i64>> = g
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), &t.dims))
+        .collect();
+    let n = {
+        let d = &g.input[0];
+        let tt = match &d.type_.value {
+            Some(onnx_protobuf::type_proto::Value::TensorType(t)) => t,
+            _ => anyhow::bail!("input is not a tensor"),
+        };
+        match &tt.shape.dim[2].value {
+            Some(onnx_protobuf::tensor_shape_proto::dimension::Value::DimValue(v)) => *v,
+            _ => anyhow::bail!("spatial size is not static"),
+        }
+    };
+    let mut size: HashMap<String, i64> = HashMap::from([(g.input[0].name.clone(), n)]);
+    let mut flops = 0.0;
+    for node in &g.node {
+        let h = node
+            .input
+            .first()
+            .and_then(|i| size.get(i))
+            .copied()
+            .unwrap_or(n);
+        let attr = |name: &str| {
+            node.attribute
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.ints.clone())
+        };
+        let out = match node.op_type.as_str() {
+            "Conv" => {
+                let w = dims.get(node.input[1].as_str()).context("conv weight")?;
+                let s = attr("strides").map_or(1, |v| v[0]);
+                let p = attr("pads").map_or(0, |v| v[0]);
+                let ho = (h + 2 * p - w[2]) / s + 1;
+                flops += 2.0 * (w[0] * w[1] * w[2] * w[3] * ho * ho) as f64;
+                ho
+            }
+            "Resize" => 2 * h,
+            _ => h,
+        };
+        for o in &node.output {
+            size.insert(o.clone(), out);
+        }
+    }
+    Ok(flops)
+}
+
+fn time_per_call(seconds: f64, mut f: impl FnMut()) -> f64 {
+    f();
+    let t0 = Instant::now();
+    let mut calls = 0u32;
+    while t0.elapsed().as_secs_f64() < seconds || calls < 3 {
+        f();
+        calls += 1;
+    }
+    t0.elapsed().as_secs_f64() / calls as f64
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let flops = conv_flops(&args.model)?;
+
+    // fp32 GEMM rate of this machine, same process.
+    let a = Tensor::randn([2048, 2048], tch::kind::FLOAT_CPU);
+    let b = Tensor::randn([2048, 2048], tch::kind::FLOAT_CPU);
+    let gemm = 2.0 * 2048f64.powi(3)
+        / time_per_call(args.seconds, || {
+            let _ = a.matmul(&b);
+        })
+        / 1e9;
+
+    // The C ABI.
+    let path = CString::new(args.model.to_str().context("path")?)?;
+    let mut handle = std::ptr::null_mut();
+    let st = unsafe { ffi::piddm_model_load(path.as_ptr(), std::ptr::null(), &mut handle) };
+    anyhow::ensure!(st == piddm::Status::PIDDM_OK, "load failed: {:?}", st);
+    let (mut c, mut ny, mut nx) = (0usize, 0usize, 0usize);
+    unsafe { ffi::piddm_model_shape(handle, &mut c, &mut ny, &mut nx) };
+    let field = c * ny * nx;
+
+    // ort directly on the same generate graph.
+    let env = piddm::ort_environment(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut session = ort::session::Session::builder(env)?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .commit_from_file(&args.model)?;
+
+    let tch_student = match &args.student {
+        Some(p) => Some(piddm_trainer::train::load_ema(p)?),
+        None => None,
+    };
+
+    let mut rows = Vec::new();
+    for batch in [1usize, 8, 64] {
+        let mut out = vec![0f32; batch * field];
+        let eps: Vec<f32> = (0..batch * field)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        let capi = time_per_call(args.seconds, || {
+            let s = unsafe { ffi::piddm_generate(handle, 1, batch, out.as_mut_ptr(), out.len()) };
+            assert_eq!(s, piddm::Status::PIDDM_OK);
+        });
+        let direct = time_per_call(args.seconds, || {
+            let t = ort::value::TensorRef::from_array_view(([batch, c, ny, nx], eps.as_slice()))
+                .unwrap();
+            let o = session.run(ort::inputs!["eps" => t]).unwrap();
+            let (_, x) = o["x"].try_extract_tensor::<f32>().unwrap();
+            out.copy_from_slice(x);
+        });
+        let tch_t = tch_student.as_ref().map(|(net, meta)| {
+            let st = Student {
+                net: &net.net,
+                edm: meta.edm,
+                norm: &meta.data.normalisation,
+                op: meta.data.residual_op(),
+            };
+            let e =
+                Tensor::from_slice(&eps).reshape([batch as i64, c as i64, ny as i64, nx as i64]);
+            time_per_call(args.seconds, || {
+                let _ = st.generate(&e).to_kind(Kind::Float);
+            })
+        });
+        rows.push((batch, capi, direct, tch_t));
+    }
+    let mut s = format!(
+        "One-step generation, {} ({}x{}, {} channels): {:.3} GFLOP per sample (convolutions); fp32 GEMM (2048^3, libtorch) {:.1} GFLOP/s.\n\n\
+         | batch | C ABI ms/sample | ort direct ms/sample | tch ms/sample | C ABI GFLOP/s | fraction of GEMM | C ABI overhead |\n|---|---|---|---|---|---|---|\n",
+        args.model.display(), ny, nx, c, flops / 1e9, gemm
+    );
+    for (batch, capi, direct, tch_t) in &rows {
+        let per = |t: f64| 1e3 * t / *batch as f64;
+        let gf = flops * *batch as f64 / capi / 1e9;
+        s += &format!(
+            "| {batch} | {:.3} | {:.3} | {} | {:.1} | {:.2} | {:+.1} % |\n",
+            per(*capi),
+            per(*direct),
+            tch_t.map_or("-".into(), |t| format!("{:.3}", per(t))),
+            gf,
+            gf / gemm,
+            100.0 * (capi - direct) / direct
+        );
+    }
+    s += "\nC ABI: `piddm_generate` (noise drawn inside, seed fixed); ort direct: the same generate graph through `ort` with a prepared eps; tch: the student checkpoint in libtorch. Threads: each library's default (all cores).\n";
+    print!("{s}");
+    if let Some(p) = args.out {
+        std::fs::write(p, s)?;
+    }
+    unsafe { ffi::piddm_model_free(&mut handle) };
+    Ok(())
+}
