@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and runs the end-to-end demo.
+# The main job: installs what is missing, builds, and runs the end-to-end demo on the shipped model
+# examples/models/darcy32.onnx through the runtime: fresh Darcy problems from the numerical solver,
+# one-step generation, forward (a -> u) and inverse (u -> a) solves, a table and a figure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 source "${PIDDM_CACHE:-$HOME/.cache/piddm}/env.sh"
 cargo build --release --workspace
-# The whole method on the tiny preset (seconds): data, teacher, students, evaluation, figures.
-./target/release/piddm-train pipeline --preset tiny --out runs/demo-tiny
-echo "figures and tables: runs/demo-tiny/eval/"
+./target/release/piddm-train inspect examples/models/darcy32.onnx | head -3
+./target/release/piddm-train demo --model examples/models/darcy32.onnx --problems 16 --out runs/demo

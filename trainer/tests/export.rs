@@ -429,3 +429,36 @@ fn inspect_rejects_foreign_and_corrupt_files() {
         assert!(e.contains("not a piddm artifact"), "{e}");
     }
 }
+
+/// The shipped model is what its committed checkpoint exports to, and ONNX Runtime reproduces the
+/// checkpoint's tch student on it (the same checks as above, on the real model).
+#[test]
+fn shipped_model_matches_its_checkpoint() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (ckpt, shipped) = (root.join("trainer/results/darcy32-student.ckpt"), root.join("examples/models/darcy32.onnx"));
+    let (card, _) = export::read_card(&shipped).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let again = dir.path().join("darcy32.onnx");
+    let preset = Preset::load("cpu").unwrap();
+    let fresh = export::export(&ckpt, &again, &preset.infer, card.evaluation.clone()).unwrap();
+    assert_eq!(fresh.weights_sha256, card.weights_sha256, "the shipped model was not exported from the committed checkpoint");
+    let (net, meta) = train::load_ema(&ckpt).unwrap();
+    let st = Student { net: &net.net, edm: meta.edm, norm: &meta.data.normalisation, op: meta.data.residual_op() };
+    let n = meta.data.grid.n as i64;
+    tch::manual_seed(5);
+    let eps = Tensor::randn([2, 2, n, n], tch::kind::FLOAT_CPU);
+    let x = st.generate(&eps);
+    let r = st.op.apply(&x);
+    let (got, _) = ort_run(dir.path(), &shipped, &[(io::EPS, &eps)], &[(io::X, vec![2, 2, n, n]), (io::RESIDUAL, vec![2, 1, n, n])], true, None);
+    assert!(rel_err(&got[0], &x) <= 1e-5, "x: {}", rel_err(&got[0], &x));
+    assert!(rel_err(&got[1], &r) <= 1e-5, "residual: {}", rel_err(&got[1], &r));
+    // ONNX's checker on the sibling graphs too
+    let files: Vec<PathBuf> = [Part::Refine, Part::Residual].iter().map(|&p| card::sibling(&shipped, p)).collect();
+    let manifest = dir.path().join("check.json");
+    std::fs::write(&manifest, json!({"check": files, "runs": []}).to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/run_onnx.py");
+    let out = std::process::Command::new(python()).arg(script).arg(&manifest).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["checked"].as_array().unwrap().len(), 2);
+}

@@ -1,6 +1,6 @@
 //! An ONNX graph builder that also records, for every node on a path from a differentiable input,
 //! what its adjoint needs, and emits the reverse pass as more ONNX nodes (ONNX Runtime's inference
-//! build has no autograd). Each adjoint is the textbook one (see `docs/ADJOINTS.md`):
+//! build has no autograd). Each adjoint is the textbook one, tested alone against tch autograd:
 //! Conv → ConvTranspose with the same weights; GroupNorm → the normalised-input formula; SiLU →
 //! g (s + x s (1 - s)); nearest 2x upsampling → 2x2 sum pooling; Concat → Slice; Slice ↔ Pad;
 //! Mul → g times the other factor; ReduceMean → Expand / N.
