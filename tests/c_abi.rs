@@ -264,8 +264,8 @@ fn cmake_package_and_pkg_config() {
         .arg(&cbuild)
         .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display())));
     run(Command::new("cmake").arg("--build").arg(&cbuild));
-    assert!(run(&mut Command::new(cbuild.join("consumer_c")).arg(model())).contains("generate ok"));
-    assert!(run(&mut Command::new(cbuild.join("consumer_f")).arg(model())).contains("generate ok"));
+    assert!(run(Command::new(cbuild.join("consumer_c")).arg(model())).contains("generate ok"));
+    assert!(run(Command::new(cbuild.join("consumer_f")).arg(model())).contains("generate ok"));
     // pkg-config: compile the C consumer with only what the .pc file says
     let pc = run(Command::new("pkg-config")
         .args(["--cflags", "--libs", "piddm"])
@@ -277,5 +277,5 @@ fn cmake_package_and_pkg_config() {
         .arg(&exe)
         .args(pc.split_whitespace());
     run(&mut cc);
-    assert!(run(&mut Command::new(&exe).arg(model())).contains("generate ok"));
+    assert!(run(Command::new(&exe).arg(model())).contains("generate ok"));
 }

@@ -233,7 +233,7 @@ fn check_adjoint(
     g.input_diff("x", [s[1], s[2], s[3]]);
     g.chw.insert("w".into(), [wshape[1], wshape[2], wshape[3]]);
     let y = emit(&mut g, "x");
-    let yw = g.mul(&y, &"w".to_string());
+    let yw = g.mul(&y, "w");
     let l = g.mean_chw(&yw);
     let shape = g.node("Shape", &[&l], vec![]);
     let one = export::graph::tensor_f32("one", &[1], &[1.0]);
@@ -333,7 +333,7 @@ fn each_adjoint_alone_matches_tch_autograd() {
         &rnd(&[2, 3, 4, 4]),
         &[2, 5, 4, 4],
         |g, x| {
-            let a = g.channels(&x.to_string(), 1, 2);
+            let a = g.channels(x, 1, 2);
             g.concat(&[&a, x])
         },
         |x| Tensor::cat(&[x.narrow(1, 1, 2), x.shallow_clone()], 1),
@@ -357,8 +357,8 @@ fn each_adjoint_alone_matches_tch_autograd() {
         &rnd(&[2, 2, 5, 5]),
         &[2, 1, 5, 5],
         |g, x| {
-            let a = g.channels(&x.to_string(), 0, 1);
-            let b = g.channels(&x.to_string(), 1, 1);
+            let a = g.channels(x, 0, 1);
+            let b = g.channels(x, 1, 1);
             g.mul(&a, &b)
         },
         |x| x.narrow(1, 0, 1) * x.narrow(1, 1, 1),
@@ -435,30 +435,63 @@ fn inspect_rejects_foreign_and_corrupt_files() {
 #[test]
 fn shipped_model_matches_its_checkpoint() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (ckpt, shipped) = (root.join("trainer/results/darcy32-student.ckpt"), root.join("examples/models/darcy32.onnx"));
+    let (ckpt, shipped) = (
+        root.join("trainer/results/darcy32-student.ckpt"),
+        root.join("examples/models/darcy32.onnx"),
+    );
     let (card, _) = export::read_card(&shipped).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let again = dir.path().join("darcy32.onnx");
     let preset = Preset::load("cpu").unwrap();
     let fresh = export::export(&ckpt, &again, &preset.infer, card.evaluation.clone()).unwrap();
-    assert_eq!(fresh.weights_sha256, card.weights_sha256, "the shipped model was not exported from the committed checkpoint");
+    assert_eq!(
+        fresh.weights_sha256, card.weights_sha256,
+        "the shipped model was not exported from the committed checkpoint"
+    );
     let (net, meta) = train::load_ema(&ckpt).unwrap();
-    let st = Student { net: &net.net, edm: meta.edm, norm: &meta.data.normalisation, op: meta.data.residual_op() };
+    let st = Student {
+        net: &net.net,
+        edm: meta.edm,
+        norm: &meta.data.normalisation,
+        op: meta.data.residual_op(),
+    };
     let n = meta.data.grid.n as i64;
     tch::manual_seed(5);
     let eps = Tensor::randn([2, 2, n, n], tch::kind::FLOAT_CPU);
     let x = st.generate(&eps);
     let r = st.op.apply(&x);
-    let (got, _) = ort_run(dir.path(), &shipped, &[(io::EPS, &eps)], &[(io::X, vec![2, 2, n, n]), (io::RESIDUAL, vec![2, 1, n, n])], true, None);
+    let (got, _) = ort_run(
+        dir.path(),
+        &shipped,
+        &[(io::EPS, &eps)],
+        &[(io::X, vec![2, 2, n, n]), (io::RESIDUAL, vec![2, 1, n, n])],
+        true,
+        None,
+    );
     assert!(rel_err(&got[0], &x) <= 1e-5, "x: {}", rel_err(&got[0], &x));
-    assert!(rel_err(&got[1], &r) <= 1e-5, "residual: {}", rel_err(&got[1], &r));
+    assert!(
+        rel_err(&got[1], &r) <= 1e-5,
+        "residual: {}",
+        rel_err(&got[1], &r)
+    );
     // ONNX's checker on the sibling graphs too
-    let files: Vec<PathBuf> = [Part::Refine, Part::Residual].iter().map(|&p| card::sibling(&shipped, p)).collect();
+    let files: Vec<PathBuf> = [Part::Refine, Part::Residual]
+        .iter()
+        .map(|&p| card::sibling(&shipped, p))
+        .collect();
     let manifest = dir.path().join("check.json");
     std::fs::write(&manifest, json!({"check": files, "runs": []}).to_string()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/run_onnx.py");
-    let out = std::process::Command::new(python()).arg(script).arg(&manifest).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["checked"].as_array().unwrap().len(), 2);
 }

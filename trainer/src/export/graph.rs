@@ -289,6 +289,8 @@ impl Graph {
         y
     }
 
+    /// k x k convolution with the given stride and symmetric padding (mirrors ONNX Conv's attributes).
+    #[allow(clippy::too_many_arguments)]
     pub fn conv(
         &mut self,
         x: &str,
