@@ -394,3 +394,33 @@ pub unsafe extern "C" fn piddm_solve(
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic inside an entry point becomes PIDDM_ERR_PANIC with a message, and the next call
+    /// on the thread starts clean.
+    #[test]
+    fn panics_become_a_status() {
+        let s = wrap(|| panic!("boom"));
+        assert_eq!(s, piddm_status::PIDDM_ERR_PANIC);
+        let msg = unsafe { CStr::from_ptr(piddm_last_error()) }
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains("internal error") && msg.contains("boom"),
+            "{msg}"
+        );
+        assert_eq!(wrap(|| Ok(())), piddm_status::PIDDM_OK);
+        assert_eq!(
+            unsafe { CStr::from_ptr(piddm_last_error()) }
+                .to_bytes()
+                .len(),
+            0
+        );
+        let name = unsafe { CStr::from_ptr(piddm_status_name(piddm_status::PIDDM_ERR_PANIC)) };
+        assert_eq!(name.to_str().unwrap(), "PIDDM_ERR_PANIC");
+    }
+}

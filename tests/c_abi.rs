@@ -223,6 +223,7 @@ fn cycles_under_address_sanitizer() {
     let out = run(Command::new(cycles_exe(dir.path(), true))
         .arg(model())
         .arg("60")
+        .arg("0")
         .env(
             "ASAN_OPTIONS",
             "detect_leaks=1:abort_on_error=1:malloc_context_size=8",
