@@ -469,9 +469,18 @@ fn shipped_model_matches_its_checkpoint() {
         None,
     );
     assert!(rel_err(&got[0], &x) <= 1e-5, "x: {}", rel_err(&got[0], &x));
+    // The residual graph on ORT's own x matches tch to 1e-5. End to end, the trained student's
+    // residual is small (a second difference times 1/h^2 of a smooth u), so the float32 rounding in x
+    // (1e-6 relative) is amplified by cancellation: the two ends agree to 1e-3 of the residual.
+    let r_own = st.op.apply(&got[0]);
     assert!(
-        rel_err(&got[1], &r) <= 1e-5,
-        "residual: {}",
+        rel_err(&got[1], &r_own) <= 1e-5,
+        "residual graph: {}",
+        rel_err(&got[1], &r_own)
+    );
+    assert!(
+        rel_err(&got[1], &r) <= 1e-3,
+        "residual end to end: {}",
         rel_err(&got[1], &r)
     );
     // ONNX's checker on the sibling graphs too

@@ -84,6 +84,11 @@ fn conv_flops(path: &PathBuf) -> Result<f64> {
     Ok(flops)
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
 fn time_per_call(seconds: f64, mut f: impl FnMut()) -> f64 {
     f();
     let t0 = Instant::now();
@@ -135,17 +140,36 @@ fn main() -> Result<()> {
         let eps: Vec<f32> = (0..batch * field)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
             .collect();
-        let capi = time_per_call(args.seconds, || {
+        // C ABI and ort direct alternate in short rounds, so drifts of the machine hit both alike;
+        // per-call times are the medians over rounds, the overhead the median of per-round ratios.
+        let mut capi_call = || {
             let s = unsafe { ffi::piddm_generate(handle, 1, batch, out.as_mut_ptr(), out.len()) };
             assert_eq!(s, piddm::Status::PIDDM_OK);
-        });
-        let direct = time_per_call(args.seconds, || {
+        };
+        let mut direct_out = vec![0f32; batch * field];
+        let mut direct_call = || {
             let t = ort::value::TensorRef::from_array_view(([batch, c, ny, nx], eps.as_slice()))
                 .unwrap();
             let o = session.run(ort::inputs!["eps" => t]).unwrap();
             let (_, x) = o["x"].try_extract_tensor::<f32>().unwrap();
-            out.copy_from_slice(x);
-        });
+            direct_out.copy_from_slice(x);
+        };
+        let rounds = 15;
+        let per_round = args.seconds / rounds as f64 / 2.0;
+        let (mut tc, mut td, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+        for r in 0..rounds {
+            let (a, b) = if r % 2 == 0 {
+                let a = time_per_call(per_round, &mut capi_call);
+                (a, time_per_call(per_round, &mut direct_call))
+            } else {
+                let b = time_per_call(per_round, &mut direct_call);
+                (time_per_call(per_round, &mut capi_call), b)
+            };
+            tc.push(a);
+            td.push(b);
+            ratio.push(a / b - 1.0);
+        }
+        let (capi, direct, overhead) = (median(&mut tc), median(&mut td), median(&mut ratio));
         let tch_t = tch_student.as_ref().map(|(net, meta)| {
             let st = Student {
                 net: &net.net,
@@ -159,14 +183,14 @@ fn main() -> Result<()> {
                 let _ = st.generate(&e).to_kind(Kind::Float);
             })
         });
-        rows.push((batch, capi, direct, tch_t));
+        rows.push((batch, capi, direct, tch_t, overhead));
     }
     let mut s = format!(
         "One-step generation, {} ({}x{}, {} channels): {:.3} GFLOP per sample (convolutions); fp32 GEMM (2048^3, libtorch) {:.1} GFLOP/s.\n\n\
          | batch | C ABI ms/sample | ort direct ms/sample | tch ms/sample | C ABI GFLOP/s | fraction of GEMM | C ABI overhead |\n|---|---|---|---|---|---|---|\n",
         args.model.display(), ny, nx, c, flops / 1e9, gemm
     );
-    for (batch, capi, direct, tch_t) in &rows {
+    for (batch, capi, direct, tch_t, overhead) in &rows {
         let per = |t: f64| 1e3 * t / *batch as f64;
         let gf = flops * *batch as f64 / capi / 1e9;
         s += &format!(
@@ -176,10 +200,10 @@ fn main() -> Result<()> {
             tch_t.map_or("-".into(), |t| format!("{:.3}", per(t))),
             gf,
             gf / gemm,
-            100.0 * (capi - direct) / direct
+            100.0 * overhead
         );
     }
-    s += "\nC ABI: `piddm_generate` (noise drawn inside, seed fixed); ort direct: the same generate graph through `ort` with a prepared eps; tch: the student checkpoint in libtorch. Threads: each library's default (all cores).\n";
+    s += "\nC ABI: `piddm_generate` (noise drawn inside, seed fixed); C ABI overhead: median over 15 alternating rounds of (C ABI / ort direct - 1); ort direct: the same generate graph through `ort` with a prepared eps; tch: the student checkpoint in libtorch. Threads: each library's default (all cores).\n";
     print!("{s}");
     if let Some(p) = args.out {
         std::fs::write(p, s)?;
