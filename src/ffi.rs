@@ -237,6 +237,13 @@ pub unsafe extern "C" fn piddm_model_free(model: *mut *mut piddm_model) {
     });
 }
 
+/// batch * channels * ny * nx, refusing an overflow.
+fn field_count(model: &Model, batch: usize) -> Result<usize> {
+    batch
+        .checked_mul(model.field_len())
+        .ok_or_else(|| err!(PIDDM_ERR_SIZE, "batch {batch} is too large"))
+}
+
 unsafe fn model_ref<'a>(m: *const piddm_model) -> Result<&'a Model> {
     non_null(m, "model")?;
     Ok(&(*m).inner)
@@ -309,9 +316,7 @@ pub unsafe extern "C" fn piddm_residual(
 ) -> piddm_status {
     wrap(|| {
         let model = model_ref(m)?;
-        let n = batch
-            .checked_mul(model.field_len())
-            .ok_or_else(|| err!(PIDDM_ERR_SIZE, "batch too large"))?;
+        let n = field_count(model, batch)?;
         let fields = slice(fields, n, "fields")?;
         let r = slice_mut(residual, residual_len, "residual")?;
         let ms = model.residual(fields, batch, r)?;
@@ -360,9 +365,7 @@ pub unsafe extern "C" fn piddm_solve(
 ) -> piddm_status {
     wrap(|| {
         let model = model_ref(m)?;
-        let n = batch
-            .checked_mul(model.field_len())
-            .ok_or_else(|| err!(PIDDM_ERR_SIZE, "batch too large"))?;
+        let n = field_count(model, batch)?;
         let observed = slice(observed, n, "observed")?;
         let mask = slice(mask, n, "mask")?;
         let out = slice_mut(out, out_len, "out")?;

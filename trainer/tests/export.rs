@@ -36,6 +36,24 @@ fn read_f32(path: &Path, shape: &[i64]) -> Tensor {
     Tensor::from_slice(&v).reshape(shape)
 }
 
+/// Runs tests/python/run_onnx.py on a manifest (ONNX's checker, ONNX Runtime); returns its report.
+fn run_script(dir: &Path, manifest: &Value) -> Value {
+    let mpath = dir.join("manifest.json");
+    std::fs::write(&mpath, manifest.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/run_onnx.py");
+    let out = std::process::Command::new(python())
+        .arg(script)
+        .arg(&mpath)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ONNX check failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Runs ONNX Runtime on `model` with `inputs`; returns the named outputs and the script's report.
 fn ort_run(
     dir: &Path,
@@ -61,20 +79,7 @@ fn ort_run(
     }
     let manifest =
         json!({"check": if check { vec![model.to_path_buf()] } else { vec![] }, "runs": [run]});
-    let mpath = dir.join("manifest.json");
-    std::fs::write(&mpath, manifest.to_string()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/run_onnx.py");
-    let out = std::process::Command::new(python())
-        .arg(script)
-        .arg(&mpath)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ONNX check failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run_script(dir, &manifest);
     let tensors = outputs
         .iter()
         .map(|(n, s)| read_f32(&dir.join(format!("out_{n}.f32")), s))
@@ -488,19 +493,6 @@ fn shipped_model_matches_its_checkpoint() {
         .iter()
         .map(|&p| card::sibling(&shipped, p))
         .collect();
-    let manifest = dir.path().join("check.json");
-    std::fs::write(&manifest, json!({"check": files, "runs": []}).to_string()).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/run_onnx.py");
-    let out = std::process::Command::new(python())
-        .arg(script)
-        .arg(&manifest)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = run_script(dir.path(), &json!({"check": files, "runs": []}));
     assert_eq!(report["checked"].as_array().unwrap().len(), 2);
 }
