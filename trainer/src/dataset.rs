@@ -165,20 +165,6 @@ impl Dataset {
         }
         Ok(Dataset { meta, fields })
     }
-
-    pub fn residual_op(&self) -> crate::residual::ResidualOp {
-        self.meta.residual_op()
-    }
-}
-
-impl DatasetMeta {
-    pub fn residual_op(&self) -> crate::residual::ResidualOp {
-        crate::residual::ResidualOp {
-            pde: self.pde,
-            grid: self.grid,
-            source: self.darcy.source,
-        }
-    }
 }
 
 #[cfg(test)]
