@@ -13,16 +13,33 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory holding libpiddm.so: the profile directory of this test binary.
+/// The directory holding libpiddm.so: the profile directory of this test binary. `cargo test`
+/// builds only the rlib for integration tests, so the shared library is built here, once per run,
+/// from the same sources (a stale or missing .so would test the wrong code).
 fn libdir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    assert!(
-        dir.join("libpiddm.so").exists(),
-        "libpiddm.so not found in {}",
-        dir.display()
-    );
-    dir
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+            let target_dir = profile_dir.parent().unwrap();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-p", "piddm", "--lib", "--target-dir"])
+                .arg(target_dir)
+                .current_dir(root());
+            if profile_dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            run(&mut cmd);
+            assert!(
+                profile_dir.join("libpiddm.so").exists(),
+                "libpiddm.so not found in {} after building it",
+                profile_dir.display()
+            );
+            profile_dir
+        })
+        .clone()
 }
 
 fn model() -> PathBuf {
