@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job: installs what is missing, builds, and runs the end-to-end demo on the shipped model
-# examples/models/darcy32.onnx through the runtime: fresh Darcy problems from the numerical solver,
-# one-step generation, forward (a -> u) and inverse (u -> a) solves, a table and a figure.
+# The main job: installs what is missing, builds, and runs on the shipped model
+# examples/models/darcy32.onnx (1) the end-to-end demo through the runtime: fresh Darcy problems from
+# the numerical solver, one-step generation, forward (a -> u) and inverse (u -> a) solves; and (2) the
+# solver examples: Fortran warm start under MPI, C++ (and PETSc) warm start, the inverse initialiser.
+# Prints the summary tables and writes PNG figures under runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,3 +11,5 @@ source "${PIDDM_CACHE:-$HOME/.cache/piddm}/env.sh"
 cargo build --release --workspace
 ./target/release/piddm-train inspect examples/models/darcy32.onnx | head -3
 ./target/release/piddm-train demo --model examples/models/darcy32.onnx --problems 16 --out runs/demo
+echo
+bash scripts/examples.sh runs/examples

@@ -46,6 +46,8 @@ command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v c++ >/dev/null || need_apt+=(g++)
 command -v mpirun >/dev/null || need_apt+=(openmpi-bin libopenmpi-dev)
 command -v valgrind >/dev/null || need_apt+=(valgrind)
+# PETSc for the optional KSP warm-start example (about 3 minutes of packages)
+pkg-config --exists PETSc 2>/dev/null || need_apt+=(petsc-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo

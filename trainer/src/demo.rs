@@ -2,42 +2,26 @@
 //! same path a C or Fortran solver takes): fresh Darcy problems from the numerical solver, then
 //! one-step generation, forward (a -> u) and inverse (u -> a) solves, with figures.
 
-use crate::pde::{darcy, grf::GrfSampler, Grid};
 use crate::plot::{save_grid, Cmap, Panel};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use piddm::{Model, Options};
-use rand::SeedableRng;
 use std::path::Path;
 
 pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<String> {
     let t0 = std::time::Instant::now();
     let model = Model::load(model_path, &Options::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let card = model.card();
-    let (c, ny, nx) = model.shape();
-    anyhow::ensure!(
-        card.pde.name == "darcy" && c == 2 && nx == ny,
-        "the demo solves Darcy problems; {} is a {} model",
-        model_path.display(),
-        card.pde.name
-    );
-    let params: darcy::DarcyParams = serde_json::from_value(card.pde.parameters.clone())
-        .context("Darcy parameters in the card")?;
-    let grid = Grid::new(nx)?;
-    let (grf, solver) = (
-        GrfSampler::new(params.grf, nx),
-        darcy::DarcySolver::new(grid)?,
-    );
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let field = model.field_len();
-    let plane = nx * ny;
-    let mut truth = vec![0f32; problems * field];
-    for p in 0..problems {
-        let (a, u, _) = darcy::sample(&params, &grf, &solver, &mut rng)?;
-        for i in 0..plane {
-            truth[p * field + i] = a[i] as f32;
-            truth[p * field + plane + i] = u[i] as f32;
-        }
-    }
+    let (_, ny, nx) = model.shape();
+    let problems_file = crate::examples::darcy_problems(&model, problems, seed)?;
+    let (field, plane) = (model.field_len(), nx * ny);
+    // the first two channels (a, u) are the model's fields
+    let truth: Vec<f32> = (0..problems)
+        .flat_map(|p| {
+            problems_file.data[p * 3 * plane..(p * 3 + 2) * plane]
+                .iter()
+                .copied()
+        })
+        .collect();
     let e = |e: piddm::Error| anyhow::anyhow!("{e}");
     // one-step generation and its residual, against the solver's own
     let mut gen = vec![0f32; problems * field];

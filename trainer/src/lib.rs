@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod demo;
 pub mod edm;
 pub mod eval;
+pub mod examples;
 pub mod export;
 pub mod fsutil;
 pub mod infer;

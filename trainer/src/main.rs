@@ -110,6 +110,20 @@ enum Cmd {
     },
     /// Print the model card of an exported ONNX file.
     Inspect { file: PathBuf },
+    /// Write fresh Darcy problems (a, the solver's u, f) for the solver examples as a field file.
+    Problems {
+        #[arg(long, default_value = "examples/models/darcy32.onnx")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        n: usize,
+        /// Differs from the training (0) and evaluation seeds: coefficients the model never saw.
+        #[arg(long, default_value_t = 7919)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Summarise the solver examples' results in a directory: one table, PNG figures.
+    ExamplesReport { dir: PathBuf },
     /// Run every stage of a preset into one directory (continues an interrupted run).
     Pipeline {
         #[arg(long)]
@@ -248,6 +262,20 @@ fn real_main() -> Result<()> {
                 "{}",
                 piddm_trainer::demo::run(&model, problems, seed, &out)?
             );
+        }
+        Cmd::Problems {
+            model,
+            n,
+            seed,
+            out,
+        } => {
+            let m = piddm::Model::load(&model, &piddm::Options::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            piddm_trainer::examples::darcy_problems(&m, n, seed)?.write(&out)?;
+            eprintln!("wrote {n} problems to {}", out.display());
+        }
+        Cmd::ExamplesReport { dir } => {
+            print!("{}", piddm_trainer::examples::report(&dir)?);
         }
         Cmd::Inspect { file } => {
             let (card, m) = export::read_card(&file)?;

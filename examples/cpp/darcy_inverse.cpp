@@ -1,0 +1,311 @@
+// The surrogate as an inverse initialiser: recover the permeability a from sparse observations of u.
+//
+//   darcy_inverse MODEL.onnx PROBLEMS.f32 OUT_DIR [PROBLEM] [FRACTION] [SEEDS] [ITERATIONS] [STEPS]
+//   darcy_inverse --check-gradient PROBLEMS.f32      (adjoint gradient against finite differences)
+//
+// A classical adjoint-gradient inversion: minimise over m = log a
+//   J(m) = 1/2 sum_obs (u(a) - d)^2 + beta/2 sum_edges (m_p - m_q)^2,   A(a) u = f,
+// with L-BFGS and a backtracking line search; each iteration costs one forward and one adjoint
+// solve (PCG). It runs once from a constant a and once from the surrogate's answer: the mean of
+// SEEDS answers to the same problem (piddm solve, one batch), whose pointwise standard deviation
+// is the surrogate's own uncertainty; the program reports how often the truth lies within 2 std.
+// Writes OUT_DIR/inverse.txt (numbers, misfit histories) and OUT_DIR/inverse.f32 (fields).
+#include "darcy.hpp"
+
+#include <piddm.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <fstream>
+#include <iostream>
+#include <random>
+
+namespace {
+
+struct problem {
+    darcy::grid g;
+    darcy::field b;                  // right-hand side
+    std::vector<std::size_t> where;  // observed points
+    std::vector<double> d;           // observed u there
+    double beta;                     // smoothness weight on log a
+};
+
+struct state {
+    darcy::field u, lambda;  // last forward and adjoint solutions (warm starts for the next PCG)
+};
+
+// J(m) and its gradient, by one forward and one adjoint solve.
+double objective(const problem &pb, const darcy::field &m, darcy::field &grad, state &st, double *misfit) {
+    const darcy::grid &g = pb.g;
+    const std::size_t n = g.n, len = n * n;
+    darcy::field a(len), rhs_adj(len, 0.0);
+    for (std::size_t i = 0; i < len; ++i) a[i] = std::exp(m[i]);
+    if (st.u.empty()) st.u.assign(len, 0.0), st.lambda.assign(len, 0.0);
+    if (darcy::pcg(g, a, pb.b, st.u, {1e-12}).iters[0] < 0) throw std::runtime_error("forward PCG did not converge");
+    double jd = 0, dd = 0;
+    for (std::size_t k = 0; k < pb.where.size(); ++k) {
+        const double r = st.u[pb.where[k]] - pb.d[k];
+        jd += 0.5 * r * r, dd += pb.d[k] * pb.d[k];
+        rhs_adj[pb.where[k]] = -r;
+    }
+    if (darcy::pcg(g, a, rhs_adj, st.lambda, {1e-12}).iters[0] < 0 && std::sqrt(darcy::dot(rhs_adj, rhs_adj)) > 0)
+        throw std::runtime_error("adjoint PCG did not converge");
+    std::fill(grad.begin(), grad.end(), 0.0);
+    darcy::apply_adjoint_a(g, st.u, st.lambda, grad);
+    for (std::size_t i = 0; i < len; ++i) grad[i] *= a[i];
+    double jr = 0;
+    for (std::size_t j = 0; j < n; ++j)
+        for (std::size_t i = 0; i < n; ++i) {
+            const std::size_t p = j * n + i;
+            for (std::size_t q : {i + 1 < n ? p + 1 : p, j + 1 < n ? p + n : p}) {
+                if (q == p) continue;
+                const double dm = m[p] - m[q];
+                jr += 0.5 * pb.beta * dm * dm;
+                grad[p] += pb.beta * dm, grad[q] -= pb.beta * dm;
+            }
+        }
+    if (misfit) *misfit = std::sqrt(2 * jd / dd);
+    return jd + jr;
+}
+
+// L-BFGS (memory 10) with Armijo backtracking; returns the relative misfit before each iteration and
+// after the last.
+std::vector<double> lbfgs(const problem &pb, darcy::field &m, int iterations) {
+    const std::size_t len = m.size();
+    state st;
+    darcy::field grad(len), grad_new(len), dir(len), trial(len);
+    double misfit = 0, misfit_new = 0;
+    double j = objective(pb, m, grad, st, &misfit);
+    std::vector<double> history{misfit}, objective_history{j};
+    std::deque<std::pair<darcy::field, darcy::field>> mem;  // (s, y)
+    for (int it = 0; it < iterations; ++it) {
+        // two-loop recursion: dir = -H grad
+        dir = grad;
+        std::vector<double> alpha(mem.size());
+        for (std::size_t k = mem.size(); k-- > 0;) {
+            const auto &[s, y] = mem[k];
+            alpha[k] = darcy::dot(s, dir) / darcy::dot(y, s);
+            for (std::size_t i = 0; i < len; ++i) dir[i] -= alpha[k] * y[i];
+        }
+        double gamma;
+        if (mem.empty()) {
+            double gmax = 0;
+            for (double v : grad) gmax = std::max(gmax, std::abs(v));
+            gamma = gmax > 0 ? 0.5 / gmax : 1.0;  // first step moves log a by at most 0.5
+        } else {
+            const auto &[s, y] = mem.back();
+            gamma = darcy::dot(s, y) / darcy::dot(y, y);
+        }
+        for (double &v : dir) v *= gamma;
+        for (std::size_t k = 0; k < mem.size(); ++k) {
+            const auto &[s, y] = mem[k];
+            const double beta = darcy::dot(y, dir) / darcy::dot(y, s);
+            for (std::size_t i = 0; i < len; ++i) dir[i] += s[i] * (alpha[k] - beta);
+        }
+        for (double &v : dir) v = -v;
+        const double slope = darcy::dot(grad, dir);
+        if (!(slope < 0)) break;
+        double step = 1.0, j_new = 0;
+        bool accepted = false;
+        for (int ls = 0; ls < 30 && !accepted; ++ls, step *= 0.5) {
+            for (std::size_t i = 0; i < len; ++i) trial[i] = m[i] + step * dir[i];
+            state st_trial = st;
+            j_new = objective(pb, trial, grad_new, st_trial, &misfit_new);
+            if (j_new <= j + 1e-4 * step * slope) {
+                accepted = true;
+                st = std::move(st_trial);
+            }
+        }
+        if (!accepted) break;
+        darcy::field s(len), y(len);
+        for (std::size_t i = 0; i < len; ++i) s[i] = trial[i] - m[i], y[i] = grad_new[i] - grad[i];
+        if (darcy::dot(s, y) > 1e-300) {
+            mem.emplace_back(std::move(s), std::move(y));
+            if (mem.size() > 10) mem.pop_front();
+        }
+        m = trial, grad = grad_new;
+        history.push_back(misfit_new);
+        // converged: the objective fell by less than 1e-5 of itself over the last 10 iterations
+        objective_history.push_back(j_new);
+        const std::size_t h = objective_history.size();
+        if (h > 10 && objective_history[h - 11] - j_new < 1e-5 * j_new) break;
+        j = j_new;
+    }
+    return history;
+}
+
+double error_rate(const darcy::field &a, const float *truth, double threshold) {
+    std::size_t wrong = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) wrong += (a[i] >= threshold) != (truth[i] >= threshold);
+    return double(wrong) / double(a.size());
+}
+
+problem make_problem(const darcy::fields &pf, std::size_t index, double fraction, std::uint64_t seed,
+                     double beta_scale) {
+    problem pb{darcy::grid{pf.nx}, darcy::rhs(darcy::grid{pf.nx}, pf.at(index, 2)), {}, {}, 0.0};
+    std::vector<std::size_t> interior;
+    pb.g.interior([&](std::size_t p) { interior.push_back(p); });
+    std::mt19937_64 rng(seed);
+    std::shuffle(interior.begin(), interior.end(), rng);
+    const std::size_t k = std::max<std::size_t>(1, std::size_t(std::lround(fraction * double(pf.plane()))));
+    pb.where.assign(interior.begin(), interior.begin() + std::min(k, interior.size()));
+    std::sort(pb.where.begin(), pb.where.end());
+    for (std::size_t p : pb.where) pb.d.push_back(pf.at(index, 1)[p]);
+    // weight of the smoothness term, relative to the data term's scale
+    double dd = 0;
+    for (double v : pb.d) dd += v * v;
+    pb.beta = beta_scale * dd / double(pb.where.size());
+    return pb;
+}
+
+int check_gradient(const darcy::fields &pf) {
+    problem pb = make_problem(pf, 0, 0.05, 7, 1e-4);
+    const std::size_t len = pf.plane();
+    darcy::field m(len), grad(len), scratch(len);
+    std::mt19937_64 rng(3);
+    std::normal_distribution<double> normal(0.0, 0.3);
+    for (double &v : m) v = std::log(7.5) + normal(rng);
+    state st;
+    objective(pb, m, grad, st, nullptr);
+    double worst = 0;
+    const std::size_t n = pf.nx;
+    for (std::size_t p : {n + 1, 5 * n + 7, len / 2 + n / 2, len - n - 2, std::size_t(3)}) {
+        const double h = 1e-5;
+        darcy::field mp = m, mm = m;
+        mp[p] += h, mm[p] -= h;
+        state s1, s2;
+        const double fd = (objective(pb, mp, scratch, s1, nullptr) - objective(pb, mm, scratch, s2, nullptr)) / (2 * h);
+        const double rel = std::abs(fd - grad[p]) / std::max(std::abs(fd), 1e-12 * std::abs(grad[p]) + 1e-30);
+        std::printf("  d J / d m[%zu]: adjoint %.10e, finite difference %.10e, relative difference %.2e\n", p, grad[p],
+                    fd, rel);
+        worst = std::max(worst, rel);
+    }
+    std::printf("adjoint gradient against central differences: worst relative difference %.2e\n", worst);
+    return worst <= 1e-4 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) try {
+    if (argc == 3 && std::string(argv[1]) == "--check-gradient") return check_gradient(darcy::read_fields(argv[2]));
+    if (argc < 4) {
+        std::fprintf(stderr,
+                     "usage: %s MODEL.onnx PROBLEMS.f32 OUT_DIR [PROBLEM] [FRACTION] [SEEDS] [ITERATIONS] [STEPS]\n"
+                     "       %s --check-gradient PROBLEMS.f32\n",
+                     argv[0], argv[0]);
+        return 2;
+    }
+    const std::string out_dir = argv[3];
+    const darcy::fields pf = darcy::read_fields(argv[2]);
+    const std::size_t index = argc > 4 ? std::stoul(argv[4]) : 0;
+    const double fraction = argc > 5 ? std::stod(argv[5]) : 0.05;
+    const std::size_t seeds = argc > 6 ? std::stoul(argv[6]) : 16;
+    const int iterations = argc > 7 ? std::stoi(argv[7]) : 150;
+    if (index >= pf.count || seeds < 2 || fraction <= 0 || fraction > 1 || iterations < 1)
+        throw std::invalid_argument("PROBLEM out of range, SEEDS < 2, FRACTION outside (0, 1] or ITERATIONS < 1");
+    piddm::model model(argv[1]);
+    const piddm::shape_t s = model.shape();
+    if (s.channels != 2 || s.nx != pf.nx || s.ny != pf.ny)
+        throw std::runtime_error("the model's grid differs from the problems'");
+    piddm_solve_params params = model.default_solve_params();
+    if (argc > 8) params.steps = std::uint32_t(std::stoul(argv[8]));
+    params.seed = 11;
+    const std::size_t plane = pf.plane(), field = s.field();
+    const float *a_true = pf.at(index, 0);
+    // the two phases of a, from the problems themselves
+    double a_lo = 1e300, a_hi = -1e300;
+    for (std::size_t p = 0; p < pf.count; ++p)
+        for (std::size_t i = 0; i < plane; ++i)
+            a_lo = std::min(a_lo, double(pf.at(p, 0)[i])), a_hi = std::max(a_hi, double(pf.at(p, 0)[i]));
+    const double threshold = 0.5 * (a_lo + a_hi);
+    const double beta_scale = std::getenv("PIDDM_INVERSE_BETA") ? std::stod(std::getenv("PIDDM_INVERSE_BETA")) : 1e-4;
+    const problem pb = make_problem(pf, index, fraction, 2024 + index, beta_scale);
+
+    // the surrogate: SEEDS answers to the same sparse-u problem in one batch
+    std::vector<float> observed(seeds * field, 0.0f);
+    std::vector<std::uint8_t> mask(seeds * field, 0);
+    for (std::size_t k = 0; k < seeds; ++k)
+        for (std::size_t q = 0; q < pb.where.size(); ++q) {
+            observed[k * field + plane + pb.where[q]] = float(pb.d[q]);
+            mask[k * field + plane + pb.where[q]] = 1;
+        }
+    const auto t0 = std::chrono::steady_clock::now();
+    const piddm::solve_result answers = model.solve(observed, mask, seeds, params);
+    const double t_inf = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    darcy::field mean(plane, 0.0), sd(plane, 0.0);
+    for (std::size_t k = 0; k < seeds; ++k)
+        for (std::size_t i = 0; i < plane; ++i) mean[i] += answers.fields[k * field + i] / double(seeds);
+    for (std::size_t k = 0; k < seeds; ++k)
+        for (std::size_t i = 0; i < plane; ++i) {
+            const double e = answers.fields[k * field + i] - mean[i];
+            sd[i] += e * e / double(seeds - 1);
+        }
+    std::size_t covered = 0;
+    for (std::size_t i = 0; i < plane; ++i) {
+        sd[i] = std::sqrt(sd[i]);
+        covered += std::abs(a_true[i] - mean[i]) <= 2 * sd[i];
+    }
+    const double coverage = double(covered) / double(plane);
+
+    // the classical inversion from a constant and from the surrogate's mean
+    darcy::field m_const(plane, std::log(threshold)), m_sur(plane);
+    for (std::size_t i = 0; i < plane; ++i) m_sur[i] = std::log(std::clamp(mean[i], a_lo, a_hi));
+    const std::vector<double> h_const = lbfgs(pb, m_const, iterations);
+    const std::vector<double> h_sur = lbfgs(pb, m_sur, iterations);
+    const double target = h_const.back();
+    int reach = -1;
+    for (std::size_t k = 0; k < h_sur.size() && reach < 0; ++k)
+        if (h_sur[k] <= target) reach = int(k);
+    darcy::field a_const(plane), a_sur(plane);
+    for (std::size_t i = 0; i < plane; ++i) a_const[i] = std::exp(m_const[i]), a_sur[i] = std::exp(m_sur[i]);
+    const double err_const = error_rate(a_const, a_true, threshold), err_sur = error_rate(a_sur, a_true, threshold);
+    const double err_mean = error_rate(mean, a_true, threshold);
+
+    std::printf("inverse (C++): problem %zu, %zu observed points of u (%.1f %%), beta %.2e\n", index, pb.where.size(),
+                100 * fraction, pb.beta);
+    std::printf("  surrogate: %zu seeds, %u steps, %.2f s; error rate of the mean a %.2f %%; truth within 2 std at "
+                "%.1f %% of points\n",
+                seeds, params.steps, t_inf, 100 * err_mean, 100 * coverage);
+    std::printf("  iteration | relative misfit from constant | from surrogate\n");
+    const std::size_t rows = std::max(h_const.size(), h_sur.size());
+    for (std::size_t k = 0; k < rows; ++k)
+        if (k < 10 || k % 10 == 0 || k + 1 == rows)
+            std::printf("  %9zu | %.4e | %.4e\n", k, k < h_const.size() ? h_const[k] : h_const.back(),
+                        k < h_sur.size() ? h_sur[k] : h_sur.back());
+    std::printf("  constant start: final misfit %.4e after %zu iterations, error rate of a %.2f %%\n", target,
+                h_const.size() - 1, 100 * err_const);
+    std::printf("  surrogate start: reaches it at iteration %d (%.1f %% of the iterations), error rate of a %.2f %%\n",
+                reach, reach < 0 ? 100.0 : 100.0 * reach / double(h_const.size() - 1), 100 * err_sur);
+
+    std::ofstream kv(out_dir + "/inverse.txt");
+    kv << "problem = " << index << "\nobserved_fraction = " << fraction << "\nobserved_points = " << pb.where.size()
+       << "\nbeta = " << pb.beta << "\nseeds = " << seeds << "\nsurrogate_steps = " << params.steps
+       << "\nsurrogate_seconds = " << t_inf << "\nerror_rate_a_surrogate_mean = " << err_mean
+       << "\ncoverage_2std = " << coverage << "\niterations_constant = " << h_const.size() - 1
+       << "\nfinal_misfit_constant = " << target
+       << "\niterations_surrogate_to_reach = " << (reach < 0 ? double(h_sur.size() - 1) : double(reach))
+       << "\nreached = " << (reach >= 0) << "\nerror_rate_a_constant = " << err_const
+       << "\nerror_rate_a_surrogate = " << err_sur << "\nmisfit_constant =";
+    for (double v : h_const) kv << ' ' << v;
+    kv << "\nmisfit_surrogate =";
+    for (double v : h_sur) kv << ' ' << v;
+    kv << "\n";
+    if (!kv) throw std::runtime_error("cannot write " + out_dir + "/inverse.txt");
+
+    darcy::fields fig{1, 7, pf.ny, pf.nx, std::vector<float>(7 * plane, 0.0f)};
+    for (std::size_t i = 0; i < plane; ++i) {
+        fig.at(0, 0)[i] = a_true[i];
+        fig.at(0, 1)[i] = pf.at(index, 1)[i];
+        fig.at(0, 3)[i] = float(mean[i]);
+        fig.at(0, 4)[i] = float(sd[i]);
+        fig.at(0, 5)[i] = float(a_const[i]);
+        fig.at(0, 6)[i] = float(a_sur[i]);
+    }
+    for (std::size_t p : pb.where) fig.at(0, 2)[p] = 1.0f;
+    darcy::write_fields(out_dir + "/inverse.f32", fig);
+    return 0;
+} catch (const std::exception &e) {
+    std::fprintf(stderr, "darcy_inverse: %s\n", e.what());
+    return 1;
+}

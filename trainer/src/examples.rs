@@ -1,0 +1,263 @@
+//! What the solver examples in `examples/` read and write, and their report.
+//!
+//! The examples (Fortran and C++ programs linking the runtime) take their Darcy problems from a
+//! *field file* written here by the numerical solver, so the coefficients are fresh draws the model
+//! never saw and every example sees the same ones. A field file is raw little-endian:
+//!   8 bytes "PIDDMF32", then u32 count, channels, ny, nx, then count*channels*ny*nx float32
+//!   laid out [count][channel][ny][nx] (Fortran: x(nx, ny, channels, count)).
+//! A problems file has three channels: a, the solver's u (relative residual <= 1e-10), and f.
+//! The examples write their numbers as `key = value` lines and their fields as field files;
+//! `report` turns a directory of them into one summary table and PNG figures.
+
+use crate::pde::{darcy, grf::GrfSampler, Grid};
+use crate::plot::{save_grid, Cmap, Panel};
+use anyhow::{bail, ensure, Context, Result};
+use piddm::Model;
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const MAGIC: &[u8; 8] = b"PIDDMF32";
+
+/// Fields [count][channels][ny][nx], float32.
+pub struct FieldFile {
+    pub count: usize,
+    pub channels: usize,
+    pub ny: usize,
+    pub nx: usize,
+    pub data: Vec<f32>,
+}
+
+impl FieldFile {
+    pub fn plane(&self) -> usize {
+        self.ny * self.nx
+    }
+    /// Channel `c` of sample `s`, row-major [ny][nx].
+    pub fn field(&self, s: usize, c: usize) -> &[f32] {
+        let p = self.plane();
+        let start = (s * self.channels + c) * p;
+        &self.data[start..start + p]
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        ensure!(
+            self.data.len() == self.count * self.channels * self.plane(),
+            "field file: {} values for shape [{}, {}, {}, {}]",
+            self.data.len(),
+            self.count,
+            self.channels,
+            self.ny,
+            self.nx
+        );
+        let mut bytes = Vec::with_capacity(24 + 4 * self.data.len());
+        bytes.extend_from_slice(MAGIC);
+        for d in [self.count, self.channels, self.ny, self.nx] {
+            bytes.extend_from_slice(&u32::try_from(d)?.to_le_bytes());
+        }
+        for v in &self.data {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        crate::fsutil::write_atomic(path, &bytes)
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if bytes.len() < 24 || &bytes[..8] != MAGIC {
+            bail!("{} is not a piddm field file", path.display());
+        }
+        let dim = |k: usize| u32::from_le_bytes(bytes[8 + 4 * k..12 + 4 * k].try_into().unwrap());
+        let (count, channels, ny, nx) = (
+            dim(0) as usize,
+            dim(1) as usize,
+            dim(2) as usize,
+            dim(3) as usize,
+        );
+        let len = count * channels * ny * nx;
+        ensure!(
+            bytes.len() == 24 + 4 * len,
+            "{} is truncated: {} bytes for shape [{count}, {channels}, {ny}, {nx}]",
+            path.display(),
+            bytes.len()
+        );
+        let data = bytes[24..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        Ok(FieldFile {
+            count,
+            channels,
+            ny,
+            nx,
+            data,
+        })
+    }
+}
+
+/// `count` Darcy problems for `model`'s PDE parameters and grid, drawn from `seed` with the
+/// numerical solver: [count][a, u, f][n][n], physical units.
+pub fn darcy_problems(model: &Model, count: usize, seed: u64) -> Result<FieldFile> {
+    let card = model.card();
+    let (c, ny, nx) = model.shape();
+    ensure!(
+        card.pde.name == "darcy" && c == 2 && nx == ny,
+        "the examples solve Darcy problems; {} is a {} model",
+        model.path().display(),
+        card.pde.name
+    );
+    let params: darcy::DarcyParams = serde_json::from_value(card.pde.parameters.clone())
+        .context("Darcy parameters in the card")?;
+    let grid = Grid::new(nx)?;
+    let (grf, solver) = (
+        GrfSampler::new(params.grf, nx),
+        darcy::DarcySolver::new(grid)?,
+    );
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let plane = nx * ny;
+    let mut data = Vec::with_capacity(count * 3 * plane);
+    for _ in 0..count {
+        let (a, u, _) = darcy::sample(&params, &grf, &solver, &mut rng)?;
+        data.extend(a.iter().map(|&v| v as f32));
+        data.extend(u.iter().map(|&v| v as f32));
+        data.extend(std::iter::repeat_n(params.source as f32, plane));
+    }
+    Ok(FieldFile {
+        count,
+        channels: 3,
+        ny,
+        nx,
+        data,
+    })
+}
+
+/// `key = value` lines.
+fn read_kv(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect())
+}
+
+fn num(kv: &BTreeMap<String, String>, key: &str) -> Result<f64> {
+    kv.get(key)
+        .with_context(|| format!("missing `{key}`"))?
+        .parse()
+        .with_context(|| format!("`{key}` is not a number"))
+}
+
+fn figure(fields: &Path, png: &Path, diverging: &[usize]) -> Result<()> {
+    let f = FieldFile::read(fields)?;
+    let rows: Vec<Vec<Panel>> = (0..f.count)
+        .map(|s| {
+            (0..f.channels)
+                .map(|c| Panel {
+                    field: f.field(s, c),
+                    n: f.nx,
+                    cmap: if diverging.contains(&c) {
+                        Cmap::Div
+                    } else {
+                        Cmap::Seq
+                    },
+                })
+                .collect()
+        })
+        .collect();
+    save_grid(png, &rows, 6)
+}
+
+/// The summary table of the examples' results in `dir`, with PNG figures written beside them.
+pub fn report(dir: &Path) -> Result<String> {
+    let mut out = String::from(
+        "| example | measure | from zero / constant | from the surrogate | saving |\n|---|---|---|---|---|\n",
+    );
+    let mut figures = Vec::new();
+    for lang in ["fortran", "cpp", "petsc"] {
+        let kv_path = dir.join(format!("warm_start_{lang}.txt"));
+        if !kv_path.exists() {
+            continue;
+        }
+        let kv = read_kv(&kv_path)?;
+        let name = format!(
+            "warm start ({lang}, {} problems, {} rank(s))",
+            num(&kv, "problems")?,
+            num(&kv, "ranks")?
+        );
+        for tol in ["1e-4", "1e-6", "1e-8"] {
+            let (z, s) = (
+                num(&kv, &format!("iters_zero_{tol}"))?,
+                num(&kv, &format!("iters_surrogate_{tol}"))?,
+            );
+            out += &format!(
+                "| {name} | median CG iterations to {tol} | {z} | {s} | {:.1} % |\n",
+                100.0 * (1.0 - s / z)
+            );
+            let (tz, ts) = (
+                num(&kv, &format!("seconds_zero_{tol}"))?,
+                num(&kv, &format!("seconds_surrogate_{tol}"))?,
+            );
+            out += &format!(
+                "| {name} | median seconds to {tol} (inference included) | {tz:.2e} | {ts:.2e} | {:.1} % |\n",
+                100.0 * (1.0 - ts / tz)
+            );
+        }
+        if kv.contains_key("surrogate_rel_l2_u") {
+            out += &format!(
+                "| {name} | surrogate u: relative L2 to the solver | | {:.2} % | |\n",
+                100.0 * num(&kv, "surrogate_rel_l2_u")?
+            );
+        }
+        let fields = dir.join(format!("warm_start_{lang}.f32"));
+        if fields.exists() {
+            let png = dir.join(format!("warm_start_{lang}.png"));
+            figure(&fields, &png, &[3])?;
+            figures.push(format!(
+                "{} (rows: problems; columns: a, solver u, surrogate u, surrogate error)",
+                png.display()
+            ));
+        }
+    }
+    let kv_path = dir.join("inverse.txt");
+    if kv_path.exists() {
+        let kv = read_kv(&kv_path)?;
+        let name = format!(
+            "inverse ({:.0} % of u observed)",
+            100.0 * num(&kv, "observed_fraction")?
+        );
+        let (it_c, it_s) = (
+            num(&kv, "iterations_constant")?,
+            num(&kv, "iterations_surrogate_to_reach")?,
+        );
+        out += &format!(
+            "| {name} | iterations to the constant start's final misfit {:.3e} | {it_c} | {it_s} | {:.1} % |\n",
+            num(&kv, "final_misfit_constant")?,
+            100.0 * (1.0 - it_s / it_c)
+        );
+        out += &format!(
+            "| {name} | error rate of a after the inversion | {:.2} % | {:.2} % | |\n",
+            100.0 * num(&kv, "error_rate_a_constant")?,
+            100.0 * num(&kv, "error_rate_a_surrogate")?
+        );
+        out += &format!(
+            "| {name} | surrogate alone ({} seeds): error rate of the mean a; truth within 2 std | | {:.2} %; {:.1} % | |\n",
+            num(&kv, "seeds")?,
+            100.0 * num(&kv, "error_rate_a_surrogate_mean")?,
+            100.0 * num(&kv, "coverage_2std")?
+        );
+        let fields = dir.join("inverse.f32");
+        if fields.exists() {
+            let png = dir.join("inverse.png");
+            figure(&fields, &png, &[])?;
+            figures.push(format!(
+                "{} (true a, true u, observed points, surrogate mean a, its std, inversion from constant, from surrogate)",
+                png.display()
+            ));
+        }
+    }
+    for f in figures {
+        out += &format!("figure: {f}\n");
+    }
+    Ok(out)
+}

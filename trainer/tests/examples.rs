@@ -1,0 +1,152 @@
+//! The solver examples (examples/: Fortran under MPI, C++, and PETSc where installed), built against
+//! an installed piddm package and run by scripts/examples.sh on the shipped model with small counts.
+//! The programs check themselves (their operator against the model's residual, PCG against the
+//! problems' Cholesky solutions, the adjoint gradient against finite differences) and fail if a check
+//! fails; here the languages are checked against each other and the report against its inputs.
+
+use piddm_trainer::examples::FieldFile;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+fn kv(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn num(m: &BTreeMap<String, String>, k: &str) -> f64 {
+    m.get(k)
+        .unwrap_or_else(|| panic!("missing {k}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn examples_build_run_and_agree() {
+    // `cargo test` builds the rlib only; the examples link the shared library
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().unwrap().parent().unwrap();
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "-p", "piddm", "--lib", "--target-dir"])
+        .arg(profile.parent().unwrap())
+        .current_dir(root());
+    if profile.file_name().is_some_and(|n| n == "release") {
+        build.arg("--release");
+    }
+    run(&mut build);
+    assert!(
+        profile.join("libpiddm.so").exists(),
+        "the examples need target/release/libpiddm.so: run the tests with --release"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let text = run(Command::new("bash")
+        .arg(root().join("scripts/examples.sh"))
+        .arg(&out)
+        .current_dir(root())
+        .env("PIDDM_TRAIN", env!("CARGO_BIN_EXE_piddm-train"))
+        .env("PIDDM_EXAMPLES_BUILD", dir.path().join("build"))
+        .env("PIDDM_EXAMPLES_PROBLEMS", "4")
+        .env("PIDDM_EXAMPLES_STEPS", "10")
+        .env("PIDDM_EXAMPLES_SEEDS", "4")
+        .env("PIDDM_EXAMPLES_ITERATIONS", "40"));
+    println!("{text}");
+
+    // the problems file: 4 problems of (a, u, f) on the model's grid, a in its two phases
+    let problems = FieldFile::read(&out.join("problems.f32")).unwrap();
+    assert_eq!(
+        (problems.count, problems.channels, problems.ny, problems.nx),
+        (4, 3, 32, 32)
+    );
+    assert!(problems.field(0, 0).iter().all(|&a| a == 3.0 || a == 12.0));
+
+    // Fortran under 2 MPI ranks and C++ ran the same Jacobi-PCG on the same problems from zero:
+    // the same iteration counts (the surrogate starts differ: each rank draws its own seeds)
+    let f = kv(&out.join("warm_start_fortran.txt"));
+    let c = kv(&out.join("warm_start_cpp.txt"));
+    assert_eq!(num(&f, "ranks"), 2.0);
+    assert_eq!(num(&f, "problems"), 4.0);
+    for tol in ["1e-4", "1e-6", "1e-8"] {
+        let key = format!("iters_zero_{tol}");
+        assert_eq!(num(&f, &key), num(&c, &key), "{key}: Fortran vs C++");
+        assert!(num(&f, &key) > 10.0);
+        assert!(num(&c, &format!("iters_surrogate_{tol}")) > 0.0);
+    }
+    assert!(num(&f, "stencil_max_difference") < 1e-2);
+    // a 10-step surrogate is a rough but real answer: within 50 % of the solver's u
+    assert!(num(&c, "surrogate_rel_l2_u") < 0.5);
+    // PETSc's KSPCG + PCJACOBI is a second implementation of the same iteration
+    let petsc = out.join("warm_start_petsc.txt");
+    let have_petsc = Command::new("pkg-config")
+        .args(["--exists", "PETSc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert_eq!(
+        petsc.exists(),
+        have_petsc,
+        "PETSc installed but its example did not run"
+    );
+    if have_petsc {
+        let p = kv(&petsc);
+        for tol in ["1e-4", "1e-6", "1e-8"] {
+            let key = format!("iters_zero_{tol}");
+            assert!(
+                (num(&p, &key) - num(&c, &key)).abs() <= 1.0,
+                "{key}: PETSc vs C++"
+            );
+        }
+    }
+
+    // the inverse example: both starts ran, the surrogate's spread is a real spread
+    let inv = kv(&out.join("inverse.txt"));
+    let coverage = num(&inv, "coverage_2std");
+    assert!(coverage > 0.3 && coverage <= 1.0, "coverage {coverage}");
+    assert!(num(&inv, "iterations_constant") >= 1.0);
+    for k in ["error_rate_a_constant", "error_rate_a_surrogate"] {
+        let e = num(&inv, k);
+        assert!((0.0..0.6).contains(&e), "{k} = {e}");
+    }
+    let fields = FieldFile::read(&out.join("inverse.f32")).unwrap();
+    assert_eq!(fields.channels, 7);
+    let std_a = fields.field(0, 4);
+    assert!(std_a.iter().all(|s| s.is_finite() && *s >= 0.0));
+    assert!(std_a.iter().any(|&s| s > 0.0));
+    // observed points: 5 % of the grid
+    let observed = fields.field(0, 2).iter().filter(|&&m| m == 1.0).count();
+    assert_eq!(observed as f64, num(&inv, "observed_points"));
+    assert_eq!(observed, (0.05f64 * 1024.0).round() as usize);
+
+    // one summary table with the figures
+    assert!(text.contains(
+        "| warm start (fortran, 4 problems, 2 rank(s)) | median CG iterations to 1e-4 |"
+    ));
+    assert!(text.contains("| inverse (5 % of u observed) |"));
+    for png in ["warm_start_fortran.png", "inverse.png"] {
+        let bytes = std::fs::read(out.join(png)).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
+    }
+}
