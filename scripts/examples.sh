@@ -5,7 +5,8 @@
 # inverse example (after checking its adjoint gradient), and prints one summary table with figures.
 #   scripts/examples.sh [OUT_DIR]            (after scripts/setup.sh and cargo build --release)
 # Smaller runs: PIDDM_EXAMPLES_PROBLEMS (50), PIDDM_EXAMPLES_STEPS (the card's), PIDDM_EXAMPLES_SEEDS
-# (16), PIDDM_EXAMPLES_ITERATIONS (150); PIDDM_EXAMPLES_BUILD (build/examples) holds the builds.
+# (8), PIDDM_EXAMPLES_ITERATIONS (150),
+# PIDDM_EXAMPLES_INVERSE (4 inverse problems); PIDDM_EXAMPLES_BUILD (build/examples) holds the builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/examples}
@@ -13,8 +14,9 @@ build=${PIDDM_EXAMPLES_BUILD:-build/examples}
 model=${PIDDM_EXAMPLES_MODEL:-examples/models/darcy32.onnx}
 count=${PIDDM_EXAMPLES_PROBLEMS:-50}
 steps=${PIDDM_EXAMPLES_STEPS:-0}
-seeds=${PIDDM_EXAMPLES_SEEDS:-16}
+seeds=${PIDDM_EXAMPLES_SEEDS:-8}
 iterations=${PIDDM_EXAMPLES_ITERATIONS:-150}
+inverse=${PIDDM_EXAMPLES_INVERSE:-4}
 lib=$PWD/target/release/libpiddm.so
 train=${PIDDM_TRAIN:-./target/release/piddm-train}
 [ -f "$lib" ] || { echo "examples: $lib not found: run cargo build --release first" >&2; exit 1; }
@@ -41,6 +43,6 @@ if [ -x "$bin/darcy_warm_start_petsc" ]; then
   "$bin/darcy_warm_start_petsc" "$model" "$out/problems.f32" "$out" "$count" "${steps_arg[@]}"
 fi
 "$bin/darcy_inverse" --check-gradient "$out/problems.f32"
-"$bin/darcy_inverse" "$model" "$out/problems.f32" "$out" 0 0.05 "$seeds" "$iterations" "${steps_arg[@]}"
+"$bin/darcy_inverse" "$model" "$out/problems.f32" "$out" "$inverse" 0.05 "$seeds" "$iterations" "${steps_arg[@]}"
 echo
 "$train" examples-report "$out"

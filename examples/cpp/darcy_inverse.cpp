@@ -1,14 +1,15 @@
 // The surrogate as an inverse initialiser: recover the permeability a from sparse observations of u.
 //
-//   darcy_inverse MODEL.onnx PROBLEMS.f32 OUT_DIR [PROBLEM] [FRACTION] [SEEDS] [ITERATIONS] [STEPS]
+//   darcy_inverse MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [FRACTION] [SEEDS] [ITERATIONS] [STEPS]
 //   darcy_inverse --check-gradient PROBLEMS.f32      (adjoint gradient against finite differences)
 //
 // A classical adjoint-gradient inversion: minimise over m = log a
 //   J(m) = 1/2 sum_obs (u(a) - d)^2 + beta/2 sum_edges (m_p - m_q)^2,   A(a) u = f,
 // with L-BFGS and a backtracking line search; each iteration costs one forward and one adjoint
-// solve (PCG). It runs once from a constant a and once from the surrogate's answer: the mean of
-// SEEDS answers to the same problem (piddm solve, one batch), whose pointwise standard deviation
-// is the surrogate's own uncertainty; the program reports how often the truth lies within 2 std.
+// solve (PCG). For each of the first COUNT problems it runs once from a constant a and once from
+// the surrogate's answer: the mean of SEEDS answers to the same problem (piddm solve; all problems
+// and seeds in one batch), whose pointwise standard deviation is the surrogate's own uncertainty;
+// the program reports how often the truth lies within 2 std.
 // Writes OUT_DIR/inverse.txt (numbers, misfit histories) and OUT_DIR/inverse.f32 (fields).
 #include "darcy.hpp"
 
@@ -185,25 +186,39 @@ int check_gradient(const darcy::fields &pf) {
     return worst <= 1e-4 ? 0 : 1;
 }
 
+struct outcome {
+    std::vector<double> h_const, h_sur;  // misfit histories
+    int reach = -1;                      // first surrogate-start iteration at the constant's final misfit
+    int const_1pct = 0, sur_1pct = 0;    // first iterations within 1 % of that misfit
+    double err_const = 0, err_sur = 0, err_mean = 0, coverage = 0;
+    darcy::field mean, sd, a_const, a_sur;
+};
+
+int first_at_or_below(const std::vector<double> &h, double level) {
+    for (std::size_t k = 0; k < h.size(); ++k)
+        if (h[k] <= level) return int(k);
+    return -1;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) try {
     if (argc == 3 && std::string(argv[1]) == "--check-gradient") return check_gradient(darcy::read_fields(argv[2]));
     if (argc < 4) {
         std::fprintf(stderr,
-                     "usage: %s MODEL.onnx PROBLEMS.f32 OUT_DIR [PROBLEM] [FRACTION] [SEEDS] [ITERATIONS] [STEPS]\n"
+                     "usage: %s MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [FRACTION] [SEEDS] [ITERATIONS] [STEPS]\n"
                      "       %s --check-gradient PROBLEMS.f32\n",
                      argv[0], argv[0]);
         return 2;
     }
     const std::string out_dir = argv[3];
     const darcy::fields pf = darcy::read_fields(argv[2]);
-    const std::size_t index = argc > 4 ? std::stoul(argv[4]) : 0;
+    const std::size_t count = argc > 4 ? std::stoul(argv[4]) : 4;
     const double fraction = argc > 5 ? std::stod(argv[5]) : 0.05;
-    const std::size_t seeds = argc > 6 ? std::stoul(argv[6]) : 16;
+    const std::size_t seeds = argc > 6 ? std::stoul(argv[6]) : 8;
     const int iterations = argc > 7 ? std::stoi(argv[7]) : 150;
-    if (index >= pf.count || seeds < 2 || fraction <= 0 || fraction > 1 || iterations < 1)
-        throw std::invalid_argument("PROBLEM out of range, SEEDS < 2, FRACTION outside (0, 1] or ITERATIONS < 1");
+    if (count < 1 || count > pf.count || seeds < 2 || fraction <= 0 || fraction > 1 || iterations < 1)
+        throw std::invalid_argument("COUNT outside [1, problems], SEEDS < 2, FRACTION outside (0, 1] or ITERATIONS < 1");
     piddm::model model(argv[1]);
     const piddm::shape_t s = model.shape();
     if (s.channels != 2 || s.nx != pf.nx || s.ny != pf.ny)
@@ -212,7 +227,6 @@ int main(int argc, char **argv) try {
     if (argc > 8) params.steps = std::uint32_t(std::stoul(argv[8]));
     params.seed = 11;
     const std::size_t plane = pf.plane(), field = s.field();
-    const float *a_true = pf.at(index, 0);
     // the two phases of a, from the problems themselves
     double a_lo = 1e300, a_hi = -1e300;
     for (std::size_t p = 0; p < pf.count; ++p)
@@ -220,89 +234,126 @@ int main(int argc, char **argv) try {
             a_lo = std::min(a_lo, double(pf.at(p, 0)[i])), a_hi = std::max(a_hi, double(pf.at(p, 0)[i]));
     const double threshold = 0.5 * (a_lo + a_hi);
     const double beta_scale = std::getenv("PIDDM_INVERSE_BETA") ? std::stod(std::getenv("PIDDM_INVERSE_BETA")) : 1e-4;
-    const problem pb = make_problem(pf, index, fraction, 2024 + index, beta_scale);
+    std::vector<problem> pbs;
+    for (std::size_t p = 0; p < count; ++p) pbs.push_back(make_problem(pf, p, fraction, 2024 + p, beta_scale));
 
-    // the surrogate: SEEDS answers to the same sparse-u problem in one batch
-    std::vector<float> observed(seeds * field, 0.0f);
-    std::vector<std::uint8_t> mask(seeds * field, 0);
-    for (std::size_t k = 0; k < seeds; ++k)
-        for (std::size_t q = 0; q < pb.where.size(); ++q) {
-            observed[k * field + plane + pb.where[q]] = float(pb.d[q]);
-            mask[k * field + plane + pb.where[q]] = 1;
-        }
+    // the surrogate: SEEDS answers to each sparse-u problem, all in one batch
+    const std::size_t batch = count * seeds;
+    std::vector<float> observed(batch * field, 0.0f);
+    std::vector<std::uint8_t> mask(batch * field, 0);
+    for (std::size_t p = 0; p < count; ++p)
+        for (std::size_t k = 0; k < seeds; ++k)
+            for (std::size_t q = 0; q < pbs[p].where.size(); ++q) {
+                observed[(p * seeds + k) * field + plane + pbs[p].where[q]] = float(pbs[p].d[q]);
+                mask[(p * seeds + k) * field + plane + pbs[p].where[q]] = 1;
+            }
     const auto t0 = std::chrono::steady_clock::now();
-    const piddm::solve_result answers = model.solve(observed, mask, seeds, params);
-    const double t_inf = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    darcy::field mean(plane, 0.0), sd(plane, 0.0);
-    for (std::size_t k = 0; k < seeds; ++k)
-        for (std::size_t i = 0; i < plane; ++i) mean[i] += answers.fields[k * field + i] / double(seeds);
-    for (std::size_t k = 0; k < seeds; ++k)
+    const piddm::solve_result answers = model.solve(observed, mask, batch, params);
+    const double t_inf = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(count);
+
+    std::vector<outcome> outs(count);
+    for (std::size_t p = 0; p < count; ++p) {
+        outcome &o = outs[p];
+        const float *a_true = pf.at(p, 0);
+        o.mean.assign(plane, 0.0), o.sd.assign(plane, 0.0);
+        for (std::size_t k = 0; k < seeds; ++k)
+            for (std::size_t i = 0; i < plane; ++i) o.mean[i] += answers.fields[(p * seeds + k) * field + i] / double(seeds);
+        for (std::size_t k = 0; k < seeds; ++k)
+            for (std::size_t i = 0; i < plane; ++i) {
+                const double e = answers.fields[(p * seeds + k) * field + i] - o.mean[i];
+                o.sd[i] += e * e / double(seeds - 1);
+            }
+        std::size_t covered = 0;
         for (std::size_t i = 0; i < plane; ++i) {
-            const double e = answers.fields[k * field + i] - mean[i];
-            sd[i] += e * e / double(seeds - 1);
+            o.sd[i] = std::sqrt(o.sd[i]);
+            covered += std::abs(a_true[i] - o.mean[i]) <= 2 * o.sd[i];
         }
-    std::size_t covered = 0;
-    for (std::size_t i = 0; i < plane; ++i) {
-        sd[i] = std::sqrt(sd[i]);
-        covered += std::abs(a_true[i] - mean[i]) <= 2 * sd[i];
+        o.coverage = double(covered) / double(plane);
+        // the classical inversion from a constant and from the surrogate's mean
+        darcy::field m_const(plane, std::log(threshold)), m_sur(plane);
+        for (std::size_t i = 0; i < plane; ++i) m_sur[i] = std::log(std::clamp(o.mean[i], a_lo, a_hi));
+        o.h_const = lbfgs(pbs[p], m_const, iterations);
+        o.h_sur = lbfgs(pbs[p], m_sur, iterations);
+        const double target = o.h_const.back();
+        o.reach = first_at_or_below(o.h_sur, target);
+        o.const_1pct = first_at_or_below(o.h_const, 1.01 * target);
+        o.sur_1pct = first_at_or_below(o.h_sur, 1.01 * target);
+        o.a_const.resize(plane), o.a_sur.resize(plane);
+        for (std::size_t i = 0; i < plane; ++i) o.a_const[i] = std::exp(m_const[i]), o.a_sur[i] = std::exp(m_sur[i]);
+        o.err_const = error_rate(o.a_const, a_true, threshold);
+        o.err_sur = error_rate(o.a_sur, a_true, threshold);
+        o.err_mean = error_rate(o.mean, a_true, threshold);
     }
-    const double coverage = double(covered) / double(plane);
 
-    // the classical inversion from a constant and from the surrogate's mean
-    darcy::field m_const(plane, std::log(threshold)), m_sur(plane);
-    for (std::size_t i = 0; i < plane; ++i) m_sur[i] = std::log(std::clamp(mean[i], a_lo, a_hi));
-    const std::vector<double> h_const = lbfgs(pb, m_const, iterations);
-    const std::vector<double> h_sur = lbfgs(pb, m_sur, iterations);
-    const double target = h_const.back();
-    int reach = -1;
-    for (std::size_t k = 0; k < h_sur.size() && reach < 0; ++k)
-        if (h_sur[k] <= target) reach = int(k);
-    darcy::field a_const(plane), a_sur(plane);
-    for (std::size_t i = 0; i < plane; ++i) a_const[i] = std::exp(m_const[i]), a_sur[i] = std::exp(m_sur[i]);
-    const double err_const = error_rate(a_const, a_true, threshold), err_sur = error_rate(a_sur, a_true, threshold);
-    const double err_mean = error_rate(mean, a_true, threshold);
+    auto med = [&](auto get) {
+        std::vector<double> v;
+        for (const outcome &o : outs) v.push_back(double(get(o)));
+        return darcy::median(v);
+    };
+    const double it_const = med([](const outcome &o) { return o.h_const.size() - 1; });
+    const double it_reach = med([](const outcome &o) { return o.reach < 0 ? double(o.h_sur.size() - 1) : o.reach; });
+    const double c1 = med([](const outcome &o) { return o.const_1pct; });
+    const double s1 = med([](const outcome &o) { return o.sur_1pct < 0 ? double(o.h_sur.size() - 1) : o.sur_1pct; });
+    std::size_t reached = 0;
+    for (const outcome &o : outs) reached += o.reach >= 0;
 
-    std::printf("inverse (C++): problem %zu, %zu observed points of u (%.1f %%), beta %.2e\n", index, pb.where.size(),
-                100 * fraction, pb.beta);
-    std::printf("  surrogate: %zu seeds, %u steps, %.2f s; error rate of the mean a %.2f %%; truth within 2 std at "
-                "%.1f %% of points\n",
-                seeds, params.steps, t_inf, 100 * err_mean, 100 * coverage);
-    std::printf("  iteration | relative misfit from constant | from surrogate\n");
-    const std::size_t rows = std::max(h_const.size(), h_sur.size());
+    std::printf("inverse (C++): %zu problems, %zu observed points of u each (%.1f %%), beta %.1e x mean d^2\n", count,
+                pbs[0].where.size(), 100 * fraction, beta_scale);
+    std::printf("  surrogate: %zu seeds per problem, %u steps, %.2f s per problem; median error rate of the mean a "
+                "%.2f %%; truth within 2 std at %.1f %% of points\n",
+                seeds, params.steps, t_inf, 100 * med([](const outcome &o) { return o.err_mean; }),
+                100 * med([](const outcome &o) { return o.coverage; }));
+    std::printf("  problem 0: iteration | relative misfit from constant | from surrogate\n");
+    const outcome &o0 = outs[0];
+    const std::size_t rows = std::max(o0.h_const.size(), o0.h_sur.size());
     for (std::size_t k = 0; k < rows; ++k)
         if (k < 10 || k % 10 == 0 || k + 1 == rows)
-            std::printf("  %9zu | %.4e | %.4e\n", k, k < h_const.size() ? h_const[k] : h_const.back(),
-                        k < h_sur.size() ? h_sur[k] : h_sur.back());
-    std::printf("  constant start: final misfit %.4e after %zu iterations, error rate of a %.2f %%\n", target,
-                h_const.size() - 1, 100 * err_const);
-    std::printf("  surrogate start: reaches it at iteration %d (%.1f %% of the iterations), error rate of a %.2f %%\n",
-                reach, reach < 0 ? 100.0 : 100.0 * reach / double(h_const.size() - 1), 100 * err_sur);
+            std::printf("  %9zu | %.4e | %.4e\n", k, k < o0.h_const.size() ? o0.h_const[k] : o0.h_const.back(),
+                        k < o0.h_sur.size() ? o0.h_sur[k] : o0.h_sur.back());
+    std::printf("  problem | constant: iterations, final misfit, to 1 %% of it | surrogate: reaches it at, to 1 %% | "
+                "error rate of a: constant, surrogate\n");
+    for (std::size_t p = 0; p < count; ++p) {
+        const outcome &o = outs[p];
+        std::printf("  %7zu | %4zu  %.3e  %4d | %4d  %4d | %6.2f %%  %6.2f %%\n", p, o.h_const.size() - 1,
+                    o.h_const.back(), o.const_1pct, o.reach, o.sur_1pct, 100 * o.err_const, 100 * o.err_sur);
+    }
+    std::printf("  median: the surrogate start reaches the constant start's final misfit in %.1f of its %.1f "
+                "iterations (%.1f %%; %zu of %zu reached it); within 1 %% of it: %.1f vs %.1f\n",
+                it_reach, it_const, 100 * it_reach / it_const, reached, count, s1, c1);
 
     std::ofstream kv(out_dir + "/inverse.txt");
-    kv << "problem = " << index << "\nobserved_fraction = " << fraction << "\nobserved_points = " << pb.where.size()
-       << "\nbeta = " << pb.beta << "\nseeds = " << seeds << "\nsurrogate_steps = " << params.steps
-       << "\nsurrogate_seconds = " << t_inf << "\nerror_rate_a_surrogate_mean = " << err_mean
-       << "\ncoverage_2std = " << coverage << "\niterations_constant = " << h_const.size() - 1
-       << "\nfinal_misfit_constant = " << target
-       << "\niterations_surrogate_to_reach = " << (reach < 0 ? double(h_sur.size() - 1) : double(reach))
-       << "\nreached = " << (reach >= 0) << "\nerror_rate_a_constant = " << err_const
-       << "\nerror_rate_a_surrogate = " << err_sur << "\nmisfit_constant =";
-    for (double v : h_const) kv << ' ' << v;
-    kv << "\nmisfit_surrogate =";
-    for (double v : h_sur) kv << ' ' << v;
-    kv << "\n";
+    kv << "problems = " << count << "\nobserved_fraction = " << fraction
+       << "\nobserved_points = " << pbs[0].where.size() << "\nbeta_scale = " << beta_scale << "\nseeds = " << seeds
+       << "\nsurrogate_steps = " << params.steps << "\nsurrogate_seconds_per_problem = " << t_inf
+       << "\nerror_rate_a_surrogate_mean = " << med([](const outcome &o) { return o.err_mean; })
+       << "\ncoverage_2std = " << med([](const outcome &o) { return o.coverage; })
+       << "\niterations_constant = " << it_const << "\niterations_surrogate_to_reach = " << it_reach
+       << "\niterations_constant_to_1pct = " << c1 << "\niterations_surrogate_to_1pct = " << s1
+       << "\nreached = " << reached << "\nfinal_misfit_constant = " << med([](const outcome &o) { return o.h_const.back(); })
+       << "\nerror_rate_a_constant = " << med([](const outcome &o) { return o.err_const; })
+       << "\nerror_rate_a_surrogate = " << med([](const outcome &o) { return o.err_sur; }) << "\n";
+    for (std::size_t p = 0; p < count; ++p) {
+        kv << "misfit_constant_" << p << " =";
+        for (double v : outs[p].h_const) kv << ' ' << v;
+        kv << "\nmisfit_surrogate_" << p << " =";
+        for (double v : outs[p].h_sur) kv << ' ' << v;
+        kv << "\n";
+    }
     if (!kv) throw std::runtime_error("cannot write " + out_dir + "/inverse.txt");
 
-    darcy::fields fig{1, 7, pf.ny, pf.nx, std::vector<float>(7 * plane, 0.0f)};
-    for (std::size_t i = 0; i < plane; ++i) {
-        fig.at(0, 0)[i] = a_true[i];
-        fig.at(0, 1)[i] = pf.at(index, 1)[i];
-        fig.at(0, 3)[i] = float(mean[i]);
-        fig.at(0, 4)[i] = float(sd[i]);
-        fig.at(0, 5)[i] = float(a_const[i]);
-        fig.at(0, 6)[i] = float(a_sur[i]);
+    darcy::fields fig{std::uint32_t(count), 7, pf.ny, pf.nx, std::vector<float>(count * 7 * plane, 0.0f)};
+    for (std::size_t p = 0; p < count; ++p) {
+        const outcome &o = outs[p];
+        for (std::size_t i = 0; i < plane; ++i) {
+            fig.at(p, 0)[i] = pf.at(p, 0)[i];
+            fig.at(p, 1)[i] = pf.at(p, 1)[i];
+            fig.at(p, 3)[i] = float(o.mean[i]);
+            fig.at(p, 4)[i] = float(o.sd[i]);
+            fig.at(p, 5)[i] = float(o.a_const[i]);
+            fig.at(p, 6)[i] = float(o.a_sur[i]);
+        }
+        for (std::size_t q : pbs[p].where) fig.at(p, 2)[q] = 1.0f;
     }
-    for (std::size_t p : pb.where) fig.at(0, 2)[p] = 1.0f;
     darcy::write_fields(out_dir + "/inverse.f32", fig);
     return 0;
 } catch (const std::exception &e) {

@@ -135,7 +135,7 @@ program darcy_warm_start
   if (rank == 0) then
     print '(a,i0,a,i0,a,i0,a,i0,a)', "warm start (Fortran): ", count, " problems on ", nranks, " rank(s), ", &
       threads, " ONNX Runtime thread(s) per rank, ", params%steps, " surrogate steps"
-    print '(a,es9.2,a,es9.2)', "  this operator against the model's residual: max difference ", stencil_diff, &
+    print '(a,es9.2,a,es9.2,a)', "  this operator against the model's residual: max difference ", stencil_diff, &
       " (largest residual ", stencil_scale, ")"
     print '(a,es9.2)', "  PCG at 1e-8 against the problems' solver u: largest relative L2 ", maxval(err_pcg)
     if (stencil_diff > 1d-3*max(1d0, stencil_scale)) error stop "this solver's operator differs from the model's"
@@ -145,8 +145,8 @@ program darcy_warm_start
       " s per problem (slowest rank)"
     print '(a)', "  tolerance | CG iterations zero -> surrogate (saving) | seconds zero -> surrogate incl. inference"
     do t = 1, NT
-      print '(2x,a,3x,a,f7.1,a,f7.1,a,f6.1,a,2x,es9.2,a,es9.2)', TOL_NAMES(t), " | ", median(iz(t, :)), " -> ", &
-        median(is(t, :)), " (", 100*(1 - median(is(t, :))/median(iz(t, :))), " %)", median(sz(t, :)), " -> ", &
+      print '(2x,a,6x,a,f7.1,a,f7.1,a,f6.1,a,es9.2,a,es9.2)', TOL_NAMES(t), " | ", median(iz(t, :)), " -> ", &
+        median(is(t, :)), " (", 100*(1 - median(is(t, :))/median(iz(t, :))), " %) | ", median(sz(t, :)), " -> ", &
         median(ss(t, :))
     end do
     call write_results()

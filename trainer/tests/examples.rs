@@ -130,8 +130,10 @@ fn examples_build_run_and_agree() {
         let e = num(&inv, k);
         assert!((0.0..0.6).contains(&e), "{k} = {e}");
     }
+    assert_eq!(num(&inv, "problems"), 4.0);
+    assert!(num(&inv, "iterations_constant_to_1pct") <= num(&inv, "iterations_constant"));
     let fields = FieldFile::read(&out.join("inverse.f32")).unwrap();
-    assert_eq!(fields.channels, 7);
+    assert_eq!((fields.count, fields.channels), (4, 7));
     let std_a = fields.field(0, 4);
     assert!(std_a.iter().all(|s| s.is_finite() && *s >= 0.0));
     assert!(std_a.iter().any(|&s| s > 0.0));
@@ -144,7 +146,7 @@ fn examples_build_run_and_agree() {
     assert!(text.contains(
         "| warm start (fortran, 4 problems, 2 rank(s)) | median CG iterations to 1e-4 |"
     ));
-    assert!(text.contains("| inverse (5 % of u observed) |"));
+    assert!(text.contains("| inverse (4 problems, 5 % of u observed) |"));
     for png in ["warm_start_fortran.png", "inverse.png"] {
         let bytes = std::fs::read(out.join(png)).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
