@@ -70,15 +70,22 @@ double objective(const problem &pb, const darcy::field &m, darcy::field &grad, s
     return jd + jr;
 }
 
-// L-BFGS (memory 10) with Armijo backtracking; returns the relative misfit before each iteration and
-// after the last.
-std::vector<double> lbfgs(const problem &pb, darcy::field &m, int iterations) {
+struct history {
+    std::vector<double> misfit;   // relative misfit before each iteration and after the last
+    std::vector<double> seconds;  // elapsed at the same points
+};
+
+// L-BFGS (memory 10) with Armijo backtracking.
+history lbfgs(const problem &pb, darcy::field &m, int iterations) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
     const std::size_t len = m.size();
     state st;
     darcy::field grad(len), grad_new(len), dir(len), trial(len);
     double misfit = 0, misfit_new = 0;
     double j = objective(pb, m, grad, st, &misfit);
-    std::vector<double> history{misfit}, objective_history{j};
+    std::vector<double> objective_history{j};
+    history out{{misfit}, {elapsed()}};
     std::deque<std::pair<darcy::field, darcy::field>> mem;  // (s, y)
     for (int it = 0; it < iterations; ++it) {
         // two-loop recursion: dir = -H grad
@@ -126,14 +133,15 @@ std::vector<double> lbfgs(const problem &pb, darcy::field &m, int iterations) {
             if (mem.size() > 10) mem.pop_front();
         }
         m = trial, grad = grad_new;
-        history.push_back(misfit_new);
+        out.misfit.push_back(misfit_new);
+        out.seconds.push_back(elapsed());
         // converged: the objective fell by less than 1e-5 of itself over the last 10 iterations
         objective_history.push_back(j_new);
         const std::size_t h = objective_history.size();
         if (h > 10 && objective_history[h - 11] - j_new < 1e-5 * j_new) break;
         j = j_new;
     }
-    return history;
+    return out;
 }
 
 double error_rate(const darcy::field &a, const float *truth, double threshold) {
@@ -188,6 +196,7 @@ int check_gradient(const darcy::fields &pf) {
 
 struct outcome {
     std::vector<double> h_const, h_sur;  // misfit histories
+    double s_const = 0, s_reach = 0;     // seconds: the constant run, the surrogate run to its misfit
     int reach = -1;                      // first surrogate-start iteration at the constant's final misfit
     int const_1pct = 0, sur_1pct = 0;    // first iterations within 1 % of that misfit
     double err_const = 0, err_sur = 0, err_mean = 0, coverage = 0;
@@ -272,10 +281,12 @@ int main(int argc, char **argv) try {
         // the classical inversion from a constant and from the surrogate's mean
         darcy::field m_const(plane, std::log(threshold)), m_sur(plane);
         for (std::size_t i = 0; i < plane; ++i) m_sur[i] = std::log(std::clamp(o.mean[i], a_lo, a_hi));
-        o.h_const = lbfgs(pbs[p], m_const, iterations);
-        o.h_sur = lbfgs(pbs[p], m_sur, iterations);
+        const history hc = lbfgs(pbs[p], m_const, iterations), hs = lbfgs(pbs[p], m_sur, iterations);
+        o.h_const = hc.misfit, o.h_sur = hs.misfit;
         const double target = o.h_const.back();
         o.reach = first_at_or_below(o.h_sur, target);
+        o.s_const = hc.seconds.back();
+        o.s_reach = hs.seconds[o.reach < 0 ? hs.seconds.size() - 1 : std::size_t(o.reach)];
         o.const_1pct = first_at_or_below(o.h_const, 1.01 * target);
         o.sur_1pct = first_at_or_below(o.h_sur, 1.01 * target);
         o.a_const.resize(plane), o.a_sur.resize(plane);
@@ -317,6 +328,8 @@ int main(int argc, char **argv) try {
         std::printf("  %7zu | %4zu  %.3e  %4d | %4d  %4d | %6.2f %%  %6.2f %%\n", p, o.h_const.size() - 1,
                     o.h_const.back(), o.const_1pct, o.reach, o.sur_1pct, 100 * o.err_const, 100 * o.err_sur);
     }
+    std::printf("  median seconds: constant run %.3f; surrogate run to its misfit %.3f, plus %.2f of inference\n",
+                med([](const outcome &o) { return o.s_const; }), med([](const outcome &o) { return o.s_reach; }), t_inf);
     std::printf("  median: the surrogate start reaches the constant start's final misfit in %.1f of its %.1f "
                 "iterations (%.1f %%; %zu of %zu reached it); within 1 %% of it: %.1f vs %.1f\n",
                 it_reach, it_const, 100 * it_reach / it_const, reached, count, s1, c1);
@@ -329,6 +342,8 @@ int main(int argc, char **argv) try {
        << "\ncoverage_2std = " << med([](const outcome &o) { return o.coverage; })
        << "\niterations_constant = " << it_const << "\niterations_surrogate_to_reach = " << it_reach
        << "\niterations_constant_to_1pct = " << c1 << "\niterations_surrogate_to_1pct = " << s1
+       << "\nseconds_constant = " << med([](const outcome &o) { return o.s_const; })
+       << "\nseconds_surrogate_to_reach = " << med([](const outcome &o) { return o.s_reach; })
        << "\nreached = " << reached << "\nfinal_misfit_constant = " << med([](const outcome &o) { return o.h_const.back(); })
        << "\nerror_rate_a_constant = " << med([](const outcome &o) { return o.err_const; })
        << "\nerror_rate_a_surrogate = " << med([](const outcome &o) { return o.err_sur; }) << "\n";

@@ -247,6 +247,15 @@ pub fn report(dir: &Path) -> Result<String> {
             "| {name} | median iterations to within 1 % of that misfit | {c1} | {s1} | {:.1} % |\n",
             100.0 * (1.0 - s1 / c1)
         );
+        let (sc, sr, si) = (
+            num(&kv, "seconds_constant")?,
+            num(&kv, "seconds_surrogate_to_reach")?,
+            num(&kv, "surrogate_seconds_per_problem")?,
+        );
+        out += &format!(
+            "| {name} | median seconds of those iterations (surrogate: + inference) | {sc:.3} | {sr:.3} + {si:.1} | {:.0}x the time |\n",
+            (sr + si) / sc
+        );
         out += &format!(
             "| {name} | median error rate of a after the inversion | {:.2} % | {:.2} % | |\n",
             100.0 * num(&kv, "error_rate_a_constant")?,
