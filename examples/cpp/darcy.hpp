@@ -107,6 +107,7 @@ inline double dot(const field &x, const field &y) {
 struct pcg_result {
     std::vector<int> iters;       // iterations at which each tolerance was first reached (-1: not)
     std::vector<double> seconds;  // and the seconds
+    double initial = 0;           // ||b - A x0|| / ||b||
 };
 
 // Jacobi-PCG from the given x (its boundary is zeroed) until ||b - A x|| <= tols.back() ||b||.
@@ -129,6 +130,7 @@ inline pcg_result pcg(const grid &g, const field &a, const field &b, field &x, c
     double rz = 0;
     for (int k = 0;; ++k) {
         const double rnorm = std::sqrt(dot(r, r));
+        if (k == 0) res.initial = rnorm / bnorm;
         while (t < tols.size() && rnorm <= tols[t] * bnorm) {
             res.iters[t] = k;
             res.seconds[t] = std::chrono::duration<double>(clock::now() - t0).count();

@@ -50,7 +50,7 @@ int main(int argc, char **argv) try {
     double diff = 0, scale = 0;
     const std::vector<double> tols = {1e-4, 1e-6, 1e-8};
     std::vector<std::vector<double>> iz(3), is(3), sz(3), ss(3);
-    std::vector<double> err_sur, err_pcg;
+    std::vector<double> err_sur, err_pcg, r0_sur;
     for (std::size_t p = 0; p < count; ++p) {
         const darcy::field a = darcy::to_field(problems.at(p, 0), plane);
         const darcy::field uref = darcy::to_field(problems.at(p, 1), plane);
@@ -68,6 +68,7 @@ int main(int argc, char **argv) try {
         x = usur;
         const darcy::pcg_result warm = darcy::pcg(g, a, b, x, tols);
         err_sur.push_back(darcy::rel_l2(usur, uref));
+        r0_sur.push_back(warm.initial);
         for (int t = 0; t < 3; ++t) {
             if (zero.iters[t] < 0 || warm.iters[t] < 0) throw std::runtime_error("PCG did not converge");
             iz[t].push_back(zero.iters[t]), is[t].push_back(warm.iters[t]);
@@ -81,12 +82,14 @@ int main(int argc, char **argv) try {
     std::printf("  PCG at 1e-8 against the problems' solver u: largest relative L2 %.2e\n", worst_pcg);
     if (diff > 1e-3 * std::max(1.0, scale)) throw std::runtime_error("this solver's operator differs from the model's");
     if (worst_pcg > 1e-4) throw std::runtime_error("PCG disagrees with the problems' reference solutions");
-    std::printf("  surrogate u: median relative L2 %.2f %%, %.4f s per problem\n", 100 * darcy::median(err_sur), t_inf);
+    std::printf("  surrogate u: median relative L2 %.2f %%, initial relative residual %.3f, %.4f s per problem\n",
+                100 * darcy::median(err_sur), darcy::median(r0_sur), t_inf);
     std::printf("  tolerance | CG iterations zero -> surrogate (saving) | seconds zero -> surrogate incl. inference\n");
     const char *names[3] = {"1e-4", "1e-6", "1e-8"};
     std::ofstream kv(out_dir + "/warm_start_cpp.txt");
     kv << "problems = " << count << "\nranks = 1\nsurrogate_steps = " << params.steps
        << "\ninference_seconds_per_problem = " << t_inf << "\nsurrogate_rel_l2_u = " << darcy::median(err_sur)
+       << "\nsurrogate_initial_rel_residual = " << darcy::median(r0_sur)
        << "\nstencil_max_difference = " << diff << "\n";
     for (int t = 0; t < 3; ++t) {
         const double mz = darcy::median(iz[t]), ms = darcy::median(is[t]);

@@ -213,6 +213,12 @@ pub fn report(dir: &Path) -> Result<String> {
                 100.0 * num(&kv, "surrogate_rel_l2_u")?
             );
         }
+        if kv.contains_key("surrogate_initial_rel_residual") {
+            out += &format!(
+                "| {name} | relative residual of the start, norm(f - A u0) / norm(f) | 1 | {:.3} | |\n",
+                num(&kv, "surrogate_initial_rel_residual")?
+            );
+        }
         let fields = dir.join(format!("warm_start_{lang}.f32"));
         if fields.exists() {
             let png = dir.join(format!("warm_start_{lang}.png"));
@@ -276,6 +282,9 @@ pub fn report(dir: &Path) -> Result<String> {
                 png.display()
             ));
         }
+    }
+    if !figures.is_empty() {
+        out += "\n";
     }
     for f in figures {
         out += &format!("figure: {f}\n");
