@@ -1,6 +1,6 @@
 // Warm-starting a Darcy solver with the surrogate, in C++ through piddm.hpp.
 //
-//   darcy_warm_start_cpp MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [STEPS]
+//   darcy_warm_start_cpp MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [STEPS] [LAMBDA_INFER]
 //
 // For each problem of the problems file (fresh coefficients the model never saw): the surrogate's u
 // given all of a (piddm solve, all problems in one batch), then Jacobi-PCG from zero and from that
@@ -17,7 +17,7 @@
 
 int main(int argc, char **argv) try {
     if (argc < 4) {
-        std::fprintf(stderr, "usage: %s MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [STEPS]\n", argv[0]);
+        std::fprintf(stderr, "usage: %s MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [STEPS] [LAMBDA_INFER]\n", argv[0]);
         return 2;
     }
     const std::string out_dir = argv[3];
@@ -28,7 +28,8 @@ int main(int argc, char **argv) try {
     if (s.channels != 2 || s.nx != problems.nx || s.ny != problems.ny)
         throw std::runtime_error("the model's grid differs from the problems'");
     piddm_solve_params params = model.default_solve_params();
-    if (argc > 5) params.steps = std::uint32_t(std::stoul(argv[5]));
+    if (argc > 5 && std::stoul(argv[5]) > 0) params.steps = std::uint32_t(std::stoul(argv[5]));
+    if (argc > 6) params.lambda_infer = std::stod(argv[6]);
     params.seed = 1;
     const darcy::grid g{problems.nx};
     const std::size_t plane = problems.plane(), field = s.field();
@@ -75,7 +76,8 @@ int main(int argc, char **argv) try {
             sz[t].push_back(zero.seconds[t]), ss[t].push_back(warm.seconds[t] + t_inf);
         }
     }
-    std::printf("warm start (C++): %zu problems, %u surrogate steps\n", count, params.steps);
+    std::printf("warm start (C++): %zu problems, %u surrogate steps, lambda_infer %g\n", count, params.steps,
+                params.lambda_infer);
     std::printf("  this operator against the model's residual: max difference %.2e (largest residual %.2e)\n", diff,
                 scale);
     const double worst_pcg = *std::max_element(err_pcg.begin(), err_pcg.end());
