@@ -11,9 +11,7 @@
 // and seeds in one batch), whose pointwise standard deviation is the surrogate's own uncertainty;
 // the program reports how often the truth lies within 2 std.
 // Writes OUT_DIR/inverse.txt (numbers, misfit histories) and OUT_DIR/inverse.f32 (fields).
-#include "darcy.hpp"
-
-#include <piddm.hpp>
+#include "surrogate.hpp"
 
 #include <cstdio>
 #include <cstdlib>
@@ -229,13 +227,11 @@ int main(int argc, char **argv) try {
     if (count < 1 || count > pf.count || seeds < 2 || fraction <= 0 || fraction > 1 || iterations < 1)
         throw std::invalid_argument("COUNT outside [1, problems], SEEDS < 2, FRACTION outside (0, 1] or ITERATIONS < 1");
     piddm::model model(argv[1]);
-    const piddm::shape_t s = model.shape();
-    if (s.channels != 2 || s.nx != pf.nx || s.ny != pf.ny)
-        throw std::runtime_error("the model's grid differs from the problems'");
+    surrogate::check_grid(model, pf);
     piddm_solve_params params = model.default_solve_params();
     if (argc > 8) params.steps = std::uint32_t(std::stoul(argv[8]));
     params.seed = 11;
-    const std::size_t plane = pf.plane(), field = s.field();
+    const std::size_t plane = pf.plane(), field = 2 * plane;
     // the two phases of a, from the problems themselves
     double a_lo = 1e300, a_hi = -1e300;
     for (std::size_t p = 0; p < pf.count; ++p)

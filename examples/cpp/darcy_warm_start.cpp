@@ -6,9 +6,7 @@
 // given all of a (piddm solve, all problems in one batch), then Jacobi-PCG from zero and from that
 // u. Prints median iterations and seconds (inference included) at relative residuals 1e-4, 1e-6,
 // 1e-8; writes OUT_DIR/warm_start_cpp.txt.
-#include "darcy.hpp"
-
-#include <piddm.hpp>
+#include "surrogate.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -24,26 +22,18 @@ int main(int argc, char **argv) try {
     const darcy::fields problems = darcy::read_fields(argv[2]);
     const std::size_t count = argc > 4 ? std::min<std::size_t>(std::stoul(argv[4]), problems.count) : problems.count;
     piddm::model model(argv[1]);
-    const piddm::shape_t s = model.shape();
-    if (s.channels != 2 || s.nx != problems.nx || s.ny != problems.ny)
-        throw std::runtime_error("the model's grid differs from the problems'");
+    surrogate::check_grid(model, problems);
     piddm_solve_params params = model.default_solve_params();
     if (argc > 5 && std::stoul(argv[5]) > 0) params.steps = std::uint32_t(std::stoul(argv[5]));
     if (argc > 6) params.lambda_infer = std::stod(argv[6]);
     params.seed = 1;
     const darcy::grid g{problems.nx};
-    const std::size_t plane = problems.plane(), field = s.field();
+    const std::size_t plane = problems.plane(), field = 2 * plane;
 
     // the forward problem for the surrogate: all of a observed
-    std::vector<float> observed(count * field, 0.0f);
-    std::vector<std::uint8_t> mask(count * field, 0);
-    for (std::size_t p = 0; p < count; ++p) {
-        std::copy_n(problems.at(p, 0), plane, observed.begin() + p * field);
-        std::fill_n(mask.begin() + p * field, plane, 1);
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    const piddm::solve_result answer = model.solve(observed, mask, count, params);
-    const double t_inf = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / count;
+    const surrogate::forward_answers fwd = surrogate::forward(model, problems, count, params);
+    const piddm::solve_result &answer = fwd.result;
+    const double t_inf = fwd.seconds_per_problem;
 
     // this operator against the model's residual on the surrogate's answers
     std::vector<float> res_map;

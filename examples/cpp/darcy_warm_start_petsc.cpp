@@ -5,10 +5,9 @@
 //
 // Stops at ||b - A x|| <= rtol ||b|| (unpreconditioned norm) for rtol 1e-4, 1e-6, 1e-8; prints median
 // iterations and seconds (inference included) and writes OUT_DIR/warm_start_petsc.txt.
-#include "darcy.hpp"
+#include "surrogate.hpp"
 
 #include <petscksp.h>
-#include <piddm.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -101,24 +100,15 @@ int main(int argc, char **argv) {
         const std::size_t count =
             argc > 4 ? std::min<std::size_t>(std::stoul(argv[4]), problems.count) : problems.count;
         piddm::model model(argv[1]);
-        const piddm::shape_t s = model.shape();
-        if (s.channels != 2 || s.nx != problems.nx || s.ny != problems.ny)
-            throw std::runtime_error("the model's grid differs from the problems'");
+        surrogate::check_grid(model, problems);
         piddm_solve_params params = model.default_solve_params();
         if (argc > 5) params.steps = std::uint32_t(std::stoul(argv[5]));
         params.seed = 1;
         const darcy::grid g{problems.nx};
-        const std::size_t plane = problems.plane(), field = s.field();
-        std::vector<float> observed(count * field, 0.0f);
-        std::vector<std::uint8_t> mask(count * field, 0);
-        for (std::size_t p = 0; p < count; ++p) {
-            std::copy_n(problems.at(p, 0), plane, observed.begin() + p * field);
-            std::fill_n(mask.begin() + p * field, plane, 1);
-        }
-        const auto t0 = std::chrono::steady_clock::now();
-        const piddm::solve_result answer = model.solve(observed, mask, count, params);
-        const double t_inf =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(count);
+        const std::size_t plane = problems.plane(), field = 2 * plane;
+        const surrogate::forward_answers fwd = surrogate::forward(model, problems, count, params);
+        const piddm::solve_result &answer = fwd.result;
+        const double t_inf = fwd.seconds_per_problem;
         const double tols[3] = {1e-4, 1e-6, 1e-8};
         const char *names[3] = {"1e-4", "1e-6", "1e-8"};
         std::vector<double> iz[3], is[3], sz[3], ss[3];
