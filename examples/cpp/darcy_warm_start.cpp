@@ -23,10 +23,7 @@ int main(int argc, char **argv) try {
     const std::size_t count = argc > 4 ? std::min<std::size_t>(std::stoul(argv[4]), problems.count) : problems.count;
     piddm::model model(argv[1]);
     surrogate::check_grid(model, problems);
-    piddm_solve_params params = model.default_solve_params();
-    if (argc > 5 && std::stoul(argv[5]) > 0) params.steps = std::uint32_t(std::stoul(argv[5]));
-    if (argc > 6) params.lambda_infer = std::stod(argv[6]);
-    params.seed = 1;
+    const piddm_solve_params params = surrogate::forward_params(model, argc, argv, 5);
     const darcy::grid g{problems.nx};
     const std::size_t plane = problems.plane(), field = 2 * plane;
 

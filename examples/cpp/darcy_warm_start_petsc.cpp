@@ -1,7 +1,7 @@
 // The warm-start study through PETSc: the Darcy matrix assembled as AIJ, KSPCG with PCJACOBI,
 // solved from zero and from the surrogate's u (KSPSetInitialGuessNonzero).
 //
-//   darcy_warm_start_petsc MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [STEPS]
+//   darcy_warm_start_petsc MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [STEPS] [LAMBDA_INFER]
 //
 // Stops at ||b - A x|| <= rtol ||b|| (unpreconditioned norm) for rtol 1e-4, 1e-6, 1e-8; prints median
 // iterations and seconds (inference included) and writes OUT_DIR/warm_start_petsc.txt.
@@ -94,16 +94,14 @@ int main(int argc, char **argv) {
     if (PetscInitialize(&argc, &argv, nullptr, nullptr)) return 1;
     int status = 0;
     try {
-        if (argc < 4) throw std::invalid_argument("usage: darcy_warm_start_petsc MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [STEPS]");
+        if (argc < 4) throw std::invalid_argument("usage: darcy_warm_start_petsc MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [STEPS] [LAMBDA_INFER]");
         const std::string out_dir = argv[3];
         const darcy::fields problems = darcy::read_fields(argv[2]);
         const std::size_t count =
             argc > 4 ? std::min<std::size_t>(std::stoul(argv[4]), problems.count) : problems.count;
         piddm::model model(argv[1]);
         surrogate::check_grid(model, problems);
-        piddm_solve_params params = model.default_solve_params();
-        if (argc > 5) params.steps = std::uint32_t(std::stoul(argv[5]));
-        params.seed = 1;
+        const piddm_solve_params params = surrogate::forward_params(model, argc, argv, 5);
         const darcy::grid g{problems.nx};
         const std::size_t plane = problems.plane(), field = 2 * plane;
         const surrogate::forward_answers fwd = surrogate::forward(model, problems, count, params);

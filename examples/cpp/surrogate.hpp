@@ -16,6 +16,16 @@ inline void check_grid(const piddm::model &model, const darcy::fields &problems)
         throw std::runtime_error("the model's grid differs from the problems'");
 }
 
+// The warm starts' solve parameters: the card's, with optional [STEPS] (0: the card's) and
+// [LAMBDA_INFER] at argv[first] and argv[first + 1]; seed 1.
+inline piddm_solve_params forward_params(const piddm::model &model, int argc, char **argv, int first) {
+    piddm_solve_params params = model.default_solve_params();
+    if (argc > first && std::stoul(argv[first]) > 0) params.steps = std::uint32_t(std::stoul(argv[first]));
+    if (argc > first + 1) params.lambda_infer = std::stod(argv[first + 1]);
+    params.seed = 1;
+    return params;
+}
+
 struct forward_answers {
     piddm::solve_result result;  // [count][a, u][ny][nx]
     double seconds_per_problem;

@@ -5,7 +5,7 @@
 ! own residual (piddm residual) before trusting either.
 module darcy_solver
   use, intrinsic :: iso_c_binding, only: c_float
-  use, intrinsic :: iso_fortran_env, only: int32, real64, int8
+  use, intrinsic :: iso_fortran_env, only: int32, real64
   implicit none
   private
   public :: read_fields, write_fields, apply_darcy, darcy_diagonal, pcg, median, rel_l2

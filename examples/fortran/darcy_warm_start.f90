@@ -10,7 +10,7 @@
 ! 1e-6 and 1e-8 and writes OUT_DIR/warm_start_fortran.txt and .f32 (fields of the first problems).
 program darcy_warm_start
   use, intrinsic :: iso_c_binding
-  use, intrinsic :: iso_fortran_env, only: real64, int8, output_unit
+  use, intrinsic :: iso_fortran_env, only: real64
   use mpi
   use piddm
   use darcy_solver
