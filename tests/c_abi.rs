@@ -6,57 +6,18 @@
 //!   piddm-train pipeline --preset tiny --out runs/tiny
 //!   piddm-train export --student runs/tiny/student.ckpt --preset tiny --out tests/data/tiny.onnx
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::{libdir, run};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The directory holding libpiddm.so: the profile directory of this test binary. `cargo test`
-/// builds only the rlib for integration tests, so the shared library is built here, once per run,
-/// from the same sources (a stale or missing .so would test the wrong code).
-fn libdir() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-            let target_dir = profile_dir.parent().unwrap();
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            cmd.args(["build", "-p", "piddm", "--lib", "--target-dir"])
-                .arg(target_dir)
-                .current_dir(root());
-            if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
-            }
-            run(&mut cmd);
-            assert!(
-                profile_dir.join("libpiddm.so").exists(),
-                "libpiddm.so not found in {} after building it",
-                profile_dir.display()
-            );
-            profile_dir
-        })
-        .clone()
-}
-
 fn model() -> PathBuf {
     root().join("tests/data/tiny.onnx")
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
 }
 
 fn link_args(cmd: &mut Command) -> &mut Command {

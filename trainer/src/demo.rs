@@ -2,7 +2,7 @@
 //! same path a C or Fortran solver takes): fresh Darcy problems from the numerical solver, then
 //! one-step generation, forward (a -> u) and inverse (u -> a) solves, with figures.
 
-use crate::plot::{save_grid, Cmap, Panel};
+use crate::plot::save_fields;
 use anyhow::Result;
 use piddm::{Model, Options};
 use std::path::Path;
@@ -12,7 +12,7 @@ pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<
     let model = Model::load(model_path, &Options::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let card = model.card();
     let (_, ny, nx) = model.shape();
-    let problems_file = crate::examples::darcy_problems(&model, problems, seed)?;
+    let problems_file = crate::examples::darcy_problems(model.card(), problems, seed)?;
     let (field, plane) = (model.field_len(), nx * ny);
     // the first two channels (a, u) are the model's fields
     let truth: Vec<f32> = (0..problems)
@@ -61,7 +61,6 @@ pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<
         err += a.filter(|&i| (inv[i] >= thr) != (truth[i] >= thr)).count() as f64
             / (plane * problems) as f64;
     }
-    let mut rows = Vec::new();
     let pick = |v: &[f32], p: usize, ch: usize| {
         v[p * field + ch * plane..p * field + (ch + 1) * plane].to_vec()
     };
@@ -78,20 +77,8 @@ pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<
             ]
         })
         .collect();
-    for f in &figs {
-        rows.push(
-            f.iter()
-                .enumerate()
-                .map(|(k, v)| Panel {
-                    field: v,
-                    n: nx,
-                    cmap: if k == 6 { Cmap::Div } else { Cmap::Seq },
-                })
-                .collect(),
-        );
-    }
     std::fs::create_dir_all(out)?;
-    save_grid(&out.join("demo.png"), &rows, 4)?;
+    save_fields(&out.join("demo.png"), &figs, nx, |k| k == 6, 4)?;
     let report = format!(
         "piddm demo: {} ({}x{} Darcy, lambda_train {:e}), {problems} fresh problems from the solver (seed {seed})\n\
          | quantity | value |\n|---|---|\n\

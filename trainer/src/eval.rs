@@ -10,7 +10,7 @@ use crate::config::Preset;
 use crate::dataset::Dataset;
 use crate::edm::Edm;
 use crate::infer::Student;
-use crate::plot::{save_grid, Cmap, Panel};
+use crate::plot::save_fields;
 use crate::residual::ResidualOp;
 use crate::train::{load_ema, CheckpointMeta, Net, Role};
 use anyhow::{bail, Result};
@@ -269,7 +269,6 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
         with_res(&x0),
         with_res(&x1),
     ];
-    let mut rows = Vec::new();
     let cols: Vec<Vec<Vec<f32>>> = gens
         .iter()
         .map(|(x, r)| {
@@ -278,19 +277,7 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
                 .collect()
         })
         .collect();
-    for g in &cols {
-        rows.push(
-            g.iter()
-                .enumerate()
-                .map(|(k, f)| Panel {
-                    field: f,
-                    n: nn,
-                    cmap: if k % 3 == 2 { Cmap::Div } else { Cmap::Seq },
-                })
-                .collect(),
-        );
-    }
-    save_grid(&inp.out.join("samples.png"), &rows, 4)?;
+    save_fields(&inp.out.join("samples.png"), &cols, nn, |k| k % 3 == 2, 4)?;
     let problem_fig = |x: &Tensor, file: &str| -> Result<()> {
         let fields: Vec<Vec<Vec<f32>>> = (0..4.min(p))
             .map(|i| {
@@ -305,20 +292,7 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
                 ]
             })
             .collect();
-        let rows: Vec<Vec<Panel>> = fields
-            .iter()
-            .map(|r| {
-                r.iter()
-                    .enumerate()
-                    .map(|(k, f)| Panel {
-                        field: f,
-                        n: nn,
-                        cmap: if k % 3 == 2 { Cmap::Div } else { Cmap::Seq },
-                    })
-                    .collect()
-            })
-            .collect();
-        save_grid(&inp.out.join(file), &rows, 4)
+        save_fields(&inp.out.join(file), &fields, nn, |k| k % 3 == 2, 4)
     };
     problem_fig(&xf, "forward.png")?;
     problem_fig(&xi, "inverse.png")?;

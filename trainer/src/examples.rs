@@ -10,9 +10,9 @@
 //! `report` turns a directory of them into one summary table and PNG figures.
 
 use crate::pde::{darcy, grf::GrfSampler, Grid};
-use crate::plot::{save_grid, Cmap, Panel};
+use crate::plot::save_fields;
 use anyhow::{bail, ensure, Context, Result};
-use piddm::Model;
+use piddm::card::ModelCard;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -94,15 +94,13 @@ impl FieldFile {
     }
 }
 
-/// `count` Darcy problems for `model`'s PDE parameters and grid, drawn from `seed` with the
+/// `count` Darcy problems for a model card's PDE parameters and grid, drawn from `seed` with the
 /// numerical solver: [count][a, u, f][n][n], physical units.
-pub fn darcy_problems(model: &Model, count: usize, seed: u64) -> Result<FieldFile> {
-    let card = model.card();
-    let (c, ny, nx) = model.shape();
+pub fn darcy_problems(card: &ModelCard, count: usize, seed: u64) -> Result<FieldFile> {
+    let (c, ny, nx) = (card.channels.len(), card.grid.ny, card.grid.nx);
     ensure!(
         card.pde.name == "darcy" && c == 2 && nx == ny,
-        "the examples solve Darcy problems; {} is a {} model",
-        model.path().display(),
+        "Darcy problems need a two-channel Darcy model on a square grid, not a {} model",
         card.pde.name
     );
     let params: darcy::DarcyParams = serde_json::from_value(card.pde.parameters.clone())
@@ -130,8 +128,8 @@ pub fn darcy_problems(model: &Model, count: usize, seed: u64) -> Result<FieldFil
     })
 }
 
-/// `key = value` lines.
-fn read_kv(path: &Path) -> Result<BTreeMap<String, String>> {
+/// The `key = value` lines the examples write.
+pub fn read_kv(path: &Path) -> Result<BTreeMap<String, String>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(text
@@ -141,7 +139,8 @@ fn read_kv(path: &Path) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
-fn num(kv: &BTreeMap<String, String>, key: &str) -> Result<f64> {
+/// The number under `key`.
+pub fn num(kv: &BTreeMap<String, String>, key: &str) -> Result<f64> {
     kv.get(key)
         .with_context(|| format!("missing `{key}`"))?
         .parse()
@@ -150,22 +149,10 @@ fn num(kv: &BTreeMap<String, String>, key: &str) -> Result<f64> {
 
 fn figure(fields: &Path, png: &Path, diverging: &[usize]) -> Result<()> {
     let f = FieldFile::read(fields)?;
-    let rows: Vec<Vec<Panel>> = (0..f.count)
-        .map(|s| {
-            (0..f.channels)
-                .map(|c| Panel {
-                    field: f.field(s, c),
-                    n: f.nx,
-                    cmap: if diverging.contains(&c) {
-                        Cmap::Div
-                    } else {
-                        Cmap::Seq
-                    },
-                })
-                .collect()
-        })
+    let rows: Vec<Vec<&[f32]>> = (0..f.count)
+        .map(|s| (0..f.channels).map(|c| f.field(s, c)).collect())
         .collect();
-    save_grid(png, &rows, 6)
+    save_fields(png, &rows, f.nx, |k| diverging.contains(&k), 6)
 }
 
 /// The summary table of the examples' results in `dir`, with PNG figures written beside them.

@@ -269,9 +269,11 @@ fn real_main() -> Result<()> {
             seed,
             out,
         } => {
-            let m = piddm::Model::load(&model, &piddm::Options::default())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            piddm_trainer::examples::darcy_problems(&m, n, seed)?.write(&out)?;
+            // the card is all it needs: no ONNX Runtime session
+            let (card, _) = export::read_card(&model)?;
+            piddm_trainer::examples::darcy_problems(&card, n, seed)
+                .with_context(|| model.display().to_string())?
+                .write(&out)?;
             eprintln!("wrote {n} problems to {}", out.display());
         }
         Cmd::ExamplesReport { dir } => {

@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use std::path::Path;
 
 #[derive(Clone, Copy)]
-pub enum Cmap {
+enum Cmap {
     /// Sequential (viridis-like): fields.
     Seq,
     /// Diverging, symmetric about zero (blue - white - red): errors and residuals.
@@ -32,14 +32,14 @@ fn lerp(stops: &[[f32; 3]], t: f32) -> [u8; 3] {
 }
 
 /// One panel: a row-major n x n field.
-pub struct Panel<'a> {
+struct Panel<'a> {
     pub field: &'a [f32],
     pub n: usize,
     pub cmap: Cmap,
 }
 
 /// Writes rows of panels, each pixel drawn `zoom` x `zoom`, with a 4-pixel white gutter.
-pub fn save_grid(path: &Path, rows: &[Vec<Panel>], zoom: usize) -> Result<()> {
+fn save_grid(path: &Path, rows: &[Vec<Panel>], zoom: usize) -> Result<()> {
     let gut = 4;
     let n = rows.iter().flatten().map(|p| p.n).max().unwrap_or(1);
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(1);
@@ -85,4 +85,29 @@ pub fn save_grid(path: &Path, rows: &[Vec<Panel>], zoom: usize) -> Result<()> {
     enc.set_depth(png::BitDepth::Eight);
     enc.write_header()?.write_image_data(&img)?;
     Ok(())
+}
+
+/// Writes rows of row-major n x n fields, column k drawn with the diverging map where
+/// `diverging(k)` (errors, residuals) and the sequential one otherwise.
+pub fn save_fields<F: AsRef<[f32]>>(
+    path: &Path,
+    rows: &[Vec<F>],
+    n: usize,
+    diverging: impl Fn(usize) -> bool,
+    zoom: usize,
+) -> Result<()> {
+    let panels: Vec<Vec<Panel>> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(k, f)| Panel {
+                    field: f.as_ref(),
+                    n,
+                    cmap: if diverging(k) { Cmap::Div } else { Cmap::Seq },
+                })
+                .collect()
+        })
+        .collect();
+    save_grid(path, &panels, zoom)
 }

@@ -4,61 +4,32 @@
 //! problems' Cholesky solutions, the adjoint gradient against finite differences) and fail if a check
 //! fails; here the languages are checked against each other and the report against its inputs.
 
-use piddm_trainer::examples::FieldFile;
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use piddm_trainer::examples::{self, FieldFile};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use support::{libdir, run};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
-}
-
 fn kv(path: &Path) -> BTreeMap<String, String> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
+    examples::read_kv(path).unwrap()
 }
 
 fn num(m: &BTreeMap<String, String>, k: &str) -> f64 {
-    m.get(k)
-        .unwrap_or_else(|| panic!("missing {k}"))
-        .parse()
-        .unwrap()
+    examples::num(m, k).unwrap()
 }
 
 #[test]
 fn examples_build_run_and_agree() {
-    // `cargo test` builds the rlib only; the examples link the shared library
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().unwrap().parent().unwrap();
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "-p", "piddm", "--lib", "--target-dir"])
-        .arg(profile.parent().unwrap())
-        .current_dir(root());
-    if profile.file_name().is_some_and(|n| n == "release") {
-        build.arg("--release");
-    }
-    run(&mut build);
+    // the script links target/<profile>/libpiddm.so
     assert!(
-        profile.join("libpiddm.so").exists(),
+        libdir().ends_with("release"),
         "the examples need target/release/libpiddm.so: run the tests with --release"
     );
 
