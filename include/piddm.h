@@ -7,7 +7,12 @@
  * - Arrays are float32, physical units, caller-owned, written in place, laid out
  *   [batch][channel][ny][nx]: the same memory as a Fortran array u(nx, ny, channel, batch).
  * - NULL pointers, wrong lengths, NaN/Inf inputs and bad files are reported as statuses; no call
- *   aborts the caller or lets an exception or panic escape.
+ *   aborts the caller or lets an exception or panic escape. Sizes are checked against the
+ *   PIDDM_MAX_* limits below before anything is allocated.
+ * - Growing structs: piddm_options, piddm_solve_params and piddm_solve_report start with `size`.
+ *   Fill them with their *_init(&s, sizeof s) before use; the library refuses a size it does not
+ *   know with PIDDM_ERR_ABI and reads nothing else. Fields are only ever appended and statuses
+ *   only ever added; PIDDM_ABI_VERSION changes only when an existing declaration changes.
  *
  * Thread safety: a piddm_model may be used from many threads at once (generate, residual, solve,
  * shape, card); each call's result does not depend on the others. piddm_model_load and
@@ -31,9 +36,45 @@
 #define PIDDM_VERSION "0.1.0"
 
 /**
- * ABI version: bumped only when an existing declaration changes incompatibly.
+ * ABI version: bumped only when an existing declaration changes incompatibly. 2: `size`-prefixed
+ * structs filled by `*_init`, signed `steps`, const model handles.
  */
-#define PIDDM_ABI_VERSION 1
+#define PIDDM_ABI_VERSION 2
+
+/**
+ * Samples in one call.
+ */
+#define PIDDM_MAX_BATCH 4096
+
+/**
+ * Values in one array of one call (batch x channels x ny x nx): 2^26 float32, 256 MiB.
+ */
+#define PIDDM_MAX_VALUES (1 << 26)
+
+/**
+ * Optimisation steps of one solve.
+ */
+#define PIDDM_MAX_STEPS 100000
+
+/**
+ * Grid points along either axis of a model.
+ */
+#define PIDDM_MAX_GRID 4096
+
+/**
+ * Field channels of a model.
+ */
+#define PIDDM_MAX_CHANNELS 64
+
+/**
+ * Values of one sample (channels x ny x nx) of a model.
+ */
+#define PIDDM_MAX_FIELD_VALUES (1 << 24)
+
+/**
+ * Bytes of one model file (ONNX's protobuf encoding cannot exceed 2 GiB).
+ */
+#define PIDDM_MAX_FILE_BYTES (1 << 30)
 
 /**
  * Status codes of the C API. The numbers are fixed forever; new codes are only appended.
@@ -76,6 +117,11 @@ typedef enum {
    * An internal error (a bug): caught at the boundary instead of crashing the caller.
    */
   PIDDM_ERR_PANIC = 9,
+  /**
+   * The caller was built against another layout of a piddm struct (its `size` field is not one
+   * this library knows), or against an earlier ABI: rebuild it against this piddm.h.
+   */
+  PIDDM_ERR_ABI = 10,
 } piddm_status;
 
 typedef enum {
@@ -84,14 +130,18 @@ typedef enum {
 } piddm_device;
 
 /**
- * A loaded model (opaque).
+ * A loaded model (opaque). Handles made by `piddm_model_clone` share it.
  */
 typedef struct piddm_model piddm_model;
 
 /**
- * Load options. Fill with `piddm_options_default` first, then change what you need.
+ * Load options. Fill with `piddm_options_init(&opts, sizeof opts)`, then change what you need.
  */
 typedef struct {
+  /**
+   * sizeof(piddm_options) as the caller was compiled; set by piddm_options_init.
+   */
+  size_t size;
   /**
    * A `piddm_device` value (an integer here, so that an out-of-range value is an error, not
    * undefined behaviour).
@@ -114,16 +164,25 @@ typedef struct {
    * Path of libonnxruntime.so, or NULL: then PIDDM_ORT_LIBRARY, then the location recorded at set-up.
    */
   const char *ort_library;
+  /**
+   * Nonzero (the default): recompute each graph's sha256 at load and refuse a file whose graph
+   * does not match its model card. 0 skips the check (and accepts cards that predate it).
+   */
+  int32_t verify_weights;
 } piddm_options;
 
 /**
- * Parameters of `piddm_solve`. `piddm_solve_params_default` fills the model card's defaults.
+ * Parameters of `piddm_solve`. `piddm_solve_params_init` fills the model card's defaults.
  */
 typedef struct {
   /**
-   * Adam steps on eps.
+   * sizeof(piddm_solve_params) as the caller was compiled; set by piddm_solve_params_init.
    */
-  uint32_t steps;
+  size_t size;
+  /**
+   * Adam steps on eps, 0 to PIDDM_MAX_STEPS (signed, so that a negative count is an error).
+   */
+  int64_t steps;
   double learning_rate;
   /**
    * Weight of the PDE residual in the loss.
@@ -136,10 +195,14 @@ typedef struct {
 } piddm_solve_params;
 
 /**
- * What `piddm_solve` did.
+ * What `piddm_solve` did. Fill with `piddm_solve_report_init(&rep, sizeof rep)`.
  */
 typedef struct {
-  uint32_t steps;
+  /**
+   * sizeof(piddm_solve_report) as the caller was compiled; set by piddm_solve_report_init.
+   */
+  size_t size;
+  int64_t steps;
   /**
    * Mean loss over the batch before the first step and after the last.
    */
@@ -182,26 +245,37 @@ const char *piddm_version(void);
 const char *piddm_last_error(void);
 
 /**
- * A short name of a status code (static storage).
+ * A short name of a status code (static storage); any integer is accepted, and one that is not a
+ * status gives "PIDDM_UNKNOWN_STATUS".
  */
-const char *piddm_status_name(piddm_status status);
+const char *piddm_status_name(int32_t status);
 
 /**
- * Fills `opts` with the defaults: CPU, no fallback needed, ONNX Runtime's thread default, library
- * found as documented for `ort_library`.
+ * Fills `opts` with the defaults (CPU, no fallback, ONNX Runtime's thread default, the library
+ * found as documented for `ort_library`, weights verified) and sets `opts->size`. `size` must be
+ * `sizeof(piddm_options)`; otherwise PIDDM_ERR_ABI and nothing is written.
  */
-piddm_status piddm_options_default(piddm_options *opts);
+piddm_status piddm_options_init(piddm_options *opts, size_t size);
 
 /**
  * Loads the model at `path` (the main .onnx file; its .refine.onnx and .residual.onnx siblings
- * must sit beside it). `opts` may be NULL for the defaults. On success `*out` owns a new model:
- * release it with `piddm_model_free`. On failure `*out` is set to NULL.
+ * must sit beside it). Every file must be a regular file of at most PIDDM_MAX_FILE_BYTES whose
+ * model card is valid and, unless `verify_weights` is 0, whose graph matches the card's sha256.
+ * `opts` may be NULL for the defaults. On success `*out` owns a new model: release it with
+ * `piddm_model_free`. On failure `*out` is set to NULL.
  */
 piddm_status piddm_model_load(const char *path, const piddm_options *opts, piddm_model **out);
 
 /**
- * Releases a model and sets `*model` to NULL. Accepts NULL and `*model == NULL` (no-op). The
- * model must not be in use by another thread.
+ * A second handle to the same loaded model (nothing is reloaded or copied). Each handle is
+ * released with its own `piddm_model_free`; the model goes when the last one does. On failure
+ * `*out` is set to NULL.
+ */
+piddm_status piddm_model_clone(const piddm_model *m, piddm_model **out);
+
+/**
+ * Releases a handle and sets `*model` to NULL. Accepts NULL and `*model == NULL` (no-op). The
+ * handle must not be in use by another thread.
  */
 void piddm_model_free(piddm_model **model);
 
@@ -213,16 +287,17 @@ piddm_status piddm_model_shape(const piddm_model *m, size_t *channels, size_t *n
 
 /**
  * The model card (JSON, UTF-8) of the model: PDE, grid, channel names and units, normalisation,
- * defaults, provenance, evaluation figures. Owned by the model; valid until it is freed.
+ * defaults, provenance, evaluation figures. Owned by the model; valid until its last handle is freed.
  */
-piddm_status piddm_model_card(const piddm_model *m, const char **json);
+piddm_status piddm_model_card(const piddm_model *m,
+                              const char **json);
 
 /**
- * Generates `batch` samples in one network evaluation each, with eps drawn from `seed` (the same
- * seed gives the same bits). `out` holds batch * channels * ny * nx floats (out_len), written in
- * place, physical units.
+ * Generates `batch` samples (1 to PIDDM_MAX_BATCH) in one network evaluation each, with eps drawn
+ * from `seed` (the same seed gives the same bits). `out` holds batch * channels * ny * nx floats
+ * (out_len), written in place, physical units.
  */
-piddm_status piddm_generate(piddm_model *m,
+piddm_status piddm_generate(const piddm_model *m,
                             uint64_t seed,
                             size_t batch,
                             float *out,
@@ -233,7 +308,7 @@ piddm_status piddm_generate(piddm_model *m,
  * [batch][1][ny][nx] (zero on the boundary). `mean_sq` (may be NULL) receives the mean over the
  * batch of each sample's mean squared residual over the interior.
  */
-piddm_status piddm_residual(piddm_model *m,
+piddm_status piddm_residual(const piddm_model *m,
                             const float *fields,
                             size_t batch,
                             float *residual,
@@ -241,18 +316,26 @@ piddm_status piddm_residual(piddm_model *m,
                             double *mean_sq);
 
 /**
- * Fills `params` with the model card's solve defaults (seed 0).
+ * Fills `params` with the model card's solve defaults (seed 0) and sets `params->size`. `size`
+ * must be `sizeof(piddm_solve_params)`; otherwise PIDDM_ERR_ABI and nothing is written.
  */
-piddm_status piddm_solve_params_default(const piddm_model *m, piddm_solve_params *params);
+piddm_status piddm_solve_params_init(const piddm_model *m, piddm_solve_params *params, size_t size);
+
+/**
+ * Zeroes `report` and sets `report->size` (then set `loss_history` if you want it). `size` must
+ * be `sizeof(piddm_solve_report)`; otherwise PIDDM_ERR_ABI and nothing is written.
+ */
+piddm_status piddm_solve_report_init(piddm_solve_report *report, size_t size);
 
 /**
  * Solves a forward, inverse or reconstruction problem by optimising eps: `observed` and `mask`
  * are [batch][channels][ny][nx]; entries with mask != 0 are observations (physical units), the
  * others are ignored (NaN allowed there). The answer (observations kept where observed) goes to
  * `out` (out_len = batch * channels * ny * nx). `params` NULL: the card's defaults. `report` may
- * be NULL. On failure `out` may hold partial results.
+ * be NULL; if not, it must be filled by piddm_solve_report_init first. On failure `out` may hold
+ * partial results and `report` is unchanged.
  */
-piddm_status piddm_solve(piddm_model *m,
+piddm_status piddm_solve(const piddm_model *m,
                          const float *observed,
                          const uint8_t *mask,
                          size_t batch,

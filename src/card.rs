@@ -16,8 +16,11 @@ use serde::{Deserialize, Serialize};
 
 /// Metadata key of the JSON model card in each file's `metadata_props`.
 pub const CARD_KEY: &str = "piddm.card";
-/// Card format written by this version; readers accept this one only.
-pub const CARD_FORMAT: u32 = 1;
+/// Card format written by this version. Format 2 added `graph_sha256`; readers also accept format 1,
+/// whose graphs cannot be verified, only when the caller turns verification off.
+pub const CARD_FORMAT: u32 = 2;
+/// The oldest card format this version reads.
+pub const CARD_FORMAT_MIN: u32 = 1;
 
 /// Input and output names of the three graphs.
 pub mod io {
@@ -74,8 +77,13 @@ pub struct ModelCard {
     pub provenance: Provenance,
     /// Evaluation figures of this model (free-form JSON object from the trainer's evaluation).
     pub evaluation: serde_json::Value,
-    /// sha256 (hex) of the student's weights as float32 little-endian, in the checkpoint's name order.
+    /// sha256 (hex) of the student's weights as float32 little-endian, in the checkpoint's name order:
+    /// ties the three files to one checkpoint.
     pub weights_sha256: String,
+    /// sha256 (hex) of each file's serialised graph (weights and operators) exactly as stored,
+    /// recomputed at load ([`crate::artifact::graph_sha256`]). Absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_sha256: Option<GraphDigests>,
     /// File names (relative to the main file) of the refine and residual graphs.
     pub files: Files,
 }
@@ -137,6 +145,24 @@ pub struct Provenance {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct GraphDigests {
+    pub generate: String,
+    pub refine: String,
+    pub residual: String,
+}
+
+impl GraphDigests {
+    pub fn get(&self, part: Part) -> &str {
+        match part {
+            Part::Generate => &self.generate,
+            Part::Refine => &self.refine,
+            Part::Residual => &self.residual,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Files {
     pub refine: String,
     pub residual: String,
@@ -147,24 +173,151 @@ impl ModelCard {
         serde_json::to_string(self).expect("card serialises")
     }
 
-    /// Parses and checks a card: the format must be this version's and the shapes consistent.
+    /// Parses a card and checks everything it declares: format, shapes within [`crate::limits`],
+    /// finite normalisation and defaults in range. A card that passes cannot make a later call
+    /// allocate without bound or divide by zero.
     pub fn from_json(s: &str) -> Result<Self, String> {
         let card: ModelCard =
             serde_json::from_str(s).map_err(|e| format!("invalid model card: {e}"))?;
-        if card.format != CARD_FORMAT {
+        card.validate()?;
+        Ok(card)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        use crate::limits::*;
+        if !(CARD_FORMAT_MIN..=CARD_FORMAT).contains(&self.format) {
             return Err(format!(
-                "model card format {} is not supported (this build reads {CARD_FORMAT})",
-                card.format
+                "model card format {} is not supported (this build reads {CARD_FORMAT_MIN} to {CARD_FORMAT})",
+                self.format
             ));
         }
-        let c = card.channels.len();
-        if c == 0 || card.normalisation.mean.len() != c || card.normalisation.scale.len() != c {
+        match (&self.graph_sha256, self.format >= 2) {
+            (None, true) => return Err("model card: graph_sha256 is missing".into()),
+            (Some(_), false) => return Err("model card: graph_sha256 in a format 1 card".into()),
+            (Some(d), true) => {
+                for p in [Part::Generate, Part::Refine, Part::Residual] {
+                    let h = d.get(p);
+                    if h.len() != 64
+                        || !h
+                            .bytes()
+                            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                    {
+                        return Err(format!(
+                            "model card: graph_sha256.{p:?} is not a sha256 in hex"
+                        )
+                        .to_lowercase());
+                    }
+                }
+            }
+            (None, false) => {}
+        }
+        let c = self.channels.len();
+        if c == 0 || c > MAX_CHANNELS {
+            return Err(format!(
+                "model card: {c} channels (1 to {MAX_CHANNELS} allowed)"
+            ));
+        }
+        let norm = &self.normalisation;
+        if norm.mean.len() != c || norm.scale.len() != c {
             return Err("model card: channels and normalisation disagree".into());
         }
-        if card.grid.nx < 3 || card.grid.ny < 3 {
-            return Err("model card: grid too small".into());
+        if !norm.mean.iter().chain(&norm.scale).all(|v| v.is_finite()) || norm.scale.contains(&0.0)
+        {
+            return Err("model card: normalisation must be finite with nonzero scales".into());
         }
-        Ok(card)
+        let g = &self.grid;
+        if !(3..=MAX_GRID).contains(&g.nx) || !(3..=MAX_GRID).contains(&g.ny) {
+            return Err(format!(
+                "model card: grid {} x {} (each side 3 to {MAX_GRID} points)",
+                g.ny, g.nx
+            ));
+        }
+        if c * g.nx * g.ny > MAX_FIELD_VALUES {
+            return Err(format!(
+                "model card: {c} x {} x {} values per sample, more than {MAX_FIELD_VALUES}",
+                g.ny, g.nx
+            ));
+        }
+        if !(g.spacing.is_finite()
+            && g.spacing > 0.0
+            && g.domain.iter().flatten().all(|v| v.is_finite()))
+        {
+            return Err("model card: grid spacing and domain must be finite (spacing > 0)".into());
+        }
+        if self.pde.threshold.is_some_and(|t| !t.is_finite()) || !self.lambda_train.is_finite() {
+            return Err("model card: threshold and lambda_train must be finite".into());
+        }
+        let d = &self.defaults;
+        if d.steps as u64 > MAX_STEPS {
+            return Err(format!(
+                "model card: default steps {} (at most {MAX_STEPS})",
+                d.steps
+            ));
+        }
+        if !(d.learning_rate.is_finite() && d.learning_rate > 0.0) {
+            return Err(format!(
+                "model card: default learning rate {} (finite, > 0)",
+                d.learning_rate
+            ));
+        }
+        if !(d.lambda_infer.is_finite() && d.lambda_infer >= 0.0) {
+            return Err(format!(
+                "model card: default lambda_infer {} (finite, >= 0)",
+                d.lambda_infer
+            ));
+        }
+        Ok(())
+    }
+
+    /// The card of another file of the same artifact, as this one would be for `part`: the three
+    /// files' cards differ in `part` only.
+    pub fn for_part(&self, part: Part) -> ModelCard {
+        ModelCard {
+            part,
+            ..self.clone()
+        }
+    }
+}
+
+/// One tensor of a graph's interface (all float32): its name and dimensions, `None` for the
+/// dynamic batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    pub name: &'static str,
+    pub dims: Vec<Option<i64>>,
+}
+
+impl Part {
+    /// The inputs and outputs a graph of this part has, for fields of `c` channels on ny x nx:
+    /// the exporter declares exactly these and the runtime checks them at load.
+    pub fn interface(self, c: usize, ny: usize, nx: usize) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
+        let (c, ny, nx) = (c as i64, ny as i64, nx as i64);
+        let t = |name, dims: &[Option<i64>]| TensorSpec {
+            name,
+            dims: dims.to_vec(),
+        };
+        let full = [None, Some(c), Some(ny), Some(nx)];
+        let one = [None, Some(1), Some(ny), Some(nx)];
+        match self {
+            Part::Generate => (
+                vec![t(io::EPS, &full)],
+                vec![t(io::X, &full), t(io::RESIDUAL, &one)],
+            ),
+            Part::Refine => (
+                vec![
+                    t(io::EPS, &full),
+                    t(io::OBSERVED, &full),
+                    t(io::MASK, &full),
+                    t(io::LAMBDA, &[Some(1)]),
+                ],
+                vec![
+                    t(io::LOSS, &[None]),
+                    t(io::GRAD, &full),
+                    t(io::X_MIX, &full),
+                ],
+            ),
+            Part::Residual => (vec![t(io::X, &full)], vec![t(io::RESIDUAL, &one)]),
+        }
     }
 }
 

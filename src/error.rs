@@ -26,6 +26,9 @@ pub enum piddm_status {
     PIDDM_ERR_DEVICE = 8,
     /// An internal error (a bug): caught at the boundary instead of crashing the caller.
     PIDDM_ERR_PANIC = 9,
+    /// The caller was built against another layout of a piddm struct (its `size` field is not one
+    /// this library knows), or against an earlier ABI: rebuild it against this piddm.h.
+    PIDDM_ERR_ABI = 10,
 }
 
 pub use piddm_status as Status;

@@ -1,16 +1,24 @@
 //! The C API. Every entry point runs inside [`wrap`]: errors and panics become a status, the message
-//! goes to a thread-local read by `piddm_last_error`, and nothing unwinds into the caller.
+//! goes to a thread-local read by `piddm_last_error`, and nothing unwinds into the caller. Sizes
+//! are checked against [`crate::limits`] before anything is allocated.
+//!
+//! Structs the caller passes start with `size`, set by their `*_init` to `sizeof` as the caller was
+//! compiled; the library refuses a size it does not know with `PIDDM_ERR_ABI` before reading on.
+//! Fields are only ever appended, so a later library knows every earlier size.
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use crate::error::{err, piddm_status, Result};
 use crate::model::{Device, Model, Options, SolveParams};
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::Arc;
 
-/// ABI version: bumped only when an existing declaration changes incompatibly.
-pub const PIDDM_ABI_VERSION: u32 = 1;
+/// ABI version: bumped only when an existing declaration changes incompatibly. 2: `size`-prefixed
+/// structs filled by `*_init`, signed `steps`, const model handles.
+pub const PIDDM_ABI_VERSION: u32 = 2;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -48,19 +56,61 @@ fn non_null<T>(p: *const T, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// # Safety
+/// `p` is NULL or points at `len` readable values that stay valid for `'a`.
 unsafe fn slice<'a, T>(p: *const T, len: usize, name: &str) -> Result<&'a [T]> {
     non_null(p, name)?;
-    Ok(std::slice::from_raw_parts(p, len))
+    // SAFETY: non-null, and the caller documents `len` values at `p`.
+    Ok(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
+/// # Safety
+/// `p` is NULL or points at `len` writable values that stay valid for `'a`.
 unsafe fn slice_mut<'a, T>(p: *mut T, len: usize, name: &str) -> Result<&'a mut [T]> {
     non_null(p, name)?;
-    Ok(std::slice::from_raw_parts_mut(p, len))
+    // SAFETY: non-null, and the caller documents `len` writable values at `p`.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
 }
 
-/// A loaded model (opaque).
+/// Checks the leading `size` of a caller's struct against this library's layout.
+///
+/// # Safety
+/// `p` is NULL or points at a struct that starts with a `size_t`.
+unsafe fn check_size<T>(p: *const T, name: &str, init: &str) -> Result<()> {
+    non_null(p, name)?;
+    // SAFETY: non-null, and every struct of this API starts with a size_t.
+    let size = unsafe { p.cast::<usize>().read() };
+    let want = std::mem::size_of::<T>();
+    if size != want {
+        return Err(err!(
+            PIDDM_ERR_ABI,
+            "{name}->size is {size}, but this library's {} is {want} bytes: fill it with {init} \
+             (a program built against another piddm.h must be rebuilt against this one)",
+            std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("struct")
+        ));
+    }
+    Ok(())
+}
+
+/// The size a `*_init` was given must be this library's.
+fn init_size<T>(size: usize, what: &str) -> Result<()> {
+    let want = std::mem::size_of::<T>();
+    if size != want {
+        return Err(err!(
+            PIDDM_ERR_ABI,
+            "{what} of {size} bytes asked for, but this library's is {want} bytes: \
+             the program was built against another piddm.h; rebuild it against this one"
+        ));
+    }
+    Ok(())
+}
+
+/// A loaded model (opaque). Handles made by `piddm_model_clone` share it.
 pub struct piddm_model {
-    inner: Model,
+    inner: Arc<Model>,
 }
 
 #[repr(C)]
@@ -70,10 +120,12 @@ pub enum piddm_device {
     PIDDM_DEVICE_CUDA = 1,
 }
 
-/// Load options. Fill with `piddm_options_default` first, then change what you need.
+/// Load options. Fill with `piddm_options_init(&opts, sizeof opts)`, then change what you need.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct piddm_options {
+    /// sizeof(piddm_options) as the caller was compiled; set by piddm_options_init.
+    pub size: usize,
     /// A `piddm_device` value (an integer here, so that an out-of-range value is an error, not
     /// undefined behaviour).
     pub device: i32,
@@ -86,14 +138,19 @@ pub struct piddm_options {
     pub intra_op_threads: i32,
     /// Path of libonnxruntime.so, or NULL: then PIDDM_ORT_LIBRARY, then the location recorded at set-up.
     pub ort_library: *const c_char,
+    /// Nonzero (the default): recompute each graph's sha256 at load and refuse a file whose graph
+    /// does not match its model card. 0 skips the check (and accepts cards that predate it).
+    pub verify_weights: i32,
 }
 
-/// Parameters of `piddm_solve`. `piddm_solve_params_default` fills the model card's defaults.
+/// Parameters of `piddm_solve`. `piddm_solve_params_init` fills the model card's defaults.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct piddm_solve_params {
-    /// Adam steps on eps.
-    pub steps: u32,
+    /// sizeof(piddm_solve_params) as the caller was compiled; set by piddm_solve_params_init.
+    pub size: usize,
+    /// Adam steps on eps, 0 to PIDDM_MAX_STEPS (signed, so that a negative count is an error).
+    pub steps: i64,
     pub learning_rate: f64,
     /// Weight of the PDE residual in the loss.
     pub lambda_infer: f64,
@@ -101,11 +158,13 @@ pub struct piddm_solve_params {
     pub seed: u64,
 }
 
-/// What `piddm_solve` did.
+/// What `piddm_solve` did. Fill with `piddm_solve_report_init(&rep, sizeof rep)`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct piddm_solve_report {
-    pub steps: u32,
+    /// sizeof(piddm_solve_report) as the caller was compiled; set by piddm_solve_report_init.
+    pub size: usize,
+    pub steps: i64,
     /// Mean loss over the batch before the first step and after the last.
     pub initial_loss: f64,
     pub final_loss: f64,
@@ -139,52 +198,80 @@ pub extern "C" fn piddm_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
-/// A short name of a status code (static storage).
+/// A short name of a status code (static storage); any integer is accepted, and one that is not a
+/// status gives "PIDDM_UNKNOWN_STATUS".
 #[no_mangle]
-pub extern "C" fn piddm_status_name(status: piddm_status) -> *const c_char {
-    let s: &'static str = match status {
-        piddm_status::PIDDM_OK => "PIDDM_OK\0",
-        piddm_status::PIDDM_ERR_NULL => "PIDDM_ERR_NULL\0",
-        piddm_status::PIDDM_ERR_INVALID_ARGUMENT => "PIDDM_ERR_INVALID_ARGUMENT\0",
-        piddm_status::PIDDM_ERR_SIZE => "PIDDM_ERR_SIZE\0",
-        piddm_status::PIDDM_ERR_NONFINITE => "PIDDM_ERR_NONFINITE\0",
-        piddm_status::PIDDM_ERR_IO => "PIDDM_ERR_IO\0",
-        piddm_status::PIDDM_ERR_FORMAT => "PIDDM_ERR_FORMAT\0",
-        piddm_status::PIDDM_ERR_RUNTIME => "PIDDM_ERR_RUNTIME\0",
-        piddm_status::PIDDM_ERR_DEVICE => "PIDDM_ERR_DEVICE\0",
-        piddm_status::PIDDM_ERR_PANIC => "PIDDM_ERR_PANIC\0",
+pub extern "C" fn piddm_status_name(status: i32) -> *const c_char {
+    use piddm_status::*;
+    let known = [
+        PIDDM_OK,
+        PIDDM_ERR_NULL,
+        PIDDM_ERR_INVALID_ARGUMENT,
+        PIDDM_ERR_SIZE,
+        PIDDM_ERR_NONFINITE,
+        PIDDM_ERR_IO,
+        PIDDM_ERR_FORMAT,
+        PIDDM_ERR_RUNTIME,
+        PIDDM_ERR_DEVICE,
+        PIDDM_ERR_PANIC,
+        PIDDM_ERR_ABI,
+    ];
+    let s: &'static str = match known.iter().find(|&&k| k as i32 == status) {
+        Some(PIDDM_OK) => "PIDDM_OK\0",
+        Some(PIDDM_ERR_NULL) => "PIDDM_ERR_NULL\0",
+        Some(PIDDM_ERR_INVALID_ARGUMENT) => "PIDDM_ERR_INVALID_ARGUMENT\0",
+        Some(PIDDM_ERR_SIZE) => "PIDDM_ERR_SIZE\0",
+        Some(PIDDM_ERR_NONFINITE) => "PIDDM_ERR_NONFINITE\0",
+        Some(PIDDM_ERR_IO) => "PIDDM_ERR_IO\0",
+        Some(PIDDM_ERR_FORMAT) => "PIDDM_ERR_FORMAT\0",
+        Some(PIDDM_ERR_RUNTIME) => "PIDDM_ERR_RUNTIME\0",
+        Some(PIDDM_ERR_DEVICE) => "PIDDM_ERR_DEVICE\0",
+        Some(PIDDM_ERR_PANIC) => "PIDDM_ERR_PANIC\0",
+        Some(PIDDM_ERR_ABI) => "PIDDM_ERR_ABI\0",
+        None => "PIDDM_UNKNOWN_STATUS\0",
     };
     s.as_ptr() as *const c_char
 }
 
-/// Fills `opts` with the defaults: CPU, no fallback needed, ONNX Runtime's thread default, library
-/// found as documented for `ort_library`.
+/// Fills `opts` with the defaults (CPU, no fallback, ONNX Runtime's thread default, the library
+/// found as documented for `ort_library`, weights verified) and sets `opts->size`. `size` must be
+/// `sizeof(piddm_options)`; otherwise PIDDM_ERR_ABI and nothing is written.
 #[no_mangle]
-pub unsafe extern "C" fn piddm_options_default(opts: *mut piddm_options) -> piddm_status {
+pub unsafe extern "C" fn piddm_options_init(opts: *mut piddm_options, size: usize) -> piddm_status {
     wrap(|| {
         non_null(opts, "opts")?;
-        *opts = piddm_options {
+        init_size::<piddm_options>(size, "piddm_options")?;
+        let d = piddm_options {
+            size,
             device: piddm_device::PIDDM_DEVICE_CPU as i32,
             device_id: 0,
             cuda_fallback_to_cpu: 0,
             intra_op_threads: 0,
             ort_library: std::ptr::null(),
+            verify_weights: Options::default().verify_weights as i32,
         };
+        // SAFETY: non-null, and the caller's struct is `size` = sizeof(piddm_options) bytes.
+        unsafe { opts.write(d) };
         Ok(())
     })
 }
 
+/// # Safety
+/// `p` is NULL or a NUL-terminated string.
 unsafe fn cstr(p: *const c_char, name: &str) -> Result<String> {
     non_null(p, name)?;
-    CStr::from_ptr(p)
+    // SAFETY: non-null and NUL-terminated, as the API requires of every string argument.
+    unsafe { CStr::from_ptr(p) }
         .to_str()
         .map(|s| s.to_string())
         .map_err(|_| err!(PIDDM_ERR_INVALID_ARGUMENT, "{name} is not valid UTF-8"))
 }
 
 /// Loads the model at `path` (the main .onnx file; its .refine.onnx and .residual.onnx siblings
-/// must sit beside it). `opts` may be NULL for the defaults. On success `*out` owns a new model:
-/// release it with `piddm_model_free`. On failure `*out` is set to NULL.
+/// must sit beside it). Every file must be a regular file of at most PIDDM_MAX_FILE_BYTES whose
+/// model card is valid and, unless `verify_weights` is 0, whose graph matches the card's sha256.
+/// `opts` may be NULL for the defaults. On success `*out` owns a new model: release it with
+/// `piddm_model_free`. On failure `*out` is set to NULL.
 #[no_mangle]
 pub unsafe extern "C" fn piddm_model_load(
     path: *const c_char,
@@ -193,11 +280,16 @@ pub unsafe extern "C" fn piddm_model_load(
 ) -> piddm_status {
     wrap(|| {
         non_null(out, "out")?;
-        *out = std::ptr::null_mut();
-        let path = cstr(path, "path")?;
+        // SAFETY: `out` is non-null and points at a handle the caller owns.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: the API requires a NUL-terminated path.
+        let path = unsafe { cstr(path, "path") }?;
         let mut o = Options::default();
         if !opts.is_null() {
-            let c = *opts;
+            // SAFETY: non-null; the header requires a piddm_options, which starts with its size.
+            unsafe { check_size(opts, "opts", "piddm_options_init") }?;
+            // SAFETY: its size says it is this library's piddm_options.
+            let c = unsafe { *opts };
             o.device = match c.device {
                 0 => Device::Cpu,
                 1 => Device::Cuda {
@@ -214,39 +306,78 @@ pub unsafe extern "C" fn piddm_model_load(
             }
             o.intra_op_threads = c.intra_op_threads as usize;
             o.cuda_fallback_to_cpu = c.cuda_fallback_to_cpu != 0;
+            o.verify_weights = c.verify_weights != 0;
             if !c.ort_library.is_null() {
-                o.ort_library = Some(PathBuf::from(cstr(c.ort_library, "opts->ort_library")?));
+                // SAFETY: a non-NULL ort_library is a NUL-terminated path, as documented.
+                let lib = unsafe { cstr(c.ort_library, "opts->ort_library") }?;
+                o.ort_library = Some(PathBuf::from(lib));
             }
         }
         let m = Model::load(&path, &o)?;
-        *out = Box::into_raw(Box::new(piddm_model { inner: m }));
+        let handle = Box::into_raw(Box::new(piddm_model { inner: Arc::new(m) }));
+        // SAFETY: checked non-null above.
+        unsafe { *out = handle };
         Ok(())
     })
 }
 
-/// Releases a model and sets `*model` to NULL. Accepts NULL and `*model == NULL` (no-op). The
-/// model must not be in use by another thread.
+/// A second handle to the same loaded model (nothing is reloaded or copied). Each handle is
+/// released with its own `piddm_model_free`; the model goes when the last one does. On failure
+/// `*out` is set to NULL.
+#[no_mangle]
+pub unsafe extern "C" fn piddm_model_clone(
+    m: *const piddm_model,
+    out: *mut *mut piddm_model,
+) -> piddm_status {
+    wrap(|| {
+        non_null(out, "out")?;
+        // SAFETY: `out` is non-null and points at a handle the caller owns.
+        unsafe { *out = std::ptr::null_mut() };
+        // SAFETY: `m` is NULL or a live handle from piddm_model_load / piddm_model_clone.
+        let inner = Arc::clone(&unsafe { handle(m) }?.inner);
+        let h = Box::into_raw(Box::new(piddm_model { inner }));
+        // SAFETY: checked non-null above.
+        unsafe { *out = h };
+        Ok(())
+    })
+}
+
+/// Releases a handle and sets `*model` to NULL. Accepts NULL and `*model == NULL` (no-op). The
+/// handle must not be in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn piddm_model_free(model: *mut *mut piddm_model) {
     let _ = wrap(|| {
-        if !model.is_null() && !(*model).is_null() {
-            drop(Box::from_raw(*model));
-            *model = std::ptr::null_mut();
+        // SAFETY: `model` is NULL or points at a handle the caller owns; a non-NULL handle came
+        // from Box::into_raw in this library and is released once, since it is NULLed here.
+        unsafe {
+            if !model.is_null() && !(*model).is_null() {
+                drop(Box::from_raw(*model));
+                *model = std::ptr::null_mut();
+            }
         }
         Ok(())
     });
 }
 
-/// batch * channels * ny * nx, refusing an overflow.
-fn field_count(model: &Model, batch: usize) -> Result<usize> {
-    batch
-        .checked_mul(model.field_len())
-        .ok_or_else(|| err!(PIDDM_ERR_SIZE, "batch {batch} is too large"))
+/// # Safety
+/// `m` is NULL or a live handle.
+unsafe fn handle<'a>(m: *const piddm_model) -> Result<&'a piddm_model> {
+    non_null(m, "model")?;
+    // SAFETY: non-null, and the caller passes a live handle.
+    Ok(unsafe { &*m })
 }
 
+/// # Safety
+/// `m` is NULL or a live handle.
 unsafe fn model_ref<'a>(m: *const piddm_model) -> Result<&'a Model> {
-    non_null(m, "model")?;
-    Ok(&(*m).inner)
+    // SAFETY: forwarded from the caller.
+    Ok(&unsafe { handle(m) }?.inner)
+}
+
+/// batch * channels * ny * nx, within the limits (checked before anything is allocated).
+fn field_count(model: &Model, batch: usize) -> Result<usize> {
+    model.check_batch(batch)?;
+    Ok(batch * model.field_len())
 }
 
 /// The model's field shape: channels, ny, nx. Arrays are [batch][channels][ny][nx] (Fortran:
@@ -259,45 +390,52 @@ pub unsafe extern "C" fn piddm_model_shape(
     nx: *mut usize,
 ) -> piddm_status {
     wrap(|| {
-        let m = model_ref(m)?;
+        // SAFETY: `m` is NULL or a live handle.
+        let m = unsafe { model_ref(m) }?;
         non_null(channels, "channels")?;
         non_null(ny, "ny")?;
         non_null(nx, "nx")?;
         let (c, y, x) = m.shape();
-        (*channels, *ny, *nx) = (c, y, x);
+        // SAFETY: all three checked non-null; they point at the caller's size_t values.
+        unsafe { (*channels, *ny, *nx) = (c, y, x) };
         Ok(())
     })
 }
 
 /// The model card (JSON, UTF-8) of the model: PDE, grid, channel names and units, normalisation,
-/// defaults, provenance, evaluation figures. Owned by the model; valid until it is freed.
+/// defaults, provenance, evaluation figures. Owned by the model; valid until its last handle is freed.
 #[no_mangle]
 pub unsafe extern "C" fn piddm_model_card(
     m: *const piddm_model,
     json: *mut *const c_char,
 ) -> piddm_status {
     wrap(|| {
-        let model = model_ref(m)?;
+        // SAFETY: `m` is NULL or a live handle.
+        let model = unsafe { model_ref(m) }?;
         non_null(json, "json")?;
-        *json = model.card_cstr().as_ptr();
+        // SAFETY: checked non-null; the string lives as long as the model.
+        unsafe { *json = model.card_cstr().as_ptr() };
         Ok(())
     })
 }
 
-/// Generates `batch` samples in one network evaluation each, with eps drawn from `seed` (the same
-/// seed gives the same bits). `out` holds batch * channels * ny * nx floats (out_len), written in
-/// place, physical units.
+/// Generates `batch` samples (1 to PIDDM_MAX_BATCH) in one network evaluation each, with eps drawn
+/// from `seed` (the same seed gives the same bits). `out` holds batch * channels * ny * nx floats
+/// (out_len), written in place, physical units.
 #[no_mangle]
 pub unsafe extern "C" fn piddm_generate(
-    m: *mut piddm_model,
+    m: *const piddm_model,
     seed: u64,
     batch: usize,
     out: *mut f32,
     out_len: usize,
 ) -> piddm_status {
     wrap(|| {
-        let m = model_ref(m)?;
-        let out = slice_mut(out, out_len, "out")?;
+        // SAFETY: `m` is NULL or a live handle.
+        let m = unsafe { model_ref(m) }?;
+        m.check_batch(batch)?;
+        // SAFETY: `out` is NULL or holds out_len writable floats, as documented.
+        let out = unsafe { slice_mut(out, out_len, "out") }?;
         m.generate(seed, batch, out)
     })
 }
@@ -307,7 +445,7 @@ pub unsafe extern "C" fn piddm_generate(
 /// batch of each sample's mean squared residual over the interior.
 #[no_mangle]
 pub unsafe extern "C" fn piddm_residual(
-    m: *mut piddm_model,
+    m: *const piddm_model,
     fields: *const f32,
     batch: usize,
     residual: *mut f32,
@@ -315,34 +453,74 @@ pub unsafe extern "C" fn piddm_residual(
     mean_sq: *mut f64,
 ) -> piddm_status {
     wrap(|| {
-        let model = model_ref(m)?;
+        // SAFETY: `m` is NULL or a live handle.
+        let model = unsafe { model_ref(m) }?;
         let n = field_count(model, batch)?;
-        let fields = slice(fields, n, "fields")?;
-        let r = slice_mut(residual, residual_len, "residual")?;
+        // SAFETY: `fields` is NULL or holds batch * channels * ny * nx floats, as documented.
+        let fields = unsafe { slice(fields, n, "fields") }?;
+        // SAFETY: `residual` is NULL or holds residual_len writable floats.
+        let r = unsafe { slice_mut(residual, residual_len, "residual") }?;
         let ms = model.residual(fields, batch, r)?;
         if !mean_sq.is_null() {
-            *mean_sq = ms;
+            // SAFETY: non-null; points at the caller's double.
+            unsafe { *mean_sq = ms };
         }
         Ok(())
     })
 }
 
-/// Fills `params` with the model card's solve defaults (seed 0).
+fn solve_params(model: &Model, size: usize) -> piddm_solve_params {
+    let d = model.default_solve_params();
+    piddm_solve_params {
+        size,
+        steps: d.steps as i64,
+        learning_rate: d.learning_rate,
+        lambda_infer: d.lambda_infer,
+        seed: d.seed,
+    }
+}
+
+/// Fills `params` with the model card's solve defaults (seed 0) and sets `params->size`. `size`
+/// must be `sizeof(piddm_solve_params)`; otherwise PIDDM_ERR_ABI and nothing is written.
 #[no_mangle]
-pub unsafe extern "C" fn piddm_solve_params_default(
+pub unsafe extern "C" fn piddm_solve_params_init(
     m: *const piddm_model,
     params: *mut piddm_solve_params,
+    size: usize,
 ) -> piddm_status {
     wrap(|| {
-        let model = model_ref(m)?;
+        // SAFETY: `m` is NULL or a live handle.
+        let model = unsafe { model_ref(m) }?;
         non_null(params, "params")?;
-        let d = model.default_solve_params();
-        *params = piddm_solve_params {
-            steps: d.steps as u32,
-            learning_rate: d.learning_rate,
-            lambda_infer: d.lambda_infer,
-            seed: d.seed,
+        init_size::<piddm_solve_params>(size, "piddm_solve_params")?;
+        // SAFETY: non-null, and the caller's struct is sizeof(piddm_solve_params) bytes.
+        unsafe { params.write(solve_params(model, size)) };
+        Ok(())
+    })
+}
+
+/// Zeroes `report` and sets `report->size` (then set `loss_history` if you want it). `size` must
+/// be `sizeof(piddm_solve_report)`; otherwise PIDDM_ERR_ABI and nothing is written.
+#[no_mangle]
+pub unsafe extern "C" fn piddm_solve_report_init(
+    report: *mut piddm_solve_report,
+    size: usize,
+) -> piddm_status {
+    wrap(|| {
+        non_null(report, "report")?;
+        init_size::<piddm_solve_report>(size, "piddm_solve_report")?;
+        let r = piddm_solve_report {
+            size,
+            steps: 0,
+            initial_loss: 0.0,
+            final_loss: 0.0,
+            misfit: 0.0,
+            residual: 0.0,
+            loss_history: std::ptr::null_mut(),
+            loss_history_len: 0,
         };
+        // SAFETY: non-null, and the caller's struct is sizeof(piddm_solve_report) bytes.
+        unsafe { report.write(r) };
         Ok(())
     })
 }
@@ -351,10 +529,11 @@ pub unsafe extern "C" fn piddm_solve_params_default(
 /// are [batch][channels][ny][nx]; entries with mask != 0 are observations (physical units), the
 /// others are ignored (NaN allowed there). The answer (observations kept where observed) goes to
 /// `out` (out_len = batch * channels * ny * nx). `params` NULL: the card's defaults. `report` may
-/// be NULL. On failure `out` may hold partial results.
+/// be NULL; if not, it must be filled by piddm_solve_report_init first. On failure `out` may hold
+/// partial results and `report` is unchanged.
 #[no_mangle]
 pub unsafe extern "C" fn piddm_solve(
-    m: *mut piddm_model,
+    m: *const piddm_model,
     observed: *const f32,
     mask: *const u8,
     batch: usize,
@@ -364,17 +543,38 @@ pub unsafe extern "C" fn piddm_solve(
     report: *mut piddm_solve_report,
 ) -> piddm_status {
     wrap(|| {
-        let model = model_ref(m)?;
+        // SAFETY: `m` is NULL or a live handle.
+        let model = unsafe { model_ref(m) }?;
         let n = field_count(model, batch)?;
-        let observed = slice(observed, n, "observed")?;
-        let mask = slice(mask, n, "mask")?;
-        let out = slice_mut(out, out_len, "out")?;
+        // SAFETY: `observed` and `mask` are NULL or hold n values each, `out` out_len, as documented.
+        let (observed, mask, out) = unsafe {
+            (
+                slice(observed, n, "observed")?,
+                slice(mask, n, "mask")?,
+                slice_mut(out, out_len, "out")?,
+            )
+        };
+        if !report.is_null() {
+            // SAFETY: non-null; the header requires a piddm_solve_report, which starts with its size.
+            unsafe { check_size(report, "report", "piddm_solve_report_init") }?;
+        }
         let p = if params.is_null() {
             model.default_solve_params()
         } else {
-            let p = *params;
+            // SAFETY: non-null; a piddm_solve_params starts with its size.
+            unsafe { check_size(params, "params", "piddm_solve_params_init") }?;
+            // SAFETY: its size says it is this library's piddm_solve_params.
+            let p = unsafe { *params };
+            if p.steps < 0 {
+                return Err(err!(
+                    PIDDM_ERR_INVALID_ARGUMENT,
+                    "steps must be 0 to {}, got {}",
+                    crate::limits::MAX_STEPS,
+                    p.steps
+                ));
+            }
             SolveParams {
-                steps: p.steps as usize,
+                steps: usize::try_from(p.steps).unwrap_or(usize::MAX),
                 learning_rate: p.learning_rate,
                 lambda_infer: p.lambda_infer,
                 seed: p.seed,
@@ -382,20 +582,51 @@ pub unsafe extern "C" fn piddm_solve(
         };
         let r = model.solve(observed, mask, batch, &p, out)?;
         if !report.is_null() {
-            let rep = &mut *report;
-            rep.steps = r.steps as u32;
+            // SAFETY: checked non-null and of this library's size above.
+            let rep = unsafe { &mut *report };
+            rep.steps = r.steps as i64;
             rep.initial_loss = r.loss_history.first().copied().unwrap_or(f64::NAN);
             rep.final_loss = r.loss_history.last().copied().unwrap_or(f64::NAN);
             rep.misfit = r.misfit;
             rep.residual = r.residual;
             if !rep.loss_history.is_null() {
                 let k = rep.loss_history_len.min(r.loss_history.len());
-                std::slice::from_raw_parts_mut(rep.loss_history, k)
+                // SAFETY: a non-NULL loss_history holds loss_history_len writable doubles.
+                unsafe { std::slice::from_raw_parts_mut(rep.loss_history, k) }
                     .copy_from_slice(&r.loss_history[..k]);
             }
         }
         Ok(())
     })
+}
+
+/// ABI 1's initialisers, kept as symbols (not in the header) so that a program built against ABI 1
+/// gets a status and a message instead of dying on an unresolved symbol. They write nothing.
+#[no_mangle]
+pub extern "C" fn piddm_options_default(_opts: *mut c_void) -> piddm_status {
+    wrap(|| Err(abi1("piddm_options_default", "piddm_options_init")))
+}
+
+/// See [`piddm_options_default`].
+#[no_mangle]
+pub extern "C" fn piddm_solve_params_default(
+    _m: *const c_void,
+    _params: *mut c_void,
+) -> piddm_status {
+    wrap(|| {
+        Err(abi1(
+            "piddm_solve_params_default",
+            "piddm_solve_params_init",
+        ))
+    })
+}
+
+fn abi1(old: &str, new: &str) -> crate::Error {
+    err!(
+        PIDDM_ERR_ABI,
+        "{old} is from piddm ABI 1; this library is ABI {PIDDM_ABI_VERSION}, whose structs start \
+         with a size: rebuild the program against this piddm.h and call {new}"
+    )
 }
 
 #[cfg(test)]
@@ -408,6 +639,7 @@ mod tests {
     fn panics_become_a_status() {
         let s = wrap(|| panic!("boom"));
         assert_eq!(s, piddm_status::PIDDM_ERR_PANIC);
+        // SAFETY: piddm_last_error never returns NULL and its string is NUL-terminated.
         let msg = unsafe { CStr::from_ptr(piddm_last_error()) }
             .to_str()
             .unwrap()
@@ -418,12 +650,26 @@ mod tests {
         );
         assert_eq!(wrap(|| Ok(())), piddm_status::PIDDM_OK);
         assert_eq!(
+            // SAFETY: as above.
             unsafe { CStr::from_ptr(piddm_last_error()) }
                 .to_bytes()
                 .len(),
             0
         );
-        let name = unsafe { CStr::from_ptr(piddm_status_name(piddm_status::PIDDM_ERR_PANIC)) };
-        assert_eq!(name.to_str().unwrap(), "PIDDM_ERR_PANIC");
+        let name = |s: i32| {
+            // SAFETY: piddm_status_name returns a static NUL-terminated string.
+            unsafe { CStr::from_ptr(piddm_status_name(s)) }
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            name(piddm_status::PIDDM_ERR_PANIC as i32),
+            "PIDDM_ERR_PANIC"
+        );
+        assert_eq!(name(piddm_status::PIDDM_ERR_ABI as i32), "PIDDM_ERR_ABI");
+        for bad in [-1, 11, i32::MIN, i32::MAX] {
+            assert_eq!(name(bad), "PIDDM_UNKNOWN_STATUS");
+        }
     }
 }

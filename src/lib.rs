@@ -5,9 +5,13 @@
 //! The artifact contract (file layout, graph input and output names, model card) lives in [`card`];
 //! the trainer writes artifacts through it and the runtime reads them.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod artifact;
 pub mod card;
 pub mod error;
 pub mod ffi;
+pub mod limits;
 pub mod model;
 mod ortlib;
 

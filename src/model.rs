@@ -1,8 +1,10 @@
 //! A loaded PIDDM model: its three ONNX Runtime graphs, its card, and the operations on it.
 //! Fields are float32 in physical units, laid out [batch][channel][ny][nx].
 
+use crate::artifact;
 use crate::card::{self, adam, io, ModelCard, Part};
 use crate::error::{err, Result};
+use crate::limits::{MAX_BATCH, MAX_STEPS, MAX_VALUES};
 use crate::ortlib;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::TensorRef;
@@ -26,6 +28,10 @@ pub struct Options {
     pub intra_op_threads: usize,
     /// Path to libonnxruntime; see [`ortlib`] for the search order when absent.
     pub ort_library: Option<PathBuf>,
+    /// Recompute each graph's sha256 and compare it with the model card (on by default). Off
+    /// skips the hashing (a few ms per MB of weights) and accepts format 1 cards, which have no
+    /// digests.
+    pub verify_weights: bool,
 }
 
 impl Default for Options {
@@ -35,6 +41,7 @@ impl Default for Options {
             cuda_fallback_to_cpu: false,
             intra_op_threads: 0,
             ort_library: None,
+            verify_weights: true,
         }
     }
 }
@@ -167,42 +174,105 @@ pub struct Model {
     fell_back_to_cpu: bool,
 }
 
+/// Reads, checks and opens one graph of an artifact: the file (regular, size-capped), its card
+/// (validated), the graph's digest against the card, then the session and its interface.
 fn read_part(main: &Path, part: Part, o: &Options) -> Result<(Vec<u8>, Session, ModelCard, bool)> {
     let path = card::sibling(main, part);
-    let bytes = std::fs::read(&path).map_err(|e| {
-        let what = if part == Part::Generate {
-            "model file".to_string()
-        } else {
-            format!("{part:?} graph (a sibling file the model needs)").to_lowercase()
+    let what = match part {
+        Part::Generate => "model file".to_string(),
+        p => format!("{p:?} graph (a sibling file the model needs)").to_lowercase(),
+    };
+    let bytes = artifact::read_file(&path, &what)?;
+    let fmt = |m: String| err!(PIDDM_ERR_FORMAT, "{}: {m}", path.display());
+    let scanned = artifact::scan(&bytes).map_err(|e| fmt(format!("not an ONNX model ({e})")))?;
+    let json = scanned
+        .metadata(card::CARD_KEY)
+        .map_err(fmt)?
+        .ok_or_else(|| {
+            fmt(format!(
+                "an ONNX model but not a PIDDM model (no {} metadata)",
+                card::CARD_KEY
+            ))
+        })?;
+    let c = ModelCard::from_json(json).map_err(fmt)?;
+    if c.part != part {
+        return Err(fmt(format!(
+            "holds the {:?} graph, expected the {part:?} graph",
+            c.part
+        )));
+    }
+    let graph = scanned
+        .graph
+        .ok_or_else(|| fmt("the model has no graph".into()))?;
+    if o.verify_weights {
+        let Some(digests) = &c.graph_sha256 else {
+            return Err(fmt(format!("card format {} records no graph digest, so its weights cannot be verified: re-export it, or load with weight verification off", c.format)));
         };
-        err!(PIDDM_ERR_IO, "cannot read {what} {}: {e}", path.display())
-    })?;
+        let got = artifact::graph_sha256(graph);
+        if got != digests.get(part) {
+            return Err(fmt(format!("its graph (weights or operators) does not match the model card's sha256 ({} recorded, {got} found): the file was modified or corrupted", digests.get(part))));
+        }
+    }
     let (session, fell_back) = make_session(&bytes, o).map_err(|e| {
         if e.status == crate::error::Status::PIDDM_ERR_FORMAT {
-            err!(PIDDM_ERR_FORMAT, "{}: {}", path.display(), e.message)
+            fmt(e.message)
         } else {
             e
         }
     })?;
-    let json = session.metadata()?.custom(card::CARD_KEY).ok_or_else(|| {
-        err!(
-            PIDDM_ERR_FORMAT,
-            "{} is an ONNX model but not a PIDDM model (no {} metadata)",
-            path.display(),
-            card::CARD_KEY
-        )
-    })?;
-    let c = ModelCard::from_json(&json)
-        .map_err(|e| err!(PIDDM_ERR_FORMAT, "{}: {e}", path.display()))?;
-    if c.part != part {
-        return Err(err!(
-            PIDDM_ERR_FORMAT,
-            "{} holds the {:?} graph, expected the {part:?} graph",
-            path.display(),
-            c.part
-        ));
-    }
+    check_interface(&session, part, &c).map_err(fmt)?;
     Ok((bytes, session, c, fell_back))
+}
+
+/// The session's inputs and outputs must be exactly the contract's, float32, with its shapes.
+fn check_interface(s: &Session, part: Part, c: &ModelCard) -> std::result::Result<(), String> {
+    let (inputs, outputs) = part.interface(c.channels.len(), c.grid.ny, c.grid.nx);
+    let check = |kind: &str, got: &[ort::value::Outlet], want: &[card::TensorSpec]| {
+        let mut names: Vec<&str> = got.iter().map(|o| o.name()).collect();
+        names.sort_unstable();
+        let mut expect: Vec<&str> = want.iter().map(|t| t.name).collect();
+        expect.sort_unstable();
+        if names != expect {
+            return Err(format!(
+                "the graph's {kind} are {names:?}, the contract says {expect:?}"
+            ));
+        }
+        for t in want {
+            let o = got
+                .iter()
+                .find(|o| o.name() == t.name)
+                .expect("names match");
+            let ty = o.dtype();
+            if ty.tensor_type() != Some(ort::value::TensorElementType::Float32) {
+                return Err(format!(
+                    "{kind} '{}' is {ty:?}, not a float32 tensor",
+                    t.name
+                ));
+            }
+            let dims: Vec<Option<i64>> = ty
+                .tensor_shape()
+                .map(|s| s.iter().map(|&d| (d >= 0).then_some(d)).collect())
+                .unwrap_or_default();
+            if dims != t.dims {
+                return Err(format!(
+                    "{kind} '{}' has shape {dims:?}, the card makes it {:?} (None: the batch)",
+                    t.name, t.dims
+                ));
+            }
+        }
+        Ok(())
+    };
+    check("inputs", s.inputs(), &inputs)?;
+    check("outputs", s.outputs(), &outputs)
+}
+
+/// A zeroed buffer, or a status if the memory cannot be had (a failed allocation would abort).
+pub(crate) fn zeros<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| err!(PIDDM_ERR_SIZE, "cannot allocate {n} values for {what}"))?;
+    v.resize(n, T::default());
+    Ok(v)
 }
 
 impl Model {
@@ -212,52 +282,16 @@ impl Model {
         let (gb, gs, card, fell_back) = read_part(path, Part::Generate, options)?;
         let (rb, rs, rcard, _) = read_part(path, Part::Refine, options)?;
         let (qb, qs, qcard, _) = read_part(path, Part::Residual, options)?;
-        for other in [&rcard, &qcard] {
-            if other.weights_sha256 != card.weights_sha256
-                || other.grid != card.grid
-                || other.channels != card.channels
-            {
+        for (other, part) in [(&rcard, Part::Refine), (&qcard, Part::Residual)] {
+            if *other != card.for_part(part) {
                 return Err(err!(
                     PIDDM_ERR_FORMAT,
-                    "the graphs beside {} come from a different model (weights or grid differ)",
+                    "the graphs beside {} come from a different model (their model cards differ)",
                     path.display()
                 ));
             }
         }
         let shape = [card.channels.len(), card.grid.ny, card.grid.nx];
-        // The graphs' declared inputs must agree with the card.
-        let want = [
-            None,
-            Some(shape[0] as i64),
-            Some(shape[1] as i64),
-            Some(shape[2] as i64),
-        ];
-        let input = gs
-            .inputs()
-            .iter()
-            .find(|i| i.name() == io::EPS)
-            .ok_or_else(|| {
-                err!(
-                    PIDDM_ERR_FORMAT,
-                    "{}: no input named '{}'",
-                    path.display(),
-                    io::EPS
-                )
-            })?;
-        if let Some(dims) = input.dtype().tensor_shape() {
-            let got: Vec<Option<i64>> = dims.iter().map(|&d| (d >= 0).then_some(d)).collect();
-            if got.len() != 4 || got[1..] != want[1..] {
-                return Err(err!(
-                    PIDDM_ERR_FORMAT,
-                    "{}: input '{}' has shape {dims:?}, the card says [batch, {}, {}, {}]",
-                    path.display(),
-                    io::EPS,
-                    shape[0],
-                    shape[1],
-                    shape[2]
-                ));
-            }
-        }
         let pool = |bytes: Vec<u8>, s: Session| Pool {
             bytes,
             options: options.clone(),
@@ -306,14 +340,29 @@ impl Model {
         [batch, channels, self.shape[1], self.shape[2]]
     }
 
-    fn check_batch(&self, batch: usize) -> Result<()> {
+    /// A batch is 1 to MAX_BATCH samples whose arrays hold at most MAX_VALUES values each.
+    pub(crate) fn check_batch(&self, batch: usize) -> Result<()> {
         if batch == 0 {
             return Err(err!(PIDDM_ERR_INVALID_ARGUMENT, "batch must be at least 1"));
         }
-        Ok(())
+        if batch > MAX_BATCH {
+            return Err(err!(
+                PIDDM_ERR_SIZE,
+                "batch {batch} is larger than the maximum {MAX_BATCH}: split it into several calls"
+            ));
+        }
+        match batch.checked_mul(self.field_len()) {
+            Some(n) if n <= MAX_VALUES => Ok(()),
+            _ => Err(err!(
+                PIDDM_ERR_SIZE,
+                "batch {batch} of {} values each exceeds {MAX_VALUES} values per call: split it",
+                self.field_len()
+            )),
+        }
     }
 
     fn check_len(&self, what: &str, got: usize, batch: usize, channels: usize) -> Result<()> {
+        // check_batch bounds batch x field_len, so this product cannot overflow
         let want = batch * channels * self.plane();
         if got != want {
             let (_, ny, nx) = self.shape();
@@ -323,11 +372,13 @@ impl Model {
     }
 
     /// Standard normal eps for `batch` samples from `seed` (ChaCha8): the same seed, the same eps.
-    pub fn noise(&self, seed: u64, batch: usize) -> Vec<f32> {
+    pub fn noise(&self, seed: u64, batch: usize) -> Result<Vec<f32>> {
+        self.check_batch(batch)?;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        (0..batch * self.field_len())
-            .map(|_| StandardNormal.sample(&mut rng))
-            .collect()
+        let mut v = zeros::<f32>(batch * self.field_len(), "eps")?;
+        v.iter_mut()
+            .for_each(|e| *e = StandardNormal.sample(&mut rng));
+        Ok(v)
     }
 
     /// One-step generation from given eps: fields into `out`, and the residual map into
@@ -360,8 +411,7 @@ impl Model {
 
     /// One-step generation with eps drawn from `seed`.
     pub fn generate(&self, seed: u64, batch: usize, out: &mut [f32]) -> Result<()> {
-        self.check_batch(batch)?;
-        let eps = self.noise(seed, batch);
+        let eps = self.noise(seed, batch)?;
         self.generate_from(&eps, batch, out, None)
     }
 
@@ -408,8 +458,7 @@ impl Model {
         params: &SolveParams,
         out: &mut [f32],
     ) -> Result<SolveReport> {
-        self.check_batch(batch)?;
-        let eps = self.noise(params.seed, batch);
+        let eps = self.noise(params.seed, batch)?;
         self.solve_from(eps, observed, mask, batch, params, out)
     }
 
@@ -429,6 +478,13 @@ impl Model {
         self.check_len("observations", observed.len(), batch, c)?;
         self.check_len("mask", mask.len(), batch, c)?;
         self.check_len("output buffer", out.len(), batch, c)?;
+        if params.steps as u64 > MAX_STEPS {
+            return Err(err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "steps {} is more than the maximum {MAX_STEPS}",
+                params.steps
+            ));
+        }
         if !(params.learning_rate.is_finite() && params.learning_rate > 0.0) {
             return Err(err!(
                 PIDDM_ERR_INVALID_ARGUMENT,
@@ -443,11 +499,11 @@ impl Model {
                 params.lambda_infer
             ));
         }
-        let maskf: Vec<f32> = mask
-            .iter()
-            .map(|&m| if m != 0 { 1.0 } else { 0.0 })
-            .collect();
-        let mut obs = vec![0.0f32; observed.len()];
+        let mut maskf = zeros::<f32>(mask.len(), "the mask")?;
+        for (f, &m) in maskf.iter_mut().zip(mask) {
+            *f = if m != 0 { 1.0 } else { 0.0 };
+        }
+        let mut obs = zeros::<f32>(observed.len(), "the observations")?;
         for i in 0..obs.len() {
             if mask[i] != 0 {
                 if !observed[i].is_finite() {
@@ -462,7 +518,10 @@ impl Model {
         }
         let dims = self.dims(batch, c);
         let lambda = [params.lambda_infer as f32];
-        let (mut m, mut v) = (vec![0.0f32; eps.len()], vec![0.0f32; eps.len()]);
+        let (mut m, mut v) = (
+            zeros::<f32>(eps.len(), "Adam's moments")?,
+            zeros::<f32>(eps.len(), "Adam's moments")?,
+        );
         let mut history = Vec::with_capacity(params.steps + 1);
         self.refine.with(|s| {
             for t in 0..=params.steps {
@@ -497,7 +556,7 @@ impl Model {
             }
             Ok(())
         })?;
-        let mut r = vec![0.0f32; batch * self.plane()];
+        let mut r = zeros::<f32>(batch * self.plane(), "the residual")?;
         let residual = self.residual(out, batch, &mut r)?;
         let (mut se, mut cnt) = (0.0f64, 0usize);
         for i in 0..out.len() {

@@ -166,6 +166,45 @@ fn fortran_program() {
     assert_counts(&run(Command::new(&exe).arg(model())));
 }
 
+/// The Fortran module's bind(c) types have the header's sizes and field offsets.
+#[test]
+fn fortran_structs_match_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = dir.path().join("layout_c");
+    run(link_args(
+        Command::new("cc")
+            .args(["-std=c99", "-Wall", "-Werror"])
+            .arg(root().join("tests/c/layout.c"))
+            .arg("-o")
+            .arg(&c),
+    ));
+    run(Command::new("gfortran")
+        .args([
+            "-std=f2018",
+            "-Wall",
+            "-Werror",
+            "-Wno-c-binding-type",
+            "-c",
+        ])
+        .arg(root().join("bindings/fortran/piddm.f90"))
+        .arg("-J")
+        .arg(dir.path())
+        .arg("-o")
+        .arg(dir.path().join("piddm.o")));
+    let f = dir.path().join("layout_f");
+    let mut fc = Command::new("gfortran");
+    fc.arg(format!("-I{}", dir.path().display()))
+        .arg(root().join("tests/fortran/layout.f90"))
+        .arg(dir.path().join("piddm.o"))
+        .arg("-o")
+        .arg(&f);
+    run(link_args(&mut fc));
+    let from_c = run(&mut Command::new(&c));
+    let from_f = run(&mut Command::new(&f));
+    assert_eq!(from_c.lines().count(), 23, "{from_c}");
+    assert_eq!(from_c, from_f, "C:\n{from_c}\nFortran:\n{from_f}");
+}
+
 fn cycles_exe(dir: &Path, sanitize: bool) -> PathBuf {
     let exe = dir.join(if sanitize { "cycles_asan" } else { "cycles" });
     let mut cc = Command::new("cc");

@@ -29,7 +29,7 @@ inline void check(piddm_status s, const char *where) {
 
 struct options {
     piddm_options raw;
-    options() { check(piddm_options_default(&raw), "piddm_options_default"); }
+    options() { check(piddm_options_init(&raw, sizeof raw), "piddm_options_init"); }
     options &cpu() { raw.device = PIDDM_DEVICE_CPU; return *this; }
     options &cuda(int device_id, bool fallback_to_cpu = false) {
         raw.device = PIDDM_DEVICE_CUDA;
@@ -39,6 +39,7 @@ struct options {
     }
     options &threads(int n) { raw.intra_op_threads = n; return *this; }
     options &ort_library(const char *path) { raw.ort_library = path; return *this; }
+    options &verify_weights(bool on) { raw.verify_weights = on ? 1 : 0; return *this; }
 };
 
 struct shape_t {
@@ -52,15 +53,24 @@ struct solve_result {
     std::vector<double> loss_history;
 };
 
-// A loaded model. Movable, not copyable; thread-safe for concurrent calls (see piddm.h).
+// A loaded model; thread-safe for concurrent calls (see piddm.h). Copies share the loaded model
+// (piddm_model_clone): nothing is reloaded, and each copy releases its own handle.
 class model {
   public:
     explicit model(const std::string &path, const options &o = options()) {
         check(piddm_model_load(path.c_str(), &o.raw, &m_), "piddm_model_load");
     }
     ~model() { piddm_model_free(&m_); }
-    model(const model &) = delete;
-    model &operator=(const model &) = delete;
+    model(const model &other) { check(piddm_model_clone(other.m_, &m_), "piddm_model_clone"); }
+    model &operator=(const model &other) {
+        if (this != &other) {
+            piddm_model *c = nullptr;
+            check(piddm_model_clone(other.m_, &c), "piddm_model_clone");
+            piddm_model_free(&m_);
+            m_ = c;
+        }
+        return *this;
+    }
     model(model &&other) noexcept : m_(other.m_) { other.m_ = nullptr; }
     model &operator=(model &&other) noexcept {
         if (this != &other) {
@@ -82,17 +92,18 @@ class model {
         return j;
     }
     // Fills `out` (batch * channels * ny * nx floats) in place.
-    void generate(std::uint64_t seed, std::size_t batch, float *out, std::size_t out_len) {
+    void generate(std::uint64_t seed, std::size_t batch, float *out, std::size_t out_len) const {
         check(piddm_generate(m_, seed, batch, out, out_len), "piddm_generate");
     }
-    std::vector<float> generate(std::uint64_t seed, std::size_t batch) {
-        std::vector<float> v(batch * shape().field());
+    std::vector<float> generate(std::uint64_t seed, std::size_t batch) const {
+        std::vector<float> v(values(batch, "piddm::model::generate"));
         generate(seed, batch, v.data(), v.size());
         return v;
     }
     // Residual map of `fields` (batch samples); returns the mean squared residual over the interior.
-    double residual(const std::vector<float> &fields, std::size_t batch, std::vector<float> &map) {
+    double residual(const std::vector<float> &fields, std::size_t batch, std::vector<float> &map) const {
         shape_t s = shape();
+        values(batch, "piddm::model::residual");
         map.resize(batch * s.ny * s.nx);
         double ms = 0;
         check(piddm_residual(m_, fields.data(), batch, map.data(), map.size(), &ms), "piddm_residual");
@@ -100,16 +111,18 @@ class model {
     }
     piddm_solve_params default_solve_params() const {
         piddm_solve_params p;
-        check(piddm_solve_params_default(m_, &p), "piddm_solve_params_default");
+        check(piddm_solve_params_init(m_, &p, sizeof p), "piddm_solve_params_init");
         return p;
     }
     // Masked solve: observed values where mask != 0 (physical units); returns the answer and report.
     solve_result solve(const std::vector<float> &observed, const std::vector<std::uint8_t> &mask, std::size_t batch,
-                       const piddm_solve_params &p) {
+                       const piddm_solve_params &p) const {
         solve_result r;
-        r.fields.resize(batch * shape().field());
-        r.loss_history.resize(p.steps + 1);
-        r.report = piddm_solve_report{};
+        r.fields.resize(values(batch, "piddm::model::solve"));
+        if (p.steps < 0 || p.steps > PIDDM_MAX_STEPS)
+            throw error(PIDDM_ERR_INVALID_ARGUMENT, "piddm::model::solve: steps must be 0 to PIDDM_MAX_STEPS");
+        r.loss_history.resize(std::size_t(p.steps) + 1);
+        check(piddm_solve_report_init(&r.report, sizeof r.report), "piddm_solve_report_init");
         r.report.loss_history = r.loss_history.data();
         r.report.loss_history_len = r.loss_history.size();
         if (observed.size() != r.fields.size() || mask.size() != r.fields.size())
@@ -119,9 +132,16 @@ class model {
         r.report.loss_history = nullptr;
         return r;
     }
-    piddm_model *get() noexcept { return m_; }
+    const piddm_model *get() const noexcept { return m_; }
 
   private:
+    // batch * channels * ny * nx, refused past the library's limits before anything is allocated.
+    std::size_t values(std::size_t batch, const char *where) const {
+        const std::size_t f = shape().field();
+        if (batch == 0 || batch > PIDDM_MAX_BATCH || f == 0 || batch > std::size_t(PIDDM_MAX_VALUES) / f)
+            throw error(PIDDM_ERR_SIZE, std::string(where) + ": batch must be 1 to PIDDM_MAX_BATCH, and at most PIDDM_MAX_VALUES values");
+        return batch * f;
+    }
     piddm_model *m_ = nullptr;
 };
 

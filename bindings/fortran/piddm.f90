@@ -4,6 +4,10 @@
 ! (the same memory as the C layout [batch][channel][ny][nx]: no copies). The batch is the array's
 ! size divided by channels*ny*nx. Every procedure takes an optional `stat`; without it, a failure
 ! prints piddm_last_error() and stops.
+! The bind(c) types mirror piddm.h's size-prefixed structs: take them from piddm_default_options()
+! and model%default_solve_params(), which set `size` (a zero size is refused with PIDDM_ERR_ABI).
+! Assigning one piddm_model to another shares the loaded model (piddm_model_clone): each variable
+! releases its own handle, so copies never double-free.
 module piddm
   use, intrinsic :: iso_c_binding
   implicit none
@@ -11,26 +15,31 @@ module piddm
 
   integer(c_int), parameter, public :: PIDDM_OK = 0, PIDDM_ERR_NULL = 1, PIDDM_ERR_INVALID_ARGUMENT = 2, &
     PIDDM_ERR_SIZE = 3, PIDDM_ERR_NONFINITE = 4, PIDDM_ERR_IO = 5, PIDDM_ERR_FORMAT = 6, &
-    PIDDM_ERR_RUNTIME = 7, PIDDM_ERR_DEVICE = 8, PIDDM_ERR_PANIC = 9
+    PIDDM_ERR_RUNTIME = 7, PIDDM_ERR_DEVICE = 8, PIDDM_ERR_PANIC = 9, PIDDM_ERR_ABI = 10
   integer(c_int), parameter, public :: PIDDM_DEVICE_CPU = 0, PIDDM_DEVICE_CUDA = 1
 
   type, bind(c), public :: piddm_options
-    integer(c_int) :: device = PIDDM_DEVICE_CPU
+    integer(c_size_t) :: size = 0
+    integer(c_int32_t) :: device = 0
     integer(c_int32_t) :: device_id = 0
     integer(c_int32_t) :: cuda_fallback_to_cpu = 0
     integer(c_int32_t) :: intra_op_threads = 0
     type(c_ptr) :: ort_library = c_null_ptr
+    integer(c_int32_t) :: verify_weights = 0
   end type
 
+  ! steps is signed: a negative count is refused (PIDDM_ERR_INVALID_ARGUMENT), never a huge one
   type, bind(c), public :: piddm_solve_params
-    integer(c_int32_t) :: steps = 0
+    integer(c_size_t) :: size = 0
+    integer(c_int64_t) :: steps = 0
     real(c_double) :: learning_rate = 0
     real(c_double) :: lambda_infer = 0
     integer(c_int64_t) :: seed = 0
   end type
 
   type, bind(c), public :: piddm_solve_report
-    integer(c_int32_t) :: steps = 0
+    integer(c_size_t) :: size = 0
+    integer(c_int64_t) :: steps = 0
     real(c_double) :: initial_loss = 0, final_loss = 0, misfit = 0, residual = 0
     type(c_ptr) :: loss_history = c_null_ptr
     integer(c_size_t) :: loss_history_len = 0
@@ -49,10 +58,12 @@ module piddm
     generic :: residual => res2, res3, res4
     procedure, private :: solve2, solve3, solve4
     generic :: solve => solve2, solve3, solve4
+    procedure, private :: model_assign
+    generic :: assignment(=) => model_assign
     final :: model_final
   end type
 
-  public :: piddm_check, piddm_last_error_message
+  public :: piddm_check, piddm_last_error_message, piddm_default_options
 
   interface
     function c_last_error() bind(c, name="piddm_last_error") result(p)
@@ -64,6 +75,24 @@ module piddm
       character(kind=c_char), intent(in) :: path(*)
       type(piddm_options), intent(in) :: opts
       type(c_ptr), intent(out) :: out
+      integer(c_int) :: s
+    end function
+    function c_clone(m, out) bind(c, name="piddm_model_clone") result(s)
+      import :: c_ptr, c_int
+      type(c_ptr), value :: m
+      type(c_ptr), intent(out) :: out
+      integer(c_int) :: s
+    end function
+    function c_options_init(o, size) bind(c, name="piddm_options_init") result(s)
+      import :: c_size_t, c_int, piddm_options
+      type(piddm_options), intent(inout) :: o
+      integer(c_size_t), value :: size
+      integer(c_int) :: s
+    end function
+    function c_report_init(r, size) bind(c, name="piddm_solve_report_init") result(s)
+      import :: c_size_t, c_int, piddm_solve_report
+      type(piddm_solve_report), intent(inout) :: r
+      integer(c_size_t), value :: size
       integer(c_int) :: s
     end function
     subroutine c_free(m) bind(c, name="piddm_model_free")
@@ -93,10 +122,11 @@ module piddm
       real(c_double), intent(out) :: ms
       integer(c_int) :: s
     end function
-    function c_params_default(m, p) bind(c, name="piddm_solve_params_default") result(s)
-      import :: c_ptr, c_int, piddm_solve_params
+    function c_params_init(m, p, size) bind(c, name="piddm_solve_params_init") result(s)
+      import :: c_ptr, c_int, c_size_t, piddm_solve_params
       type(c_ptr), value :: m
-      type(piddm_solve_params), intent(out) :: p
+      type(piddm_solve_params), intent(inout) :: p
+      integer(c_size_t), value :: size
       integer(c_int) :: s
     end function
     function c_solve(m, obs, mask, batch, p, out, n, rep) bind(c, name="piddm_solve") result(s)
@@ -147,6 +177,12 @@ contains
     end if
   end subroutine
 
+  !> The library's default load options (CPU, ONNX Runtime's threads, weights verified).
+  function piddm_default_options() result(o)
+    type(piddm_options) :: o
+    call piddm_check(c_options_init(o, c_sizeof(o)), "piddm default options")
+  end function
+
   subroutine model_load(self, path, opts, stat)
     class(piddm_model), intent(inout) :: self
     character(*), intent(in) :: path
@@ -155,7 +191,11 @@ contains
     type(piddm_options) :: o
     integer(c_size_t) :: c, ny, nx
     integer(c_int) :: s
-    if (present(opts)) o = opts
+    if (present(opts)) then
+      o = opts
+    else
+      o = piddm_default_options()
+    end if
     call c_free(self%handle)
     s = c_load(path//c_null_char, o, self%handle)
     if (s == PIDDM_OK) then
@@ -175,10 +215,22 @@ contains
     call c_free(self%handle)
   end subroutine
 
+  !> lhs = rhs: lhs gets its own handle to rhs's model (self-assignment safe: clone, then free).
+  subroutine model_assign(lhs, rhs)
+    class(piddm_model), intent(inout) :: lhs
+    class(piddm_model), intent(in) :: rhs
+    type(c_ptr) :: h
+    h = c_null_ptr
+    if (c_associated(rhs%handle)) call piddm_check(c_clone(rhs%handle, h), "piddm model assignment")
+    call c_free(lhs%handle)
+    lhs%handle = h
+    lhs%nc = rhs%nc; lhs%ny = rhs%ny; lhs%nx = rhs%nx
+  end subroutine
+
   function model_default_params(self) result(p)
     class(piddm_model), intent(in) :: self
     type(piddm_solve_params) :: p
-    call piddm_check(c_params_default(self%handle, p), "piddm default_solve_params")
+    call piddm_check(c_params_init(self%handle, p, c_sizeof(p)), "piddm default_solve_params")
   end function
 
   integer(c_size_t) function batch_of(self, n) result(b)
@@ -192,7 +244,7 @@ contains
 
   ! generate: x gets one-step samples drawn from `seed`
   subroutine gen_any(self, seed, x, n, stat)
-    class(piddm_model), intent(inout) :: self
+    class(piddm_model), intent(in) :: self
     integer(c_int64_t), intent(in) :: seed
     integer(c_size_t), intent(in) :: n
     real(c_float), intent(out) :: x(*)
@@ -200,21 +252,21 @@ contains
     call piddm_check(c_generate(self%handle, seed, batch_of(self, n), x, n), "piddm generate", stat)
   end subroutine
   subroutine gen2(self, seed, x, stat)
-    class(piddm_model), intent(inout) :: self
+    class(piddm_model), intent(in) :: self
     integer(c_int64_t), intent(in) :: seed
     real(c_float), intent(out), contiguous :: x(:, :)
     integer, intent(out), optional :: stat
     call gen_any(self, seed, x, size(x, kind=c_size_t), stat)
   end subroutine
   subroutine gen3(self, seed, x, stat)
-    class(piddm_model), intent(inout) :: self
+    class(piddm_model), intent(in) :: self
     integer(c_int64_t), intent(in) :: seed
     real(c_float), intent(out), contiguous :: x(:, :, :)
     integer, intent(out), optional :: stat
     call gen_any(self, seed, x, size(x, kind=c_size_t), stat)
   end subroutine
   subroutine gen4(self, seed, x, stat)
-    class(piddm_model), intent(inout) :: self
+    class(piddm_model), intent(in) :: self
     integer(c_int64_t), intent(in) :: seed
     real(c_float), intent(out), contiguous :: x(:, :, :, :)
     integer, intent(out), optional :: stat
@@ -223,7 +275,7 @@ contains
 
   ! residual: r (one channel per sample) of fields x; mean_sq over the interior
   subroutine res_any(self, x, n, r, nr, mean_sq, stat)
-    class(piddm_model), intent(inout) :: self
+    class(piddm_model), intent(in) :: self
     integer(c_size_t), intent(in) :: n, nr
     real(c_float), intent(in) :: x(*)
     real(c_float), intent(out) :: r(*)
@@ -232,7 +284,7 @@ contains
     call piddm_check(c_residual(self%handle, x, batch_of(self, n), r, nr, mean_sq), "piddm residual", stat)
   end subroutine
   subroutine res2(self, x, r, mean_sq, stat)
-    class(piddm_model), intent(inout) :: self
+    class(piddm_model), intent(in) :: self
     real(c_float), intent(in), contiguous :: x(:, :)
     real(c_float), intent(out), contiguous :: r(:)
     real(c_double), intent(out) :: mean_sq
@@ -240,7 +292,7 @@ contains
     call res_any(self, x, size(x, kind=c_size_t), r, size(r, kind=c_size_t), mean_sq, stat)
   end subroutine
   subroutine res3(self, x, r, mean_sq, stat)
-    class(piddm_model), intent(inout) :: self
+    class(piddm_model), intent(in) :: self
     real(c_float), intent(in), contiguous :: x(:, :, :)
     real(c_float), intent(out), contiguous :: r(:, :)
     real(c_double), intent(out) :: mean_sq
@@ -248,7 +300,7 @@ contains
     call res_any(self, x, size(x, kind=c_size_t), r, size(r, kind=c_size_t), mean_sq, stat)
   end subroutine
   subroutine res4(self, x, r, mean_sq, stat)
-    class(piddm_model), intent(inout) :: self
+    class(piddm_model), intent(in) :: self
     real(c_float), intent(in), contiguous :: x(:, :, :, :)
     real(c_float), intent(out), contiguous :: r(:, :, :)
     real(c_double), intent(out) :: mean_sq
@@ -257,57 +309,72 @@ contains
   end subroutine
 
   ! solve: observed where mask /= 0; the answer goes to x
-  subroutine solve_any(self, obs, mask, n, p, x, report, stat)
-    class(piddm_model), intent(inout) :: self
+  ! loss_history (optional) receives the loss before each step and after the last
+  subroutine solve_any(self, obs, mask, n, p, x, report, loss_history, stat)
+    class(piddm_model), intent(in) :: self
     integer(c_size_t), intent(in) :: n
     real(c_float), intent(in) :: obs(*)
     integer(c_int8_t), intent(in) :: mask(*)
     type(piddm_solve_params), intent(in) :: p
     real(c_float), intent(out) :: x(*)
     type(piddm_solve_report), intent(out), optional :: report
+    real(c_double), intent(inout), optional, target, contiguous :: loss_history(:)
     integer, intent(out), optional :: stat
     type(piddm_solve_report) :: rep
-    call piddm_check(c_solve(self%handle, obs, mask, batch_of(self, n), p, x, n, rep), "piddm solve", stat)
+    integer(c_int) :: s
+    s = c_report_init(rep, c_sizeof(rep))
+    if (s == PIDDM_OK .and. present(loss_history)) then
+      if (size(loss_history) > 0) then
+        rep%loss_history = c_loc(loss_history)
+        rep%loss_history_len = size(loss_history, kind=c_size_t)
+      end if
+    end if
+    if (s == PIDDM_OK) s = c_solve(self%handle, obs, mask, batch_of(self, n), p, x, n, rep)
+    rep%loss_history = c_null_ptr
+    call piddm_check(s, "piddm solve", stat)
     if (present(report)) report = rep
   end subroutine
-  subroutine solve2(self, obs, mask, p, x, report, stat)
-    class(piddm_model), intent(inout) :: self
+  subroutine solve2(self, obs, mask, p, x, report, loss_history, stat)
+    class(piddm_model), intent(in) :: self
     real(c_float), intent(in), contiguous :: obs(:, :)
     integer(c_int8_t), intent(in), contiguous :: mask(:, :)
     type(piddm_solve_params), intent(in) :: p
     real(c_float), intent(out), contiguous :: x(:, :)
     type(piddm_solve_report), intent(out), optional :: report
+    real(c_double), intent(inout), optional, target, contiguous :: loss_history(:)
     integer, intent(out), optional :: stat
     if (size(mask) /= size(obs)) then
       call piddm_check(PIDDM_ERR_SIZE, "piddm solve: mask and observations differ in size", stat); return
     end if
-    call solve_any(self, obs, mask, size(x, kind=c_size_t), p, x, report, stat)
+    call solve_any(self, obs, mask, size(x, kind=c_size_t), p, x, report, loss_history, stat)
   end subroutine
-  subroutine solve3(self, obs, mask, p, x, report, stat)
-    class(piddm_model), intent(inout) :: self
+  subroutine solve3(self, obs, mask, p, x, report, loss_history, stat)
+    class(piddm_model), intent(in) :: self
     real(c_float), intent(in), contiguous :: obs(:, :, :)
     integer(c_int8_t), intent(in), contiguous :: mask(:, :, :)
     type(piddm_solve_params), intent(in) :: p
     real(c_float), intent(out), contiguous :: x(:, :, :)
     type(piddm_solve_report), intent(out), optional :: report
+    real(c_double), intent(inout), optional, target, contiguous :: loss_history(:)
     integer, intent(out), optional :: stat
     if (size(mask) /= size(obs)) then
       call piddm_check(PIDDM_ERR_SIZE, "piddm solve: mask and observations differ in size", stat); return
     end if
-    call solve_any(self, obs, mask, size(x, kind=c_size_t), p, x, report, stat)
+    call solve_any(self, obs, mask, size(x, kind=c_size_t), p, x, report, loss_history, stat)
   end subroutine
-  subroutine solve4(self, obs, mask, p, x, report, stat)
-    class(piddm_model), intent(inout) :: self
+  subroutine solve4(self, obs, mask, p, x, report, loss_history, stat)
+    class(piddm_model), intent(in) :: self
     real(c_float), intent(in), contiguous :: obs(:, :, :, :)
     integer(c_int8_t), intent(in), contiguous :: mask(:, :, :, :)
     type(piddm_solve_params), intent(in) :: p
     real(c_float), intent(out), contiguous :: x(:, :, :, :)
     type(piddm_solve_report), intent(out), optional :: report
+    real(c_double), intent(inout), optional, target, contiguous :: loss_history(:)
     integer, intent(out), optional :: stat
     if (size(mask) /= size(obs)) then
       call piddm_check(PIDDM_ERR_SIZE, "piddm solve: mask and observations differ in size", stat); return
     end if
-    call solve_any(self, obs, mask, size(x, kind=c_size_t), p, x, report, stat)
+    call solve_any(self, obs, mask, size(x, kind=c_size_t), p, x, report, loss_history, stat)
   end subroutine
 
 end module piddm

@@ -229,7 +229,7 @@ int main(int argc, char **argv) try {
     piddm::model model(argv[1]);
     surrogate::check_grid(model, pf);
     piddm_solve_params params = model.default_solve_params();
-    if (argc > 8) params.steps = std::uint32_t(std::stoul(argv[8]));
+    if (argc > 8) params.steps = std::int64_t(std::stoul(argv[8]));
     params.seed = 11;
     const std::size_t plane = pf.plane(), field = 2 * plane;
     // the two phases of a, from the problems themselves
@@ -306,9 +306,9 @@ int main(int argc, char **argv) try {
 
     std::printf("inverse (C++): %zu problems, %zu observed points of u each (%.1f %%), beta %.1e x mean d^2\n", count,
                 pbs[0].where.size(), 100 * fraction, beta_scale);
-    std::printf("  surrogate: %zu seeds per problem, %u steps, %.2f s per problem; median error rate of the mean a "
+    std::printf("  surrogate: %zu seeds per problem, %lld steps, %.2f s per problem; median error rate of the mean a "
                 "%.2f %%; truth within 2 std at %.1f %% of points\n",
-                seeds, params.steps, t_inf, 100 * med([](const outcome &o) { return o.err_mean; }),
+                seeds, (long long)params.steps, t_inf, 100 * med([](const outcome &o) { return o.err_mean; }),
                 100 * med([](const outcome &o) { return o.coverage; }));
     std::printf("  problem 0: iteration | relative misfit from constant | from surrogate\n");
     const outcome &o0 = outs[0];

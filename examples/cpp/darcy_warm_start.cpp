@@ -63,7 +63,7 @@ int main(int argc, char **argv) try {
             sz[t].push_back(zero.seconds[t]), ss[t].push_back(warm.seconds[t] + t_inf);
         }
     }
-    std::printf("warm start (C++): %zu problems, %u surrogate steps, lambda_infer %g\n", count, params.steps,
+    std::printf("warm start (C++): %zu problems, %lld surrogate steps, lambda_infer %g\n", count, (long long)params.steps,
                 params.lambda_infer);
     std::printf("  this operator against the model's residual: max difference %.2e (largest residual %.2e)\n", diff,
                 scale);

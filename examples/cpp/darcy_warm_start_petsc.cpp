@@ -125,7 +125,7 @@ int main(int argc, char **argv) {
             PCHECK(VecDestroy(&b));
             PCHECK(MatDestroy(&A));
         }
-        std::printf("warm start (PETSc KSPCG + PCJACOBI): %zu problems, %u surrogate steps\n", count, params.steps);
+        std::printf("warm start (PETSc KSPCG + PCJACOBI): %zu problems, %lld surrogate steps\n", count, (long long)params.steps);
         std::printf("  tolerance | CG iterations zero -> surrogate (saving) | seconds zero -> surrogate incl. inference\n");
         std::ofstream kv(out_dir + "/warm_start_petsc.txt");
         kv << "problems = " << count << "\nranks = 1\nsurrogate_steps = " << params.steps

@@ -20,7 +20,7 @@ inline void check_grid(const piddm::model &model, const darcy::fields &problems)
 // [LAMBDA_INFER] at argv[first] and argv[first + 1]; seed 1.
 inline piddm_solve_params forward_params(const piddm::model &model, int argc, char **argv, int first) {
     piddm_solve_params params = model.default_solve_params();
-    if (argc > first && std::stoul(argv[first]) > 0) params.steps = std::uint32_t(std::stoul(argv[first]));
+    if (argc > first && std::stoul(argv[first]) > 0) params.steps = std::int64_t(std::stoul(argv[first]));
     if (argc > first + 1) params.lambda_infer = std::stod(argv[first + 1]);
     params.seed = 1;
     return params;
@@ -32,7 +32,7 @@ struct forward_answers {
 };
 
 // u given all of a, for the first `count` problems, in one batch.
-inline forward_answers forward(piddm::model &model, const darcy::fields &problems, std::size_t count,
+inline forward_answers forward(const piddm::model &model, const darcy::fields &problems, std::size_t count,
                                const piddm_solve_params &params) {
     const std::size_t plane = problems.plane(), field = 2 * plane;
     std::vector<float> observed(count * field, 0.0f);

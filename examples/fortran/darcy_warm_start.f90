@@ -59,6 +59,7 @@ program darcy_warm_start
   end if
 
   threads = max(1, get_nprocs()/nranks)
+  opts = piddm_default_options()
   opts%intra_op_threads = threads
   call model%load(trim(model_path), opts)
   if (model%nc /= 2 .or. model%nx /= nx .or. model%ny /= ny) error stop "the model's grid differs from the problems'"

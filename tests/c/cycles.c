@@ -16,7 +16,7 @@ int main(int argc, char **argv) {
     int n = argc > 2 ? atoi(argv[2]) : 1000;
     long limit_kb = argc > 3 ? atol(argv[3]) : 4096;
     piddm_options o;
-    piddm_options_default(&o);
+    piddm_options_init(&o, sizeof o);
     o.intra_op_threads = 1;
     long rss_warm = 0;
     for (int i = 0; i < n; i++) {
@@ -28,16 +28,23 @@ int main(int argc, char **argv) {
         float *x = malloc(len * sizeof(float)), *out = malloc(len * sizeof(float));
         unsigned char *mask = calloc(len, 1);
         for (size_t k = 0; k < ny * nx; k++) mask[k] = 1;
+        piddm_model *shared = NULL;
+        if (piddm_model_clone(m, &shared) != PIDDM_OK) { fprintf(stderr, "clone: %s\n", piddm_last_error()); return 1; }
         piddm_solve_params p;
-        piddm_solve_params_default(m, &p);
+        piddm_solve_params_init(shared, &p, sizeof p);
         p.steps = 2;
         if (piddm_generate(m, (uint64_t)i, 1, x, len) != PIDDM_OK || piddm_solve(m, x, mask, 1, &p, out, len, NULL) != PIDDM_OK) {
             fprintf(stderr, "cycle %d: %s\n", i, piddm_last_error());
             return 1;
         }
-        piddm_generate(m, 1, 1, x, len - 1); /* an error path too */
+        piddm_generate(m, 1, 1, x, len - 1); /* error paths too */
+        piddm_generate(m, 1, (size_t)-1, x, len);
+        piddm_status_name(-5);
         free(x); free(out); free(mask);
         piddm_model_free(&m);
+        /* the clone outlives the first handle */
+        if (piddm_generate(shared, 2, 1, NULL, 0) != PIDDM_ERR_NULL) { fprintf(stderr, "clone after free\n"); return 1; }
+        piddm_model_free(&shared);
         if (i == n / 10) rss_warm = rss_kb();
     }
     long growth = rss_kb() - rss_warm;

@@ -28,7 +28,7 @@ int main(int argc, char **argv) {
     CHECK(strcmp(piddm_version(), PIDDM_VERSION) == 0, "version %s", piddm_version());
 
     piddm_options opts;
-    CHECK(piddm_options_default(&opts) == PIDDM_OK, "defaults");
+    CHECK(piddm_options_init(&opts, sizeof opts) == PIDDM_OK && opts.size == sizeof opts && opts.verify_weights == 1, "defaults");
     opts.intra_op_threads = 1;
     piddm_model *m = NULL;
     piddm_status s = piddm_model_load(argv[1], &opts, &m);
@@ -59,11 +59,11 @@ int main(int argc, char **argv) {
     for (size_t b = 0; b < batch; b++)
         for (size_t i = 0; i < plane; i++) mask[b * n + i] = 1;
     piddm_solve_params p;
-    CHECK(piddm_solve_params_default(m, &p) == PIDDM_OK && p.steps > 0, "solve defaults");
+    CHECK(piddm_solve_params_init(m, &p, sizeof p) == PIDDM_OK && p.steps > 0, "solve defaults");
     p.steps = 5;
     double hist[6] = {0};
     piddm_solve_report rep;
-    memset(&rep, 0, sizeof rep);
+    CHECK(piddm_solve_report_init(&rep, sizeof rep) == PIDDM_OK && rep.size == sizeof rep, "report init");
     rep.loss_history = hist;
     rep.loss_history_len = 6;
     float *out = malloc(batch * n * sizeof(float));
@@ -91,7 +91,7 @@ int main(int argc, char **argv) {
     CHECK(piddm_solve(m, x, mask, 1, &p, out, n + 1, NULL) == PIDDM_ERR_SIZE, "wrong out size");
     p.learning_rate = NAN;
     CHECK(piddm_solve(m, x, mask, 1, &p, out, n, NULL) == PIDDM_ERR_INVALID_ARGUMENT, "NaN learning rate");
-    CHECK(piddm_options_default(NULL) == PIDDM_ERR_NULL, "NULL options");
+    CHECK(piddm_options_init(NULL, sizeof opts) == PIDDM_ERR_NULL, "NULL options");
 
     piddm_model *bad = (piddm_model *)0x1;
     CHECK(piddm_model_load("/nonexistent/model.onnx", NULL, &bad) == PIDDM_ERR_IO && bad == NULL, "missing file");

@@ -58,6 +58,30 @@ int main(int argc, char **argv) {
     for (auto &t : th) t.join();
     CHECK(serial == par);
 
+    // copies share the loaded model; each releases its own handle
+    {
+        piddm::model copy = m;
+        CHECK(copy.get() != m.get() && copy.generate(7, 2) == x);
+        piddm::model other(argv[1]);
+        other = copy;
+        CHECK(other.generate(7, 2) == x);
+    }
+    CHECK(m.generate(7, 2) == x);
+    // a batch past the limits is refused before anything is allocated
+    try {
+        m.generate(1, std::size_t(1) << 40);
+        CHECK(false);
+    } catch (const piddm::error &e) {
+        CHECK(e.status() == PIDDM_ERR_SIZE);
+    }
+    p.steps = -1;
+    try {
+        m.solve(x, mask, 2, p);
+        CHECK(false);
+    } catch (const piddm::error &e) {
+        CHECK(e.status() == PIDDM_ERR_INVALID_ARGUMENT);
+    }
+
     piddm::model moved = std::move(m);
     CHECK(moved.shape().nx == s.nx);
     std::printf("%d passed, %d failed\n", passed, failed);

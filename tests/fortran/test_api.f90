@@ -10,10 +10,12 @@ program test_api
   character(len=512) :: path
   real(c_float), allocatable :: u(:, :, :, :), u2(:, :, :, :), r(:, :, :), x(:, :, :, :), one(:, :, :), flat(:, :)
   integer(c_int8_t), allocatable :: mask(:, :, :, :)
-  real(c_double) :: ms
+  real(c_double) :: ms, hist(7)
   integer :: stat, passed = 0, failed = 0
 
   call get_command_argument(1, path)
+  o = piddm_default_options()
+  call check(o%size == c_sizeof(o) .and. o%verify_weights == 1, "default options")
   o%intra_op_threads = 1
   call m%load(trim(path), o)
   call check(m%nc == 2 .and. m%nx == m%ny .and. m%nx > 2, "shape")
@@ -36,8 +38,15 @@ program test_api
   mask(:, :, 2, :) = 1
   p = m%default_solve_params()
   p%steps = 5
-  call m%solve(u, mask, p, x, rep)
+  hist = -1
+  call m%solve(u, mask, p, x, rep, loss_history=hist)
   call check(rep%steps == 5 .and. rep%final_loss <= rep%initial_loss, "solve report")
+  call check(hist(1) == rep%initial_loss .and. hist(6) == rep%final_loss .and. hist(7) == -1, "loss history")
+  call check(.not. c_associated(rep%loss_history), "no dangling history pointer")
+  p%steps = -1
+  call m%solve(u, mask, p, x, stat=stat)
+  call check(stat == PIDDM_ERR_INVALID_ARGUMENT, "negative steps refused")
+  p%steps = 5
   call check(all(x(:, :, 2, :) == u(:, :, 2, :)), "observations kept")
 
   ! errors come back in stat with the message available
@@ -52,6 +61,29 @@ program test_api
     call bad%load("/nonexistent/model.onnx", stat=stat)
     call check(stat == PIDDM_ERR_IO, "missing file")
   end block
+  block
+    type(piddm_options) :: raw
+    type(piddm_model) :: bad
+    call bad%load(trim(path), raw, stat=stat)
+    call check(stat == PIDDM_ERR_ABI, "options without piddm_default_options refused")
+  end block
+  u(3, 3, 1, 1) = 0
+  ! copies share the model and each frees its own handle: no double free at scope exit
+  block
+    type(piddm_model) :: a, b
+    a = m
+    b = a
+    b = b
+    call check(c_associated(a%handle) .and. c_associated(b%handle), "copies hold handles")
+    call a%generate(42_c_int64_t, u2)
+    call b%generate(42_c_int64_t, x)
+    call check(all(u2 == x) .and. b%nx == m%nx, "copies generate the same")
+    call a%free()
+    call b%generate(42_c_int64_t, x)
+    call check(all(u2 == x), "a copy outlives the other's free")
+  end block
+  call m%generate(42_c_int64_t, x)
+  call check(all(u2 == x), "the original outlives its copies")
 
   call m%free()
   call m%free()

@@ -60,7 +60,7 @@ fn runtime_reproduces_the_trainer() {
     let (c, ny, nx) = m.shape();
     assert_eq!((c, ny, nx), (2, 16, 16));
     let batch = 4;
-    let eps = m.noise(7, batch);
+    let eps = m.noise(7, batch).unwrap();
     let eps_t = Tensor::from_slice(&eps).reshape([batch as i64, c as i64, ny as i64, nx as i64]);
 
     // generate: the same eps gives the tch student's output to 1e-5

@@ -188,7 +188,7 @@ fn main() -> Result<()> {
             })
         });
         let noise = time_per_call(args.seconds / 3.0, || {
-            std::hint::black_box(rust_model.noise(1, batch));
+            std::hint::black_box(rust_model.noise(1, batch).unwrap());
         });
         rows.push((batch, capi, direct, tch_t, overhead, noise));
     }

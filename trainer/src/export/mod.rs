@@ -223,6 +223,41 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
 
 pub type Io<'a> = (&'a str, Vec<Option<i64>>);
 
+/// Wraps the graph of one artifact part with the interface the contract gives it (`Part::interface`).
+fn part_model(g: Graph, part: Part, chw: [usize; 3]) -> ModelProto {
+    let (inputs, outputs) = part.interface(chw[0], chw[1], chw[2]);
+    let io = |v: Vec<card::TensorSpec>| v.into_iter().map(|t| (t.name, t.dims)).collect::<Vec<_>>();
+    let name = format!("{part:?}").to_lowercase();
+    model(g, &name, &io(inputs), &io(outputs), None)
+}
+
+/// Records each graph's sha256, as serialised, in the card (which the runtime recomputes at load)
+/// and writes the card, with its part, into each file.
+pub fn seal(models: &mut [ModelProto; 3], card: &mut ModelCard) -> Result<()> {
+    let parts = [Part::Generate, Part::Refine, Part::Residual];
+    let mut digests = Vec::new();
+    for m in models.iter() {
+        let bytes = m.write_to_bytes().context("serialising the ONNX model")?;
+        digests.push(piddm::artifact::model_graph_sha256(&bytes).map_err(anyhow::Error::msg)?);
+    }
+    card.graph_sha256 = Some(card::GraphDigests {
+        generate: digests[0].clone(),
+        refine: digests[1].clone(),
+        residual: digests[2].clone(),
+    });
+    card.validate().map_err(anyhow::Error::msg)?;
+    for (m, part) in models.iter_mut().zip(parts) {
+        let c = card.for_part(part);
+        m.doc_string = format!("PIDDM one-step student, {part:?} graph");
+        m.metadata_props = vec![StringStringEntryProto {
+            key: card::CARD_KEY.into(),
+            value: c.to_json(),
+            ..Default::default()
+        }];
+    }
+    Ok(())
+}
+
 /// Wraps a graph as a model with typed inputs and outputs (`None` = the dynamic batch) and, when
 /// given, the model card.
 pub fn model(
@@ -344,6 +379,7 @@ pub fn card_for(
         },
         evaluation,
         weights_sha256: weights_sha256(net),
+        graph_sha256: None,
         files: card::Files {
             refine: name(Part::Refine),
             residual: name(Part::Residual),
@@ -351,13 +387,17 @@ pub fn card_for(
     })
 }
 
-/// The three graphs of a student, as protobuf messages (main, refine, residual).
-pub fn build(net: &Net, meta: &CheckpointMeta, card: &ModelCard) -> Result<[ModelProto; 3]> {
+/// The three graphs of a student, as protobuf messages (main, refine, residual), sealed with
+/// `card` (whose graph digests this fills in).
+pub fn build(net: &Net, meta: &CheckpointMeta, card: &mut ModelCard) -> Result<[ModelProto; 3]> {
     let c = meta.unet.channels;
     let n = meta.data.grid.n as i64;
     let chw = [c, n, n];
-    let full = vec![None, Some(c), Some(n), Some(n)];
-    let one = vec![None, Some(1), Some(n), Some(n)];
+    let shape = [
+        meta.unet.channels as usize,
+        meta.data.grid.n,
+        meta.data.grid.n,
+    ];
     let op = meta.data.residual_op();
     let norm = &meta.data.normalisation;
 
@@ -369,13 +409,7 @@ pub fn build(net: &Net, meta: &CheckpointMeta, card: &ModelCard) -> Result<[Mode
     let r = op.emit(&mut g, &x);
     g.rename(&x, io::X);
     g.rename(&r, io::RESIDUAL);
-    let generate = model(
-        g,
-        "generate",
-        &[(io::EPS, full.clone())],
-        &[(io::X, full.clone()), (io::RESIDUAL, one.clone())],
-        Some(card),
-    );
+    let generate = part_model(g, Part::Generate, shape);
 
     // refine: eps, observed, mask, lambda -> loss, grad, x_mix
     let mut g = Graph::new();
@@ -389,55 +423,28 @@ pub fn build(net: &Net, meta: &CheckpointMeta, card: &ModelCard) -> Result<[Mode
         io::LAMBDA.to_string(),
     );
     let (loss, x_mix) = emit_loss(&mut g, &op, norm, &d, &obs, &mask, &lambda);
-    let shape = g.node("Shape", &[&loss], vec![]);
+    let loss_shape = g.node("Shape", &[&loss], vec![]);
     let seed_value = tensor_f32("one", &[1], &[1.0]);
     let seed = g.node(
         "ConstantOfShape",
-        &[&shape],
+        &[&loss_shape],
         vec![attr_tensor("value", seed_value)],
     );
     let grad = g.backward(&loss, &seed, io::EPS)?;
     g.rename(&loss, io::LOSS);
     g.rename(&grad, io::GRAD);
     g.rename(&x_mix, io::X_MIX);
-    let refine_card = ModelCard {
-        part: Part::Refine,
-        ..card.clone()
-    };
-    let refine = model(
-        g,
-        "refine",
-        &[
-            (io::EPS, full.clone()),
-            (io::OBSERVED, full.clone()),
-            (io::MASK, full.clone()),
-            (io::LAMBDA, vec![Some(1)]),
-        ],
-        &[
-            (io::LOSS, vec![None]),
-            (io::GRAD, full.clone()),
-            (io::X_MIX, full.clone()),
-        ],
-        Some(&refine_card),
-    );
+    let refine = part_model(g, Part::Refine, shape);
 
     // residual: x -> residual
     let mut g = Graph::new();
     g.chw.insert(io::X.into(), chw);
     let r = op.emit(&mut g, &io::X.to_string());
     g.rename(&r, io::RESIDUAL);
-    let residual_card = ModelCard {
-        part: Part::Residual,
-        ..card.clone()
-    };
-    let residual = model(
-        g,
-        "residual",
-        &[(io::X, full)],
-        &[(io::RESIDUAL, one)],
-        Some(&residual_card),
-    );
-    Ok([generate, refine, residual])
+    let residual = part_model(g, Part::Residual, shape);
+    let mut models = [generate, refine, residual];
+    seal(&mut models, card)?;
+    Ok(models)
 }
 
 /// Exports the student checkpoint to `out` (the main file) and its siblings. Returns the card.
@@ -458,8 +465,8 @@ pub fn export(
     if out.extension().and_then(|e| e.to_str()) != Some("onnx") {
         bail!("the output file must end in .onnx, got {}", out.display());
     }
-    let card = card_for(&meta, &net, infer, evaluation, out)?;
-    let models = build(&net, &meta, &card)?;
+    let mut card = card_for(&meta, &net, infer, evaluation, out)?;
+    let models = build(&net, &meta, &mut card)?;
     for (m, part) in models
         .iter()
         .zip([Part::Generate, Part::Refine, Part::Residual])

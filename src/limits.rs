@@ -1,0 +1,18 @@
+//! The bounds every entry point and every loaded file is held to. They are checked before anything
+//! is allocated: Rust aborts the process on a failed allocation, and no panic guard catches that.
+//! The C header exports them as `PIDDM_MAX_*`.
+
+/// Samples in one call.
+pub const MAX_BATCH: usize = 4096;
+/// Values in one array of one call (batch x channels x ny x nx): 2^26 float32, 256 MiB.
+pub const MAX_VALUES: usize = 1 << 26;
+/// Optimisation steps of one solve.
+pub const MAX_STEPS: u64 = 100_000;
+/// Grid points along either axis of a model.
+pub const MAX_GRID: usize = 4096;
+/// Field channels of a model.
+pub const MAX_CHANNELS: usize = 64;
+/// Values of one sample (channels x ny x nx) of a model.
+pub const MAX_FIELD_VALUES: usize = 1 << 24;
+/// Bytes of one model file (ONNX's protobuf encoding cannot exceed 2 GiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
