@@ -174,9 +174,9 @@ pub struct Model {
     fell_back_to_cpu: bool,
 }
 
-/// Reads, checks and opens one graph of an artifact: the file (regular, size-capped), its card
-/// (validated), the graph's digest against the card, then the session and its interface.
-fn read_part(main: &Path, part: Part, o: &Options) -> Result<(Vec<u8>, Session, ModelCard, bool)> {
+/// Reads and checks one graph of an artifact: the file (regular, size-capped), its card
+/// (validated) and the graph's digest against the card. ONNX Runtime sees nothing yet.
+fn read_part(main: &Path, part: Part, o: &Options) -> Result<(Vec<u8>, ModelCard)> {
     let path = card::sibling(main, part);
     let what = match part {
         Part::Generate => "model file".to_string(),
@@ -213,15 +213,28 @@ fn read_part(main: &Path, part: Part, o: &Options) -> Result<(Vec<u8>, Session, 
             return Err(fmt(format!("its graph (weights or operators) does not match the model card's sha256 ({} recorded, {got} found): the file was modified or corrupted", digests.get(part))));
         }
     }
-    let (session, fell_back) = make_session(&bytes, o).map_err(|e| {
+    Ok((bytes, c))
+}
+
+/// A session on a checked graph, whose interface must be the contract's for its card.
+fn open_part(
+    main: &Path,
+    part: Part,
+    bytes: &[u8],
+    card: &ModelCard,
+    o: &Options,
+) -> Result<(Session, bool)> {
+    let path = card::sibling(main, part);
+    let fmt = |m: String| err!(PIDDM_ERR_FORMAT, "{}: {m}", path.display());
+    let (session, fell_back) = make_session(bytes, o).map_err(|e| {
         if e.status == crate::error::Status::PIDDM_ERR_FORMAT {
             fmt(e.message)
         } else {
             e
         }
     })?;
-    check_interface(&session, part, &c).map_err(fmt)?;
-    Ok((bytes, session, c, fell_back))
+    check_interface(&session, part, card).map_err(fmt)?;
+    Ok((session, fell_back))
 }
 
 /// The session's inputs and outputs must be exactly the contract's, float32, with its shapes.
@@ -277,11 +290,12 @@ pub(crate) fn zeros<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> 
 
 impl Model {
     /// Loads `path` (the main file) and its sibling graphs, checking that they belong together.
+    /// All three files are read and checked before ONNX Runtime sees any of them.
     pub fn load(path: impl AsRef<Path>, options: &Options) -> Result<Model> {
         let path = path.as_ref();
-        let (gb, gs, card, fell_back) = read_part(path, Part::Generate, options)?;
-        let (rb, rs, rcard, _) = read_part(path, Part::Refine, options)?;
-        let (qb, qs, qcard, _) = read_part(path, Part::Residual, options)?;
+        let (gb, card) = read_part(path, Part::Generate, options)?;
+        let (rb, rcard) = read_part(path, Part::Refine, options)?;
+        let (qb, qcard) = read_part(path, Part::Residual, options)?;
         for (other, part) in [(&rcard, Part::Refine), (&qcard, Part::Residual)] {
             if *other != card.for_part(part) {
                 return Err(err!(
@@ -291,6 +305,9 @@ impl Model {
                 ));
             }
         }
+        let (gs, fell_back) = open_part(path, Part::Generate, &gb, &card, options)?;
+        let (rs, _) = open_part(path, Part::Refine, &rb, &rcard, options)?;
+        let (qs, _) = open_part(path, Part::Residual, &qb, &qcard, options)?;
         let shape = [card.channels.len(), card.grid.ny, card.grid.nx];
         let pool = |bytes: Vec<u8>, s: Session| Pool {
             bytes,

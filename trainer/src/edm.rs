@@ -1,5 +1,6 @@
 //! EDM (Karras et al. 2022): preconditioning, the denoising loss, and the Heun probability-flow sampler.
 
+use crate::netops::{NetOps, TchOps, Unary};
 use crate::unet::UNet;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -28,17 +29,31 @@ impl Default for Edm {
 }
 
 impl Edm {
-    /// D(x; sigma) = c_skip x + c_out F(c_in x; c_noise), sigma of shape [B].
-    pub fn denoise(&self, net: &UNet, x: &Tensor, sigma: &Tensor) -> Tensor {
+    /// D(x; sigma) = c_skip x + c_out F(c_in x; c_noise) on any backend, sigma of shape [B]:
+    /// c_skip = sd^2 / (s^2 + sd^2), c_out = s sd / sqrt(s^2 + sd^2), c_in = 1 / sqrt(s^2 + sd^2),
+    /// c_noise = ln(s) / 4.
+    pub fn precondition<B: NetOps>(&self, b: &mut B, net: &UNet, x: &B::V, sigma: &B::V) -> B::V {
         let sd2 = self.sigma_data * self.sigma_data;
-        let s = sigma.to_kind(Kind::Float).reshape([-1, 1, 1, 1]);
-        let s2 = s.square();
-        let c_skip = (s2.ones_like() * sd2) / (&s2 + sd2);
-        let c_out = &s * self.sigma_data / (&s2 + sd2).sqrt();
-        let c_in = (&s2 + sd2).rsqrt();
-        let c_noise = sigma.to_kind(Kind::Float).log() / 4.0;
-        let f = net.forward(&(x * c_in), &c_noise);
-        c_skip * x + c_out * f
+        let s = b.reshape(sigma, &[-1, 1, 1, 1]);
+        let s2 = b.unary(&s, Unary::Square);
+        let s2sd2 = b.affine(&s2, 1.0, sd2);
+        let c_in = b.unary(&s2sd2, Unary::Rsqrt);
+        let c_skip = b.unary(&s2sd2, Unary::Reciprocal);
+        let c_skip = b.affine(&c_skip, sd2, 0.0);
+        let c_out = b.mul(&s, &c_in);
+        let c_out = b.affine(&c_out, self.sigma_data, 0.0);
+        let c_noise = b.unary(sigma, Unary::Log);
+        let c_noise = b.affine(&c_noise, 0.25, 0.0);
+        let x_in = b.mul(x, &c_in);
+        let f = net.apply(b, &x_in, &c_noise);
+        let skip = b.mul(&c_skip, x);
+        let out = b.mul(&c_out, &f);
+        b.add(&skip, &out)
+    }
+
+    /// [`Edm::precondition`] on tch tensors.
+    pub fn denoise(&self, net: &UNet, x: &Tensor, sigma: &Tensor) -> Tensor {
+        self.precondition(&mut TchOps, net, x, &sigma.to_kind(Kind::Float))
     }
 
     /// The EDM training loss on clean normalised data x0, averaged over the batch.

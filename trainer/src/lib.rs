@@ -13,6 +13,7 @@ pub mod examples;
 pub mod export;
 pub mod fsutil;
 pub mod infer;
+pub mod netops;
 pub mod ops;
 pub mod pde;
 pub mod pipeline;

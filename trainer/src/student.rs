@@ -4,6 +4,7 @@
 
 use crate::config::Preset;
 use crate::edm::Edm;
+use crate::netops::{NetOps, TchOps};
 use crate::teacher::batch_indices;
 use crate::train::{self, load_ema, CheckpointMeta, Outcome, Role, StudentInfo, TrainState};
 use crate::unet::UNet;
@@ -11,10 +12,18 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
-/// The student's clean output in normalised units, from standard normal eps [B, C, H, W].
+/// The student d(eps) = D(sigma_max eps; sigma_max) in normalised units, from standard normal eps
+/// [B, C, H, W], on any backend (tch here, ONNX nodes in the export).
+pub fn student<B: NetOps>(b: &mut B, edm: &Edm, net: &UNet, eps: &B::V) -> B::V {
+    let sigma = Tensor::from_slice(&[edm.sigma_max as f32]).to_device(net.device());
+    let sigma = b.constant(&sigma);
+    let x = b.affine(eps, edm.sigma_max, 0.0);
+    edm.precondition(b, net, &x, &sigma)
+}
+
+/// [`student`] on tch tensors.
 pub fn one_step(edm: &Edm, net: &UNet, eps: &Tensor) -> Tensor {
-    let sigma = Tensor::full([eps.size()[0]], edm.sigma_max, (Kind::Float, eps.device()));
-    edm.denoise(net, &(eps * edm.sigma_max), &sigma)
+    student(&mut TchOps, edm, net, eps)
 }
 
 /// A pair set: standard normal eps and the teacher's ODE(eps), normalised units.

@@ -2,9 +2,10 @@
 //! convolutions down, nearest-neighbour upsampling, skip connections by concatenation, optional
 //! self-attention at the coarsest level. Layer names are stable: checkpoints and export key on them.
 
+use crate::netops::{NetOps, TchOps, Unary};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module};
+use tch::nn;
 use tch::{Kind, Tensor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,15 +90,23 @@ impl ResBlock {
             skip: (i != o).then(|| conv(&p / "skip", i, o, 1, 1)),
         }
     }
-    fn forward(&self, x: &Tensor, emb: &Tensor) -> Tensor {
-        let h = self.conv1.forward(&self.norm1.forward(x).silu());
-        let h = h + self.emb.forward(emb).unsqueeze(-1).unsqueeze(-1);
-        let h = self.conv2.forward(&self.norm2.forward(&h).silu());
+    fn apply<B: NetOps>(&self, b: &mut B, x: &B::V, emb: &B::V) -> B::V {
+        let h = b.group_norm(x, &self.norm1);
+        let h = b.silu(&h);
+        let h = b.conv(&h, &self.conv1, 1);
+        let e = b.linear(emb, &self.emb);
+        let o = self.conv1.ws.size()[0];
+        let e = b.reshape(&e, &[-1, o, 1, 1]);
+        let h = b.add(&h, &e);
+        let h = b.group_norm(&h, &self.norm2);
+        let h = b.silu(&h);
+        let h = b.conv(&h, &self.conv2, 1);
         let s = match &self.skip {
-            Some(c) => c.forward(x),
-            None => x.shallow_clone(),
+            Some(c) => b.conv(x, c, 1),
+            None => b.dup(x),
         };
-        (s + h) * std::f64::consts::FRAC_1_SQRT_2
+        let y = b.add(&s, &h);
+        b.affine(&y, std::f64::consts::FRAC_1_SQRT_2, 0.0)
     }
 }
 
@@ -116,16 +125,28 @@ impl Attention {
             proj: conv(&p / "proj", c, c, 1, 1),
         }
     }
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, c, h, w) = x.size4().unwrap();
-        let qkv = self
-            .qkv
-            .forward(&self.norm.forward(x))
-            .reshape([b, 3, c, h * w]);
-        let (q, k, v) = (qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2));
-        let att = (q.transpose(1, 2).matmul(&k) / (c as f64).sqrt()).softmax(-1, Kind::Float);
-        let o = v.matmul(&att.transpose(1, 2)).reshape([b, c, h, w]);
-        (x + self.proj.forward(&o)) * std::f64::consts::FRAC_1_SQRT_2
+    /// Single-head self-attention over the H x W positions, residual.
+    fn apply<B: NetOps>(&self, b: &mut B, x: &B::V) -> B::V {
+        let [c, h, w] = b.chw(x)[..] else {
+            unreachable!("attention on a 4-D field")
+        };
+        let n = b.group_norm(x, &self.norm);
+        let qkv = b.conv(&n, &self.qkv, 1);
+        let mut part = |i: i64| {
+            let p = b.channels(&qkv, i * c, c);
+            b.reshape(&p, &[-1, c, h * w])
+        };
+        let (q, k, v) = (part(0), part(1), part(2));
+        let qt = b.transpose(&q);
+        let logits = b.matmul(&qt, &k);
+        let logits = b.affine(&logits, 1.0 / (c as f64).sqrt(), 0.0);
+        let att = b.softmax(&logits);
+        let att_t = b.transpose(&att);
+        let o = b.matmul(&v, &att_t);
+        let o = b.reshape(&o, &[-1, c, h, w]);
+        let p = b.conv(&o, &self.proj, 1);
+        let y = b.add(x, &p);
+        b.affine(&y, std::f64::consts::FRAC_1_SQRT_2, 0.0)
     }
 }
 
@@ -212,49 +233,70 @@ impl UNet {
         }
     }
 
-    /// Sinusoidal embedding of the noise level c_noise [B] into `width` features.
-    pub(crate) fn embed(&self, c_noise: &Tensor) -> Tensor {
+    /// Sinusoidal embedding of the noise level c_noise [B] into the blocks' embedding [B, 4 width].
+    fn embed<B: NetOps>(&self, b: &mut B, c_noise: &B::V) -> B::V {
         let half = self.cfg.width / 2;
-        let freqs = (Tensor::arange(half, (Kind::Float, c_noise.device()))
+        let freqs = (Tensor::arange(half, (Kind::Float, tch::Device::Cpu))
             * (-(10000f64.ln()) / half as f64))
-            .exp();
-        let args = c_noise.reshape([-1, 1]) * freqs.unsqueeze(0) * 1000.0;
-        let e = Tensor::cat(&[args.cos(), args.sin()], 1);
-        self.emb2.forward(&self.emb1.forward(&e).silu()).silu()
+            .exp()
+            .unsqueeze(0);
+        let freqs = b.constant(&freqs.to_device(self.device()));
+        let c = b.reshape(c_noise, &[-1, 1]);
+        let args = b.mul(&c, &freqs);
+        let args = b.affine(&args, 1000.0, 0.0);
+        let (cos, sin) = (b.unary(&args, Unary::Cos), b.unary(&args, Unary::Sin));
+        let e = b.concat(&[&cos, &sin]);
+        let e = b.linear(&e, &self.emb1);
+        let e = b.silu(&e);
+        let e = b.linear(&e, &self.emb2);
+        b.silu(&e)
     }
 
-    /// F(x; c_noise): x [B, C, H, W], c_noise [B].
-    pub fn forward(&self, x: &Tensor, c_noise: &Tensor) -> Tensor {
-        let emb = self.embed(c_noise);
-        let mut h = self.conv_in.forward(x);
-        let mut skips = vec![h.shallow_clone()];
+    /// F(x; c_noise) on any backend: x [B, C, H, W], c_noise [B].
+    pub fn apply<B: NetOps>(&self, b: &mut B, x: &B::V, c_noise: &B::V) -> B::V {
+        let emb = self.embed(b, c_noise);
+        let mut h = b.conv(x, &self.conv_in, 1);
+        let mut skips = vec![b.dup(&h)];
         for layer in &self.down {
             h = match layer {
-                Layer::Res(r) => r.forward(&h, &emb),
-                Layer::Down(c) => c.forward(&h),
+                Layer::Res(r) => r.apply(b, &h, &emb),
+                Layer::Down(c) => b.conv(&h, c, 2),
                 Layer::Up(_) => unreachable!("no upsampling on the way down"),
             };
-            skips.push(h.shallow_clone());
+            skips.push(b.dup(&h));
         }
-        h = self.mid1.forward(&h, &emb);
+        h = self.mid1.apply(b, &h, &emb);
         if let Some(a) = &self.mid_attn {
-            h = a.forward(&h);
+            h = a.apply(b, &h);
         }
-        h = self.mid2.forward(&h, &emb);
+        h = self.mid2.apply(b, &h, &emb);
         for layer in &self.up {
             h = match layer {
                 Layer::Res(r) => {
                     let s = skips.pop().expect("skip stack matches the decoder");
-                    r.forward(&Tensor::cat(&[h, s], 1), &emb)
+                    let c = b.concat(&[&h, &s]);
+                    r.apply(b, &c, &emb)
                 }
                 Layer::Up(c) => {
-                    let (_, _, hh, ww) = h.size4().unwrap();
-                    c.forward(&h.upsample_nearest2d([2 * hh, 2 * ww], None, None))
+                    let u = b.upsample2(&h);
+                    b.conv(&u, c, 1)
                 }
                 Layer::Down(_) => unreachable!("no downsampling on the way up"),
             };
         }
-        self.conv_out.forward(&self.norm_out.forward(&h).silu())
+        let h = b.group_norm(&h, &self.norm_out);
+        let h = b.silu(&h);
+        b.conv(&h, &self.conv_out, 1)
+    }
+
+    /// The device of the weights.
+    pub fn device(&self) -> tch::Device {
+        self.conv_in.ws.device()
+    }
+
+    /// F(x; c_noise) on tch tensors.
+    pub fn forward(&self, x: &Tensor, c_noise: &Tensor) -> Tensor {
+        self.apply(&mut TchOps, x, c_noise)
     }
 }
 

@@ -30,6 +30,55 @@ struct Args {
     out: Option<PathBuf>,
 }
 
+/// What verifying the weights costs at load: whole loads with and without it (alternating, medians
+/// over 9 each) and the hashing alone over the three files' graphs.
+fn load_cost(model: &std::path::Path) -> Result<String> {
+    let opts = |verify: bool| piddm::Options {
+        verify_weights: verify,
+        ..piddm::Options::default()
+    };
+    let load = |verify: bool| -> Result<f64> {
+        let t = Instant::now();
+        let m = piddm::Model::load(model, &opts(verify)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let s = t.elapsed().as_secs_f64();
+        drop(m);
+        Ok(s)
+    };
+    load(true)?; // warm the file cache and ONNX Runtime
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for _ in 0..9 {
+        on.push(load(true)?);
+        off.push(load(false)?);
+    }
+    let mut bytes = 0usize;
+    let files: Vec<Vec<u8>> = [
+        piddm::card::Part::Generate,
+        piddm::card::Part::Refine,
+        piddm::card::Part::Residual,
+    ]
+    .iter()
+    .map(|&p| std::fs::read(piddm::card::sibling(model, p)))
+    .collect::<std::io::Result<_>>()?;
+    let hash = time_per_call(1.0, || {
+        for f in &files {
+            let g = piddm::artifact::scan(f).unwrap().graph.unwrap();
+            std::hint::black_box(piddm::artifact::graph_sha256(g));
+        }
+    });
+    for f in &files {
+        bytes += piddm::artifact::scan(f).unwrap().graph.unwrap().len();
+    }
+    let (on, off) = (median(&mut on), median(&mut off));
+    Ok(format!(
+        "\nLoad (three graphs, {:.1} MB of graph bytes), medians of 9 alternating loads: weights verified {:.1} ms, not verified {:.1} ms (difference {:+.1} ms); sha256 of the three graphs alone {:.1} ms.\n",
+        bytes as f64 / 1e6,
+        1e3 * on,
+        1e3 * off,
+        1e3 * (on - off),
+        1e3 * hash
+    ))
+}
+
 /// Multiply-adds x 2 of the convolutions in a generate graph, per sample.
 fn conv_flops(path: &PathBuf) -> Result<f64> {
     let m = ModelProto::parse_from_bytes(&std::fs::read(path)?)?;
@@ -211,6 +260,7 @@ fn main() -> Result<()> {
             100.0 * noise / capi
         );
     }
+    s += &load_cost(&args.model)?;
     s += "\nC ABI: `piddm_generate` (noise drawn inside, seed fixed); C ABI vs ort: median over 15 alternating rounds of (C ABI / ort direct - 1); noise draw: the time `piddm_generate` spends drawing eps (its own work beyond ONNX Runtime; argument checks and the panic guard are below a microsecond), as a share of the call; ort direct: the same generate graph through `ort` with a prepared eps; tch: the student checkpoint in libtorch. Threads: each library's default (all cores).\n";
     print!("{s}");
     if let Some(p) = args.out {

@@ -3,7 +3,8 @@
 //! build has no autograd). Each adjoint is the textbook one, tested alone against tch autograd:
 //! Conv → ConvTranspose with the same weights; GroupNorm → the normalised-input formula; SiLU →
 //! g (s + x s (1 - s)); nearest 2x upsampling → 2x2 sum pooling; Concat → Slice; Slice ↔ Pad;
-//! Mul → g times the other factor; ReduceMean → Expand / N.
+//! Mul → g times the other factor; ReduceMean → Expand / N; Reshape → Reshape back; Transpose →
+//! Transpose back; MatMul → g B^T and A^T g; Softmax → y (g - sum(g y)).
 
 use anyhow::{bail, Result};
 use onnx_protobuf::{
@@ -85,6 +86,26 @@ enum Entry {
         count: i64,
         y: String,
     },
+    Reshape {
+        x: String,
+        y: String,
+    },
+    /// Swap of the last two axes of a 3-D value.
+    Transpose {
+        x: String,
+        y: String,
+    },
+    /// Batched product of two 3-D values.
+    MatMul {
+        a: String,
+        b: String,
+        y: String,
+    },
+    /// Softmax over the last axis.
+    Softmax {
+        x: String,
+        y: String,
+    },
     /// A node whose adjoint this exporter does not know: differentiating through it is an error.
     Opaque {
         op: String,
@@ -107,6 +128,10 @@ impl Entry {
             | Entry::Crop { y, .. }
             | Entry::Pad { y, .. }
             | Entry::ReduceMean { y, .. }
+            | Entry::Reshape { y, .. }
+            | Entry::Transpose { y, .. }
+            | Entry::MatMul { y, .. }
+            | Entry::Softmax { y, .. }
             | Entry::Opaque { y, .. } => y,
         }
     }
@@ -582,6 +607,63 @@ impl Graph {
         y
     }
 
+    /// Reshape to `dims` (-1: the batch). A 4-D result gets its (C, H, W) recorded.
+    pub fn reshape(&mut self, x: &str, dims: &[i64]) -> String {
+        let shape = self.ints(dims);
+        let y = self.node("Reshape", &[x, &shape], vec![]);
+        if let [_, c, h, w] = dims {
+            self.set_chw(&y, Some([*c, *h, *w]));
+        }
+        self.record(
+            Entry::Reshape {
+                x: x.into(),
+                y: y.clone(),
+            },
+            &[x],
+        );
+        y
+    }
+
+    /// Swaps the last two axes of a 3-D value.
+    pub fn transpose(&mut self, x: &str) -> String {
+        let y = self.node("Transpose", &[x], vec![attr_ints("perm", &[0, 2, 1])]);
+        self.record(
+            Entry::Transpose {
+                x: x.into(),
+                y: y.clone(),
+            },
+            &[x],
+        );
+        y
+    }
+
+    /// Batched matrix product of two 3-D values.
+    pub fn matmul(&mut self, a: &str, b: &str) -> String {
+        let y = self.node("MatMul", &[a, b], vec![]);
+        self.record(
+            Entry::MatMul {
+                a: a.into(),
+                b: b.into(),
+                y: y.clone(),
+            },
+            &[a, b],
+        );
+        y
+    }
+
+    /// Softmax over the last axis.
+    pub fn softmax(&mut self, x: &str) -> String {
+        let y = self.node("Softmax", &[x], vec![attr_int("axis", -1)]);
+        self.record(
+            Entry::Softmax {
+                x: x.into(),
+                y: y.clone(),
+            },
+            &[x],
+        );
+        y
+    }
+
     /// Emits the reverse pass from `y` (seed gradient `seed`) and returns the gradient of `wrt`.
     pub fn backward(&mut self, y: &str, seed: &str, wrt: &str) -> Result<String> {
         let mut grads: HashMap<String, Vec<String>> =
@@ -731,6 +813,38 @@ impl Graph {
                     let ex = self.node("Expand", &[&un, &shape], vec![]);
                     let k = self.scalar(1.0 / *count as f32);
                     let gx = self.node("Mul", &[&ex, &k], vec![]);
+                    push(self, x, gx);
+                }
+                Entry::Reshape { x, .. } => {
+                    let shape = self.node("Shape", &[x], vec![]);
+                    let gx = self.node("Reshape", &[&g, &shape], vec![]);
+                    push(self, x, gx);
+                }
+                Entry::Transpose { x, .. } => {
+                    let gx = self.node("Transpose", &[&g], vec![attr_ints("perm", &[0, 2, 1])]);
+                    push(self, x, gx);
+                }
+                Entry::MatMul { a, b, .. } => {
+                    let t = |this: &mut Self, v: &str| {
+                        this.node("Transpose", &[v], vec![attr_ints("perm", &[0, 2, 1])])
+                    };
+                    if self.diff.contains(a) {
+                        let bt = t(self, b);
+                        let ga = self.node("MatMul", &[&g, &bt], vec![]);
+                        push(self, a, ga);
+                    }
+                    if self.diff.contains(b) {
+                        let at = t(self, a);
+                        let gb = self.node("MatMul", &[&at, &g], vec![]);
+                        push(self, b, gb);
+                    }
+                }
+                Entry::Softmax { x, y } => {
+                    let gy = self.node("Mul", &[&g, y], vec![]);
+                    let last = self.ints(&[-1]);
+                    let s = self.node("ReduceSum", &[&gy, &last], vec![attr_int("keepdims", 1)]);
+                    let d = self.node("Sub", &[&g, &s], vec![]);
+                    let gx = self.node("Mul", &[y, &d], vec![]);
                     push(self, x, gx);
                 }
                 Entry::Opaque { op, .. } => {

@@ -2,15 +2,18 @@
 //! `piddm::card`): generate, refine (forward and reverse pass) and residual graphs, each with the
 //! model card in its metadata.
 
+pub mod fold;
 pub mod graph;
 
 use crate::config::InferConfig;
 use crate::edm::Edm;
 use crate::infer::emit_loss;
 use crate::ops::FieldOps;
+use crate::student;
 use crate::train::{load_ema, CheckpointMeta, Net, Role};
-use crate::unet::{Layer, ResBlock, UNet};
+use crate::unet::UNet;
 use anyhow::{bail, Context, Result};
+use fold::{values, Folding, Gv};
 use graph::{attr_tensor, tensor_f32, Graph};
 use onnx_protobuf::{
     tensor_proto::DataType, tensor_shape_proto::dimension, type_proto, Message, ModelProto,
@@ -19,7 +22,6 @@ use onnx_protobuf::{
 use piddm::card::{self, io, ModelCard, Part};
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use tch::{nn, Tensor};
 
 /// ONNX opset and IR version written (ONNX Runtime 1.31 reads both).
 pub const OPSET: i64 = 17;
@@ -82,111 +84,11 @@ impl FieldOps for Graph {
     }
 }
 
-fn values(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(
-        t.to_kind(tch::Kind::Float)
-            .to_device(tch::Device::Cpu)
-            .contiguous()
-            .reshape([-1]),
-    )
-    .expect("f32 tensor")
-}
-
-/// Emits a tch layer's weights into the graph; each helper names the layer on failure.
-struct Emit<'a> {
-    g: &'a mut Graph,
-    groups: i64,
-}
-
-impl Emit<'_> {
-    /// A k x k convolution with "same" padding (k / 2) at the given stride, as the U-Net builds them.
-    fn conv(&mut self, x: &str, c: &nn::Conv2D, stride: i64, extra_bias: Option<&[f32]>) -> String {
-        let ws = c.ws.size();
-        let (cout, k) = (ws[0], ws[2]);
-        let w = self.g.constant("w", &ws, &values(&c.ws));
-        let mut b =
-            c.bs.as_ref()
-                .map(values)
-                .unwrap_or_else(|| vec![0.0; cout as usize]);
-        if let Some(e) = extra_bias {
-            b.iter_mut().zip(e).for_each(|(b, e)| *b += e);
-        }
-        let b = self.g.constant("b", &[cout], &b);
-        self.g.conv(x, &w, Some(&b), k, stride, k / 2, cout)
-    }
-
-    fn gn(&mut self, x: &str, n: &nn::GroupNorm) -> Result<String> {
-        let gamma = values(n.ws.as_ref().context("GroupNorm without affine weights")?);
-        let beta = values(n.bs.as_ref().context("GroupNorm without affine bias")?);
-        Ok(self.g.group_norm(x, &gamma, &beta, self.groups, 1e-5))
-    }
-
-    fn res(&mut self, x: &str, r: &ResBlock, emb: &Tensor) -> Result<String> {
-        // The noise level is fixed at sigma_max, so the block's embedding is a constant: fold it
-        // into the first convolution's bias.
-        let e = values(&tch::no_grad(|| nn::Module::forward(&r.emb, emb)));
-        let h = self.gn(x, &r.norm1)?;
-        let h = self.g.silu(&h);
-        let h = self.conv(&h, &r.conv1, 1, Some(&e));
-        let h = self.gn(&h, &r.norm2)?;
-        let h = self.g.silu(&h);
-        let h = self.conv(&h, &r.conv2, 1, None);
-        let s = match &r.skip {
-            Some(c) => self.conv(x, c, 1, None),
-            None => x.to_string(),
-        };
-        let y = self.g.add(&s, &h);
-        Ok(self.g.scale(&y, std::f32::consts::FRAC_1_SQRT_2))
-    }
-}
-
-/// Emits the student d(eps) = D(sigma_max eps; sigma_max) in normalised units.
-pub fn emit_student(g: &mut Graph, net: &UNet, edm: &Edm, eps: &str) -> Result<String> {
-    if net.mid_attn.is_some() {
-        bail!("cannot export layer 'mid_attn' (self-attention): the exporter has no emitter for it; train without attention");
-    }
-    let (s, sd) = (edm.sigma_max, edm.sigma_data);
-    let c_in = 1.0 / (s * s + sd * sd).sqrt();
-    let c_skip = sd * sd / (s * s + sd * sd);
-    let c_out = s * sd / (s * s + sd * sd).sqrt();
-    let emb = tch::no_grad(|| net.embed(&Tensor::from_slice(&[(s.ln() / 4.0) as f32])));
-    let mut e = Emit {
-        g,
-        groups: net.cfg.groups,
-    };
-    let x_in = e.g.scale(eps, (s * c_in) as f32);
-    let mut h = e.conv(&x_in, &net.conv_in, 1, None);
-    let mut skips = vec![h.clone()];
-    for layer in &net.down {
-        h = match layer {
-            Layer::Res(r) => e.res(&h, r, &emb)?,
-            Layer::Down(c) => e.conv(&h, c, 2, None),
-            Layer::Up(_) => bail!("upsampling layer in the encoder"),
-        };
-        skips.push(h.clone());
-    }
-    h = e.res(&h, &net.mid1, &emb)?;
-    h = e.res(&h, &net.mid2, &emb)?;
-    for layer in &net.up {
-        h = match layer {
-            Layer::Res(r) => {
-                let s = skips.pop().context("skip stack")?;
-                let c = e.g.concat(&[&h, &s]);
-                e.res(&c, r, &emb)?
-            }
-            Layer::Up(c) => {
-                let u = e.g.upsample2(&h);
-                e.conv(&u, c, 1, None)
-            }
-            Layer::Down(_) => bail!("downsampling layer in the decoder"),
-        };
-    }
-    let h = e.gn(&h, &net.norm_out)?;
-    let h = e.g.silu(&h);
-    let f = e.conv(&h, &net.conv_out, 1, None);
-    let f = e.g.scale(&f, c_out as f32);
-    let skip = e.g.scale(eps, (s * c_skip) as f32);
-    Ok(e.g.add(&skip, &f))
+/// Emits the student d(eps) in normalised units: `student::student` over the folding builder.
+fn emit_student(g: &mut Graph, net: &UNet, edm: &Edm, eps: &str) -> String {
+    let mut f = Folding::new(g);
+    let d = student::student(&mut f, edm, net, &Gv::Node(eps.into()));
+    f.name(&d)
 }
 
 fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
@@ -404,7 +306,7 @@ pub fn build(net: &Net, meta: &CheckpointMeta, card: &mut ModelCard) -> Result<[
     // generate: eps -> x (physical), residual
     let mut g = Graph::new();
     g.chw.insert(io::EPS.into(), chw);
-    let d = emit_student(&mut g, &net.net, &meta.edm, io::EPS)?;
+    let d = emit_student(&mut g, &net.net, &meta.edm, io::EPS);
     let x = g.affine_channels(&d, &norm.scale, &norm.mean);
     let r = op.emit(&mut g, &x);
     g.rename(&x, io::X);
@@ -416,7 +318,7 @@ pub fn build(net: &Net, meta: &CheckpointMeta, card: &mut ModelCard) -> Result<[
     g.input_diff(io::EPS, chw);
     g.chw.insert(io::OBSERVED.into(), chw);
     g.chw.insert(io::MASK.into(), chw);
-    let d = emit_student(&mut g, &net.net, &meta.edm, io::EPS)?;
+    let d = emit_student(&mut g, &net.net, &meta.edm, io::EPS);
     let (obs, mask, lambda) = (
         io::OBSERVED.to_string(),
         io::MASK.to_string(),

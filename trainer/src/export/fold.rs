@@ -1,0 +1,232 @@
+//! The network written as ONNX nodes: [`NetOps`] over the graph builder, folding constants.
+//! A value is either a graph value or a tch tensor known at export time; an operation whose inputs
+//! are all known is computed by [`TchOps`] (the same code that trains), the rest become nodes with
+//! the known inputs as initializers. The student's noise level is fixed, so its preconditioning
+//! coefficients and noise embedding fold to constants and only the field path reaches the graph.
+
+use super::graph::Graph;
+use crate::netops::{NetOps, TchOps, Unary};
+use tch::{nn, Tensor};
+
+pub enum Gv {
+    /// A value of the graph, by name.
+    Node(String),
+    /// A value known at export time.
+    Const(Tensor),
+}
+
+pub struct Folding<'a> {
+    pub g: &'a mut Graph,
+    /// GroupNorm's epsilon (tch's default).
+    pub gn_eps: f32,
+}
+
+impl<'a> Folding<'a> {
+    pub fn new(g: &'a mut Graph) -> Self {
+        Folding { g, gn_eps: 1e-5 }
+    }
+
+    /// The graph name of a value, writing a known one as an initializer.
+    pub fn name(&mut self, v: &Gv) -> String {
+        match v {
+            Gv::Node(n) => n.clone(),
+            Gv::Const(t) => self.g.constant("k", &t.size(), &values(t)),
+        }
+    }
+
+    fn unary_node(&mut self, x: &str, f: Unary) -> String {
+        match f {
+            Unary::Square => self.g.opaque("Mul", &[x, x], vec![]),
+            Unary::Sqrt => self.g.opaque("Sqrt", &[x], vec![]),
+            Unary::Rsqrt => {
+                let s = self.g.opaque("Sqrt", &[x], vec![]);
+                self.g.opaque("Reciprocal", &[&s], vec![])
+            }
+            Unary::Reciprocal => self.g.opaque("Reciprocal", &[x], vec![]),
+            Unary::Log => self.g.opaque("Log", &[x], vec![]),
+            Unary::Exp => self.g.opaque("Exp", &[x], vec![]),
+            Unary::Cos => self.g.opaque("Cos", &[x], vec![]),
+            Unary::Sin => self.g.opaque("Sin", &[x], vec![]),
+        }
+    }
+}
+
+pub fn values(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(
+        t.to_kind(tch::Kind::Float)
+            .to_device(tch::Device::Cpu)
+            .contiguous()
+            .reshape([-1]),
+    )
+    .expect("f32 tensor")
+}
+
+fn known(v: &Gv) -> Option<&Tensor> {
+    match v {
+        Gv::Const(t) => Some(t),
+        Gv::Node(_) => None,
+    }
+}
+
+impl NetOps for Folding<'_> {
+    type V = Gv;
+
+    fn dup(&mut self, x: &Gv) -> Gv {
+        match x {
+            Gv::Node(n) => Gv::Node(n.clone()),
+            Gv::Const(t) => Gv::Const(t.shallow_clone()),
+        }
+    }
+    fn constant(&mut self, t: &Tensor) -> Gv {
+        Gv::Const(t.shallow_clone())
+    }
+    fn chw(&mut self, x: &Gv) -> Vec<i64> {
+        match x {
+            Gv::Const(t) => t.size()[1..].to_vec(),
+            Gv::Node(n) => self.g.chw[n].to_vec(),
+        }
+    }
+    fn conv(&mut self, x: &Gv, c: &nn::Conv2D, stride: i64) -> Gv {
+        if let Some(t) = known(x) {
+            return Gv::Const(TchOps.conv(t, c, stride));
+        }
+        let ws = c.ws.size();
+        let (cout, k) = (ws[0], ws[2]);
+        let w = self.g.constant("w", &ws, &values(&c.ws));
+        let b =
+            c.bs.as_ref()
+                .map(values)
+                .unwrap_or_else(|| vec![0.0; cout as usize]);
+        let b = self.g.constant("b", &[cout], &b);
+        let x = self.name(x);
+        Gv::Node(self.g.conv(&x, &w, Some(&b), k, stride, k / 2, cout))
+    }
+    fn linear(&mut self, x: &Gv, l: &nn::Linear) -> Gv {
+        if let Some(t) = known(x) {
+            return Gv::Const(TchOps.linear(t, l));
+        }
+        // Not on any exported path (the embedding folds): forward-only if it ever is.
+        let x = self.name(x);
+        let w = self.g.constant("w", &l.ws.size(), &values(&l.ws));
+        let mut ins = vec![x.as_str(), w.as_str()];
+        let b =
+            l.bs.as_ref()
+                .map(|b| self.g.constant("b", &b.size(), &values(b)));
+        if let Some(b) = &b {
+            ins.push(b);
+        }
+        Gv::Node(
+            self.g
+                .opaque("Gemm", &ins, vec![super::graph::attr_int("transB", 1)]),
+        )
+    }
+    fn group_norm(&mut self, x: &Gv, n: &nn::GroupNorm) -> Gv {
+        if let Some(t) = known(x) {
+            return Gv::Const(TchOps.group_norm(t, n));
+        }
+        let gamma = values(n.ws.as_ref().expect("GroupNorm with affine weights"));
+        let beta = values(n.bs.as_ref().expect("GroupNorm with affine bias"));
+        let x = self.name(x);
+        Gv::Node(
+            self.g
+                .group_norm(&x, &gamma, &beta, n.num_groups, self.gn_eps),
+        )
+    }
+    fn silu(&mut self, x: &Gv) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(TchOps.silu(t)),
+            Gv::Node(n) => Gv::Node(self.g.silu(n)),
+        }
+    }
+    fn unary(&mut self, x: &Gv, f: Unary) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(TchOps.unary(t, f)),
+            Gv::Node(n) => Gv::Node(self.unary_node(n, f)),
+        }
+    }
+    fn add(&mut self, a: &Gv, b: &Gv) -> Gv {
+        if let (Some(x), Some(y)) = (known(a), known(b)) {
+            return Gv::Const(TchOps.add(x, y));
+        }
+        let (a, b) = (self.name(a), self.name(b));
+        Gv::Node(self.g.add(&a, &b))
+    }
+    fn mul(&mut self, a: &Gv, b: &Gv) -> Gv {
+        if let (Some(x), Some(y)) = (known(a), known(b)) {
+            return Gv::Const(TchOps.mul(x, y));
+        }
+        // a known factor of one element is a scalar: one initializer of shape [1]
+        let (node, other) = match (a, b) {
+            (Gv::Node(n), o) | (o, Gv::Node(n)) => (n, o),
+            _ => unreachable!("both known: folded above"),
+        };
+        if let Some(k) = known(other).filter(|t| t.numel() == 1) {
+            let k = values(k)[0];
+            return Gv::Node(self.g.scale(node, k));
+        }
+        let (a, b) = (self.name(a), self.name(b));
+        Gv::Node(self.g.mul(&a, &b))
+    }
+    fn affine(&mut self, x: &Gv, k: f64, c: f64) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(TchOps.affine(t, k, c)),
+            Gv::Node(n) => {
+                let y = if k == 1.0 {
+                    n.clone()
+                } else {
+                    self.g.scale(n, k as f32)
+                };
+                if c == 0.0 {
+                    return Gv::Node(y);
+                }
+                let c = self.g.scalar(c as f32);
+                Gv::Node(self.g.add(&y, &c))
+            }
+        }
+    }
+    fn concat(&mut self, parts: &[&Gv]) -> Gv {
+        if let Some(ts) = parts.iter().map(|p| known(p)).collect::<Option<Vec<_>>>() {
+            return Gv::Const(TchOps.concat(&ts));
+        }
+        let names: Vec<String> = parts.iter().map(|p| self.name(p)).collect();
+        let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        Gv::Node(self.g.concat(&refs))
+    }
+    fn channels(&mut self, x: &Gv, start: i64, len: i64) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(TchOps.channels(t, start, len)),
+            Gv::Node(n) => Gv::Node(self.g.channels(n, start, len)),
+        }
+    }
+    fn upsample2(&mut self, x: &Gv) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(TchOps.upsample2(t)),
+            Gv::Node(n) => Gv::Node(self.g.upsample2(n)),
+        }
+    }
+    fn reshape(&mut self, x: &Gv, dims: &[i64]) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(TchOps.reshape(t, dims)),
+            Gv::Node(n) => Gv::Node(self.g.reshape(n, dims)),
+        }
+    }
+    fn matmul(&mut self, a: &Gv, b: &Gv) -> Gv {
+        if let (Some(x), Some(y)) = (known(a), known(b)) {
+            return Gv::Const(TchOps.matmul(x, y));
+        }
+        let (a, b) = (self.name(a), self.name(b));
+        Gv::Node(self.g.matmul(&a, &b))
+    }
+    fn transpose(&mut self, x: &Gv) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(TchOps.transpose(t)),
+            Gv::Node(n) => Gv::Node(self.g.transpose(n)),
+        }
+    }
+    fn softmax(&mut self, x: &Gv) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(TchOps.softmax(t)),
+            Gv::Node(n) => Gv::Node(self.g.softmax(n)),
+        }
+    }
+}
