@@ -16,3 +16,6 @@ pub const MAX_CHANNELS: usize = 64;
 pub const MAX_FIELD_VALUES: usize = 1 << 24;
 /// Bytes of one model file (ONNX's protobuf encoding cannot exceed 2 GiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
+/// Field values one ONNX Runtime run takes at most (a larger batch runs in chunks of at most 64
+/// samples): bounds the network's activation memory, whatever the batch.
+pub const CHUNK_VALUES: usize = 1 << 20;

@@ -4,7 +4,7 @@
 use crate::artifact;
 use crate::card::{self, adam, io, ModelCard, Part};
 use crate::error::{err, Result};
-use crate::limits::{MAX_BATCH, MAX_STEPS, MAX_VALUES};
+use crate::limits::{CHUNK_VALUES, MAX_BATCH, MAX_STEPS, MAX_VALUES};
 use crate::ortlib;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::TensorRef;
@@ -357,6 +357,18 @@ impl Model {
         [batch, channels, self.shape[1], self.shape[2]]
     }
 
+    /// A large batch runs through ONNX Runtime in chunks of this many samples, so that the
+    /// network's activations (which grow with its width, not with the caller's arrays) stay bounded
+    /// whatever batch is asked for. The graphs compute each sample alone: chunks change no answer.
+    fn chunk(&self) -> usize {
+        (CHUNK_VALUES / self.field_len()).clamp(1, 64)
+    }
+
+    fn chunks(&self, batch: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let k = self.chunk();
+        (0..batch).step_by(k).map(move |s| s..(s + k).min(batch))
+    }
+
     /// A batch is 1 to MAX_BATCH samples whose arrays hold at most MAX_VALUES values each.
     pub(crate) fn check_batch(&self, batch: usize) -> Result<()> {
         if batch == 0 {
@@ -415,12 +427,19 @@ impl Model {
             self.check_len("residual buffer", r.len(), batch, 1)?;
         }
         finite("eps", eps)?;
+        let (f, p) = (self.field_len(), self.plane());
+        let mut residual = residual;
         self.generate.with(|s| {
-            let input = TensorRef::from_array_view((self.dims(batch, c), eps))?;
-            let outs = s.run(ort::inputs![io::EPS => input])?;
-            copy_out(&outs[io::X], out)?;
-            if let Some(r) = residual {
-                copy_out(&outs[io::RESIDUAL], r)?;
+            for r in self.chunks(batch) {
+                let input = TensorRef::from_array_view((
+                    self.dims(r.len(), c),
+                    &eps[r.start * f..r.end * f],
+                ))?;
+                let outs = s.run(ort::inputs![io::EPS => input])?;
+                copy_out(&outs[io::X], &mut out[r.start * f..r.end * f])?;
+                if let Some(res) = residual.as_deref_mut() {
+                    copy_out(&outs[io::RESIDUAL], &mut res[r.start * p..r.end * p])?;
+                }
             }
             Ok(())
         })
@@ -440,10 +459,17 @@ impl Model {
         self.check_len("fields", fields.len(), batch, c)?;
         self.check_len("residual buffer", residual.len(), batch, 1)?;
         finite("fields", fields)?;
+        let (f, p) = (self.field_len(), self.plane());
         self.residual.with(|s| {
-            let input = TensorRef::from_array_view((self.dims(batch, c), fields))?;
-            let outs = s.run(ort::inputs![io::X => input])?;
-            copy_out(&outs[io::RESIDUAL], residual)
+            for r in self.chunks(batch) {
+                let input = TensorRef::from_array_view((
+                    self.dims(r.len(), c),
+                    &fields[r.start * f..r.end * f],
+                ))?;
+                let outs = s.run(ort::inputs![io::X => input])?;
+                copy_out(&outs[io::RESIDUAL], &mut residual[r.start * p..r.end * p])?;
+            }
+            Ok(())
         })?;
         Ok(self.interior_mean_sq(residual, batch))
     }
@@ -533,23 +559,34 @@ impl Model {
                 obs[i] = observed[i];
             }
         }
-        let dims = self.dims(batch, c);
         let lambda = [params.lambda_infer as f32];
         let (mut m, mut v) = (
             zeros::<f32>(eps.len(), "Adam's moments")?,
             zeros::<f32>(eps.len(), "Adam's moments")?,
         );
         let mut history = Vec::with_capacity(params.steps + 1);
+        let mut grad = zeros::<f32>(eps.len(), "the gradient")?;
+        let f = self.field_len();
         self.refine.with(|s| {
             for t in 0..=params.steps {
-                let outs = s.run(ort::inputs![
-                    io::EPS => TensorRef::from_array_view((dims, eps.as_slice()))?,
-                    io::OBSERVED => TensorRef::from_array_view((dims, obs.as_slice()))?,
-                    io::MASK => TensorRef::from_array_view((dims, maskf.as_slice()))?,
-                    io::LAMBDA => TensorRef::from_array_view(([1usize], &lambda[..]))?,
-                ])?;
-                let (_, loss) = outs[io::LOSS].try_extract_tensor::<f32>()?;
-                let mean = loss.iter().map(|&l| l as f64).sum::<f64>() / batch as f64;
+                let mut total = 0.0f64;
+                for r in self.chunks(batch) {
+                    let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
+                    let outs = s.run(ort::inputs![
+                        io::EPS => TensorRef::from_array_view((dims, &eps[at.clone()]))?,
+                        io::OBSERVED => TensorRef::from_array_view((dims, &obs[at.clone()]))?,
+                        io::MASK => TensorRef::from_array_view((dims, &maskf[at.clone()]))?,
+                        io::LAMBDA => TensorRef::from_array_view(([1usize], &lambda[..]))?,
+                    ])?;
+                    let (_, loss) = outs[io::LOSS].try_extract_tensor::<f32>()?;
+                    total += loss.iter().map(|&l| l as f64).sum::<f64>();
+                    if t == params.steps {
+                        copy_out(&outs[io::X_MIX], &mut out[at])?;
+                    } else {
+                        copy_out(&outs[io::GRAD], &mut grad[at])?;
+                    }
+                }
+                let mean = total / batch as f64;
                 if !mean.is_finite() {
                     return Err(err!(
                         PIDDM_ERR_NONFINITE,
@@ -558,13 +595,11 @@ impl Model {
                 }
                 history.push(mean);
                 if t == params.steps {
-                    copy_out(&outs[io::X_MIX], out)?;
                     break;
                 }
-                let (_, grad) = outs[io::GRAD].try_extract_tensor::<f32>()?;
                 adam::update(
                     &mut eps,
-                    grad,
+                    &grad,
                     &mut m,
                     &mut v,
                     params.learning_rate,
