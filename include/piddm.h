@@ -72,6 +72,11 @@
 #define PIDDM_MAX_FIELD_VALUES (1 << 24)
 
 /**
+ * ONNX Runtime intra-op threads a model may ask for.
+ */
+#define PIDDM_MAX_THREADS 1024
+
+/**
  * Bytes of one model file (ONNX's protobuf encoding cannot exceed 2 GiB).
  */
 #define PIDDM_MAX_FILE_BYTES (1 << 30)
@@ -156,8 +161,8 @@ typedef struct {
    */
   int32_t cuda_fallback_to_cpu;
   /**
-   * ONNX Runtime intra-op threads per call; 0 = one per core. Set it under MPI so ranks sharing a
-   * node do not oversubscribe.
+   * ONNX Runtime intra-op threads per call, 0 to PIDDM_MAX_THREADS; 0 = one per core. Set it
+   * under MPI so ranks sharing a node do not oversubscribe.
    */
   int32_t intra_op_threads;
   /**

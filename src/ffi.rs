@@ -133,8 +133,8 @@ pub struct piddm_options {
     pub device_id: i32,
     /// Nonzero: if CUDA cannot be used, run on the CPU instead of failing with PIDDM_ERR_DEVICE.
     pub cuda_fallback_to_cpu: i32,
-    /// ONNX Runtime intra-op threads per call; 0 = one per core. Set it under MPI so ranks sharing a
-    /// node do not oversubscribe.
+    /// ONNX Runtime intra-op threads per call, 0 to PIDDM_MAX_THREADS; 0 = one per core. Set it
+    /// under MPI so ranks sharing a node do not oversubscribe.
     pub intra_op_threads: i32,
     /// Path of libonnxruntime.so, or NULL: then PIDDM_ORT_LIBRARY, then the location recorded at set-up.
     pub ort_library: *const c_char,

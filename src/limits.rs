@@ -14,6 +14,8 @@ pub const MAX_GRID: usize = 4096;
 pub const MAX_CHANNELS: usize = 64;
 /// Values of one sample (channels x ny x nx) of a model.
 pub const MAX_FIELD_VALUES: usize = 1 << 24;
+/// ONNX Runtime intra-op threads a model may ask for.
+pub const MAX_THREADS: usize = 1024;
 /// Bytes of one model file (ONNX's protobuf encoding cannot exceed 2 GiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// Field values one ONNX Runtime run takes at most (a larger batch runs in chunks of at most 64

@@ -4,7 +4,7 @@
 use crate::artifact;
 use crate::card::{self, adam, io, ModelCard, Part};
 use crate::error::{err, Result};
-use crate::limits::{CHUNK_VALUES, MAX_BATCH, MAX_STEPS, MAX_VALUES};
+use crate::limits::{CHUNK_VALUES, MAX_BATCH, MAX_STEPS, MAX_THREADS, MAX_VALUES};
 use crate::ortlib;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::TensorRef;
@@ -226,7 +226,18 @@ fn open_part(
 ) -> Result<(Session, bool)> {
     let path = card::sibling(main, part);
     let fmt = |m: String| err!(PIDDM_ERR_FORMAT, "{}: {m}", path.display());
-    let (session, fell_back) = make_session(bytes, o).map_err(|e| {
+    // A malformed graph can make the `ort` binding panic while it reads the session's interface
+    // (found by tests/fuzz.rs: a declared dimension below -1); that is the file's fault.
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make_session(bytes, o)))
+        .map_err(|p| {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            fmt(format!("ONNX Runtime cannot read this graph: {what}"))
+        })?;
+    let (session, fell_back) = made.map_err(|e| {
         if e.status == crate::error::Status::PIDDM_ERR_FORMAT {
             fmt(e.message)
         } else {
@@ -293,6 +304,13 @@ impl Model {
     /// All three files are read and checked before ONNX Runtime sees any of them.
     pub fn load(path: impl AsRef<Path>, options: &Options) -> Result<Model> {
         let path = path.as_ref();
+        if options.intra_op_threads > MAX_THREADS {
+            return Err(err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "intra_op_threads {} is more than the maximum {MAX_THREADS}",
+                options.intra_op_threads
+            ));
+        }
         let (gb, card) = read_part(path, Part::Generate, options)?;
         let (rb, rcard) = read_part(path, Part::Refine, options)?;
         let (qb, qcard) = read_part(path, Part::Residual, options)?;

@@ -139,10 +139,9 @@ fn cpp_program() {
     assert_counts(&run(Command::new(&exe).arg(model())));
 }
 
-#[test]
-fn fortran_program() {
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("test_api");
+/// Compiles the Fortran module (strictly) and the program tests/fortran/`program` into `exe`,
+/// linked against the library.
+fn fortran_exe(dir: &Path, program: &str, exe: &Path) {
     run(Command::new("gfortran")
         .args([
             "-std=f2018",
@@ -153,16 +152,23 @@ fn fortran_program() {
         ])
         .arg(root().join("bindings/fortran/piddm.f90"))
         .arg("-J")
-        .arg(dir.path())
+        .arg(dir)
         .arg("-o")
-        .arg(dir.path().join("piddm.o")));
+        .arg(dir.join("piddm.o")));
     let mut fc = Command::new("gfortran");
-    fc.arg(format!("-I{}", dir.path().display()))
-        .arg(root().join("tests/fortran/test_api.f90"))
-        .arg(dir.path().join("piddm.o"))
+    fc.arg(format!("-I{}", dir.display()))
+        .arg(root().join("tests/fortran").join(program))
+        .arg(dir.join("piddm.o"))
         .arg("-o")
-        .arg(&exe);
+        .arg(exe);
     run(link_args(&mut fc));
+}
+
+#[test]
+fn fortran_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("test_api");
+    fortran_exe(dir.path(), "test_api.f90", &exe);
     assert_counts(&run(Command::new(&exe).arg(model())));
 }
 
@@ -178,27 +184,8 @@ fn fortran_structs_match_the_header() {
             .arg("-o")
             .arg(&c),
     ));
-    run(Command::new("gfortran")
-        .args([
-            "-std=f2018",
-            "-Wall",
-            "-Werror",
-            "-Wno-c-binding-type",
-            "-c",
-        ])
-        .arg(root().join("bindings/fortran/piddm.f90"))
-        .arg("-J")
-        .arg(dir.path())
-        .arg("-o")
-        .arg(dir.path().join("piddm.o")));
     let f = dir.path().join("layout_f");
-    let mut fc = Command::new("gfortran");
-    fc.arg(format!("-I{}", dir.path().display()))
-        .arg(root().join("tests/fortran/layout.f90"))
-        .arg(dir.path().join("piddm.o"))
-        .arg("-o")
-        .arg(&f);
-    run(link_args(&mut fc));
+    fortran_exe(dir.path(), "layout.f90", &f);
     let from_c = run(&mut Command::new(&c));
     let from_f = run(&mut Command::new(&f));
     assert_eq!(from_c.lines().count(), 23, "{from_c}");

@@ -266,7 +266,8 @@ fn loader_never_panics_on_mutated_files() {
             |(part, edits, verify_draw)| {
                 let parts = [Part::Generate, Part::Refine, Part::Residual];
                 let path = piddm::card::sibling(&main, parts[part]);
-                std::fs::write(&path, apply(originals[part].clone(), &edits)).unwrap();
+                let mutated = apply(originals[part].clone(), &edits);
+                std::fs::write(&path, &mutated).unwrap();
                 let options = Options {
                     intra_op_threads: 1,
                     verify_weights: verify_draw != 0,
@@ -274,6 +275,13 @@ fn loader_never_panics_on_mutated_files() {
                 };
                 unverified.set(unverified.get() + (verify_draw == 0) as u64);
                 let r = Model::load(&main, &options);
+                // PIDDM_FUZZ_KEEP=DIR keeps the inputs that ONNX Runtime's binding choked on
+                if let (Err(e), Ok(keep)) = (&r, std::env::var("PIDDM_FUZZ_KEEP")) {
+                    if e.message.contains("ONNX Runtime cannot read this graph") {
+                        let name = format!("{:?}-{}.onnx", parts[part], mutated.len());
+                        std::fs::write(Path::new(&keep).join(name), &mutated).unwrap();
+                    }
+                }
                 if let Ok(m) = r {
                     loaded.set(loaded.get() + 1);
                     let mut out = vec![0f32; m.field_len()];

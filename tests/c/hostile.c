@@ -142,6 +142,12 @@ int main(int argc, char **argv) {
         o.intra_op_threads = -4;
         piddm_model *b = NULL;
         s = keep(piddm_model_load(path, &o, &b));
+    } else if (!strcmp(c, "threads_huge")) {
+        piddm_options o;
+        piddm_options_init(&o, sizeof o);
+        o.intra_op_threads = INT32_MAX;
+        piddm_model *b = NULL;
+        s = keep(piddm_model_load(path, &o, &b));
     } else if (!strcmp(c, "clone_null")) {
         piddm_model *b = (piddm_model *)1;
         s = keep(piddm_model_clone(NULL, &b));

@@ -179,27 +179,42 @@ fn paper_preset_exports() {
     let e = eps.detach().set_requires_grad(true);
     let (loss, _) = st.loss(&e, &observed, &mask, 1e-6);
     let grad = Tensor::run_backward(&[&loss.sum(Kind::Float)], &[&e], false, false).remove(0);
-    let lam = Tensor::from_slice(&[1e-6f32]);
-    let (got, _) = ort_run(
-        dir.path(),
-        &card::sibling(&out, Part::Refine),
-        &[
-            (io::EPS, &eps),
-            (io::OBSERVED, &observed),
-            (io::MASK, &mask),
-            (io::LAMBDA, &lam),
-        ],
-        &[
-            (io::LOSS, vec![1]),
-            (io::GRAD, vec![1, 2, n, n]),
-            (io::X_MIX, vec![1, 2, n, n]),
-        ],
-        true,
-        None,
-    );
+    let (got, _) = run_refine(dir.path(), &out, &eps, &observed, &mask, 1e-6, None);
     assert!(rel_err(&got[0], &loss.detach()) <= 1e-5, "loss");
     let ge = rel_err(&got[1], &grad);
     assert!(ge <= 1e-4, "paper refine gradient vs tch autograd: {ge}");
+}
+
+/// The refine graph of the artifact `main` in ONNX Runtime: loss, grad, x_mix (and, with `fd`, the
+/// script's finite differences).
+fn run_refine(
+    dir: &Path,
+    main: &Path,
+    eps: &Tensor,
+    observed: &Tensor,
+    mask: &Tensor,
+    lambda: f64,
+    fd: Option<Value>,
+) -> (Vec<Tensor>, Value) {
+    let s = eps.size();
+    let lam = Tensor::from_slice(&[lambda as f32]);
+    ort_run(
+        dir,
+        &card::sibling(main, Part::Refine),
+        &[
+            (io::EPS, eps),
+            (io::OBSERVED, observed),
+            (io::MASK, mask),
+            (io::LAMBDA, &lam),
+        ],
+        &[
+            (io::LOSS, vec![s[0]]),
+            (io::GRAD, s.clone()),
+            (io::X_MIX, s.clone()),
+        ],
+        true,
+        fd,
+    )
 }
 
 fn check_exported(student: &Path, preset: &Preset) {
@@ -264,26 +279,9 @@ fn check_exported(student: &Path, preset: &Preset) {
     let e = eps.detach().set_requires_grad(true);
     let (loss, x_mix) = st.loss(&e, &observed, &mask, lambda);
     let grad = Tensor::run_backward(&[&loss.sum(Kind::Float)], &[&e], false, false).remove(0);
-    let lam = Tensor::from_slice(&[lambda as f32]);
     let coords: Vec<i64> = vec![5, 300, 700, 1200];
     let fd = json!({"loss": io::LOSS, "wrt": io::EPS, "coords": coords, "h": 1e-2});
-    let (got, report) = ort_run(
-        dir.path(),
-        &card::sibling(&out, Part::Refine),
-        &[
-            (io::EPS, &eps),
-            (io::OBSERVED, &observed),
-            (io::MASK, &mask),
-            (io::LAMBDA, &lam),
-        ],
-        &[
-            (io::LOSS, vec![3]),
-            (io::GRAD, vec![3, 2, n, n]),
-            (io::X_MIX, vec![3, 2, n, n]),
-        ],
-        true,
-        Some(fd),
-    );
+    let (got, report) = run_refine(dir.path(), &out, &eps, &observed, &mask, lambda, Some(fd));
     assert!(
         rel_err(&got[0], &loss.detach()) <= 1e-5,
         "loss {}",

@@ -290,3 +290,47 @@ fn bad_input_gets_its_status() {
         }
     }
 }
+
+/// A graph whose shapes come out negative (a Pad by -1000 points, the kind of file tests/fuzz.rs
+/// made from a mutated pads constant) made the `ort` binding panic while it read the session's
+/// outputs. Sealed with a matching digest, as an author who recomputes it would, the file is refused
+/// with a status naming it.
+#[test]
+fn graph_with_negative_shapes_is_a_status_not_a_panic() {
+    use onnx_protobuf::{Message, ModelProto};
+    use piddm::card::{self, Part};
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("bad.onnx");
+    let parts = [Part::Generate, Part::Refine, Part::Residual];
+    let models: Vec<ModelProto> = parts
+        .iter()
+        .map(|&p| {
+            ModelProto::parse_from_bytes(&std::fs::read(card::sibling(&f.model, p)).unwrap())
+                .unwrap()
+        })
+        .collect();
+    let mut models: [ModelProto; 3] = models.try_into().unwrap();
+    let g = models[2].graph.as_mut().unwrap();
+    let pads = g
+        .node
+        .iter()
+        .find(|n| n.op_type == "Pad")
+        .expect("the residual pads its interior")
+        .input[1]
+        .clone();
+    let t = g.initializer.iter_mut().find(|t| t.name == pads).unwrap();
+    let v: [i64; 8] = [0, 0, 1, 1, 0, 0, -1000, 1];
+    t.raw_data = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    t.int64_data.clear();
+    let (mut card, _) = export::read_card(&f.model).unwrap();
+    export::seal(&mut models, &mut card).unwrap();
+    for (m, p) in models.iter().zip(parts) {
+        std::fs::write(card::sibling(&main, p), m.write_to_bytes().unwrap()).unwrap();
+    }
+    let e = Model::load(&main, &Options::default())
+        .err()
+        .expect("refused");
+    assert_eq!(e.status, Status::PIDDM_ERR_FORMAT, "{}", e.message);
+    assert!(e.message.contains("bad.residual.onnx"), "{}", e.message);
+}

@@ -84,8 +84,9 @@ impl FieldOps for Graph {
     }
 }
 
-/// Emits the student d(eps) in normalised units: `student::student` over the folding builder.
-fn emit_student(g: &mut Graph, net: &UNet, edm: &Edm, eps: &str) -> String {
+/// The student d(eps) in normalised units as graph nodes: `student::student`, the code that trains,
+/// run over the folding builder.
+fn student_nodes(g: &mut Graph, net: &UNet, edm: &Edm, eps: &str) -> String {
     let mut f = Folding::new(g);
     let d = student::student(&mut f, edm, net, &Gv::Node(eps.into()));
     f.name(&d)
@@ -306,7 +307,7 @@ pub fn build(net: &Net, meta: &CheckpointMeta, card: &mut ModelCard) -> Result<[
     // generate: eps -> x (physical), residual
     let mut g = Graph::new();
     g.chw.insert(io::EPS.into(), chw);
-    let d = emit_student(&mut g, &net.net, &meta.edm, io::EPS);
+    let d = student_nodes(&mut g, &net.net, &meta.edm, io::EPS);
     let x = g.affine_channels(&d, &norm.scale, &norm.mean);
     let r = op.emit(&mut g, &x);
     g.rename(&x, io::X);
@@ -318,7 +319,7 @@ pub fn build(net: &Net, meta: &CheckpointMeta, card: &mut ModelCard) -> Result<[
     g.input_diff(io::EPS, chw);
     g.chw.insert(io::OBSERVED.into(), chw);
     g.chw.insert(io::MASK.into(), chw);
-    let d = emit_student(&mut g, &net.net, &meta.edm, io::EPS);
+    let d = student_nodes(&mut g, &net.net, &meta.edm, io::EPS);
     let (obs, mask, lambda) = (
         io::OBSERVED.to_string(),
         io::MASK.to_string(),
