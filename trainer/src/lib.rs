@@ -7,6 +7,7 @@
 pub mod config;
 pub mod dataset;
 pub mod demo;
+pub mod diagnose;
 pub mod edm;
 pub mod eval;
 pub mod examples;

@@ -124,6 +124,30 @@ enum Cmd {
     },
     /// Summarise the solver examples' results in a directory: one table, PNG figures.
     ExamplesReport { dir: PathBuf },
+    /// Split the forward and inverse errors on fresh problems into the student's manifold error
+    /// and what the solve reaches (defaults, and a long budget with restarts).
+    Diagnose {
+        #[arg(long)]
+        student: PathBuf,
+        /// Preset whose inference settings are the defaults.
+        #[arg(long, default_value = "cpu")]
+        preset: String,
+        #[arg(long, default_value_t = 32)]
+        problems: usize,
+        #[arg(long, default_value_t = 7919)]
+        seed: u64,
+        #[arg(long, default_value_t = 500)]
+        fit_steps: usize,
+        #[arg(long, default_value_t = 2)]
+        fit_restarts: usize,
+        #[arg(long, default_value_t = 800)]
+        long_steps: usize,
+        #[arg(long, default_value_t = 1)]
+        long_restarts: usize,
+        /// Directory for diagnosis.json and diagnosis.md.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run every stage of a preset into one directory (continues an interrupted run).
     Pipeline {
         #[arg(long)]
@@ -275,6 +299,41 @@ fn real_main() -> Result<()> {
                 .with_context(|| model.display().to_string())?
                 .write(&out)?;
             eprintln!("wrote {n} problems to {}", out.display());
+        }
+        Cmd::Diagnose {
+            student,
+            preset,
+            problems,
+            seed,
+            fit_steps,
+            fit_restarts,
+            long_steps,
+            long_restarts,
+            out,
+        } => {
+            anyhow::ensure!(
+                problems >= 1 && fit_restarts >= 1 && long_restarts >= 1,
+                "problems and restarts must be at least 1"
+            );
+            let preset = Preset::load(&preset)?;
+            let settings = piddm_trainer::diagnose::Settings {
+                problems,
+                seed,
+                fit_steps,
+                fit_restarts,
+                long_steps,
+                long_restarts,
+            };
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let d = piddm_trainer::diagnose::diagnose(&student, &preset, &settings, command)?;
+            std::fs::create_dir_all(&out)?;
+            let md = piddm_trainer::diagnose::markdown(&d);
+            piddm_trainer::fsutil::write_atomic(
+                &out.join("diagnosis.json"),
+                serde_json::to_string_pretty(&d)?.as_bytes(),
+            )?;
+            piddm_trainer::fsutil::write_atomic(&out.join("diagnosis.md"), md.as_bytes())?;
+            print!("{md}");
         }
         Cmd::ExamplesReport { dir } => {
             print!("{}", piddm_trainer::examples::report(&dir)?);

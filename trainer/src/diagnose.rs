@@ -1,0 +1,286 @@
+//! Where a conditional answer's error comes from, on fresh problems (neither the training nor the
+//! evaluation seed):
+//! - the **manifold error**: eps fitted to the whole true field (both channels observed, no PDE
+//!   term, many steps, restarts, the best restart per problem): the best answer the student can
+//!   represent at all;
+//! - the solve (Algorithm 3) from a random start with the model's defaults: what users get;
+//! - the same solve with a long budget and restarts, the best restart chosen by the solve's own
+//!   loss (not by the truth): what a better optimiser of the same objective could reach.
+//!
+//! If the default solve is far above the long one, the effort belongs to the solve (amortised start,
+//! better optimiser); if the long solve sits near the manifold error, better optimisation cannot go
+//! lower and the student itself must improve.
+
+use crate::config::{InferConfig, Preset};
+use crate::dataset;
+use crate::infer::Student;
+use crate::train::load_ema;
+use anyhow::Result;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    pub problems: usize,
+    pub seed: u64,
+    /// Steps and restarts of the fit to the true field.
+    pub fit_steps: usize,
+    pub fit_restarts: usize,
+    /// Steps and restarts of the long solve.
+    pub long_steps: usize,
+    pub long_restarts: usize,
+}
+
+/// Median and mean of one metric over the problems, and the seconds per problem it took.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    pub median: f64,
+    pub mean: f64,
+    pub seconds_per_problem: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub method: String,
+    pub steps: usize,
+    pub restarts: usize,
+    /// Forward problem (all of a observed): relative L2 error of u.
+    pub forward_rel_l2_u: Figure,
+    /// Inverse problem (all of u observed): error rate of the thresholded a.
+    pub inverse_error_rate_a: Figure,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Diagnosis {
+    pub command: String,
+    pub student: String,
+    pub settings: Settings,
+    pub defaults: InferConfig,
+    pub rows: Vec<Row>,
+}
+
+fn figure(v: &[f64], secs: f64, n: usize) -> Figure {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let m = s.len();
+    let median = if m % 2 == 1 {
+        s[m / 2]
+    } else {
+        0.5 * (s[m / 2 - 1] + s[m / 2])
+    };
+    Figure {
+        median,
+        mean: s.iter().sum::<f64>() / m as f64,
+        seconds_per_problem: secs / n as f64,
+    }
+}
+
+/// Per problem: relative L2 of channel 1 (u) and the error rate of channel 0 (a) at `threshold`.
+fn metrics(x: &Tensor, truth: &Tensor, threshold: f64) -> (Vec<f64>, Vec<f64>) {
+    let dims = [1i64, 2, 3];
+    let (u, ut) = (x.narrow(1, 1, 1), truth.narrow(1, 1, 1));
+    let num = (&u - &ut)
+        .square()
+        .sum_dim_intlist(dims.as_slice(), false, Kind::Double)
+        .sqrt();
+    let den = ut
+        .square()
+        .sum_dim_intlist(dims.as_slice(), false, Kind::Double)
+        .sqrt();
+    let rel = Vec::<f64>::try_from(num / den).expect("f64");
+    let (a, at) = (
+        x.narrow(1, 0, 1).ge(threshold),
+        truth.narrow(1, 0, 1).ge(threshold),
+    );
+    let err = Vec::<f64>::try_from(a.ne_tensor(&at).to_kind(Kind::Double).mean_dim(
+        dims.as_slice(),
+        false,
+        Kind::Double,
+    ))
+    .expect("f64");
+    (rel, err)
+}
+
+/// The best of several solves, per problem.
+pub struct Best {
+    /// x_mix (physical): observations where observed, the student elsewhere.
+    pub x: Tensor,
+    /// The student's own fields d(eps) (physical).
+    pub d: Tensor,
+    /// The solve's own final loss [B], by which the restart was chosen.
+    pub loss: Tensor,
+    pub seconds: f64,
+}
+
+/// Runs the solve `restarts` times from fresh eps (restart r draws eps after
+/// `tch::manual_seed(seed * 1000 + r)`) and keeps, per problem, the answer whose own final loss is
+/// lowest.
+pub fn best_of(
+    st: &Student,
+    truth: &Tensor,
+    mask: &Tensor,
+    cfg: &InferConfig,
+    restarts: usize,
+    seed: i64,
+) -> Result<Best> {
+    let t = Instant::now();
+    let mut best: Option<(Tensor, Tensor, Tensor)> = None;
+    for r in 0..restarts {
+        tch::manual_seed(seed * 1000 + r as i64);
+        let eps = Tensor::randn(truth.size(), (Kind::Float, truth.device()));
+        let s = st.solve(&eps, truth, mask, cfg)?;
+        let (loss, _) = tch::no_grad(|| st.loss(&s.eps, truth, mask, cfg.lambda));
+        let d = st.generate(&s.eps);
+        best = Some(match best {
+            None => (loss, s.x, d),
+            Some((bl, bx, bd)) => {
+                let better = loss.lt_tensor(&bl).reshape([-1, 1, 1, 1]);
+                (
+                    loss.minimum(&bl),
+                    s.x.where_self(&better, &bx),
+                    d.where_self(&better, &bd),
+                )
+            }
+        });
+    }
+    let (loss, x, d) = best.expect("at least one restart");
+    Ok(Best {
+        x,
+        d,
+        loss,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+pub fn diagnose(
+    student: &Path,
+    preset: &Preset,
+    s: &Settings,
+    command: String,
+) -> Result<Diagnosis> {
+    let (net, meta) = load_ema(student)?;
+    let st = Student {
+        net: &net.net,
+        edm: meta.edm,
+        norm: &meta.data.normalisation,
+        op: meta.data.residual_op(),
+    };
+    let d = &meta.data;
+    let problems = dataset::generate(
+        d.pde,
+        d.grid,
+        d.darcy,
+        s.problems.max(2),
+        s.seed,
+        meta.edm.sigma_data,
+    )?;
+    let dev = net.net.device();
+    let truth = problems
+        .fields
+        .narrow(0, 0, s.problems as i64)
+        .to_device(dev);
+    let [p, _, n, _] = truth.size()[..] else {
+        anyhow::bail!("problems must be [N, C, n, n]")
+    };
+    let threshold = d.darcy.threshold();
+    let ones = Tensor::ones([p, 1, n, n], (Kind::Float, dev));
+    let zeros = ones.zeros_like();
+    let all = Tensor::cat(&[&ones, &ones], 1);
+    let forward = Tensor::cat(&[&ones, &zeros], 1);
+    let inverse = Tensor::cat(&[&zeros, &ones], 1);
+    let defaults = preset.infer.clone();
+    let mut rows = Vec::new();
+
+    // the manifold: fit eps to the whole true field, no PDE term
+    let fit = InferConfig {
+        steps: s.fit_steps,
+        lambda: 0.0,
+        ..defaults.clone()
+    };
+    eprintln!(
+        "diagnose: fit to the truth, {p} problems x {} steps x {} restarts",
+        fit.steps, s.fit_restarts
+    );
+    let b = best_of(&st, &truth, &all, &fit, s.fit_restarts, 1)?;
+    let (rel, err) = metrics(&b.d, &truth, threshold);
+    let secs = b.seconds;
+    rows.push(Row {
+        method: "manifold: d(eps) fitted to the true (a, u)".into(),
+        steps: fit.steps,
+        restarts: s.fit_restarts,
+        forward_rel_l2_u: figure(&rel, secs, p as usize),
+        inverse_error_rate_a: figure(&err, secs, p as usize),
+    });
+
+    for (name, cfg, restarts, seed) in [
+        (
+            "solve, the model's defaults, one random start",
+            defaults.clone(),
+            1,
+            2,
+        ),
+        (
+            "solve, long, best restart by its own loss",
+            InferConfig {
+                steps: s.long_steps,
+                ..defaults.clone()
+            },
+            s.long_restarts,
+            3,
+        ),
+    ] {
+        eprintln!(
+            "diagnose: {name}, {p} problems x {} steps x {restarts} restarts, forward and inverse",
+            cfg.steps
+        );
+        let f = best_of(&st, &truth, &forward, &cfg, restarts, seed)?;
+        let i = best_of(&st, &truth, &inverse, &cfg, restarts, seed)?;
+        let (rel, _) = metrics(&f.x, &truth, threshold);
+        let (_, err) = metrics(&i.x, &truth, threshold);
+        let (tf, ti) = (f.seconds, i.seconds);
+        rows.push(Row {
+            method: name.into(),
+            steps: cfg.steps,
+            restarts,
+            forward_rel_l2_u: figure(&rel, tf, p as usize),
+            inverse_error_rate_a: figure(&err, ti, p as usize),
+        });
+    }
+    Ok(Diagnosis {
+        command,
+        student: student.display().to_string(),
+        settings: s.clone(),
+        defaults,
+        rows,
+    })
+}
+
+pub fn markdown(d: &Diagnosis) -> String {
+    let mut s = format!(
+        "Where the conditional answers' error comes from: {} fresh Darcy problems (seed {}), `{}`.\n\
+         Defaults: {} Adam steps on eps, learning rate {}, lambda_infer {:e}.\n\n\
+         | method | steps x restarts | forward: rel. L2 of u, median (mean) | inverse: error rate of a, median (mean) | s per problem (forward + inverse) |\n|---|---|---|---|---|\n",
+        d.settings.problems, d.settings.seed, d.command, d.defaults.steps, d.defaults.lr, d.defaults.lambda
+    );
+    for r in &d.rows {
+        let secs = if r.method.starts_with("manifold") {
+            r.forward_rel_l2_u.seconds_per_problem
+        } else {
+            r.forward_rel_l2_u.seconds_per_problem + r.inverse_error_rate_a.seconds_per_problem
+        };
+        s += &format!(
+            "| {} | {} x {} | {:.2} % ({:.2} %) | {:.2} % ({:.2} %) | {:.1} |\n",
+            r.method,
+            r.steps,
+            r.restarts,
+            100.0 * r.forward_rel_l2_u.median,
+            100.0 * r.forward_rel_l2_u.mean,
+            100.0 * r.inverse_error_rate_a.median,
+            100.0 * r.inverse_error_rate_a.mean,
+            secs
+        );
+    }
+    s
+}

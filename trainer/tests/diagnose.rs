@@ -1,0 +1,93 @@
+//! The error diagnosis on a tiny student: the table's rows, and the two properties it rests on.
+
+use piddm_trainer::config::{InferConfig, Preset};
+use piddm_trainer::diagnose::{self, Settings};
+use piddm_trainer::infer::Student;
+use piddm_trainer::{pipeline, train};
+use tch::{Kind, Tensor};
+
+#[test]
+fn diagnosis_rows_and_its_properties() {
+    let dir = tempfile::tempdir().unwrap();
+    let preset = Preset::load("tiny").unwrap();
+    pipeline::run(&preset, dir.path(), "test".into()).unwrap();
+    let student = pipeline::RunPaths::new(dir.path()).student;
+    let s = Settings {
+        problems: 3,
+        seed: 5,
+        fit_steps: 15,
+        fit_restarts: 2,
+        long_steps: 20,
+        long_restarts: 2,
+    };
+    let d = diagnose::diagnose(&student, &preset, &s, "test".into()).unwrap();
+    assert_eq!(d.rows.len(), 3);
+    for r in &d.rows {
+        let (f, i) = (&r.forward_rel_l2_u, &r.inverse_error_rate_a);
+        assert!(f.median.is_finite() && f.median >= 0.0, "{r:?}");
+        assert!((0.0..=1.0).contains(&i.median), "{r:?}");
+    }
+    assert!(diagnose::markdown(&d).contains("| manifold"));
+
+    let (net, meta) = train::load_ema(&student).unwrap();
+    let st = Student {
+        net: &net.net,
+        edm: meta.edm,
+        norm: &meta.data.normalisation,
+        op: meta.data.residual_op(),
+    };
+    let n = meta.data.grid.n as i64;
+    // a target the student can represent exactly: fitting eps to it must close most of the gap
+    tch::manual_seed(9);
+    let target = st.generate(&Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU));
+    let all = Tensor::ones([3, 2, n, n], tch::kind::FLOAT_CPU);
+    let fit = InferConfig {
+        steps: 200,
+        lambda: 0.0,
+        lr: 0.05,
+    };
+    let err = |x: &Tensor| f64::try_from((x - &target).square().mean(Kind::Double)).unwrap();
+    tch::manual_seed(7000);
+    let start = st.generate(&Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU));
+    let fitted = diagnose::best_of(&st, &target, &all, &fit, 1, 7).unwrap().d;
+    assert!(
+        err(&fitted) < 0.3 * err(&start),
+        "fit {} vs random start {}",
+        err(&fitted),
+        err(&start)
+    );
+    // best of restarts: per problem, no single restart's own loss is lower than the chosen one's
+    let cfg = InferConfig {
+        steps: 5,
+        ..preset.infer.clone()
+    };
+    let mask = Tensor::cat(
+        &[
+            Tensor::ones([3, 1, n, n], tch::kind::FLOAT_CPU),
+            Tensor::zeros([3, 1, n, n], tch::kind::FLOAT_CPU),
+        ],
+        1,
+    );
+    let best = diagnose::best_of(&st, &target, &mask, &cfg, 3, 11).unwrap();
+    let mut wins = [false; 3];
+    for r in 0..3 {
+        tch::manual_seed(11 * 1000 + r);
+        let eps = Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU);
+        let one = st.solve(&eps, &target, &mask, &cfg).unwrap();
+        let (l, _) = tch::no_grad(|| st.loss(&one.eps, &target, &mask, cfg.lambda));
+        let (l, b) = (
+            Vec::<f32>::try_from(&l).unwrap(),
+            Vec::<f32>::try_from(&best.loss).unwrap(),
+        );
+        for p in 0..3 {
+            assert!(
+                l[p] >= b[p],
+                "restart {r}, problem {p}: {} < chosen {}",
+                l[p],
+                b[p]
+            );
+            wins[p] |= l[p] == b[p];
+        }
+    }
+    assert!(wins.iter().all(|&w| w), "the chosen loss is one restart's");
+}
