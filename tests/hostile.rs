@@ -158,6 +158,41 @@ fn callers_built_against_abi_1() {
     );
 }
 
+/// A program compiled against the ABI 1 header as released (`tests/c/abi1/piddm.h`) and linked to
+/// this library: NULL options and parameters keep working, the rest is PIDDM_ERR_ABI.
+#[test]
+fn program_compiled_against_abi_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("abi1_caller");
+    let lib = libdir();
+    run(Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O1"])
+        .arg(root().join("tests/c/abi1_caller.c"))
+        .arg(format!("-I{}", root().join("tests/c/abi1").display()))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lpiddm")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-o")
+        .arg(&exe));
+    let out = run(Command::new(&exe).arg(model()));
+    for line in [
+        "header_abi 1 library_abi 2",
+        "options_default PIDDM_ERR_ABI",
+        "load_with_options PIDDM_ERR_ABI",
+        "load_null_options PIDDM_OK",
+        "generate PIDDM_OK",
+        "solve_params_default PIDDM_ERR_ABI",
+        "solve_with_params PIDDM_ERR_ABI",
+        "solve_null_params PIDDM_OK",
+        "solve_with_report PIDDM_ERR_ABI",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "no line {line:?} in:\n{out}"
+        );
+    }
+}
+
 fn varint(mut v: u64, out: &mut Vec<u8>) {
     loop {
         let b = (v & 0x7f) as u8;
