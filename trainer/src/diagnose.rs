@@ -21,15 +21,22 @@ use std::path::Path;
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, clap::Args)]
 pub struct Settings {
+    #[arg(long, default_value_t = 32)]
     pub problems: usize,
+    /// Seed of the problems: differs from the training (1) and evaluation (2) seeds.
+    #[arg(long, default_value_t = 7919)]
     pub seed: u64,
     /// Steps and restarts of the fit to the true field.
+    #[arg(long, default_value_t = 500)]
     pub fit_steps: usize,
+    #[arg(long, default_value_t = 2)]
     pub fit_restarts: usize,
     /// Steps and restarts of the long solve.
+    #[arg(long, default_value_t = 800)]
     pub long_steps: usize,
+    #[arg(long, default_value_t = 1)]
     pub long_restarts: usize,
 }
 
@@ -160,13 +167,12 @@ pub fn diagnose(
     s: &Settings,
     command: String,
 ) -> Result<Diagnosis> {
+    anyhow::ensure!(
+        s.problems >= 1 && s.fit_restarts >= 1 && s.long_restarts >= 1,
+        "problems and restarts must be at least 1"
+    );
     let (net, meta) = load_ema(student)?;
-    let st = Student {
-        net: &net.net,
-        edm: meta.edm,
-        norm: &meta.data.normalisation,
-        op: meta.data.residual_op(),
-    };
+    let st = Student::of(&net, &meta);
     let d = &meta.data;
     let problems = dataset::generate(
         d.pde,

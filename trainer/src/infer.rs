@@ -11,7 +11,7 @@ use crate::edm::Edm;
 use crate::ops::{FieldOps, Tch};
 use crate::residual::ResidualOp;
 use crate::student::one_step;
-use crate::train::adam_update;
+use crate::train::{adam_update, CheckpointMeta, Net};
 use crate::unet::UNet;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
@@ -66,7 +66,17 @@ pub struct SolveResult {
     pub history: Vec<f64>,
 }
 
-impl Student<'_> {
+impl<'a> Student<'a> {
+    /// The student of a loaded checkpoint.
+    pub fn of(net: &'a Net, meta: &'a CheckpointMeta) -> Self {
+        Student {
+            net: &net.net,
+            edm: meta.edm,
+            norm: &meta.data.normalisation,
+            op: meta.data.residual_op(),
+        }
+    }
+
     /// PIDDM-1: physical fields from eps in one network evaluation.
     pub fn generate(&self, eps: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();

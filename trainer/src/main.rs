@@ -132,18 +132,8 @@ enum Cmd {
         /// Preset whose inference settings are the defaults.
         #[arg(long, default_value = "cpu")]
         preset: String,
-        #[arg(long, default_value_t = 32)]
-        problems: usize,
-        #[arg(long, default_value_t = 7919)]
-        seed: u64,
-        #[arg(long, default_value_t = 500)]
-        fit_steps: usize,
-        #[arg(long, default_value_t = 2)]
-        fit_restarts: usize,
-        #[arg(long, default_value_t = 800)]
-        long_steps: usize,
-        #[arg(long, default_value_t = 1)]
-        long_restarts: usize,
+        #[command(flatten)]
+        settings: piddm_trainer::diagnose::Settings,
         /// Directory for diagnosis.json and diagnosis.md.
         #[arg(long)]
         out: PathBuf,
@@ -303,27 +293,10 @@ fn real_main() -> Result<()> {
         Cmd::Diagnose {
             student,
             preset,
-            problems,
-            seed,
-            fit_steps,
-            fit_restarts,
-            long_steps,
-            long_restarts,
+            settings,
             out,
         } => {
-            anyhow::ensure!(
-                problems >= 1 && fit_restarts >= 1 && long_restarts >= 1,
-                "problems and restarts must be at least 1"
-            );
             let preset = Preset::load(&preset)?;
-            let settings = piddm_trainer::diagnose::Settings {
-                problems,
-                seed,
-                fit_steps,
-                fit_restarts,
-                long_steps,
-                long_restarts,
-            };
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             let d = piddm_trainer::diagnose::diagnose(&student, &preset, &settings, command)?;
             std::fs::create_dir_all(&out)?;

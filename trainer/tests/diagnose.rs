@@ -30,12 +30,7 @@ fn diagnosis_rows_and_its_properties() {
     assert!(diagnose::markdown(&d).contains("| manifold"));
 
     let (net, meta) = train::load_ema(&student).unwrap();
-    let st = Student {
-        net: &net.net,
-        edm: meta.edm,
-        norm: &meta.data.normalisation,
-        op: meta.data.residual_op(),
-    };
+    let st = Student::of(&net, &meta);
     let n = meta.data.grid.n as i64;
     // a target the student can represent exactly: fitting eps to it must close most of the gap
     tch::manual_seed(9);

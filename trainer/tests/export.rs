@@ -154,12 +154,7 @@ fn paper_preset_exports() {
     {
         std::fs::write(card::sibling(&out, part), m.write_to_bytes().unwrap()).unwrap();
     }
-    let st = Student {
-        net: &net.net,
-        edm: meta.edm,
-        norm: &meta.data.normalisation,
-        op: meta.data.residual_op(),
-    };
+    let st = Student::of(&net, &meta);
     let n = paper.data.res as i64;
     let eps = Tensor::randn([1, 2, n, n], tch::kind::FLOAT_CPU);
     let x = st.generate(&eps);
@@ -545,12 +540,7 @@ fn shipped_model_matches_its_checkpoint() {
         "the shipped model was not exported from the committed checkpoint"
     );
     let (net, meta) = train::load_ema(&ckpt).unwrap();
-    let st = Student {
-        net: &net.net,
-        edm: meta.edm,
-        norm: &meta.data.normalisation,
-        op: meta.data.residual_op(),
-    };
+    let st = Student::of(&net, &meta);
     let n = meta.data.grid.n as i64;
     tch::manual_seed(5);
     let eps = Tensor::randn([2, 2, n, n], tch::kind::FLOAT_CPU);

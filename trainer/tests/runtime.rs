@@ -51,12 +51,7 @@ fn runtime_reproduces_the_trainer() {
     let f = fixture();
     let m = Model::load(&f.model, &Options::default()).unwrap();
     let (net, meta) = train::load_ema(&f.student).unwrap();
-    let st = Student {
-        net: &net.net,
-        edm: meta.edm,
-        norm: &meta.data.normalisation,
-        op: meta.data.residual_op(),
-    };
+    let st = Student::of(&net, &meta);
     let (c, ny, nx) = m.shape();
     assert_eq!((c, ny, nx), (2, 16, 16));
     let batch = 4;

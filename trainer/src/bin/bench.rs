@@ -224,12 +224,7 @@ fn main() -> Result<()> {
         }
         let (capi, direct, overhead) = (median(&mut tc), median(&mut td), median(&mut ratio));
         let tch_t = tch_student.as_ref().map(|(net, meta)| {
-            let st = Student {
-                net: &net.net,
-                edm: meta.edm,
-                norm: &meta.data.normalisation,
-                op: meta.data.residual_op(),
-            };
+            let st = Student::of(net, meta);
             let e =
                 Tensor::from_slice(&eps).reshape([batch as i64, c as i64, ny as i64, nx as i64]);
             time_per_call(args.seconds, || {
