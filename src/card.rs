@@ -195,7 +195,7 @@ impl ModelCard {
             (None, true) => return Err("model card: graph_sha256 is missing".into()),
             (Some(_), false) => return Err("model card: graph_sha256 in a format 1 card".into()),
             (Some(d), true) => {
-                for p in [Part::Generate, Part::Refine, Part::Residual] {
+                for p in Part::all() {
                     let h = d.get(p);
                     if h.len() != 64
                         || !h
@@ -288,6 +288,11 @@ pub struct TensorSpec {
 }
 
 impl Part {
+    /// The three parts, main file first.
+    pub fn all() -> [Part; 3] {
+        [Part::Generate, Part::Refine, Part::Residual]
+    }
+
     /// The inputs and outputs a graph of this part has, for fields of `c` channels on ny x nx:
     /// the exporter declares exactly these and the runtime checks them at load.
     pub fn interface(self, c: usize, ny: usize, nx: usize) -> (Vec<TensorSpec>, Vec<TensorSpec>) {

@@ -58,6 +58,14 @@ impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// The message a caught panic carries ("" if it is not a string).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 macro_rules! err {
     ($status:ident, $($arg:tt)*) => {
         $crate::error::Error::new($crate::error::Status::$status, format!($($arg)*))

@@ -8,7 +8,7 @@
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use crate::error::{err, piddm_status, Result};
+use crate::error::{err, panic_message, piddm_status, Result};
 use crate::model::{Device, Model, Options, SolveParams};
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -38,11 +38,7 @@ fn wrap(f: impl FnOnce() -> Result<()>) -> piddm_status {
             e.status
         }
         Err(p) => {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let what = panic_message(p.as_ref());
             set_error(&format!("internal error (please report): {what}"));
             piddm_status::PIDDM_ERR_PANIC
         }
@@ -203,33 +199,23 @@ pub extern "C" fn piddm_last_error() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn piddm_status_name(status: i32) -> *const c_char {
     use piddm_status::*;
-    let known = [
-        PIDDM_OK,
-        PIDDM_ERR_NULL,
-        PIDDM_ERR_INVALID_ARGUMENT,
-        PIDDM_ERR_SIZE,
-        PIDDM_ERR_NONFINITE,
-        PIDDM_ERR_IO,
-        PIDDM_ERR_FORMAT,
-        PIDDM_ERR_RUNTIME,
-        PIDDM_ERR_DEVICE,
-        PIDDM_ERR_PANIC,
-        PIDDM_ERR_ABI,
+    const NAMES: [(piddm_status, &str); 11] = [
+        (PIDDM_OK, "PIDDM_OK\0"),
+        (PIDDM_ERR_NULL, "PIDDM_ERR_NULL\0"),
+        (PIDDM_ERR_INVALID_ARGUMENT, "PIDDM_ERR_INVALID_ARGUMENT\0"),
+        (PIDDM_ERR_SIZE, "PIDDM_ERR_SIZE\0"),
+        (PIDDM_ERR_NONFINITE, "PIDDM_ERR_NONFINITE\0"),
+        (PIDDM_ERR_IO, "PIDDM_ERR_IO\0"),
+        (PIDDM_ERR_FORMAT, "PIDDM_ERR_FORMAT\0"),
+        (PIDDM_ERR_RUNTIME, "PIDDM_ERR_RUNTIME\0"),
+        (PIDDM_ERR_DEVICE, "PIDDM_ERR_DEVICE\0"),
+        (PIDDM_ERR_PANIC, "PIDDM_ERR_PANIC\0"),
+        (PIDDM_ERR_ABI, "PIDDM_ERR_ABI\0"),
     ];
-    let s: &'static str = match known.iter().find(|&&k| k as i32 == status) {
-        Some(PIDDM_OK) => "PIDDM_OK\0",
-        Some(PIDDM_ERR_NULL) => "PIDDM_ERR_NULL\0",
-        Some(PIDDM_ERR_INVALID_ARGUMENT) => "PIDDM_ERR_INVALID_ARGUMENT\0",
-        Some(PIDDM_ERR_SIZE) => "PIDDM_ERR_SIZE\0",
-        Some(PIDDM_ERR_NONFINITE) => "PIDDM_ERR_NONFINITE\0",
-        Some(PIDDM_ERR_IO) => "PIDDM_ERR_IO\0",
-        Some(PIDDM_ERR_FORMAT) => "PIDDM_ERR_FORMAT\0",
-        Some(PIDDM_ERR_RUNTIME) => "PIDDM_ERR_RUNTIME\0",
-        Some(PIDDM_ERR_DEVICE) => "PIDDM_ERR_DEVICE\0",
-        Some(PIDDM_ERR_PANIC) => "PIDDM_ERR_PANIC\0",
-        Some(PIDDM_ERR_ABI) => "PIDDM_ERR_ABI\0",
-        None => "PIDDM_UNKNOWN_STATUS\0",
-    };
+    let s = NAMES
+        .iter()
+        .find(|(k, _)| *k as i32 == status)
+        .map_or("PIDDM_UNKNOWN_STATUS\0", |(_, n)| n);
     s.as_ptr() as *const c_char
 }
 
@@ -433,7 +419,6 @@ pub unsafe extern "C" fn piddm_generate(
     wrap(|| {
         // SAFETY: `m` is NULL or a live handle.
         let m = unsafe { model_ref(m) }?;
-        m.check_batch(batch)?;
         // SAFETY: `out` is NULL or holds out_len writable floats, as documented.
         let out = unsafe { slice_mut(out, out_len, "out") }?;
         m.generate(seed, batch, out)

@@ -18,6 +18,7 @@ pub const MAX_FIELD_VALUES: usize = 1 << 24;
 pub const MAX_THREADS: usize = 1024;
 /// Bytes of one model file (ONNX's protobuf encoding cannot exceed 2 GiB).
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
-/// Field values one ONNX Runtime run takes at most (a larger batch runs in chunks of at most 64
-/// samples): bounds the network's activation memory, whatever the batch.
+/// Field values one ONNX Runtime run takes at most, in at most CHUNK_SAMPLES samples (a larger
+/// batch runs in chunks): bounds the network's activation memory, whatever the batch.
 pub const CHUNK_VALUES: usize = 1 << 20;
+pub const CHUNK_SAMPLES: usize = 64;

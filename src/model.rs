@@ -4,7 +4,7 @@
 use crate::artifact;
 use crate::card::{self, adam, io, ModelCard, Part};
 use crate::error::{err, Result};
-use crate::limits::{CHUNK_VALUES, MAX_BATCH, MAX_STEPS, MAX_THREADS, MAX_VALUES};
+use crate::limits::{CHUNK_SAMPLES, CHUNK_VALUES, MAX_BATCH, MAX_STEPS, MAX_THREADS, MAX_VALUES};
 use crate::ortlib;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::TensorRef;
@@ -227,15 +227,14 @@ fn open_part(
     let path = card::sibling(main, part);
     let fmt = |m: String| err!(PIDDM_ERR_FORMAT, "{}: {m}", path.display());
     // A malformed graph can make the `ort` binding panic while it reads the session's interface
-    // (found by tests/fuzz.rs: a declared dimension below -1); that is the file's fault.
+    // (found by tests/fuzz.rs: shapes that ONNX Runtime infers as negative); that is the file's
+    // fault, not a bug to report.
     let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| make_session(bytes, o)))
         .map_err(|p| {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            fmt(format!("ONNX Runtime cannot read this graph: {what}"))
+            fmt(format!(
+                "ONNX Runtime cannot read this graph: {}",
+                crate::error::panic_message(p.as_ref())
+            ))
         })?;
     let (session, fell_back) = made.map_err(|e| {
         if e.status == crate::error::Status::PIDDM_ERR_FORMAT {
@@ -379,7 +378,7 @@ impl Model {
     /// network's activations (which grow with its width, not with the caller's arrays) stay bounded
     /// whatever batch is asked for. The graphs compute each sample alone: chunks change no answer.
     fn chunk(&self) -> usize {
-        (CHUNK_VALUES / self.field_len()).clamp(1, 64)
+        (CHUNK_VALUES / self.field_len()).clamp(1, CHUNK_SAMPLES)
     }
 
     fn chunks(&self, batch: usize) -> impl Iterator<Item = std::ops::Range<usize>> {

@@ -233,7 +233,7 @@ fn scan_never_panics_on_arbitrary_bytes() {
 
 fn copy_artifact(dir: &Path) -> PathBuf {
     let main = dir.join("m.onnx");
-    for p in [Part::Generate, Part::Refine, Part::Residual] {
+    for p in Part::all() {
         std::fs::copy(
             piddm::card::sibling(&model(), p),
             piddm::card::sibling(&main, p),
@@ -254,7 +254,7 @@ fn loader_never_panics_on_mutated_files() {
         tempfile::tempdir().unwrap()
     };
     let main = copy_artifact(dir.path());
-    let originals: Vec<Vec<u8>> = [Part::Generate, Part::Refine, Part::Residual]
+    let originals: Vec<Vec<u8>> = Part::all()
         .iter()
         .map(|&p| std::fs::read(piddm::card::sibling(&main, p)).unwrap())
         .collect();
@@ -264,7 +264,7 @@ fn loader_never_panics_on_mutated_files() {
         .run(
             &(0usize..3, edits(), 0u32..50),
             |(part, edits, verify_draw)| {
-                let parts = [Part::Generate, Part::Refine, Part::Residual];
+                let parts = Part::all();
                 let path = piddm::card::sibling(&main, parts[part]);
                 let mutated = apply(originals[part].clone(), &edits);
                 std::fs::write(&path, &mutated).unwrap();

@@ -148,10 +148,7 @@ fn paper_preset_exports() {
     let out = dir.path().join("paper.onnx");
     let mut card = export::card_for(&meta, &net, &paper.infer, json!({}), &out).unwrap();
     let models = export::build(&net, &meta, &mut card).unwrap();
-    for (m, part) in models
-        .iter()
-        .zip([Part::Generate, Part::Refine, Part::Residual])
-    {
+    for (m, part) in models.iter().zip(Part::all()) {
         std::fs::write(card::sibling(&out, part), m.write_to_bytes().unwrap()).unwrap();
     }
     let st = Student::of(&net, &meta);
@@ -217,7 +214,7 @@ fn check_exported(student: &Path, preset: &Preset) {
     let out = dir.path().join("tiny.onnx");
     let card = export::export(student, &out, &preset.infer, json!({"note": "test"})).unwrap();
     assert_eq!(card.part, Part::Generate);
-    for part in [Part::Generate, Part::Refine, Part::Residual] {
+    for part in Part::all() {
         let (c, _) = export::read_card(&card::sibling(&out, part)).unwrap();
         assert_eq!(c.part, part);
         assert_eq!(c.weights_sha256, card.weights_sha256);
@@ -338,7 +335,6 @@ fn check_adjoint(
         "op",
         &[("x", dyn4(&s)), ("w", dyn4(wshape))],
         &[("y", dyn4(wshape)), ("gx", dyn4(&s))],
-        None,
     );
     let path = dir.path().join("op.onnx");
     std::fs::write(&path, model.write_to_bytes().unwrap()).unwrap();

@@ -297,7 +297,7 @@ fn graph_with_negative_shapes_is_a_status_not_a_panic() {
     let f = fixture();
     let dir = tempfile::tempdir().unwrap();
     let main = dir.path().join("bad.onnx");
-    let parts = [Part::Generate, Part::Refine, Part::Residual];
+    let parts = Part::all();
     let models: Vec<ModelProto> = parts
         .iter()
         .map(|&p| {

@@ -51,14 +51,10 @@ fn load_cost(model: &std::path::Path) -> Result<String> {
         off.push(load(false)?);
     }
     let mut bytes = 0usize;
-    let files: Vec<Vec<u8>> = [
-        piddm::card::Part::Generate,
-        piddm::card::Part::Refine,
-        piddm::card::Part::Residual,
-    ]
-    .iter()
-    .map(|&p| std::fs::read(piddm::card::sibling(model, p)))
-    .collect::<std::io::Result<_>>()?;
+    let files: Vec<Vec<u8>> = piddm::card::Part::all()
+        .iter()
+        .map(|&p| std::fs::read(piddm::card::sibling(model, p)))
+        .collect::<std::io::Result<_>>()?;
     let hash = time_per_call(1.0, || {
         for f in &files {
             let g = piddm::artifact::scan(f).unwrap().graph.unwrap();

@@ -131,13 +131,13 @@ fn part_model(g: Graph, part: Part, chw: [usize; 3]) -> ModelProto {
     let (inputs, outputs) = part.interface(chw[0], chw[1], chw[2]);
     let io = |v: Vec<card::TensorSpec>| v.into_iter().map(|t| (t.name, t.dims)).collect::<Vec<_>>();
     let name = format!("{part:?}").to_lowercase();
-    model(g, &name, &io(inputs), &io(outputs), None)
+    model(g, &name, &io(inputs), &io(outputs))
 }
 
 /// Records each graph's sha256, as serialised, in the card (which the runtime recomputes at load)
 /// and writes the card, with its part, into each file.
 pub fn seal(models: &mut [ModelProto; 3], card: &mut ModelCard) -> Result<()> {
-    let parts = [Part::Generate, Part::Refine, Part::Residual];
+    let parts = Part::all();
     let mut digests = Vec::new();
     for m in models.iter() {
         let bytes = m.write_to_bytes().context("serialising the ONNX model")?;
@@ -161,15 +161,9 @@ pub fn seal(models: &mut [ModelProto; 3], card: &mut ModelCard) -> Result<()> {
     Ok(())
 }
 
-/// Wraps a graph as a model with typed inputs and outputs (`None` = the dynamic batch) and, when
-/// given, the model card.
-pub fn model(
-    g: Graph,
-    name: &str,
-    inputs: &[Io],
-    outputs: &[Io],
-    card: Option<&ModelCard>,
-) -> ModelProto {
+/// Wraps a graph as a model with typed inputs and outputs (`None` = the dynamic batch); [`seal`]
+/// adds the model card.
+pub fn model(g: Graph, name: &str, inputs: &[Io], outputs: &[Io]) -> ModelProto {
     let mut gp = g.into_proto(name);
     gp.input = inputs.iter().map(|(n, d)| value_info(n, d)).collect();
     gp.output = outputs.iter().map(|(n, d)| value_info(n, d)).collect();
@@ -182,18 +176,7 @@ pub fn model(
         }],
         producer_name: "piddm-train".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
-        doc_string: card
-            .map(|c| format!("PIDDM one-step student, {:?} graph", c.part))
-            .unwrap_or_default(),
         graph: Some(gp).into(),
-        metadata_props: card
-            .map(|c| StringStringEntryProto {
-                key: card::CARD_KEY.into(),
-                value: c.to_json(),
-                ..Default::default()
-            })
-            .into_iter()
-            .collect(),
         ..Default::default()
     }
 }
@@ -370,10 +353,7 @@ pub fn export(
     }
     let mut card = card_for(&meta, &net, infer, evaluation, out)?;
     let models = build(&net, &meta, &mut card)?;
-    for (m, part) in models
-        .iter()
-        .zip([Part::Generate, Part::Refine, Part::Residual])
-    {
+    for (m, part) in models.iter().zip(Part::all()) {
         let bytes = m.write_to_bytes().context("serialising the ONNX model")?;
         crate::fsutil::write_atomic(&card::sibling(out, part), &bytes)?;
     }
