@@ -135,6 +135,40 @@ typedef enum {
 } piddm_device;
 
 /**
+ * Where `piddm_solve` starts.
+ */
+typedef enum {
+  /**
+   * The amortised encoder's answer if the model has one (`piddm_model_has_amortised`), else a
+   * random eps: the card's default.
+   */
+  PIDDM_START_AUTO = 0,
+  /**
+   * eps drawn from `seed` (the published Algorithm 3).
+   */
+  PIDDM_START_RANDOM = 1,
+  /**
+   * The amortised encoder's answer (z drawn from `seed`); PIDDM_ERR_INVALID_ARGUMENT on a model
+   * without one. With steps = 0 this is the one-call answer: no loss is evaluated.
+   */
+  PIDDM_START_AMORTISED = 2,
+} piddm_start;
+
+/**
+ * The optimiser of `piddm_solve`'s steps.
+ */
+typedef enum {
+  /**
+   * Adam on eps with `learning_rate`.
+   */
+  PIDDM_OPTIMIZER_ADAM = 0,
+  /**
+   * Per-sample L-BFGS with backtracking; the first step moves eps by `learning_rate` (RMS).
+   */
+  PIDDM_OPTIMIZER_LBFGS = 1,
+} piddm_optimizer;
+
+/**
  * A loaded model (opaque). Handles made by `piddm_model_clone` share it.
  */
 typedef struct piddm_model piddm_model;
@@ -185,7 +219,8 @@ typedef struct {
    */
   size_t size;
   /**
-   * Adam steps on eps, 0 to PIDDM_MAX_STEPS (signed, so that a negative count is an error).
+   * Optimiser steps on eps after the start, 0 to PIDDM_MAX_STEPS (signed, so that a negative
+   * count is an error). 0 with the amortised start: the one-call answer.
    */
   int64_t steps;
   double learning_rate;
@@ -194,9 +229,19 @@ typedef struct {
    */
   double lambda_infer;
   /**
-   * Seed of the initial eps: the same seed gives the same answer.
+   * Seed of the initial eps (random start) or of z (amortised start): the same seed gives the
+   * same answer.
    */
   uint64_t seed;
+  /**
+   * A piddm_start: where the solve starts. Appended to ABI 2: a program built against a
+   * piddm.h without it passes the shorter size and gets the card's default.
+   */
+  int32_t start;
+  /**
+   * A piddm_optimizer for the steps (appended as `start`).
+   */
+  int32_t optimizer;
 } piddm_solve_params;
 
 /**
@@ -209,7 +254,8 @@ typedef struct {
   size_t size;
   int64_t steps;
   /**
-   * Mean loss over the batch before the first step and after the last.
+   * Mean loss over the batch before the first step and after the last (NaN for the one-call
+   * answer, which evaluates no loss).
    */
   double initial_loss;
   double final_loss;
@@ -321,8 +367,15 @@ piddm_status piddm_residual(const piddm_model *m,
                             double *mean_sq);
 
 /**
+ * Sets `*has` to 1 when the model has the amortised encoder (`piddm_solve` can answer in one
+ * call with steps = 0), else 0.
+ */
+piddm_status piddm_model_has_amortised(const piddm_model *m, int32_t *has);
+
+/**
  * Fills `params` with the model card's solve defaults (seed 0) and sets `params->size`. `size`
- * must be `sizeof(piddm_solve_params)`; otherwise PIDDM_ERR_ABI and nothing is written.
+ * must be `sizeof(piddm_solve_params)` of this or an earlier piddm.h (only the fields that size
+ * holds are written); otherwise PIDDM_ERR_ABI and nothing is written.
  */
 piddm_status piddm_solve_params_init(const piddm_model *m, piddm_solve_params *params, size_t size);
 

@@ -9,6 +9,9 @@
 //!   [B, C, H, W] (1 where observed, else 0), `lambda` [1] → `loss` [B], `grad` = d loss / d eps
 //!   [B, C, H, W], `x_mix` [B, C, H, W].
 //! - `NAME.residual.onnx` — **residual**: `x` [B, C, H, W] → `residual` [B, 1, H, W].
+//! - `NAME.amortised.onnx` (optional, card format 3) — **amortised**: `observed`, `mask` and `z`
+//!   [B, C, H, W] (z standard normal) → `eps` [B, C, H, W] (the amortised encoder's start) and
+//!   `x_mix` (the student's answer from it): a conditional answer in one call.
 //!
 //! Every file carries the same model card as JSON under the metadata key [`CARD_KEY`].
 
@@ -16,9 +19,10 @@ use serde::{Deserialize, Serialize};
 
 /// Metadata key of the JSON model card in each file's `metadata_props`.
 pub const CARD_KEY: &str = "piddm.card";
-/// Card format written by this version. Format 2 added `graph_sha256`; readers also accept format 1,
+/// Card format written by this version. Format 2 added `graph_sha256`; format 3 the optional
+/// amortised part and the solve defaults' `start` and `optimizer`. Readers also accept format 1,
 /// whose graphs cannot be verified, only when the caller turns verification off.
-pub const CARD_FORMAT: u32 = 2;
+pub const CARD_FORMAT: u32 = 3;
 /// The oldest card format this version reads.
 pub const CARD_FORMAT_MIN: u32 = 1;
 
@@ -33,6 +37,7 @@ pub mod io {
     pub const LOSS: &str = "loss";
     pub const GRAD: &str = "grad";
     pub const X_MIX: &str = "x_mix";
+    pub const Z: &str = "z";
     /// Symbolic name of the batch dimension.
     pub const BATCH: &str = "batch";
 }
@@ -47,6 +52,7 @@ pub fn sibling(main: &std::path::Path, part: Part) -> std::path::PathBuf {
         Part::Generate => main.to_path_buf(),
         Part::Refine => main.with_file_name(format!("{stem}.refine.onnx")),
         Part::Residual => main.with_file_name(format!("{stem}.residual.onnx")),
+        Part::Amortised => main.with_file_name(format!("{stem}.amortised.onnx")),
     }
 }
 
@@ -56,13 +62,14 @@ pub enum Part {
     Generate,
     Refine,
     Residual,
+    Amortised,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelCard {
     pub format: u32,
-    /// Which of the three graphs this file is.
+    /// Which of the artifact's graphs this file is.
     pub part: Part,
     pub pde: Pde,
     pub grid: GridInfo,
@@ -130,6 +137,26 @@ pub struct SolveDefaults {
     pub lambda_infer: f64,
     pub steps: usize,
     pub learning_rate: f64,
+    /// Where the solve starts (absent before format 3: auto).
+    #[serde(default)]
+    pub start: Start,
+    /// Absent before format 3: Adam.
+    #[serde(default)]
+    pub optimizer: crate::optim::Optimizer,
+}
+
+/// The solve's starting eps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Start {
+    /// The amortised encoder's answer when the artifact has one, else a random draw.
+    #[default]
+    Auto,
+    /// eps drawn from the seed (the solve of Algorithm 3 as published).
+    Random,
+    /// The amortised encoder's answer to the observation (z drawn from the seed); an artifact
+    /// without the amortised part refuses it.
+    Amortised,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,14 +176,17 @@ pub struct GraphDigests {
     pub generate: String,
     pub refine: String,
     pub residual: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amortised: Option<String>,
 }
 
 impl GraphDigests {
-    pub fn get(&self, part: Part) -> &str {
+    pub fn get(&self, part: Part) -> Option<&str> {
         match part {
-            Part::Generate => &self.generate,
-            Part::Refine => &self.refine,
-            Part::Residual => &self.residual,
+            Part::Generate => Some(&self.generate),
+            Part::Refine => Some(&self.refine),
+            Part::Residual => Some(&self.residual),
+            Part::Amortised => self.amortised.as_deref(),
         }
     }
 }
@@ -166,6 +196,9 @@ impl GraphDigests {
 pub struct Files {
     pub refine: String,
     pub residual: String,
+    /// The amortised encoder's graph, when the artifact has one (format 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amortised: Option<String>,
 }
 
 impl ModelCard {
@@ -195,8 +228,11 @@ impl ModelCard {
             (None, true) => return Err("model card: graph_sha256 is missing".into()),
             (Some(_), false) => return Err("model card: graph_sha256 in a format 1 card".into()),
             (Some(d), true) => {
-                for p in Part::all() {
-                    let h = d.get(p);
+                if d.amortised.is_some() != self.files.amortised.is_some() {
+                    return Err("model card: the amortised part's file and digest disagree".into());
+                }
+                for p in self.parts() {
+                    let h = d.get(p).unwrap_or_default();
                     if h.len() != 64
                         || !h
                             .bytes()
@@ -269,6 +305,15 @@ impl ModelCard {
         Ok(())
     }
 
+    /// The parts this artifact has: the three every artifact has, and the amortised one if named.
+    pub fn parts(&self) -> Vec<Part> {
+        let mut p = Part::all().to_vec();
+        if self.files.amortised.is_some() {
+            p.push(Part::Amortised);
+        }
+        p
+    }
+
     /// The card of another file of the same artifact, as this one would be for `part`: the three
     /// files' cards differ in `part` only.
     pub fn for_part(&self, part: Part) -> ModelCard {
@@ -288,7 +333,7 @@ pub struct TensorSpec {
 }
 
 impl Part {
-    /// The three parts, main file first.
+    /// The three parts every artifact has, main file first.
     pub fn all() -> [Part; 3] {
         [Part::Generate, Part::Refine, Part::Residual]
     }
@@ -322,27 +367,10 @@ impl Part {
                 ],
             ),
             Part::Residual => (vec![t(io::X, &full)], vec![t(io::RESIDUAL, &one)]),
-        }
-    }
-}
-
-/// The optimiser of the masked solve (Adam on eps), shared by the trainer's tch solve and the
-/// runtime's: same rule, same constants, so the two give the same answer from the same start.
-pub mod adam {
-    pub const BETA1: f64 = 0.9;
-    pub const BETA2: f64 = 0.999;
-    pub const EPS: f64 = 1e-8;
-
-    /// One in-place Adam update of `p` with gradient `g` (`t` counts from 1).
-    pub fn update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], lr: f64, t: u64) {
-        let (bc1, bc2) = (1.0 - BETA1.powi(t as i32), 1.0 - BETA2.powi(t as i32));
-        for i in 0..p.len() {
-            let gi = g[i] as f64;
-            let mi = BETA1 * m[i] as f64 + (1.0 - BETA1) * gi;
-            let vi = BETA2 * v[i] as f64 + (1.0 - BETA2) * gi * gi;
-            m[i] = mi as f32;
-            v[i] = vi as f32;
-            p[i] -= (lr * (mi / bc1) / ((vi / bc2).sqrt() + EPS)) as f32;
+            Part::Amortised => (
+                vec![t(io::OBSERVED, &full), t(io::MASK, &full), t(io::Z, &full)],
+                vec![t(io::EPS, &full), t(io::X_MIX, &full)],
+            ),
         }
     }
 }

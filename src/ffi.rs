@@ -8,8 +8,10 @@
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+use crate::card::Start;
 use crate::error::{err, panic_message, piddm_status, Result};
 use crate::model::{Device, Model, Options, SolveParams};
+use crate::optim::Optimizer;
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -68,16 +70,24 @@ unsafe fn slice_mut<'a, T>(p: *mut T, len: usize, name: &str) -> Result<&'a mut 
     Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
 }
 
-/// Checks the leading `size` of a caller's struct against this library's layout.
+/// The sizes a struct has had, oldest first: a later library accepts every earlier one (fields are
+/// only appended, so an earlier layout is a prefix of this one).
+trait Versioned: Sized {
+    fn sizes() -> Vec<usize> {
+        vec![std::mem::size_of::<Self>()]
+    }
+}
+
+/// Checks the leading `size` of a caller's struct against the sizes this library knows; returns it.
 ///
 /// # Safety
 /// `p` is NULL or points at a struct that starts with a `size_t`.
-unsafe fn check_size<T>(p: *const T, name: &str, init: &str) -> Result<()> {
+unsafe fn check_size<T: Versioned>(p: *const T, name: &str, init: &str) -> Result<usize> {
     non_null(p, name)?;
     // SAFETY: non-null, and every struct of this API starts with a size_t.
     let size = unsafe { p.cast::<usize>().read() };
     let want = std::mem::size_of::<T>();
-    if size != want {
+    if !T::sizes().contains(&size) {
         return Err(err!(
             PIDDM_ERR_ABI,
             "{name}->size is {size}, but this library's {} is {want} bytes: fill it with {init} \
@@ -88,13 +98,13 @@ unsafe fn check_size<T>(p: *const T, name: &str, init: &str) -> Result<()> {
                 .unwrap_or("struct")
         ));
     }
-    Ok(())
+    Ok(size)
 }
 
-/// The size a `*_init` was given must be this library's.
-fn init_size<T>(size: usize, what: &str) -> Result<()> {
+/// The size a `*_init` was given must be one this library knows.
+fn init_size<T: Versioned>(size: usize, what: &str) -> Result<()> {
     let want = std::mem::size_of::<T>();
-    if size != want {
+    if !T::sizes().contains(&size) {
         return Err(err!(
             PIDDM_ERR_ABI,
             "{what} of {size} bytes asked for, but this library's is {want} bytes: \
@@ -145,13 +155,95 @@ pub struct piddm_options {
 pub struct piddm_solve_params {
     /// sizeof(piddm_solve_params) as the caller was compiled; set by piddm_solve_params_init.
     pub size: usize,
-    /// Adam steps on eps, 0 to PIDDM_MAX_STEPS (signed, so that a negative count is an error).
+    /// Optimiser steps on eps after the start, 0 to PIDDM_MAX_STEPS (signed, so that a negative
+    /// count is an error). 0 with the amortised start: the one-call answer.
     pub steps: i64,
     pub learning_rate: f64,
     /// Weight of the PDE residual in the loss.
     pub lambda_infer: f64,
-    /// Seed of the initial eps: the same seed gives the same answer.
+    /// Seed of the initial eps (random start) or of z (amortised start): the same seed gives the
+    /// same answer.
     pub seed: u64,
+    /// A piddm_start: where the solve starts. Appended to ABI 2: a program built against a
+    /// piddm.h without it passes the shorter size and gets the card's default.
+    pub start: i32,
+    /// A piddm_optimizer for the steps (appended as `start`).
+    pub optimizer: i32,
+}
+
+impl Versioned for piddm_solve_params {
+    fn sizes() -> Vec<usize> {
+        vec![
+            std::mem::offset_of!(piddm_solve_params, start),
+            std::mem::size_of::<Self>(),
+        ]
+    }
+}
+impl Versioned for piddm_options {}
+impl Versioned for piddm_solve_report {}
+
+/// Where `piddm_solve` starts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum piddm_start {
+    /// The amortised encoder's answer if the model has one (`piddm_model_has_amortised`), else a
+    /// random eps: the card's default.
+    PIDDM_START_AUTO = 0,
+    /// eps drawn from `seed` (the published Algorithm 3).
+    PIDDM_START_RANDOM = 1,
+    /// The amortised encoder's answer (z drawn from `seed`); PIDDM_ERR_INVALID_ARGUMENT on a model
+    /// without one. With steps = 0 this is the one-call answer: no loss is evaluated.
+    PIDDM_START_AMORTISED = 2,
+}
+
+/// The optimiser of `piddm_solve`'s steps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum piddm_optimizer {
+    /// Adam on eps with `learning_rate`.
+    PIDDM_OPTIMIZER_ADAM = 0,
+    /// Per-sample L-BFGS with backtracking; the first step moves eps by `learning_rate` (RMS).
+    PIDDM_OPTIMIZER_LBFGS = 1,
+}
+
+fn start_from_c(v: i32) -> Result<Start> {
+    use piddm_start::*;
+    match v {
+        x if x == PIDDM_START_AUTO as i32 => Ok(Start::Auto),
+        x if x == PIDDM_START_RANDOM as i32 => Ok(Start::Random),
+        x if x == PIDDM_START_AMORTISED as i32 => Ok(Start::Amortised),
+        _ => Err(err!(
+            PIDDM_ERR_INVALID_ARGUMENT,
+            "params->start is {v}, not a piddm_start (PIDDM_START_AUTO, _RANDOM or _AMORTISED)"
+        )),
+    }
+}
+
+fn start_to_c(s: Start) -> i32 {
+    (match s {
+        Start::Auto => piddm_start::PIDDM_START_AUTO,
+        Start::Random => piddm_start::PIDDM_START_RANDOM,
+        Start::Amortised => piddm_start::PIDDM_START_AMORTISED,
+    }) as i32
+}
+
+fn optimizer_from_c(v: i32) -> Result<Optimizer> {
+    use piddm_optimizer::*;
+    match v {
+        x if x == PIDDM_OPTIMIZER_ADAM as i32 => Ok(Optimizer::Adam),
+        x if x == PIDDM_OPTIMIZER_LBFGS as i32 => Ok(Optimizer::Lbfgs),
+        _ => Err(err!(
+            PIDDM_ERR_INVALID_ARGUMENT,
+            "params->optimizer is {v}, not a piddm_optimizer (PIDDM_OPTIMIZER_ADAM or _LBFGS)"
+        )),
+    }
+}
+
+fn optimizer_to_c(o: Optimizer) -> i32 {
+    (match o {
+        Optimizer::Adam => piddm_optimizer::PIDDM_OPTIMIZER_ADAM,
+        Optimizer::Lbfgs => piddm_optimizer::PIDDM_OPTIMIZER_LBFGS,
+    }) as i32
 }
 
 /// What `piddm_solve` did. Fill with `piddm_solve_report_init(&rep, sizeof rep)`.
@@ -161,7 +253,8 @@ pub struct piddm_solve_report {
     /// sizeof(piddm_solve_report) as the caller was compiled; set by piddm_solve_report_init.
     pub size: usize,
     pub steps: i64,
-    /// Mean loss over the batch before the first step and after the last.
+    /// Mean loss over the batch before the first step and after the last (NaN for the one-call
+    /// answer, which evaluates no loss).
     pub initial_loss: f64,
     pub final_loss: f64,
     /// RMS misfit to the observations over observed entries, physical units.
@@ -454,6 +547,23 @@ pub unsafe extern "C" fn piddm_residual(
     })
 }
 
+/// Sets `*has` to 1 when the model has the amortised encoder (`piddm_solve` can answer in one
+/// call with steps = 0), else 0.
+#[no_mangle]
+pub unsafe extern "C" fn piddm_model_has_amortised(
+    m: *const piddm_model,
+    has: *mut i32,
+) -> piddm_status {
+    wrap(|| {
+        // SAFETY: `m` is NULL or a live handle.
+        let model = unsafe { model_ref(m) }?;
+        non_null(has, "has")?;
+        // SAFETY: non-null; points at the caller's int32_t.
+        unsafe { *has = i32::from(model.has_amortised()) };
+        Ok(())
+    })
+}
+
 fn solve_params(model: &Model, size: usize) -> piddm_solve_params {
     let d = model.default_solve_params();
     piddm_solve_params {
@@ -462,11 +572,14 @@ fn solve_params(model: &Model, size: usize) -> piddm_solve_params {
         learning_rate: d.learning_rate,
         lambda_infer: d.lambda_infer,
         seed: d.seed,
+        start: start_to_c(d.start),
+        optimizer: optimizer_to_c(d.optimizer),
     }
 }
 
 /// Fills `params` with the model card's solve defaults (seed 0) and sets `params->size`. `size`
-/// must be `sizeof(piddm_solve_params)`; otherwise PIDDM_ERR_ABI and nothing is written.
+/// must be `sizeof(piddm_solve_params)` of this or an earlier piddm.h (only the fields that size
+/// holds are written); otherwise PIDDM_ERR_ABI and nothing is written.
 #[no_mangle]
 pub unsafe extern "C" fn piddm_solve_params_init(
     m: *const piddm_model,
@@ -478,8 +591,16 @@ pub unsafe extern "C" fn piddm_solve_params_init(
         let model = unsafe { model_ref(m) }?;
         non_null(params, "params")?;
         init_size::<piddm_solve_params>(size, "piddm_solve_params")?;
-        // SAFETY: non-null, and the caller's struct is sizeof(piddm_solve_params) bytes.
-        unsafe { params.write(solve_params(model, size)) };
+        let p = solve_params(model, size);
+        // SAFETY: non-null; the caller's struct holds `size` bytes, a prefix of this layout
+        // (checked above), and `p` is a live value of at least that size.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&p as *const piddm_solve_params).cast::<u8>(),
+                params.cast::<u8>(),
+                size,
+            )
+        };
         Ok(())
     })
 }
@@ -547,9 +668,18 @@ pub unsafe extern "C" fn piddm_solve(
             model.default_solve_params()
         } else {
             // SAFETY: non-null; a piddm_solve_params starts with its size.
-            unsafe { check_size(params, "params", "piddm_solve_params_init") }?;
-            // SAFETY: its size says it is this library's piddm_solve_params.
-            let p = unsafe { *params };
+            let size = unsafe { check_size(params, "params", "piddm_solve_params_init") }?;
+            // an earlier layout is a prefix: its fields over the card's defaults for the rest
+            let mut p = solve_params(model, size);
+            // SAFETY: the caller's struct holds `size` bytes (a size this library knows, at most
+            // its own), read into a local of this library's full size.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    params.cast::<u8>(),
+                    (&mut p as *mut piddm_solve_params).cast::<u8>(),
+                    size,
+                )
+            };
             if p.steps < 0 {
                 return Err(err!(
                     PIDDM_ERR_INVALID_ARGUMENT,
@@ -563,6 +693,8 @@ pub unsafe extern "C" fn piddm_solve(
                 learning_rate: p.learning_rate,
                 lambda_infer: p.lambda_infer,
                 seed: p.seed,
+                start: start_from_c(p.start)?,
+                optimizer: optimizer_from_c(p.optimizer)?,
             }
         };
         let r = model.solve(observed, mask, batch, &p, out)?;

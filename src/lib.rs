@@ -13,6 +13,7 @@ pub mod error;
 pub mod ffi;
 pub mod limits;
 pub mod model;
+pub mod optim;
 mod ortlib;
 
 pub use error::{Error, Result, Status};

@@ -2,9 +2,10 @@
 //! Fields are float32 in physical units, laid out [batch][channel][ny][nx].
 
 use crate::artifact;
-use crate::card::{self, adam, io, ModelCard, Part};
+use crate::card::{self, io, ModelCard, Part, Start};
 use crate::error::{err, Result};
 use crate::limits::{CHUNK_SAMPLES, CHUNK_VALUES, MAX_BATCH, MAX_STEPS, MAX_THREADS, MAX_VALUES};
+use crate::optim::{self, Optimizer};
 use crate::ortlib;
 use ort::session::{builder::GraphOptimizationLevel, Session};
 use ort::value::TensorRef;
@@ -49,17 +50,23 @@ impl Default for Options {
 /// Parameters of the masked solve; `Model::default_solve_params` gives the card's.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SolveParams {
+    /// Optimisation steps after the start; 0 with the amortised start is the one-call answer.
     pub steps: usize,
     pub learning_rate: f64,
     pub lambda_infer: f64,
-    /// Seed of the initial eps.
+    /// Seed of the initial eps (random start) or of z (amortised start).
     pub seed: u64,
+    pub start: Start,
+    pub optimizer: Optimizer,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SolveReport {
     pub steps: usize,
-    /// Mean loss over the batch before each step and after the last (steps + 1 entries).
+    /// The start the solve took (`Auto` resolved).
+    pub start: Start,
+    /// Mean loss over the batch before each step and after the last (steps + 1 entries); empty for
+    /// the one-call answer, which evaluates no loss.
     pub loss_history: Vec<f64>,
     /// Root-mean-square misfit between the answer and the observations over observed entries,
     /// physical units (0 where nothing is observed).
@@ -75,10 +82,13 @@ struct Pool {
     bytes: Vec<u8>,
     options: Options,
     idle: Mutex<Vec<Session>>,
+    /// Calls that used this graph (for [`Model::graph_uses`]).
+    uses: std::sync::atomic::AtomicU64,
 }
 
 impl Pool {
     fn with<R>(&self, f: impl FnOnce(&mut Session) -> Result<R>) -> Result<R> {
+        self.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut s = match taken {
             Some(s) => s,
@@ -170,6 +180,7 @@ pub struct Model {
     generate: Pool,
     refine: Pool,
     residual: Pool,
+    amortised: Option<Pool>,
     shape: [usize; 3],
     fell_back_to_cpu: bool,
 }
@@ -208,9 +219,10 @@ fn read_part(main: &Path, part: Part, o: &Options) -> Result<(Vec<u8>, ModelCard
         let Some(digests) = &c.graph_sha256 else {
             return Err(fmt(format!("card format {} records no graph digest, so its weights cannot be verified: re-export it, or load with weight verification off", c.format)));
         };
+        let want = digests.get(part).unwrap_or_default();
         let got = artifact::graph_sha256(graph);
-        if got != digests.get(part) {
-            return Err(fmt(format!("its graph (weights or operators) does not match the model card's sha256 ({} recorded, {got} found): the file was modified or corrupted", digests.get(part))));
+        if got != want {
+            return Err(fmt(format!("its graph (weights or operators) does not match the model card's sha256 ({want} recorded, {got} found): the file was modified or corrupted")));
         }
     }
     Ok((bytes, c))
@@ -313,7 +325,15 @@ impl Model {
         let (gb, card) = read_part(path, Part::Generate, options)?;
         let (rb, rcard) = read_part(path, Part::Refine, options)?;
         let (qb, qcard) = read_part(path, Part::Residual, options)?;
-        for (other, part) in [(&rcard, Part::Refine), (&qcard, Part::Residual)] {
+        let amortised = match card.files.amortised {
+            Some(_) => Some(read_part(path, Part::Amortised, options)?),
+            None => None,
+        };
+        let mut others = vec![(&rcard, Part::Refine), (&qcard, Part::Residual)];
+        if let Some((_, acard)) = &amortised {
+            others.push((acard, Part::Amortised));
+        }
+        for (other, part) in others {
             if *other != card.for_part(part) {
                 return Err(err!(
                     PIDDM_ERR_FORMAT,
@@ -325,11 +345,19 @@ impl Model {
         let (gs, fell_back) = open_part(path, Part::Generate, &gb, &card, options)?;
         let (rs, _) = open_part(path, Part::Refine, &rb, &rcard, options)?;
         let (qs, _) = open_part(path, Part::Residual, &qb, &qcard, options)?;
+        let amortised = match amortised {
+            Some((ab, acard)) => Some((
+                open_part(path, Part::Amortised, &ab, &acard, options)?.0,
+                ab,
+            )),
+            None => None,
+        };
         let shape = [card.channels.len(), card.grid.ny, card.grid.nx];
         let pool = |bytes: Vec<u8>, s: Session| Pool {
             bytes,
             options: options.clone(),
             idle: Mutex::new(vec![s]),
+            uses: Default::default(),
         };
         let card_json = std::ffi::CString::new(card.to_json())
             .map_err(|_| err!(PIDDM_ERR_FORMAT, "model card holds a NUL byte"))?;
@@ -340,6 +368,7 @@ impl Model {
             generate: pool(gb, gs),
             refine: pool(rb, rs),
             residual: pool(qb, qs),
+            amortised: amortised.map(|(s, b)| pool(b, s)),
             shape,
             fell_back_to_cpu: fell_back,
         })
@@ -358,6 +387,22 @@ impl Model {
     /// (channels, ny, nx).
     pub fn shape(&self) -> (usize, usize, usize) {
         (self.shape[0], self.shape[1], self.shape[2])
+    }
+    /// How many calls on this model have used the graph of `part` so far (0 for a part the
+    /// artifact lacks): what a call touched, e.g. that the one-call answer runs no refine graph.
+    pub fn graph_uses(&self, part: Part) -> u64 {
+        let pool = match part {
+            Part::Generate => Some(&self.generate),
+            Part::Refine => Some(&self.refine),
+            Part::Residual => Some(&self.residual),
+            Part::Amortised => self.amortised.as_ref(),
+        };
+        pool.map_or(0, |p| p.uses.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Whether the artifact has the amortised encoder (the one-call conditional answer).
+    pub fn has_amortised(&self) -> bool {
+        self.amortised.is_some()
     }
     /// True when CUDA was asked for, could not be used, and the caller allowed the CPU instead.
     pub fn fell_back_to_cpu(&self) -> bool {
@@ -504,12 +549,29 @@ impl Model {
             learning_rate: d.learning_rate,
             lambda_infer: d.lambda_infer,
             seed: 0,
+            start: d.start,
+            optimizer: d.optimizer,
         }
     }
 
-    /// The masked optimisation of eps (forward, inverse, reconstruction): observations in physical
-    /// units where `mask` is nonzero (other entries are ignored, NaN included); the answer x_mix goes
-    /// to `out`. Starts from eps drawn from `params.seed`.
+    /// The start `params` asks for, `Auto` resolved; the amortised start on an artifact without
+    /// the amortised part is refused.
+    fn start(&self, params: &SolveParams) -> Result<Start> {
+        match (params.start, self.has_amortised()) {
+            (Start::Auto, true) | (Start::Amortised, true) => Ok(Start::Amortised),
+            (Start::Auto, false) | (Start::Random, _) => Ok(Start::Random),
+            (Start::Amortised, false) => Err(err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "the amortised start was asked for, but {} has no amortised part (re-export it \
+                 with an encoder, or use the random start)",
+                self.path.display()
+            )),
+        }
+    }
+
+    /// The masked solve (forward, inverse, reconstruction): observations in physical units where
+    /// `mask` is nonzero (other entries are ignored, NaN included); the answer x_mix goes to `out`.
+    /// Starts where `params.start` says, then takes `params.steps` steps of `params.optimizer`.
     pub fn solve(
         &self,
         observed: &[f32],
@@ -518,26 +580,46 @@ impl Model {
         params: &SolveParams,
         out: &mut [f32],
     ) -> Result<SolveReport> {
-        let eps = self.noise(params.seed, batch)?;
-        self.solve_from(eps, observed, mask, batch, params, out)
+        let noise = self.noise(params.seed, batch)?;
+        match self.start(params)? {
+            Start::Amortised => {
+                let (obs, maskf) = self.observations(observed, mask, batch, params)?;
+                self.check_len("output buffer", out.len(), batch, self.shape[0])?;
+                let eps = self.amortised_answer(&noise, &obs, &maskf, batch, out)?;
+                if params.steps == 0 {
+                    return self.report(
+                        Start::Amortised,
+                        Vec::new(),
+                        &obs,
+                        mask,
+                        batch,
+                        params,
+                        out,
+                    );
+                }
+                self.solve_from(eps, observed, mask, batch, params, out)
+                    .map(|r| SolveReport {
+                        start: Start::Amortised,
+                        ..r
+                    })
+            }
+            _ => self.solve_from(noise, observed, mask, batch, params, out),
+        }
     }
 
-    /// As [`Model::solve`], from a given initial eps.
-    pub fn solve_from(
+    /// Checks the solve's inputs and parameters; the observations with unobserved entries zeroed
+    /// and the mask as 0/1 floats.
+    fn observations(
         &self,
-        mut eps: Vec<f32>,
         observed: &[f32],
         mask: &[u8],
         batch: usize,
         params: &SolveParams,
-        out: &mut [f32],
-    ) -> Result<SolveReport> {
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         self.check_batch(batch)?;
         let c = self.shape[0];
-        self.check_len("eps", eps.len(), batch, c)?;
         self.check_len("observations", observed.len(), batch, c)?;
         self.check_len("mask", mask.len(), batch, c)?;
-        self.check_len("output buffer", out.len(), batch, c)?;
         if params.steps as u64 > MAX_STEPS {
             return Err(err!(
                 PIDDM_ERR_INVALID_ARGUMENT,
@@ -576,55 +658,107 @@ impl Model {
                 obs[i] = observed[i];
             }
         }
-        let lambda = [params.lambda_infer as f32];
-        let (mut m, mut v) = (
-            zeros::<f32>(eps.len(), "Adam's moments")?,
-            zeros::<f32>(eps.len(), "Adam's moments")?,
-        );
-        let mut history = Vec::with_capacity(params.steps + 1);
-        let mut grad = zeros::<f32>(eps.len(), "the gradient")?;
-        let f = self.field_len();
-        self.refine.with(|s| {
-            for t in 0..=params.steps {
-                let mut total = 0.0f64;
-                for r in self.chunks(batch) {
-                    let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
-                    let outs = s.run(ort::inputs![
-                        io::EPS => TensorRef::from_array_view((dims, &eps[at.clone()]))?,
-                        io::OBSERVED => TensorRef::from_array_view((dims, &obs[at.clone()]))?,
-                        io::MASK => TensorRef::from_array_view((dims, &maskf[at.clone()]))?,
-                        io::LAMBDA => TensorRef::from_array_view(([1usize], &lambda[..]))?,
-                    ])?;
-                    let (_, loss) = outs[io::LOSS].try_extract_tensor::<f32>()?;
-                    total += loss.iter().map(|&l| l as f64).sum::<f64>();
-                    if t == params.steps {
-                        copy_out(&outs[io::X_MIX], &mut out[at])?;
-                    } else {
-                        copy_out(&outs[io::GRAD], &mut grad[at])?;
-                    }
-                }
-                let mean = total / batch as f64;
-                if !mean.is_finite() {
-                    return Err(err!(
-                        PIDDM_ERR_NONFINITE,
-                        "the solve diverged at step {t} (loss {mean}); lower the learning rate"
-                    ));
-                }
-                history.push(mean);
-                if t == params.steps {
-                    break;
-                }
-                adam::update(
-                    &mut eps,
-                    &grad,
-                    &mut m,
-                    &mut v,
-                    params.learning_rate,
-                    t as u64 + 1,
-                );
+        Ok((obs, maskf))
+    }
+
+    /// The amortised encoder's eps for each observation (z = `noise`), and its answer into `out`.
+    fn amortised_answer(
+        &self,
+        noise: &[f32],
+        obs: &[f32],
+        maskf: &[f32],
+        batch: usize,
+        out: &mut [f32],
+    ) -> Result<Vec<f32>> {
+        let pool = self.amortised.as_ref().expect("start() checked the part");
+        let (c, f) = (self.shape[0], self.field_len());
+        let mut eps = zeros::<f32>(noise.len(), "eps")?;
+        pool.with(|s| {
+            for r in self.chunks(batch) {
+                let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
+                let outs = s.run(ort::inputs![
+                    io::OBSERVED => TensorRef::from_array_view((dims, &obs[at.clone()]))?,
+                    io::MASK => TensorRef::from_array_view((dims, &maskf[at.clone()]))?,
+                    io::Z => TensorRef::from_array_view((dims, &noise[at.clone()]))?,
+                ])?;
+                copy_out(&outs[io::EPS], &mut eps[at.clone()])?;
+                copy_out(&outs[io::X_MIX], &mut out[at])?;
             }
             Ok(())
         })?;
+        finite("the amortised encoder's eps", &eps)?;
+        Ok(eps)
+    }
+
+    /// As [`Model::solve`] with the random start, from a given initial eps.
+    pub fn solve_from(
+        &self,
+        eps: Vec<f32>,
+        observed: &[f32],
+        mask: &[u8],
+        batch: usize,
+        params: &SolveParams,
+        out: &mut [f32],
+    ) -> Result<SolveReport> {
+        let (obs, maskf) = self.observations(observed, mask, batch, params)?;
+        let c = self.shape[0];
+        self.check_len("eps", eps.len(), batch, c)?;
+        self.check_len("output buffer", out.len(), batch, c)?;
+        let lambda = [params.lambda_infer as f32];
+        let f = self.field_len();
+        let done = self.refine.with(|s| {
+            optim::minimise(
+                params.optimizer,
+                eps,
+                f,
+                params.steps,
+                params.learning_rate,
+                |x: &[f32]| -> Result<optim::Eval> {
+                    let mut e = optim::Eval {
+                        loss: Vec::with_capacity(batch),
+                        grad: zeros::<f32>(x.len(), "the gradient")?,
+                        extra: zeros::<f32>(x.len(), "the answer")?,
+                    };
+                    for r in self.chunks(batch) {
+                        let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
+                        let outs = s.run(ort::inputs![
+                            io::EPS => TensorRef::from_array_view((dims, &x[at.clone()]))?,
+                            io::OBSERVED => TensorRef::from_array_view((dims, &obs[at.clone()]))?,
+                            io::MASK => TensorRef::from_array_view((dims, &maskf[at.clone()]))?,
+                            io::LAMBDA => TensorRef::from_array_view(([1usize], &lambda[..]))?,
+                        ])?;
+                        let (_, loss) = outs[io::LOSS].try_extract_tensor::<f32>()?;
+                        e.loss.extend(loss.iter().map(|&l| l as f64));
+                        copy_out(&outs[io::GRAD], &mut e.grad[at.clone()])?;
+                        copy_out(&outs[io::X_MIX], &mut e.extra[at])?;
+                    }
+                    Ok(e)
+                },
+            )
+        })?;
+        if let Some(t) = done.history.iter().position(|l| !l.is_finite()) {
+            return Err(err!(
+                PIDDM_ERR_NONFINITE,
+                "the solve diverged at step {t} (loss {}); lower the learning rate",
+                done.history[t]
+            ));
+        }
+        out.copy_from_slice(&done.extra);
+        self.report(Start::Random, done.history, &obs, mask, batch, params, out)
+    }
+
+    /// The report of a solve whose answer is in `out`: misfit to the observations and residual.
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        &self,
+        start: Start,
+        loss_history: Vec<f64>,
+        obs: &[f32],
+        mask: &[u8],
+        batch: usize,
+        params: &SolveParams,
+        out: &[f32],
+    ) -> Result<SolveReport> {
         let mut r = zeros::<f32>(batch * self.plane(), "the residual")?;
         let residual = self.residual(out, batch, &mut r)?;
         let (mut se, mut cnt) = (0.0f64, 0usize);
@@ -641,7 +775,8 @@ impl Model {
         };
         Ok(SolveReport {
             steps: params.steps,
-            loss_history: history,
+            start,
+            loss_history,
             misfit,
             residual,
         })

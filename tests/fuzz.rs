@@ -2,11 +2,13 @@
 //! and the whole loader, driven by generated and mutated inputs. None may panic, hang or allocate
 //! without bound; what they accept must satisfy the limits.
 //!
-//! `scripts/test.sh` runs a short pass. The long run (its count and result are recorded in
-//! docs/RELIABILITY.md):
+//! `scripts/test.sh` runs a short pass. The long run (its count and result are recorded in the
+//! README's "Reliability" section):
 //!   PIDDM_FUZZ_CASES=1000000 cargo test --release --test fuzz -- --nocapture
 
-use piddm::card::{ModelCard, Part, CARD_KEY};
+mod support;
+
+use piddm::card::{ModelCard, CARD_KEY};
 use piddm::limits::*;
 use piddm::{artifact, Model, Options};
 use proptest::prelude::*;
@@ -233,7 +235,7 @@ fn scan_never_panics_on_arbitrary_bytes() {
 
 fn copy_artifact(dir: &Path) -> PathBuf {
     let main = dir.join("m.onnx");
-    for p in Part::all() {
+    for p in support::parts(&model()) {
         std::fs::copy(
             piddm::card::sibling(&model(), p),
             piddm::card::sibling(&main, p),
@@ -254,7 +256,8 @@ fn loader_never_panics_on_mutated_files() {
         tempfile::tempdir().unwrap()
     };
     let main = copy_artifact(dir.path());
-    let originals: Vec<Vec<u8>> = Part::all()
+    let parts = support::parts(&main);
+    let originals: Vec<Vec<u8>> = parts
         .iter()
         .map(|&p| std::fs::read(piddm::card::sibling(&main, p)).unwrap())
         .collect();
@@ -262,9 +265,8 @@ fn loader_never_panics_on_mutated_files() {
     let (loaded, unverified) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
     runner(n)
         .run(
-            &(0usize..3, edits(), 0u32..50),
+            &(0usize..parts.len(), edits(), 0u32..50),
             |(part, edits, verify_draw)| {
-                let parts = Part::all();
                 let path = piddm::card::sibling(&main, parts[part]);
                 let mutated = apply(originals[part].clone(), &edits);
                 std::fs::write(&path, &mutated).unwrap();

@@ -5,6 +5,7 @@
 
 #include "piddm.h"
 
+#include <cmath>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -109,6 +110,12 @@ class model {
         check(piddm_residual(m_, fields.data(), batch, map.data(), map.size(), &ms), "piddm_residual");
         return ms;
     }
+    // Whether solve() can answer in one call (steps = 0) with the model's amortised encoder.
+    bool has_amortised() const {
+        std::int32_t h = 0;
+        check(piddm_model_has_amortised(m_, &h), "piddm_model_has_amortised");
+        return h != 0;
+    }
     piddm_solve_params default_solve_params() const {
         piddm_solve_params p;
         check(piddm_solve_params_init(m_, &p, sizeof p), "piddm_solve_params_init");
@@ -130,6 +137,7 @@ class model {
         check(piddm_solve(m_, observed.data(), mask.data(), batch, &p, r.fields.data(), r.fields.size(), &r.report),
               "piddm_solve");
         r.report.loss_history = nullptr;
+        if (std::isnan(r.report.initial_loss)) r.loss_history.clear(); // the one-call answer: no loss
         return r;
     }
     const piddm_model *get() const noexcept { return m_; }

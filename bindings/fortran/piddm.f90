@@ -17,6 +17,10 @@ module piddm
     PIDDM_ERR_SIZE = 3, PIDDM_ERR_NONFINITE = 4, PIDDM_ERR_IO = 5, PIDDM_ERR_FORMAT = 6, &
     PIDDM_ERR_RUNTIME = 7, PIDDM_ERR_DEVICE = 8, PIDDM_ERR_PANIC = 9, PIDDM_ERR_ABI = 10
   integer(c_int), parameter, public :: PIDDM_DEVICE_CPU = 0, PIDDM_DEVICE_CUDA = 1
+  ! where a solve starts (params%start) and the optimiser of its steps (params%optimizer)
+  integer(c_int32_t), parameter, public :: PIDDM_START_AUTO = 0, PIDDM_START_RANDOM = 1, &
+    PIDDM_START_AMORTISED = 2
+  integer(c_int32_t), parameter, public :: PIDDM_OPTIMIZER_ADAM = 0, PIDDM_OPTIMIZER_LBFGS = 1
 
   type, bind(c), public :: piddm_options
     integer(c_size_t) :: size = 0
@@ -35,6 +39,9 @@ module piddm
     real(c_double) :: learning_rate = 0
     real(c_double) :: lambda_infer = 0
     integer(c_int64_t) :: seed = 0
+    ! steps = 0 with the amortised start (PIDDM_START_AUTO on a model that has it): one call
+    integer(c_int32_t) :: start = PIDDM_START_AUTO
+    integer(c_int32_t) :: optimizer = PIDDM_OPTIMIZER_ADAM
   end type
 
   type, bind(c), public :: piddm_solve_report
@@ -52,6 +59,7 @@ module piddm
     procedure :: load => model_load
     procedure :: free => model_free
     procedure :: default_solve_params => model_default_params
+    procedure :: has_amortised => model_has_amortised
     procedure, private :: gen2, gen3, gen4
     generic :: generate => gen2, gen3, gen4
     procedure, private :: res2, res3, res4
@@ -127,6 +135,12 @@ module piddm
       type(c_ptr), value :: m
       type(piddm_solve_params), intent(inout) :: p
       integer(c_size_t), value :: size
+      integer(c_int) :: s
+    end function
+    function c_has_amortised(m, has) bind(c, name="piddm_model_has_amortised") result(s)
+      import :: c_ptr, c_int, c_int32_t
+      type(c_ptr), value :: m
+      integer(c_int32_t), intent(out) :: has
       integer(c_int) :: s
     end function
     function c_solve(m, obs, mask, batch, p, out, n, rep) bind(c, name="piddm_solve") result(s)
@@ -231,6 +245,16 @@ contains
     class(piddm_model), intent(in) :: self
     type(piddm_solve_params) :: p
     call piddm_check(c_params_init(self%handle, p, c_sizeof(p)), "piddm default_solve_params")
+  end function
+
+  ! whether the model answers a solve in one call (steps = 0) with its amortised encoder
+  logical function model_has_amortised(self, stat) result(has)
+    class(piddm_model), intent(in) :: self
+    integer, intent(out), optional :: stat
+    integer(c_int32_t) :: h
+    h = 0
+    call piddm_check(c_has_amortised(self%handle, h), "piddm has_amortised", stat)
+    has = h /= 0
   end function
 
   integer(c_size_t) function batch_of(self, n) result(b)

@@ -72,6 +72,49 @@ int main(int argc, char **argv) {
     CHECK(rep.misfit == 0.0 && out[0] == x[0], "observed entries kept (misfit %g)", rep.misfit);
     CHECK(piddm_solve(m, x, mask, batch, NULL, out, batch * n, NULL) == PIDDM_OK, "solve with the card's defaults");
 
+    /* the one-call answer: steps = 0 from the amortised encoder, no loss evaluated */
+    int32_t has = -1;
+    CHECK(piddm_model_has_amortised(m, &has) == PIDDM_OK && has == 1, "the test model has the amortised part (%d)", has);
+    CHECK(piddm_model_has_amortised(m, NULL) == PIDDM_ERR_NULL, "NULL has");
+    piddm_solve_params one;
+    piddm_solve_params_init(m, &one, sizeof one);
+    CHECK(one.start == PIDDM_START_AUTO, "the card's start is auto (%d)", one.start);
+    one.steps = 0;
+    one.start = PIDDM_START_AMORTISED;
+    CHECK(piddm_solve(m, x, mask, batch, &one, out, batch * n, &rep) == PIDDM_OK, "one call");
+    CHECK(rep.steps == 0 && isnan(rep.initial_loss) && isnan(rep.final_loss) && rep.misfit == 0.0, "one-call report: no loss (%g), observations kept (%g)", rep.initial_loss, rep.misfit);
+    float *out2 = malloc(batch * n * sizeof(float));
+    one.start = PIDDM_START_AUTO;
+    CHECK(piddm_solve(m, x, mask, batch, &one, out2, batch * n, NULL) == PIDDM_OK && memcmp(out, out2, batch * n * sizeof(float)) == 0, "auto starts from the encoder on this model");
+    one.start = PIDDM_START_RANDOM;
+    CHECK(piddm_solve(m, x, mask, batch, &one, out2, batch * n, NULL) == PIDDM_OK && memcmp(out, out2, batch * n * sizeof(float)) != 0, "the random start is another answer");
+    one.start = 7;
+    CHECK(piddm_solve(m, x, mask, batch, &one, out2, batch * n, NULL) == PIDDM_ERR_INVALID_ARGUMENT && strstr(piddm_last_error(), "piddm_start") != NULL, "bad start: %s", piddm_last_error());
+    one.start = PIDDM_START_AUTO;
+    one.optimizer = -1;
+    CHECK(piddm_solve(m, x, mask, batch, &one, out2, batch * n, NULL) == PIDDM_ERR_INVALID_ARGUMENT && strstr(piddm_last_error(), "piddm_optimizer") != NULL, "bad optimizer: %s", piddm_last_error());
+    one.optimizer = PIDDM_OPTIMIZER_LBFGS;
+    one.steps = 3;
+    CHECK(piddm_solve_report_init(&rep, sizeof rep) == PIDDM_OK, "report init");
+    rep.loss_history = hist;
+    rep.loss_history_len = 6;
+    CHECK(piddm_solve(m, x, mask, batch, &one, out2, batch * n, &rep) == PIDDM_OK && rep.final_loss <= rep.initial_loss && hist[1] <= hist[0] && hist[2] <= hist[1] && hist[3] == rep.final_loss, "L-BFGS never raises the kept loss: %g %g %g %g", hist[0], hist[1], hist[2], hist[3]);
+
+    /* a program built against the piddm.h before `start` and `optimizer` were appended passes the
+       shorter size: accepted, and it gets the card's defaults for the fields it does not know */
+    struct {
+        size_t size;
+        int64_t steps;
+        double learning_rate, lambda_infer;
+        uint64_t seed;
+    } old;
+    CHECK(piddm_solve_params_init(m, (piddm_solve_params *)(void *)&old, sizeof old) == PIDDM_OK && old.size == sizeof old, "init of the shorter struct");
+    CHECK(piddm_solve(m, x, mask, batch, (const piddm_solve_params *)(const void *)&old, out, batch * n, NULL) == PIDDM_OK, "solve with the shorter struct");
+    CHECK(piddm_solve(m, x, mask, batch, NULL, out2, batch * n, NULL) == PIDDM_OK && memcmp(out, out2, batch * n * sizeof(float)) == 0, "the shorter struct gives the card's default answer");
+    old.size = sizeof old + 4;
+    CHECK(piddm_solve(m, x, mask, batch, (const piddm_solve_params *)(const void *)&old, out, batch * n, NULL) == PIDDM_ERR_ABI, "a size between the two is refused");
+    free(out2);
+
     /* bad input: each gets its documented status, and a message */
     CHECK(piddm_generate(NULL, 1, 1, x, n) == PIDDM_ERR_NULL, "NULL model");
     CHECK(strlen(piddm_last_error()) > 0, "message after failure");

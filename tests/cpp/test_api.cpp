@@ -35,6 +35,14 @@ int main(int argc, char **argv) {
     auto r = m.solve(x, mask, 2, p);
     CHECK(r.report.steps == 5 && r.loss_history.size() == 6 && r.report.final_loss <= r.report.initial_loss);
 
+    // the one-call answer: no loss, no history, observations kept
+    CHECK(m.has_amortised());
+    p.steps = 0;
+    p.start = PIDDM_START_AMORTISED;
+    auto one = m.solve(x, mask, 2, p);
+    CHECK(one.report.steps == 0 && one.loss_history.empty() && std::isnan(one.report.initial_loss));
+    CHECK(one.report.misfit == 0.0 && one.fields[s.ny * s.nx] == x[s.ny * s.nx]);
+
     // errors are exceptions with the status and the message
     try {
         m.generate(1, 1, x.data(), 3);

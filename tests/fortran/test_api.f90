@@ -2,6 +2,7 @@
 program test_api
   use piddm
   use, intrinsic :: iso_c_binding
+  use, intrinsic :: ieee_arithmetic, only: ieee_is_nan
   implicit none
   type(piddm_model) :: m
   type(piddm_options) :: o
@@ -48,6 +49,18 @@ program test_api
   call check(stat == PIDDM_ERR_INVALID_ARGUMENT, "negative steps refused")
   p%steps = 5
   call check(all(x(:, :, 2, :) == u(:, :, 2, :)), "observations kept")
+  ! the one-call answer from the amortised encoder
+  call check(m%has_amortised(), "the test model has the amortised part")
+  p%steps = 0
+  p%start = PIDDM_START_AMORTISED
+  call m%solve(u, mask, p, x, rep)
+  call check(rep%steps == 0 .and. ieee_is_nan(rep%initial_loss), "one call: no loss evaluated")
+  call check(all(x(:, :, 2, :) == u(:, :, 2, :)), "one call keeps the observations")
+  p%start = 9
+  call m%solve(u, mask, p, x, stat=stat)
+  call check(stat == PIDDM_ERR_INVALID_ARGUMENT, "unknown start refused")
+  p%start = PIDDM_START_AUTO
+  p%steps = 5
 
   ! errors come back in stat with the message available
   call m%residual(u, r(:, :, 1:2), ms, stat=stat)

@@ -1,5 +1,7 @@
 //! Shared by the test programs that drive native code (tests/c_abi.rs, trainer/tests/examples.rs):
-//! running a command, and the shared library those programs link.
+//! running a command, the shared library those programs link, and the parts of an artifact.
+// Each test binary that includes this module uses part of it.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -44,4 +46,12 @@ pub fn libdir() -> PathBuf {
             profile_dir
         })
         .clone()
+}
+
+/// The parts of the artifact whose main file is `main`, as its card names them.
+pub fn parts(main: &std::path::Path) -> Vec<piddm::card::Part> {
+    let bytes = std::fs::read(main).unwrap();
+    let s = piddm::artifact::scan(&bytes).unwrap();
+    let json = s.metadata(piddm::card::CARD_KEY).unwrap().unwrap();
+    piddm::card::ModelCard::from_json(json).unwrap().parts()
 }

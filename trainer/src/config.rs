@@ -22,6 +22,9 @@ pub struct Preset {
     pub sampler: SamplerConfig,
     pub student: StudentConfig,
     pub infer: InferConfig,
+    /// The amortised encoder (absent: the pipeline trains none and exports without it).
+    #[serde(default)]
+    pub amortise: Option<AmortiseConfig>,
     pub eval: EvalConfig,
 }
 
@@ -101,6 +104,44 @@ pub struct InferConfig {
     pub lambda: f64,
     pub steps: usize,
     pub lr: f64,
+    /// Absent: Adam (the published Algorithm 3).
+    #[serde(default)]
+    pub optimizer: piddm::optim::Optimizer,
+}
+
+/// The amortised encoder E(observation, mask, z) -> eps, trained with the student frozen.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmortiseConfig {
+    /// Base width of the encoder's U-Net (levels, blocks and groups are the student's).
+    pub width: i64,
+    pub steps: u64,
+    /// Observations per step; each is answered with two noise draws.
+    pub batch: i64,
+    pub lr: f64,
+    pub warmup: u64,
+    pub ema: f64,
+    /// Weight of the CRPS of the two answers against the true field, beside the Algorithm-3 loss.
+    pub crps: f64,
+    pub checkpoint_every: u64,
+    /// The fast path from the encoder's answer, the card's solve defaults when it is exported:
+    /// steps (0: the one-call answer), optimiser, learning rate and lambda_infer.
+    pub refine: InferConfig,
+}
+
+impl AmortiseConfig {
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            warmup: self.warmup,
+            weight_decay: 0.0,
+            ema: self.ema,
+            clip: default_clip(),
+            checkpoint_every: self.checkpoint_every,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -38,6 +38,13 @@ pub struct Settings {
     pub long_steps: usize,
     #[arg(long, default_value_t = 1)]
     pub long_restarts: usize,
+    /// An amortised encoder of the student: measure its fast paths instead (one call, and a few
+    /// steps of each optimiser from its answer), with the spread of several answers.
+    #[arg(long)]
+    pub encoder: Option<std::path::PathBuf>,
+    /// Answers per observation for the spread (amortised only).
+    #[arg(long, default_value_t = 8)]
+    pub answers: usize,
 }
 
 /// Median and mean of one metric over the problems.
@@ -56,6 +63,9 @@ pub struct Row {
     pub forward_rel_l2_u: Figure,
     /// Inverse problem (all of u observed): error rate of the thresholded a.
     pub inverse_error_rate_a: Figure,
+    /// Inverse problem from 3 % of u (the same points for every row): error rate of a.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse_error_rate_a: Option<Figure>,
     /// Wall time per problem of the row's work (the one fit, or the forward and inverse solves).
     pub seconds_per_problem: f64,
 }
@@ -67,6 +77,23 @@ pub struct Diagnosis {
     pub settings: Settings,
     pub defaults: InferConfig,
     pub rows: Vec<Row>,
+    /// Coverage of the truth by mean +- 2 std of several one-call answers (amortised only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Spread>,
+}
+
+/// How often the truth lies within mean +- 2 std of K answers to one observation, over the unknown
+/// entries of every problem: forward (u), inverse (a), sparse inverse (a and the unobserved u).
+#[derive(Clone, Debug, Serialize)]
+pub struct Spread {
+    pub answers: usize,
+    pub forward_u: f64,
+    pub inverse_a: f64,
+    pub sparse: f64,
+    /// The same answers' mean as the answer: forward rel. L2 of u, inverse error rate of a, sparse.
+    pub mean_forward_rel_l2_u: Figure,
+    pub mean_inverse_error_rate_a: Figure,
+    pub mean_sparse_error_rate_a: Figure,
 }
 
 fn figure(v: &[f64]) -> Figure {
@@ -197,6 +224,25 @@ pub fn diagnose(
     let forward = Tensor::cat(&[&ones, &zeros], 1);
     let inverse = Tensor::cat(&[&zeros, &ones], 1);
     let defaults = preset.infer.clone();
+    if let Some(enc) = &s.encoder {
+        let tasks = Tasks {
+            truth: &truth,
+            forward: &forward,
+            inverse: &inverse,
+            sparse: &sparse_mask(&truth, 0.03, s.seed),
+            threshold,
+        };
+        let enc = crate::export::load_encoder(enc, &net)?;
+        let (rows, spread) = fast_paths(&st, &enc.net, &tasks, preset, s)?;
+        return Ok(Diagnosis {
+            command,
+            student: student.display().to_string(),
+            settings: s.clone(),
+            defaults,
+            rows,
+            spread: Some(spread),
+        });
+    }
     let mut rows = Vec::new();
 
     // the manifold: fit eps to the whole true field, no PDE term
@@ -217,6 +263,7 @@ pub fn diagnose(
         restarts: s.fit_restarts,
         forward_rel_l2_u: figure(&rel),
         inverse_error_rate_a: figure(&err),
+        sparse_error_rate_a: None,
         seconds_per_problem: b.seconds / p as f64,
     });
 
@@ -251,6 +298,7 @@ pub fn diagnose(
             restarts,
             forward_rel_l2_u: figure(&rel),
             inverse_error_rate_a: figure(&err),
+            sparse_error_rate_a: None,
             seconds_per_problem: (f.seconds + i.seconds) / p as f64,
         });
     }
@@ -260,7 +308,132 @@ pub fn diagnose(
         settings: s.clone(),
         defaults,
         rows,
+        spread: None,
     })
+}
+
+/// A mask observing `frac` of channel 1 (u) at points drawn from `seed`, the same for every row.
+pub fn sparse_mask(truth: &Tensor, frac: f64, seed: u64) -> Tensor {
+    let [p, _, n, _] = truth.size()[..] else {
+        panic!("problems are [N, C, n, n]")
+    };
+    tch::manual_seed(seed as i64 ^ 0x5A5E);
+    let pts = Tensor::rand([p, 1, n, n], (Kind::Float, truth.device()))
+        .lt(frac)
+        .to_kind(Kind::Float);
+    Tensor::cat(&[&pts.zeros_like(), &pts], 1)
+}
+
+/// The three problems of every fast-path row.
+pub struct Tasks<'a> {
+    pub truth: &'a Tensor,
+    pub forward: &'a Tensor,
+    pub inverse: &'a Tensor,
+    pub sparse: &'a Tensor,
+    pub threshold: f64,
+}
+
+/// The amortised encoder's answers with `cfg.steps` steps of `cfg.optimizer` after it, z drawn
+/// after `tch::manual_seed(seed)`; x_mix (physical).
+fn amortised(
+    st: &Student,
+    enc: &crate::unet::UNet,
+    truth: &Tensor,
+    mask: &Tensor,
+    cfg: &InferConfig,
+    seed: i64,
+) -> Result<Tensor> {
+    tch::manual_seed(seed);
+    let z = truth.randn_like();
+    let observed = truth * mask;
+    let eps = tch::no_grad(|| {
+        crate::amortise::encode(
+            &mut crate::netops::TchOps,
+            enc,
+            st.norm,
+            &observed,
+            mask,
+            &z,
+        )
+    });
+    Ok(st.solve(&eps, truth, mask, cfg)?.x)
+}
+
+fn fast_paths(
+    st: &Student,
+    enc: &crate::unet::UNet,
+    t: &Tasks,
+    preset: &Preset,
+    s: &Settings,
+) -> Result<(Vec<Row>, Spread)> {
+    use piddm::optim::Optimizer;
+    let p = t.truth.size()[0] as f64;
+    let base = InferConfig {
+        steps: 0,
+        ..preset.infer.clone()
+    };
+    let mut variants = vec![("amortised, one call".to_string(), base.clone())];
+    for (optimizer, lr) in [(Optimizer::Adam, 0.01), (Optimizer::Lbfgs, 0.02)] {
+        for steps in [1, 2, 4] {
+            variants.push((
+                format!("amortised + {steps} {optimizer:?} steps, lr {lr}").to_lowercase(),
+                InferConfig {
+                    steps,
+                    lr,
+                    optimizer,
+                    ..base.clone()
+                },
+            ));
+        }
+    }
+    let mut rows = Vec::new();
+    for (name, cfg) in variants {
+        eprintln!("diagnose: {name}");
+        let t0 = Instant::now();
+        let f = amortised(st, enc, t.truth, t.forward, &cfg, 21)?;
+        let i = amortised(st, enc, t.truth, t.inverse, &cfg, 22)?;
+        let sp = amortised(st, enc, t.truth, t.sparse, &cfg, 23)?;
+        let secs = t0.elapsed().as_secs_f64();
+        rows.push(Row {
+            method: name,
+            steps: cfg.steps,
+            restarts: 1,
+            forward_rel_l2_u: figure(&metrics(&f, t.truth, t.threshold).0),
+            inverse_error_rate_a: figure(&metrics(&i, t.truth, t.threshold).1),
+            sparse_error_rate_a: Some(figure(&metrics(&sp, t.truth, t.threshold).1)),
+            seconds_per_problem: secs / (3.0 * p),
+        });
+    }
+    // the spread of K one-call answers
+    let k = s.answers.max(2);
+    let mut cover = Vec::new();
+    let mut means = Vec::new();
+    for (mask, seed) in [(t.forward, 100), (t.inverse, 200), (t.sparse, 300)] {
+        let answers: Vec<Tensor> = (0..k)
+            .map(|r| amortised(st, enc, t.truth, mask, &base, seed + r as i64))
+            .collect::<Result<_>>()?;
+        let a = Tensor::stack(&answers, 0);
+        let (mean, std) = (a.mean_dim(0, false, Kind::Float), a.std_dim(0, true, false));
+        let inside = (&mean - t.truth).abs().le_tensor(&(&std * 2.0));
+        let unknown = mask.lt(0.5);
+        let covered = inside
+            .logical_and(&unknown)
+            .to_kind(Kind::Double)
+            .sum(Kind::Double);
+        let total = unknown.to_kind(Kind::Double).sum(Kind::Double);
+        cover.push(f64::try_from(covered / total)?);
+        means.push(mean);
+    }
+    let spread = Spread {
+        answers: k,
+        forward_u: cover[0],
+        inverse_a: cover[1],
+        sparse: cover[2],
+        mean_forward_rel_l2_u: figure(&metrics(&means[0], t.truth, t.threshold).0),
+        mean_inverse_error_rate_a: figure(&metrics(&means[1], t.truth, t.threshold).1),
+        mean_sparse_error_rate_a: figure(&metrics(&means[2], t.truth, t.threshold).1),
+    };
+    Ok((rows, spread))
 }
 
 pub fn markdown(d: &Diagnosis) -> String {
@@ -270,9 +443,19 @@ pub fn markdown(d: &Diagnosis) -> String {
          | method | steps x restarts | forward: rel. L2 of u, median (mean) | inverse: error rate of a, median (mean) | s per problem (fit, or forward + inverse) |\n|---|---|---|---|---|\n",
         d.settings.problems, d.settings.seed, d.command, d.defaults.steps, d.defaults.lr, d.defaults.lambda
     );
+    if d.spread.is_some() {
+        s = s.replace(
+            "| s per problem",
+            "| inverse from 3 % of u: error rate of a, median (mean) | s per problem",
+        );
+        s = s.replace("|---|---|---|---|---|", "|---|---|---|---|---|---|");
+    }
     for r in &d.rows {
+        let sparse = r.sparse_error_rate_a.as_ref().map_or(String::new(), |f| {
+            format!("{:.2} % ({:.2} %) | ", 100.0 * f.median, 100.0 * f.mean)
+        });
         s += &format!(
-            "| {} | {} x {} | {:.2} % ({:.2} %) | {:.2} % ({:.2} %) | {:.1} |\n",
+            "| {} | {} x {} | {:.2} % ({:.2} %) | {:.2} % ({:.2} %) | {sparse}{:.2} |\n",
             r.method,
             r.steps,
             r.restarts,
@@ -281,6 +464,21 @@ pub fn markdown(d: &Diagnosis) -> String {
             100.0 * r.inverse_error_rate_a.median,
             100.0 * r.inverse_error_rate_a.mean,
             r.seconds_per_problem
+        );
+    }
+    if let Some(sp) = &d.spread {
+        s += &format!(
+            "\nSpread of {} one-call answers (different z) per observation: the truth lies within \
+             mean +- 2 std at {:.1} % of the unknown points (forward: u), {:.1} % (inverse: a), \
+             {:.1} % (3 % of u: a and the unobserved u). Their mean as the answer: forward {:.2} %, \
+             inverse {:.2} %, 3 % of u {:.2} % (medians).\n",
+            sp.answers,
+            100.0 * sp.forward_u,
+            100.0 * sp.inverse_a,
+            100.0 * sp.sparse,
+            100.0 * sp.mean_forward_rel_l2_u.median,
+            100.0 * sp.mean_inverse_error_rate_a.median,
+            100.0 * sp.mean_sparse_error_rate_a.median
         );
     }
     s

@@ -11,7 +11,7 @@ use crate::edm::Edm;
 use crate::ops::{FieldOps, Tch};
 use crate::residual::ResidualOp;
 use crate::student::one_step;
-use crate::train::{adam_update, CheckpointMeta, Net};
+use crate::train::{CheckpointMeta, Net};
 use crate::unet::UNet;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
@@ -96,7 +96,8 @@ impl<'a> Student<'a> {
         emit_loss(&mut Tch, &self.op, self.norm, &d, observed, mask, &lambda)
     }
 
-    /// Optimises eps from `eps0` on L (Adam, `cfg.steps` steps, learning rate `cfg.lr`).
+    /// Optimises eps from `eps0` on L (`cfg.steps` steps of `cfg.optimizer`, learning rate
+    /// `cfg.lr`): the runtime's optimiser code (`piddm::optim`), with loss and gradient from tch.
     pub fn solve(
         &self,
         eps0: &Tensor,
@@ -113,23 +114,43 @@ impl<'a> Student<'a> {
             );
         }
         let observed = observed.where_self(&mask.gt(0.5), &observed.zeros_like());
-        let mut eps = eps0.detach().copy();
-        let (mut m, mut v) = (eps.zeros_like(), eps.zeros_like());
-        let mut history = Vec::with_capacity(cfg.steps + 1);
-        for t in 0..=cfg.steps {
-            let e = eps.detach().set_requires_grad(true);
-            let (loss, _) = self.loss(&e, &observed, mask, cfg.lambda);
-            let total = loss.sum(Kind::Float);
-            history.push(f64::try_from(&total)? / eps.size()[0] as f64);
-            if t == cfg.steps {
-                break;
-            }
-            let g = Tensor::run_backward(&[&total], &[&e], false, false).remove(0);
-            adam_update(&mut eps, &g, &mut m, &mut v, cfg.lr, t as u64 + 1);
-        }
-        let _g = tch::no_grad_guard();
-        let (_, x) = self.loss(&eps, &observed, mask, cfg.lambda);
-        Ok(SolveResult { x, eps, history })
+        let shape = eps0.size();
+        let n = (eps0.numel() / shape[0].max(1) as usize).max(1);
+        let (dev, kind) = (eps0.device(), eps0.kind());
+        let flat = |t: &Tensor| Vec::<f32>::try_from(t.detach().to_kind(Kind::Float).reshape([-1]));
+        let done = piddm::optim::minimise(
+            cfg.optimizer,
+            flat(eps0)?,
+            n,
+            cfg.steps,
+            cfg.lr,
+            |x: &[f32]| -> Result<piddm::optim::Eval> {
+                let e = Tensor::from_slice(x)
+                    .reshape(shape.as_slice())
+                    .to_kind(kind)
+                    .to_device(dev)
+                    .set_requires_grad(true);
+                let (loss, x_mix) = self.loss(&e, &observed, mask, cfg.lambda);
+                let g =
+                    Tensor::run_backward(&[&loss.sum(Kind::Float)], &[&e], false, false).remove(0);
+                Ok(piddm::optim::Eval {
+                    loss: Vec::<f64>::try_from(loss.detach().to_kind(Kind::Double))?,
+                    grad: flat(&g)?,
+                    extra: flat(&x_mix)?,
+                })
+            },
+        )?;
+        let back = |v: &[f32]| {
+            Tensor::from_slice(v)
+                .reshape(shape.as_slice())
+                .to_kind(kind)
+                .to_device(dev)
+        };
+        Ok(SolveResult {
+            x: back(&done.extra),
+            eps: back(&done.x),
+            history: done.history,
+        })
     }
 
     /// PIDDM-ref: a few steps lowering lambda * ||R(d(eps))||^2 alone.

@@ -2,8 +2,9 @@
 //!
 //! PDE and solver (`pde`) → data set (`dataset`) → residual operator (`residual`) → U-Net (`unet`)
 //! → EDM teacher (`edm`, `teacher`) → pairs and one-step student (`student`) → inference (`infer`)
-//! → evaluation (`eval`), with the shared training machinery in `train` and the whole run in `pipeline`.
+//! → amortised encoder (`amortise`) → evaluation (`eval`), with the shared training machinery in `train` and the whole run in `pipeline`.
 
+pub mod amortise;
 pub mod config;
 pub mod dataset;
 pub mod demo;

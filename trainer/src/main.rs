@@ -68,6 +68,22 @@ enum Cmd {
         #[arg(long)]
         stop_after: Option<u64>,
     },
+    /// Train the amortised encoder of a student: one evaluation from an observation to eps.
+    Amortise {
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        student: PathBuf,
+        /// The student's training data set.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
     /// Evaluate teacher and students side by side on a test set.
     Eval {
         #[arg(long)]
@@ -96,6 +112,10 @@ enum Cmd {
         /// An eval.json whose figures go into the model card.
         #[arg(long)]
         eval: Option<PathBuf>,
+        /// The student's amortised encoder (`amortise`): exported as the amortised part, and the
+        /// preset's [amortise.refine] become the card's solve defaults.
+        #[arg(long)]
+        encoder: Option<PathBuf>,
     },
     /// The end-to-end demo on an exported model, through the runtime.
     Demo {
@@ -223,6 +243,20 @@ fn real_main() -> Result<()> {
             let lambda = lambda_train.unwrap_or(preset.student.lambda_train);
             student::distill(&preset, &teacher, lambda, &out, resume, stop_after)?;
         }
+        Cmd::Amortise {
+            preset,
+            student,
+            data,
+            out,
+            resume,
+            stop_after,
+        } => {
+            let preset = Preset::load(&preset)?;
+            let data = Dataset::load(&data)?;
+            piddm_trainer::amortise::train_encoder(
+                &preset, &student, &data, &out, resume, stop_after,
+            )?;
+        }
         Cmd::Eval {
             preset,
             teacher,
@@ -248,6 +282,7 @@ fn real_main() -> Result<()> {
             out,
             preset,
             eval,
+            encoder,
         } => {
             let preset = Preset::load(&preset)?;
             let evaluation = match eval {
@@ -257,12 +292,24 @@ fn real_main() -> Result<()> {
                 )?,
                 None => serde_json::json!({}),
             };
-            let card = export::export(&student, &out, &preset.infer, evaluation)?;
+            let fast = match (&encoder, &preset.amortise) {
+                (Some(e), Some(a)) => Some((e.as_path(), &a.refine)),
+                (Some(_), None) => {
+                    anyhow::bail!("preset {} has no [amortise] section", preset.name)
+                }
+                (None, _) => None,
+            };
+            let card = export::export(&student, &out, &preset.infer, fast, evaluation)?;
+            let siblings: Vec<&str> = [Some(&card.files.refine), Some(&card.files.residual)]
+                .into_iter()
+                .chain([card.files.amortised.as_ref()])
+                .flatten()
+                .map(String::as_str)
+                .collect();
             eprintln!(
-                "wrote {} (+ {}, {}); weights sha256 {}",
+                "wrote {} (+ {}); weights sha256 {}",
                 out.display(),
-                card.files.refine,
-                card.files.residual,
+                siblings.join(", "),
                 card.weights_sha256
             );
         }

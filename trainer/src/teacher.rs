@@ -34,6 +34,7 @@ pub fn train_teacher(
             edm: Edm::default(),
             data: (&data.meta).into(),
             student: None,
+            amortiser: None,
             last_loss: f64::NAN,
         }))
     })?;

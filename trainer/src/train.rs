@@ -31,6 +31,8 @@ pub fn request_stop() {
 pub enum Role {
     Teacher,
     Student,
+    /// The amortised encoder of a student.
+    Amortiser,
 }
 
 /// What a model was trained on: enough to check a data set against it and to undo normalisation.
@@ -108,7 +110,20 @@ pub struct CheckpointMeta {
     pub edm: Edm,
     pub data: DataSummary,
     pub student: Option<StudentInfo>,
+    /// Set on amortised encoders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amortiser: Option<AmortiserInfo>,
     pub last_loss: f64,
+}
+
+/// Amortised-encoder provenance: which student it answers for and its loss weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AmortiserInfo {
+    /// sha256 of the student's EMA weights it was trained against (`export::weights_sha256`).
+    pub student_weights: String,
+    pub student_step: u64,
+    pub lambda_infer: f64,
+    pub crps: f64,
 }
 
 impl PartialEq for TrainConfig {
@@ -422,10 +437,10 @@ fn adamw_step(state: &mut TrainState, cfg: &TrainConfig, lr: f64, t: u64) {
     }
 }
 
-/// One Adam update of `p` in place (bias-corrected, the constants of `piddm::card::adam`, which the
+/// One Adam update of `p` in place (bias-corrected, the constants of `piddm::optim::adam`, which the
 /// runtime's solve uses too); `t` counts from 1. Shared by training and the optimisation of eps.
 pub fn adam_update(p: &mut Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor, lr: f64, t: u64) {
-    use piddm::card::adam;
+    use piddm::optim::adam;
     let _g = tch::no_grad_guard();
     let (b1, b2, eps) = (adam::BETA1, adam::BETA2, adam::EPS);
     let _ = m.g_mul_scalar_(b1).g_add_(&(g * (1.0 - b1)));

@@ -10,8 +10,12 @@ use tch::{Kind, Tensor};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UNetConfig {
-    /// Field channels in and out.
+    /// Field channels out (and in, unless `in_channels` says otherwise).
     pub channels: i64,
+    /// Channels in, when they differ from those out (the amortised encoder reads the observation,
+    /// its mask and a noise draw).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_channels: Option<i64>,
     /// Base width; level l has width * mults[l] channels.
     pub width: i64,
     pub mults: Vec<i64>,
@@ -25,7 +29,12 @@ pub struct UNetConfig {
 
 impl UNetConfig {
     pub fn validate(&self, grid_n: usize) -> Result<()> {
-        if self.mults.is_empty() || self.width <= 0 || self.channels <= 0 || self.blocks == 0 {
+        if self.mults.is_empty()
+            || self.width <= 0
+            || self.channels <= 0
+            || self.in_channels() <= 0
+            || self.blocks == 0
+        {
             bail!("U-Net needs positive width, channels, blocks and at least one level");
         }
         for m in &self.mults {
@@ -45,6 +54,9 @@ impl UNetConfig {
             );
         }
         Ok(())
+    }
+    pub fn in_channels(&self) -> i64 {
+        self.in_channels.unwrap_or(self.channels)
     }
     fn emb_dim(&self) -> i64 {
         4 * self.width
@@ -222,7 +234,7 @@ impl UNet {
             cfg: cfg.clone(),
             emb1: nn::linear(p / "emb1", w, cfg.emb_dim(), Default::default()),
             emb2: nn::linear(p / "emb2", cfg.emb_dim(), cfg.emb_dim(), Default::default()),
-            conv_in: conv(p / "conv_in", cfg.channels, w, 3, 1),
+            conv_in: conv(p / "conv_in", cfg.in_channels(), w, 3, 1),
             down,
             mid1,
             mid_attn,
@@ -309,6 +321,7 @@ mod tests {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let cfg = UNetConfig {
             channels: 2,
+            in_channels: None,
             width: 8,
             mults: vec![1, 2],
             blocks: 1,

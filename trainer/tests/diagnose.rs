@@ -19,6 +19,8 @@ fn diagnosis_rows_and_its_properties() {
         fit_restarts: 2,
         long_steps: 20,
         long_restarts: 2,
+        encoder: None,
+        answers: 2,
     };
     let d = diagnose::diagnose(&student, &preset, &s, "test".into()).unwrap();
     assert_eq!(d.rows.len(), 3);
@@ -40,6 +42,7 @@ fn diagnosis_rows_and_its_properties() {
         steps: 200,
         lambda: 0.0,
         lr: 0.05,
+        optimizer: Default::default(),
     };
     let err = |x: &Tensor| f64::try_from((x - &target).square().mean(Kind::Double)).unwrap();
     tch::manual_seed(7000);

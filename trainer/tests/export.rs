@@ -110,10 +110,55 @@ fn tiny_student() -> &'static (tempfile::TempDir, PathBuf) {
     })
 }
 
+/// The tiny student's amortised encoder, trained once for this test binary.
+fn tiny_encoder() -> &'static PathBuf {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let (dir, student) = tiny_student();
+        let preset = Preset::load("tiny").unwrap();
+        let paths = pipeline::RunPaths::new(dir.path());
+        let data = piddm_trainer::dataset::Dataset::load(&paths.train).unwrap();
+        let out = dir.path().join("encoder.ckpt");
+        piddm_trainer::amortise::train_encoder(&preset, student, &data, &out, false, None).unwrap();
+        out
+    })
+}
+
 #[test]
 fn exported_student_matches_tch_and_passes_the_checker() {
     let (_, student) = tiny_student();
-    check_exported(student, &Preset::load("tiny").unwrap());
+    check_exported(
+        student,
+        &Preset::load("tiny").unwrap(),
+        Some(tiny_encoder()),
+    );
+}
+
+/// An encoder trained against another student is refused at export, by its weights' digest.
+#[test]
+fn encoder_of_another_student_is_refused() {
+    let (_, student) = tiny_student();
+    let encoder = tiny_encoder();
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.ckpt");
+    let st = train::TrainState::load(student).unwrap();
+    tch::no_grad(|| {
+        for (_, mut t) in st.ema.named() {
+            let _ = t.g_mul_scalar_(1.5);
+        }
+    });
+    st.save(&other).unwrap();
+    let preset = Preset::load("tiny").unwrap();
+    let a = preset.amortise.as_ref().unwrap();
+    let e = export::export(
+        &other,
+        &dir.path().join("x.onnx"),
+        &preset.infer,
+        Some((encoder.as_path(), &a.refine)),
+        json!({}),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("another student"), "{e}");
 }
 
 /// Self-attention (as the `paper` preset trains it) exports with its adjoint: the same checks on a
@@ -129,7 +174,7 @@ fn attention_student_exports_and_matches_tch() {
     let preset = Preset::load(p.to_str().unwrap()).unwrap();
     assert!(preset.model.attention);
     pipeline::run(&preset, dir.path(), "test".into()).unwrap();
-    check_exported(&pipeline::RunPaths::new(dir.path()).student, &preset);
+    check_exported(&pipeline::RunPaths::new(dir.path()).student, &preset, None);
 }
 
 /// The `paper` preset's network (64 x 64, width 64, four levels, attention) exports, and ONNX
@@ -146,8 +191,8 @@ fn paper_preset_exports() {
     let net = train::Net::new(&meta.unet);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("paper.onnx");
-    let mut card = export::card_for(&meta, &net, &paper.infer, json!({}), &out).unwrap();
-    let models = export::build(&net, &meta, &mut card).unwrap();
+    let mut card = export::card_for(&meta, &net, &paper.infer, false, json!({}), &out).unwrap();
+    let models = export::build(&net, &meta, None, &mut card).unwrap();
     for (m, part) in models.iter().zip(Part::all()) {
         std::fs::write(card::sibling(&out, part), m.write_to_bytes().unwrap()).unwrap();
     }
@@ -209,12 +254,30 @@ fn run_refine(
     )
 }
 
-fn check_exported(student: &Path, preset: &Preset) {
+fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tiny.onnx");
-    let card = export::export(student, &out, &preset.infer, json!({"note": "test"})).unwrap();
+    let refine = &preset.amortise.as_ref().unwrap().refine;
+    let card = export::export(
+        student,
+        &out,
+        &preset.infer,
+        encoder.map(|e| (e.as_path(), refine)),
+        json!({"note": "test"}),
+    )
+    .unwrap();
     assert_eq!(card.part, Part::Generate);
-    for part in Part::all() {
+    assert_eq!(card.files.amortised.is_some(), encoder.is_some());
+    let defaults = if encoder.is_some() {
+        refine
+    } else {
+        &preset.infer
+    };
+    assert_eq!(
+        (card.defaults.steps, card.defaults.optimizer),
+        (defaults.steps, defaults.optimizer)
+    );
+    for part in card.parts() {
         let (c, _) = export::read_card(&card::sibling(&out, part)).unwrap();
         assert_eq!(c.part, part);
         assert_eq!(c.weights_sha256, card.weights_sha256);
@@ -289,6 +352,9 @@ fn check_exported(student: &Path, preset: &Preset) {
         ge <= 1e-4,
         "refine gradient vs tch autograd: relative error {ge}"
     );
+    if let Some(enc) = encoder {
+        check_amortised(dir.path(), &out, enc, &net, &st, &observed, &mask);
+    }
     let flat = got[1].reshape([-1]);
     let gmax = f64::try_from(grad.abs().max()).unwrap();
     for f in report["fd"].as_array().unwrap() {
@@ -300,6 +366,55 @@ fn check_exported(student: &Path, preset: &Preset) {
             "coordinate {i}: graph {g}, finite difference {fdv}"
         );
     }
+}
+
+/// The amortised graph in ONNX Runtime (after ONNX's checker) against the trainer's `answer` in
+/// tch: eps and x_mix.
+fn check_amortised(
+    dir: &Path,
+    main: &Path,
+    encoder: &Path,
+    net: &train::Net,
+    st: &Student,
+    observed: &Tensor,
+    mask: &Tensor,
+) {
+    let enc = export::load_encoder(encoder, net).unwrap();
+    let z = observed.randn_like();
+    let (eps, x) = tch::no_grad(|| {
+        piddm_trainer::amortise::answer(
+            &mut piddm_trainer::netops::TchOps,
+            &st.edm,
+            st.net,
+            &enc.net,
+            st.norm,
+            observed,
+            mask,
+            &z,
+        )
+    });
+    let s = observed.size();
+    let (got, _) = ort_run(
+        dir,
+        &card::sibling(main, Part::Amortised),
+        &[(io::OBSERVED, observed), (io::MASK, mask), (io::Z, &z)],
+        &[(io::EPS, s.clone()), (io::X_MIX, s.clone())],
+        true,
+        None,
+    );
+    assert!(
+        rel_err(&got[0], &eps) <= 1e-5,
+        "amortised eps: {}",
+        rel_err(&got[0], &eps)
+    );
+    assert!(
+        rel_err(&got[1], &x) <= 1e-5,
+        "amortised x_mix: {}",
+        rel_err(&got[1], &x)
+    );
+    // the answer keeps the observations
+    let kept = (&got[1] - observed) * mask;
+    assert!(f64::try_from(kept.abs().max()).unwrap() <= 1e-6);
 }
 
 /// One operator's forward and adjoint in ONNX Runtime against tch and its autograd:
@@ -530,7 +645,20 @@ fn shipped_model_matches_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let again = dir.path().join("darcy32.onnx");
     let preset = Preset::load("cpu").unwrap();
-    let fresh = export::export(&ckpt, &again, &preset.infer, card.evaluation.clone()).unwrap();
+    let encoder = root.join("trainer/results/darcy32-encoder.ckpt");
+    let refine = &preset.amortise.as_ref().unwrap().refine;
+    let fresh = export::export(
+        &ckpt,
+        &again,
+        &preset.infer,
+        Some((encoder.as_path(), refine)),
+        card.evaluation.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        fresh.graph_sha256, card.graph_sha256,
+        "the shipped graphs are not what the committed checkpoints export to"
+    );
     assert_eq!(
         fresh.weights_sha256, card.weights_sha256,
         "the shipped model was not exported from the committed checkpoint"
@@ -566,10 +694,20 @@ fn shipped_model_matches_its_checkpoint() {
         rel_err(&got[1], &r)
     );
     // ONNX's checker on the sibling graphs too
-    let files: Vec<PathBuf> = [Part::Refine, Part::Residual]
+    let files: Vec<PathBuf> = [Part::Refine, Part::Residual, Part::Amortised]
         .iter()
         .map(|&p| card::sibling(&shipped, p))
         .collect();
     let report = run_script(dir.path(), &json!({"check": files, "runs": []}));
-    assert_eq!(report["checked"].as_array().unwrap().len(), 2);
+    assert_eq!(report["checked"].as_array().unwrap().len(), 3);
+    // and the amortised graph reproduces the checkpoints' tch answer
+    let mask = Tensor::cat(
+        &[
+            Tensor::ones([2, 1, n, n], tch::kind::FLOAT_CPU),
+            Tensor::zeros([2, 1, n, n], tch::kind::FLOAT_CPU),
+        ],
+        1,
+    );
+    let observed = &x * &mask;
+    check_amortised(dir.path(), &shipped, &encoder, &net, &st, &observed, &mask);
 }

@@ -1,6 +1,7 @@
 //! The runtime (ONNX Runtime through `piddm::Model`) reproduces the trainer (tch) on the same
 //! exported student: generation, residual and the masked solve.
 
+use piddm::optim::Optimizer;
 use piddm::{Model, Options, SolveParams, Status};
 use piddm_trainer::config::{InferConfig, Preset};
 use piddm_trainer::infer::Student;
@@ -23,7 +24,7 @@ fn fixture() -> &'static Fixture {
         pipeline::run(&preset, dir.path(), "test".into()).unwrap();
         let student = pipeline::RunPaths::new(dir.path()).student;
         let model = dir.path().join("tiny.onnx");
-        export::export(&student, &model, &preset.infer, serde_json::json!({})).unwrap();
+        export::export(&student, &model, &preset.infer, None, serde_json::json!({})).unwrap();
         Fixture {
             _dir: dir,
             student,
@@ -109,39 +110,48 @@ fn runtime_reproduces_the_trainer() {
             *o = f32::NAN; // unobserved entries are ignored, NaN included
         }
     }
-    let params = SolveParams {
-        steps: 15,
-        learning_rate: 0.05,
-        lambda_infer: 1e-6,
-        seed: 0,
-    };
-    let mut out = vec![0.0; batch * m.field_len()];
-    let rep = m
-        .solve_from(eps.clone(), &observed, &mask, batch, &params, &mut out)
-        .unwrap();
-    let cfg = InferConfig {
-        lambda: params.lambda_infer,
-        steps: params.steps,
-        lr: params.learning_rate,
-    };
-    let tr = st
-        .solve(&eps_t, &(&truth * &mask_t), &mask_t, &cfg)
-        .unwrap();
-    let e = rel(&out, &to_vec(&tr.x));
-    assert!(
-        e <= 1e-3,
-        "solve: runtime vs trainer relative difference {e}"
-    );
-    assert_eq!(rep.loss_history.len(), 16);
-    for (a, b) in rep.loss_history.iter().zip(&tr.history) {
-        assert!((a - b).abs() <= 1e-3 * b.abs(), "loss history {a} vs {b}");
+    // both optimisers: the same code (piddm::optim) over ONNX Runtime and over tch
+    for optimizer in [Optimizer::Adam, Optimizer::Lbfgs] {
+        let params = SolveParams {
+            steps: 15,
+            learning_rate: 0.05,
+            lambda_infer: 1e-6,
+            seed: 0,
+            start: piddm::card::Start::Random,
+            optimizer,
+        };
+        let mut out = vec![0.0; batch * m.field_len()];
+        let rep = m
+            .solve_from(eps.clone(), &observed, &mask, batch, &params, &mut out)
+            .unwrap();
+        let cfg = InferConfig {
+            lambda: params.lambda_infer,
+            steps: params.steps,
+            lr: params.learning_rate,
+            optimizer,
+        };
+        let tr = st
+            .solve(&eps_t, &(&truth * &mask_t), &mask_t, &cfg)
+            .unwrap();
+        let e = rel(&out, &to_vec(&tr.x));
+        assert!(
+            e <= 1e-3,
+            "{optimizer:?} solve: runtime vs trainer relative difference {e}"
+        );
+        assert_eq!(rep.loss_history.len(), 16);
+        for (a, b) in rep.loss_history.iter().zip(&tr.history) {
+            assert!(
+                (a - b).abs() <= 1e-3 * b.abs(),
+                "{optimizer:?} loss history {a} vs {b}"
+            );
+        }
+        assert!(rep.loss_history.last() < rep.loss_history.first());
+        assert!(
+            rep.misfit < 1e-6,
+            "observed entries are kept: misfit {}",
+            rep.misfit
+        );
     }
-    assert!(rep.loss_history.last() < rep.loss_history.first());
-    assert!(
-        rep.misfit < 1e-6,
-        "observed entries are kept: misfit {}",
-        rep.misfit
-    );
 }
 
 #[test]

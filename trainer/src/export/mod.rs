@@ -136,8 +136,15 @@ fn part_model(g: Graph, part: Part, chw: [usize; 3]) -> ModelProto {
 
 /// Records each graph's sha256, as serialised, in the card (which the runtime recomputes at load)
 /// and writes the card, with its part, into each file.
-pub fn seal(models: &mut [ModelProto; 3], card: &mut ModelCard) -> Result<()> {
-    let parts = Part::all();
+pub fn seal(models: &mut [ModelProto], card: &mut ModelCard) -> Result<()> {
+    let parts = card.parts();
+    if parts.len() != models.len() {
+        bail!(
+            "{} graphs for the card's {} parts",
+            models.len(),
+            parts.len()
+        );
+    }
     let mut digests = Vec::new();
     for m in models.iter() {
         let bytes = m.write_to_bytes().context("serialising the ONNX model")?;
@@ -147,6 +154,7 @@ pub fn seal(models: &mut [ModelProto; 3], card: &mut ModelCard) -> Result<()> {
         generate: digests[0].clone(),
         refine: digests[1].clone(),
         residual: digests[2].clone(),
+        amortised: digests.get(3).cloned(),
     });
     card.validate().map_err(anyhow::Error::msg)?;
     for (m, part) in models.iter_mut().zip(parts) {
@@ -203,10 +211,13 @@ fn source_revision() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The card of a student; `infer` gives its solve defaults, `amortised` says whether the artifact
+/// has the encoder (its fast path then being `infer`).
 pub fn card_for(
     meta: &CheckpointMeta,
     net: &Net,
     infer: &InferConfig,
+    amortised: bool,
     evaluation: serde_json::Value,
     main: &Path,
 ) -> Result<ModelCard> {
@@ -253,6 +264,8 @@ pub fn card_for(
             lambda_infer: infer.lambda,
             steps: infer.steps,
             learning_rate: infer.lr,
+            start: card::Start::Auto,
+            optimizer: infer.optimizer,
         },
         teacher_steps: info.heun_steps,
         provenance: card::Provenance {
@@ -269,13 +282,20 @@ pub fn card_for(
         files: card::Files {
             refine: name(Part::Refine),
             residual: name(Part::Residual),
+            amortised: amortised.then(|| name(Part::Amortised)),
         },
     })
 }
 
-/// The three graphs of a student, as protobuf messages (main, refine, residual), sealed with
-/// `card` (whose graph digests this fills in).
-pub fn build(net: &Net, meta: &CheckpointMeta, card: &mut ModelCard) -> Result<[ModelProto; 3]> {
+/// The graphs of a student, as protobuf messages in the order of `card.parts()` (main, refine,
+/// residual, and amortised when `encoder` is given), sealed with `card` (whose graph digests this
+/// fills in).
+pub fn build(
+    net: &Net,
+    meta: &CheckpointMeta,
+    encoder: Option<&UNet>,
+    card: &mut ModelCard,
+) -> Result<Vec<ModelProto>> {
     let c = meta.unet.channels;
     let n = meta.data.grid.n as i64;
     let chw = [c, n, n];
@@ -328,16 +348,59 @@ pub fn build(net: &Net, meta: &CheckpointMeta, card: &mut ModelCard) -> Result<[
     let r = op.emit(&mut g, &io::X.to_string());
     g.rename(&r, io::RESIDUAL);
     let residual = part_model(g, Part::Residual, shape);
-    let mut models = [generate, refine, residual];
+    let mut models = vec![generate, refine, residual];
+
+    // amortised: observed, mask, z -> eps, x_mix
+    if let Some(enc) = encoder {
+        let mut g = Graph::new();
+        for n in [io::OBSERVED, io::MASK, io::Z] {
+            g.chw.insert(n.into(), chw);
+        }
+        let mut f = Folding::new(&mut g);
+        let node = |n: &str| Gv::Node(n.into());
+        let (eps, x) = crate::amortise::answer(
+            &mut f,
+            &meta.edm,
+            &net.net,
+            enc,
+            norm,
+            &node(io::OBSERVED),
+            &node(io::MASK),
+            &node(io::Z),
+        );
+        let (eps, x) = (f.name(&eps), f.name(&x));
+        g.rename(&eps, io::EPS);
+        g.rename(&x, io::X_MIX);
+        models.push(part_model(g, Part::Amortised, shape));
+    }
     seal(&mut models, card)?;
     Ok(models)
 }
 
-/// Exports the student checkpoint to `out` (the main file) and its siblings. Returns the card.
+/// Loads the amortised encoder at `path`, which must have been trained against `student`.
+pub fn load_encoder(path: &Path, student: &Net) -> Result<Net> {
+    let (enc, meta) = load_ema(path)?;
+    let info = meta
+        .amortiser
+        .as_ref()
+        .filter(|_| meta.role == Role::Amortiser)
+        .with_context(|| format!("{} is not an amortised encoder checkpoint", path.display()))?;
+    if info.student_weights != weights_sha256(student) {
+        bail!(
+            "{} was trained against another student (weights differ)",
+            path.display()
+        );
+    }
+    Ok(enc)
+}
+
+/// Exports the student checkpoint to `out` (the main file) and its siblings, with the amortised
+/// encoder when `encoder` gives its checkpoint and the fast path's solve defaults. Returns the card.
 pub fn export(
     student: &Path,
     out: &Path,
     infer: &InferConfig,
+    encoder: Option<(&Path, &InferConfig)>,
     evaluation: serde_json::Value,
 ) -> Result<ModelCard> {
     let (net, meta) = load_ema(student)?;
@@ -351,9 +414,11 @@ pub fn export(
     if out.extension().and_then(|e| e.to_str()) != Some("onnx") {
         bail!("the output file must end in .onnx, got {}", out.display());
     }
-    let mut card = card_for(&meta, &net, infer, evaluation, out)?;
-    let models = build(&net, &meta, &mut card)?;
-    for (m, part) in models.iter().zip(Part::all()) {
+    let enc = encoder.map(|(p, _)| load_encoder(p, &net)).transpose()?;
+    let defaults = encoder.map_or(infer, |e| e.1);
+    let mut card = card_for(&meta, &net, defaults, enc.is_some(), evaluation, out)?;
+    let models = build(&net, &meta, enc.as_ref().map(|e| &e.net), &mut card)?;
+    for (m, part) in models.iter().zip(card.parts()) {
         let bytes = m.write_to_bytes().context("serialising the ONNX model")?;
         crate::fsutil::write_atomic(&card::sibling(out, part), &bytes)?;
     }

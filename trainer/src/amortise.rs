@@ -1,0 +1,257 @@
+//! Amortised inference: an encoder E that answers an observation in one evaluation,
+//!   eps = z + E([M * x'_n, M, z]),   x = x_mix(d(eps))
+//! (x'_n the observation in normalised units, M its mask, z a standard normal draw), so that one
+//! encoder call and one student call replace the optimisation of eps. E is trained with the student
+//! frozen, on a distribution of tasks (forward, inverse, sparse masks of either or both channels), by
+//! the Algorithm-3 loss of each answer plus the CRPS of two answers (two draws of z) against the true
+//! field. Algorithm 3 alone does not pin the unobserved channel of a forward problem (see
+//! `diagnose`); the CRPS does, and being a proper score it makes the answers' spread over z
+//! estimate the uncertainty rather than collapse to one answer.
+
+use crate::config::{AmortiseConfig, Preset};
+use crate::dataset::{Dataset, Normalisation};
+use crate::edm::Edm;
+use crate::infer::{emit_loss, Student};
+use crate::netops::{NetOps, TchOps};
+use crate::ops::Tch;
+use crate::student::student;
+use crate::teacher::batch_indices;
+use crate::train::{self, load_ema, AmortiserInfo, CheckpointMeta, Outcome, Role, TrainState};
+use crate::unet::{UNet, UNetConfig};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// The encoder's network: the student's levels with 3C channels in and C out.
+pub fn encoder_config(student: &UNetConfig, cfg: &AmortiseConfig) -> UNetConfig {
+    UNetConfig {
+        in_channels: Some(3 * student.channels),
+        width: cfg.width,
+        ..student.clone()
+    }
+}
+
+/// Per-channel x * k + c with constants of the backend.
+fn affine_channels<B: NetOps>(b: &mut B, x: &B::V, k: &[f64], c: &[f64], dev: tch::Device) -> B::V {
+    let t = |v: &[f64]| {
+        Tensor::from_slice(v)
+            .to_kind(Kind::Float)
+            .reshape([1, -1, 1, 1])
+            .to_device(dev)
+    };
+    let (k, c) = (b.constant(&t(k)), b.constant(&t(c)));
+    let y = b.mul(x, &k);
+    b.add(&y, &c)
+}
+
+/// eps from an observation (physical units, zero where unobserved), its mask and z, on any backend.
+pub fn encode<B: NetOps>(
+    b: &mut B,
+    enc: &UNet,
+    norm: &Normalisation,
+    observed: &B::V,
+    mask: &B::V,
+    z: &B::V,
+) -> B::V {
+    let dev = enc.device();
+    let inv: Vec<f64> = norm.scale.iter().map(|s| 1.0 / s).collect();
+    let shift: Vec<f64> = norm
+        .mean
+        .iter()
+        .zip(&norm.scale)
+        .map(|(m, s)| -m / s)
+        .collect();
+    let obs_n = affine_channels(b, observed, &inv, &shift, dev);
+    let seen = b.mul(mask, &obs_n);
+    let input = b.concat(&[&seen, mask, z]);
+    // The encoder is not a denoiser: its noise level is a constant 0.
+    let c_noise = b.constant(&Tensor::zeros([1], (Kind::Float, dev)));
+    let e = enc.apply(b, &input, &c_noise);
+    b.add(z, &e)
+}
+
+/// The one-call answer: eps and x_mix (physical: the observation where observed, the student's
+/// field elsewhere), on any backend.
+pub fn answer<B: NetOps>(
+    b: &mut B,
+    edm: &Edm,
+    net: &UNet,
+    enc: &UNet,
+    norm: &Normalisation,
+    observed: &B::V,
+    mask: &B::V,
+    z: &B::V,
+) -> (B::V, B::V) {
+    let eps = encode(b, enc, norm, observed, mask, z);
+    let d = student(b, edm, net, &eps);
+    let phys = affine_channels(b, &d, &norm.scale, &norm.mean, net.device());
+    let seen = b.mul(observed, mask);
+    let keep = b.affine(mask, -1.0, 1.0);
+    let free = b.mul(&phys, &keep);
+    let x = b.add(&seen, &free);
+    (eps, x)
+}
+
+/// Masks of the training tasks, one per sample of `like` [B, C, H, W] (C = 2: coefficient and
+/// solution), drawn from tch's generator: a third forward (all of channel 0), a third inverse (all of
+/// channel 1), a third sparse (1 to 10 % of the points of channel 0, channel 1 or both).
+pub fn task_masks(like: &Tensor) -> Tensor {
+    let [bsz, c, h, w] = like.size()[..] else {
+        panic!("task masks for a 4-D batch")
+    };
+    let opts = (Kind::Float, like.device());
+    let kind = Tensor::rand([bsz], opts);
+    let chan = Tensor::randint(3, [bsz], (Kind::Int64, like.device()));
+    let frac = Tensor::rand([bsz, 1, 1, 1], opts) * 0.09 + 0.01;
+    let sparse = Tensor::rand([bsz, c, h, w], opts).lt_tensor(&frac);
+    let ch = Tensor::arange(c, (Kind::Int64, like.device())).reshape([1, c, 1, 1]);
+    // chan 0: channel 0 only, 1: channel 1 only, 2: both
+    let chan = chan.reshape([bsz, 1, 1, 1]);
+    let on = ch.eq_tensor(&chan).logical_or(&chan.eq(2));
+    let sparse = sparse.logical_and(&on).to_kind(Kind::Float);
+    let dense = |k: i64| ch.eq(k).to_kind(Kind::Float).expand([bsz, c, h, w], false);
+    let kind = kind.reshape([bsz, 1, 1, 1]);
+    let fwd = kind.lt(1.0 / 3.0);
+    let inv = kind.lt(2.0 / 3.0).logical_and(&fwd.logical_not());
+    sparse
+        .where_self(&inv.logical_not(), &dense(1))
+        .where_self(&fwd.logical_not(), &dense(0))
+}
+
+/// Fair CRPS of two answers per sample (mean over C, H, W): 0.5 (|a - y| + |b - y|) - 0.5 |a - b|.
+pub fn crps2(a: &Tensor, b: &Tensor, y: &Tensor) -> Tensor {
+    let dims = [1i64, 2, 3];
+    let s = ((a - y).abs() + (b - y).abs() - (a - b).abs()) * 0.5;
+    s.mean_dim(dims.as_slice(), false, Kind::Float)
+}
+
+/// Trains the encoder of `student_ckpt` on `data` (the student's training data) into `out`.
+pub fn train_encoder(
+    preset: &Preset,
+    student_ckpt: &Path,
+    data: &Dataset,
+    out: &Path,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> Result<Outcome> {
+    let cfg = preset
+        .amortise
+        .as_ref()
+        .with_context(|| format!("preset {} has no [amortise] section", preset.name))?;
+    let (mut snet, smeta) = load_ema(student_ckpt)
+        .with_context(|| format!("loading student {}", student_ckpt.display()))?;
+    if smeta.role != Role::Student {
+        bail!("{} is not a student checkpoint", student_ckpt.display());
+    }
+    smeta.data.check_compatible(&data.meta, "the student")?;
+    snet.vs.freeze();
+    let student_weights = crate::export::weights_sha256(&snet);
+    let lambda = preset.infer.lambda;
+    let mut state = train::open_state(out, resume, || {
+        Ok(TrainState::new(CheckpointMeta {
+            role: Role::Amortiser,
+            step: 0,
+            train: cfg.train_config(),
+            unet: encoder_config(&smeta.unet, cfg),
+            amortiser: Some(AmortiserInfo {
+                student_weights: student_weights.clone(),
+                student_step: smeta.step,
+                lambda_infer: lambda,
+                crps: cfg.crps,
+            }),
+            last_loss: f64::NAN,
+            ..smeta.clone()
+        }))
+    })?;
+    let info = state
+        .meta
+        .amortiser
+        .clone()
+        .with_context(|| format!("{} is not an amortised encoder", out.display()))?;
+    if info.student_weights != student_weights {
+        bail!(
+            "{} was trained against another student than {}",
+            out.display(),
+            student_ckpt.display()
+        );
+    }
+    if state.meta.step == 0 {
+        // E starts at 0: the first answers are the student's unconditional samples.
+        tch::no_grad(|| {
+            let _ = state.model.net.conv_out.ws.zero_();
+            if let Some(b) = &state.model.net.conv_out.bs {
+                let _ = b.shallow_clone().zero_();
+            }
+        });
+        state.ema.copy_from(&state.model)?;
+    }
+    state.meta.train = cfg.train_config();
+    let st = Student::of(&snet, &smeta);
+    let (seed, batch, n) = (state.meta.seed, state.meta.train.batch, data.meta.count);
+    let device = snet.vs.device();
+    let fields = data.fields.to_device(device);
+    let norm = smeta.data.normalisation.clone();
+    let label = format!(
+        "encoder (lambda_infer {:e}, crps {})",
+        info.lambda_infer, info.crps
+    );
+    let lambda_t = Tensor::from(info.lambda_infer)
+        .to_kind(Kind::Float)
+        .to_device(device);
+    train::run(&mut state, out, &label, stop_after, |enc, step| {
+        let idx = batch_indices(seed ^ 0xA807, step, n, batch).to_device(device);
+        let truth = fields.index_select(0, &idx);
+        let mask = task_masks(&truth);
+        let observed = &truth * &mask;
+        // two answers per observation
+        let (observed, mask) = (observed.repeat([2, 1, 1, 1]), mask.repeat([2, 1, 1, 1]));
+        let z = observed.randn_like();
+        let eps = encode(&mut TchOps, enc, &norm, &observed, &mask, &z);
+        let d = student(&mut TchOps, &st.edm, st.net, &eps);
+        let (alg3, _) = emit_loss(&mut Tch, &st.op, &norm, &d, &observed, &mask, &lambda_t);
+        let halves = d.chunk(2, 0);
+        let y = norm.to_normalised(&truth);
+        let score = crps2(&halves[0], &halves[1], &y);
+        Ok(alg3.mean(Kind::Float) + score.mean(Kind::Float) * info.crps)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_masks_cover_the_three_tasks() {
+        tch::manual_seed(3);
+        let like = Tensor::zeros([600, 2, 16, 16], (Kind::Float, tch::Device::Cpu));
+        let m = task_masks(&like);
+        let per = m.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+        let v = Vec::<f32>::try_from(per.reshape([-1])).unwrap();
+        let (mut fwd, mut inv, mut sparse) = (0, 0, 0);
+        for s in v.chunks(2) {
+            match (s[0], s[1]) {
+                (a, u) if a == 1.0 && u == 0.0 => fwd += 1,
+                (a, u) if a == 0.0 && u == 1.0 => inv += 1,
+                (a, u) => {
+                    assert!(a <= 0.2 && u <= 0.2, "sparse mask too dense: {a} {u}");
+                    sparse += 1
+                }
+            }
+        }
+        for (name, k) in [("forward", fwd), ("inverse", inv), ("sparse", sparse)] {
+            assert!((150..250).contains(&k), "{name}: {k} of 600");
+        }
+    }
+
+    #[test]
+    fn crps_of_two_equal_answers_is_their_absolute_error() {
+        let y = Tensor::from_slice(&[0.0f32, 1.0]).reshape([1, 1, 1, 2]);
+        let a = Tensor::from_slice(&[0.5f32, 1.0]).reshape([1, 1, 1, 2]);
+        let c = crps2(&a, &a, &y);
+        assert!((f64::try_from(c).unwrap() - 0.25).abs() < 1e-7);
+        // answers either side of the truth score less than both on one side at the same distance
+        let lo = Tensor::from_slice(&[-0.5f32, 1.0]).reshape([1, 1, 1, 2]);
+        let spread = f64::try_from(crps2(&a, &lo, &y)).unwrap();
+        assert!(spread < 0.25, "{spread}");
+    }
+}
