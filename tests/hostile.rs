@@ -424,6 +424,40 @@ fn crafted_and_special_files() {
     );
     expect("load", Some(&old), "PIDDM_ERR_FORMAT", "re-export");
     expect("load_unverified", Some(&old), "PIDDM_OK", "");
+    // the card names an amortised part whose file is missing, or whose digest it lacks
+    let lost = crafted(d, "lost", |_| {}, None);
+    std::fs::remove_file(piddm::card::sibling(&lost, piddm::card::Part::Amortised)).unwrap();
+    expect("load", Some(&lost), "PIDDM_ERR_IO", "amortised graph");
+    let undigested = crafted(
+        d,
+        "undigested",
+        |c| {
+            c["graph_sha256"]
+                .as_object_mut()
+                .unwrap()
+                .remove("amortised");
+        },
+        None,
+    );
+    expect(
+        "load",
+        Some(&undigested),
+        "PIDDM_ERR_FORMAT",
+        "file and digest disagree",
+    );
+    // the amortised file holding another part's graph
+    let swapped = crafted(d, "swapped", |_| {}, None);
+    std::fs::copy(
+        piddm::card::sibling(&swapped, piddm::card::Part::Refine),
+        piddm::card::sibling(&swapped, piddm::card::Part::Amortised),
+    )
+    .unwrap();
+    expect(
+        "load",
+        Some(&swapped),
+        "PIDDM_ERR_FORMAT",
+        "expected the Amortised graph",
+    );
 }
 
 /// One byte of the weights changed, the card untouched: refused, naming the file.

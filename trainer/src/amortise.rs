@@ -10,7 +10,6 @@
 
 use crate::config::{AmortiseConfig, Preset};
 use crate::dataset::{Dataset, Normalisation};
-use crate::edm::Edm;
 use crate::infer::{emit_loss, Student};
 use crate::netops::{NetOps, TchOps};
 use crate::ops::Tch;
@@ -70,21 +69,20 @@ pub fn encode<B: NetOps>(
     b.add(z, &e)
 }
 
-/// The one-call answer: eps and x_mix (physical: the observation where observed, the student's
-/// field elsewhere), on any backend.
+/// The one-call answer of `st` with encoder `enc`: eps and x_mix (physical: the observation where
+/// observed, the student's field elsewhere), on any backend.
 pub fn answer<B: NetOps>(
     b: &mut B,
-    edm: &Edm,
-    net: &UNet,
+    st: &Student,
     enc: &UNet,
-    norm: &Normalisation,
     observed: &B::V,
     mask: &B::V,
     z: &B::V,
 ) -> (B::V, B::V) {
+    let norm = st.norm;
     let eps = encode(b, enc, norm, observed, mask, z);
-    let d = student(b, edm, net, &eps);
-    let phys = affine_channels(b, &d, &norm.scale, &norm.mean, net.device());
+    let d = student(b, &st.edm, st.net, &eps);
+    let phys = affine_channels(b, &d, &norm.scale, &norm.mean, st.net.device());
     let seen = b.mul(observed, mask);
     let keep = b.affine(mask, -1.0, 1.0);
     let free = b.mul(&phys, &keep);

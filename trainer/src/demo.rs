@@ -86,10 +86,12 @@ pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<
          | residual of the solver's solutions | {res_truth:.3e} |\n\
          | forward (all of a given): relative L2 of u | {:.2} % |\n\
          | inverse (all of u given): error rate of a (threshold {thr}) | {:.2} % |\n\
-         | seconds per solve ({} Adam steps, lambda_infer {:e}) | {solve_s:.3} |\n\
+         | seconds per answer (the card's defaults: {} start, {} {:?} steps, lambda_infer {:e}) | {solve_s:.4} |\n\
          | total time | {:.1} s |\n\
          figure: {} (rows: problems; columns: a, u, forward u, inverse a, generated a, generated u, its residual)\n",
-        model_path.display(), nx, ny, card.lambda_train, 100.0 * rel, 100.0 * err, params_solve.steps, params_solve.lambda_infer,
+        model_path.display(), nx, ny, card.lambda_train, 100.0 * rel, 100.0 * err,
+        if model.has_amortised() { "amortised" } else { "random" },
+        params_solve.steps, params_solve.optimizer, params_solve.lambda_infer,
         t0.elapsed().as_secs_f64(), out.join("demo.png").display()
     );
     Ok(report)

@@ -5,6 +5,7 @@
 //! → amortised encoder (`amortise`) → evaluation (`eval`), with the shared training machinery in `train` and the whole run in `pipeline`.
 
 pub mod amortise;
+pub mod conditional;
 pub mod config;
 pub mod dataset;
 pub mod demo;

@@ -158,6 +158,16 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Conditional answers of an exported model on fresh problems through the C ABI: forward,
+    /// inverse and sparse inverse for the one-call answer, the card's defaults and the published
+    /// solve, and the spread of several answers.
+    Conditional {
+        #[command(flatten)]
+        settings: piddm_trainer::conditional::Settings,
+        /// Directory for conditional.json, conditional.md and conditional.png.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run every stage of a preset into one directory (continues an interrupted run).
     Pipeline {
         #[arg(long)]
@@ -353,6 +363,16 @@ fn real_main() -> Result<()> {
                 serde_json::to_string_pretty(&d)?.as_bytes(),
             )?;
             piddm_trainer::fsutil::write_atomic(&out.join("diagnosis.md"), md.as_bytes())?;
+            print!("{md}");
+        }
+        Cmd::Conditional { settings, out } => {
+            let r = piddm_trainer::conditional::run(&settings, command, &out)?;
+            let md = piddm_trainer::conditional::markdown(&r);
+            piddm_trainer::fsutil::write_atomic(
+                &out.join("conditional.json"),
+                serde_json::to_string_pretty(&r)?.as_bytes(),
+            )?;
+            piddm_trainer::fsutil::write_atomic(&out.join("conditional.md"), md.as_bytes())?;
             print!("{md}");
         }
         Cmd::ExamplesReport { dir } => {

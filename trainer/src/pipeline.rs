@@ -15,6 +15,8 @@ pub struct RunPaths {
     pub teacher: PathBuf,
     pub student_lambda0: PathBuf,
     pub student: PathBuf,
+    /// The student's amortised encoder (presets with an [amortise] section).
+    pub encoder: PathBuf,
     pub eval: PathBuf,
 }
 
@@ -26,6 +28,7 @@ impl RunPaths {
             teacher: dir.join("teacher.ckpt"),
             student_lambda0: dir.join("student-lambda0.ckpt"),
             student: dir.join("student.ckpt"),
+            encoder: dir.join("encoder.ckpt"),
             eval: dir.join("eval"),
         }
     }
@@ -68,7 +71,6 @@ pub fn run(preset: &Preset, dir: &Path, command: String) -> Result<Option<Report
     if teacher::train_teacher(preset, &train, &p.teacher, true, None)? == Outcome::Stopped {
         return Ok(None);
     }
-    drop(train);
     stage("student, lambda_train = 0");
     if student::distill(preset, &p.teacher, 0.0, &p.student_lambda0, true, None)?
         == Outcome::Stopped
@@ -87,6 +89,15 @@ pub fn run(preset: &Preset, dir: &Path, command: String) -> Result<Option<Report
     {
         return Ok(None);
     }
+    if preset.amortise.is_some() {
+        stage("amortised encoder");
+        if crate::amortise::train_encoder(preset, &p.student, &train, &p.encoder, true, None)?
+            == Outcome::Stopped
+        {
+            return Ok(None);
+        }
+    }
+    drop(train);
     stage("evaluation");
     let inputs = EvalInputs {
         teacher: &p.teacher,

@@ -110,18 +110,10 @@ fn tiny_student() -> &'static (tempfile::TempDir, PathBuf) {
     })
 }
 
-/// The tiny student's amortised encoder, trained once for this test binary.
+/// The tiny student's amortised encoder (the pipeline trains it).
 fn tiny_encoder() -> &'static PathBuf {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
-    CELL.get_or_init(|| {
-        let (dir, student) = tiny_student();
-        let preset = Preset::load("tiny").unwrap();
-        let paths = pipeline::RunPaths::new(dir.path());
-        let data = piddm_trainer::dataset::Dataset::load(&paths.train).unwrap();
-        let out = dir.path().join("encoder.ckpt");
-        piddm_trainer::amortise::train_encoder(&preset, student, &data, &out, false, None).unwrap();
-        out
-    })
+    CELL.get_or_init(|| pipeline::RunPaths::new(tiny_student().0.path()).encoder)
 }
 
 #[test]
@@ -384,10 +376,8 @@ fn check_amortised(
     let (eps, x) = tch::no_grad(|| {
         piddm_trainer::amortise::answer(
             &mut piddm_trainer::netops::TchOps,
-            &st.edm,
-            st.net,
+            st,
             &enc.net,
-            st.norm,
             observed,
             mask,
             &z,

@@ -1,6 +1,8 @@
 //! Latency of one-step generation, side by side in one run: through the C ABI, through `ort`
 //! directly on the same graph, and the tch student; plus the achieved GFLOP/s of generate against
-//! the fp32 GEMM rate measured here (a 2048^3 matmul in libtorch).
+//! the fp32 GEMM rate measured here (a 2048^3 matmul in libtorch). Then the solve path through the
+//! C ABI beside `piddm_generate` in the same rounds: the one-call answer, the card's defaults and the
+//! published solve, per sample, at batch 1 and 16.
 //!
 //! piddm-bench --model examples/models/darcy32.onnx --student trainer/results/darcy32-student.ckpt
 
@@ -145,6 +147,90 @@ fn time_per_call(seconds: f64, mut f: impl FnMut()) -> f64 {
     t0.elapsed().as_secs_f64() / calls as f64
 }
 
+/// The solve path beside generation, per sample: `piddm_generate`, the one-call answer and the
+/// card's defaults alternate in rounds (medians); the published solve (random start, 200 Adam
+/// steps) is timed once per batch.
+fn solve_path(handle: *mut ffi::piddm_model, field: usize, seconds: f64) -> Result<String> {
+    let mut has = 0i32;
+    unsafe { ffi::piddm_model_has_amortised(handle, &mut has) };
+    if has != 1 {
+        return Ok("\nSolve path: the model has no amortised part.\n".into());
+    }
+    let mut d: ffi::piddm_solve_params = unsafe { std::mem::zeroed() };
+    let st = unsafe { ffi::piddm_solve_params_init(handle, &mut d, std::mem::size_of_val(&d)) };
+    anyhow::ensure!(st == piddm::Status::PIDDM_OK, "solve params: {st:?}");
+    let one = ffi::piddm_solve_params {
+        steps: 0,
+        start: ffi::piddm_start::PIDDM_START_AMORTISED as i32,
+        ..d
+    };
+    let published = ffi::piddm_solve_params {
+        steps: 200,
+        learning_rate: 0.05,
+        start: ffi::piddm_start::PIDDM_START_RANDOM as i32,
+        optimizer: ffi::piddm_optimizer::PIDDM_OPTIMIZER_ADAM as i32,
+        ..d
+    };
+    let mut s = format!(
+        "\nSolve path through the C ABI (forward problem: channel 0 observed), ms per answer; the card's defaults are {} {} step(s) from the amortised start (learning rate {}, lambda_infer {:e}). Medians over 9 rounds in which generate, one call and defaults alternate; the published solve timed once.\n\n\
+         | batch | generate | one call (steps 0) | one call / generate | card's defaults | defaults / generate | published solve (200 Adam steps) |\n|---|---|---|---|---|---|---|\n",
+        d.steps,
+        if d.optimizer == ffi::piddm_optimizer::PIDDM_OPTIMIZER_LBFGS as i32 { "L-BFGS" } else { "Adam" },
+        d.learning_rate,
+        d.lambda_infer
+    );
+    for batch in [1usize, 16] {
+        let n = batch * field;
+        let mut x = vec![0f32; n];
+        let st = unsafe { ffi::piddm_generate(handle, 5, batch, x.as_mut_ptr(), n) };
+        anyhow::ensure!(st == piddm::Status::PIDDM_OK, "generate: {st:?}");
+        let mask: Vec<u8> = (0..n).map(|i| ((i % field) < field / 2) as u8).collect();
+        let mut out = vec![0f32; n];
+        let mut solve = |p: &ffi::piddm_solve_params| {
+            let st = unsafe {
+                ffi::piddm_solve(
+                    handle,
+                    x.as_ptr(),
+                    mask.as_ptr(),
+                    batch,
+                    p,
+                    out.as_mut_ptr(),
+                    n,
+                    std::ptr::null_mut(),
+                )
+            };
+            assert_eq!(st, piddm::Status::PIDDM_OK);
+        };
+        let mut gen_out = vec![0f32; n];
+        let mut gen = || {
+            let st = unsafe { ffi::piddm_generate(handle, 1, batch, gen_out.as_mut_ptr(), n) };
+            assert_eq!(st, piddm::Status::PIDDM_OK);
+        };
+        let per = seconds / 9.0 / 3.0;
+        let (mut tg, mut to, mut td) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..9 {
+            tg.push(time_per_call(per, &mut gen));
+            to.push(time_per_call(per, || solve(&one)));
+            td.push(time_per_call(per, || solve(&d)));
+        }
+        let t = Instant::now();
+        solve(&published);
+        let tp = t.elapsed().as_secs_f64();
+        let (g, o, dd) = (median(&mut tg), median(&mut to), median(&mut td));
+        let ms = |t: f64| 1e3 * t / batch as f64;
+        s += &format!(
+            "| {batch} | {:.3} | {:.3} | {:.2}x | {:.3} | {:.2}x | {:.1} |\n",
+            ms(g),
+            ms(o),
+            o / g,
+            ms(dd),
+            dd / g,
+            ms(tp)
+        );
+    }
+    Ok(s)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let flops = conv_flops(&args.model)?;
@@ -252,6 +338,7 @@ fn main() -> Result<()> {
         );
     }
     s += &load_cost(&args.model)?;
+    s += &solve_path(handle, field, args.seconds)?;
     s += "\nC ABI: `piddm_generate` (noise drawn inside, seed fixed); C ABI vs ort: median over 15 alternating rounds of (C ABI / ort direct - 1); noise draw: the time `piddm_generate` spends drawing eps (its own work beyond ONNX Runtime; argument checks and the panic guard are below a microsecond), as a share of the call; ort direct: the same generate graph through `ort` with a prepared eps; tch: the student checkpoint in libtorch. Threads: each library's default (all cores).\n";
     print!("{s}");
     if let Some(p) = args.out {

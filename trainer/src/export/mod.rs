@@ -360,10 +360,8 @@ pub fn build(
         let node = |n: &str| Gv::Node(n.into());
         let (eps, x) = crate::amortise::answer(
             &mut f,
-            &meta.edm,
-            &net.net,
+            &crate::infer::Student::of(net, meta),
             enc,
-            norm,
             &node(io::OBSERVED),
             &node(io::MASK),
             &node(io::Z),
