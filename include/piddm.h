@@ -11,8 +11,9 @@
  *   PIDDM_MAX_* limits below before anything is allocated.
  * - Growing structs: piddm_options, piddm_solve_params and piddm_solve_report start with `size`.
  *   Fill them with their *_init(&s, sizeof s) before use; the library refuses a size it does not
- *   know with PIDDM_ERR_ABI and reads nothing else. Fields are only ever appended and statuses
- *   only ever added; PIDDM_ABI_VERSION changes only when an existing declaration changes.
+ *   know with PIDDM_ERR_ABI and reads nothing else. Fields are only ever appended, every earlier
+ *   size stays accepted (the fields it lacks take their defaults), and statuses are only ever
+ *   added; PIDDM_ABI_VERSION changes only when an existing declaration changes.
  *
  * Thread safety: a piddm_model may be used from many threads at once (generate, residual, solve,
  * shape, card); each call's result does not depend on the others. piddm_model_load and

@@ -4,8 +4,9 @@
 # the numerical solver, runs the Fortran warm start under `mpirun -np 2`, the C++ warm start, the
 # inverse example (after checking its adjoint gradient), and prints one summary table with figures.
 #   scripts/examples.sh [OUT_DIR]            (after scripts/setup.sh and cargo build --release)
-# Smaller runs: PIDDM_EXAMPLES_PROBLEMS (50), PIDDM_EXAMPLES_STEPS (the card's), PIDDM_EXAMPLES_SEEDS
-# (8), PIDDM_EXAMPLES_ITERATIONS (150),
+# Smaller runs: PIDDM_EXAMPLES_PROBLEMS (50), PIDDM_EXAMPLES_STEPS (the warm starts' surrogate steps:
+# the card's), PIDDM_EXAMPLES_INVERSE_STEPS (the inverse initialiser's: 0, the one-call answers, whose
+# mean over seeds is the start), PIDDM_EXAMPLES_SEEDS (8), PIDDM_EXAMPLES_ITERATIONS (150),
 # PIDDM_EXAMPLES_INVERSE (4 inverse problems); PIDDM_EXAMPLES_BUILD (build/examples) holds the builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ steps=${PIDDM_EXAMPLES_STEPS:-0}
 seeds=${PIDDM_EXAMPLES_SEEDS:-8}
 iterations=${PIDDM_EXAMPLES_ITERATIONS:-150}
 inverse=${PIDDM_EXAMPLES_INVERSE:-4}
+inverse_steps=${PIDDM_EXAMPLES_INVERSE_STEPS:-0}
 lib=$PWD/target/release/libpiddm.so
 train=${PIDDM_TRAIN:-./target/release/piddm-train}
 [ -f "$lib" ] || { echo "examples: $lib not found: run cargo build --release first" >&2; exit 1; }
@@ -43,6 +45,6 @@ if [ -x "$bin/darcy_warm_start_petsc" ]; then
   "$bin/darcy_warm_start_petsc" "$model" "$out/problems.f32" "$out" "$count" "${steps_arg[@]}"
 fi
 "$bin/darcy_inverse" --check-gradient "$out/problems.f32"
-"$bin/darcy_inverse" "$model" "$out/problems.f32" "$out" "$inverse" 0.05 "$seeds" "$iterations" "${steps_arg[@]}"
+"$bin/darcy_inverse" "$model" "$out/problems.f32" "$out" "$inverse" 0.05 "$seeds" "$iterations" "$inverse_steps"
 echo
 "$train" examples-report "$out"

@@ -4,7 +4,8 @@
 //!
 //! Structs the caller passes start with `size`, set by their `*_init` to `sizeof` as the caller was
 //! compiled; the library refuses a size it does not know with `PIDDM_ERR_ABI` before reading on.
-//! Fields are only ever appended, so a later library knows every earlier size.
+//! Fields are only ever appended and a later library accepts every earlier size ([`Versioned`]):
+//! it reads the fields that size holds and takes the defaults for the rest.
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
