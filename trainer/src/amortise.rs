@@ -53,13 +53,7 @@ pub fn encode<B: NetOps>(
     z: &B::V,
 ) -> B::V {
     let dev = enc.device();
-    let inv: Vec<f64> = norm.scale.iter().map(|s| 1.0 / s).collect();
-    let shift: Vec<f64> = norm
-        .mean
-        .iter()
-        .zip(&norm.scale)
-        .map(|(m, s)| -m / s)
-        .collect();
+    let (inv, shift) = norm.normalising_affine();
     let obs_n = affine_channels(b, observed, &inv, &shift, dev);
     let seen = b.mul(mask, &obs_n);
     let input = b.concat(&[&seen, mask, z]);

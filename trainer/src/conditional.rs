@@ -3,6 +3,7 @@
 //! few points of u, for the one-call answer, the card's defaults and the published solve; and the
 //! spread of several one-call answers to one observation.
 
+use crate::diagnose::{figure, Figure};
 use crate::examples::{darcy_problems, FieldFile};
 use crate::plot::save_fields;
 use anyhow::{ensure, Context, Result};
@@ -30,27 +31,6 @@ pub struct Settings {
     /// Also run the published solve (random start, 200 Adam steps, learning rate 0.05).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub published: bool,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Figure {
-    pub median: f64,
-    pub mean: f64,
-}
-
-fn figure(v: &[f64]) -> Figure {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let m = s.len();
-    let median = if m % 2 == 1 {
-        s[m / 2]
-    } else {
-        0.5 * (s[m / 2 - 1] + s[m / 2])
-    };
-    Figure {
-        median,
-        mean: s.iter().sum::<f64>() / m as f64,
-    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -85,15 +85,36 @@ pub struct StudentConfig {
 
 impl StudentConfig {
     pub fn train_config(&self) -> TrainConfig {
+        TrainConfig::plain(
+            self.steps,
+            self.batch,
+            self.lr,
+            self.warmup,
+            self.ema,
+            self.checkpoint_every,
+        )
+    }
+}
+
+impl TrainConfig {
+    /// No weight decay, the default clipping: what the student and the encoder train with.
+    fn plain(
+        steps: u64,
+        batch: i64,
+        lr: f64,
+        warmup: u64,
+        ema: f64,
+        checkpoint_every: u64,
+    ) -> Self {
         TrainConfig {
-            steps: self.steps,
-            batch: self.batch,
-            lr: self.lr,
-            warmup: self.warmup,
+            steps,
+            batch,
+            lr,
+            warmup,
             weight_decay: 0.0,
-            ema: self.ema,
+            ema,
             clip: default_clip(),
-            checkpoint_every: self.checkpoint_every,
+            checkpoint_every,
         }
     }
 }
@@ -131,16 +152,14 @@ pub struct AmortiseConfig {
 
 impl AmortiseConfig {
     pub fn train_config(&self) -> TrainConfig {
-        TrainConfig {
-            steps: self.steps,
-            batch: self.batch,
-            lr: self.lr,
-            warmup: self.warmup,
-            weight_decay: 0.0,
-            ema: self.ema,
-            clip: default_clip(),
-            checkpoint_every: self.checkpoint_every,
-        }
+        TrainConfig::plain(
+            self.steps,
+            self.batch,
+            self.lr,
+            self.warmup,
+            self.ema,
+            self.checkpoint_every,
+        )
     }
 }
 

@@ -39,6 +39,18 @@ impl Normalisation {
     pub fn to_normalised(&self, x: &Tensor) -> Tensor {
         (x - Self::view(&self.mean, x)) / Self::view(&self.scale, x)
     }
+    /// Per-channel (k, c) with x_normalised = k x_physical + c, for graphs that apply it as an
+    /// affine map.
+    pub fn normalising_affine(&self) -> (Vec<f64>, Vec<f64>) {
+        let k: Vec<f64> = self.scale.iter().map(|s| 1.0 / s).collect();
+        let c = self
+            .mean
+            .iter()
+            .zip(&self.scale)
+            .map(|(m, s)| -m / s)
+            .collect();
+        (k, c)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -96,7 +96,8 @@ pub struct Spread {
     pub mean_sparse_error_rate_a: Figure,
 }
 
-fn figure(v: &[f64]) -> Figure {
+/// Median and mean of `v`.
+pub fn figure(v: &[f64]) -> Figure {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     let m = s.len();

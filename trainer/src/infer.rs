@@ -27,13 +27,7 @@ pub fn emit_loss<O: FieldOps>(
     mask: &O::V,
     lambda: &O::V,
 ) -> (O::V, O::V) {
-    let inv: Vec<f64> = norm.scale.iter().map(|s| 1.0 / s).collect();
-    let shift: Vec<f64> = norm
-        .mean
-        .iter()
-        .zip(&norm.scale)
-        .map(|(m, s)| -m / s)
-        .collect();
+    let (inv, shift) = norm.normalising_affine();
     let obs_n = o.affine_channels(observed, &inv, &shift);
     let diff = o.sub(d, &obs_n);
     let md = o.mul(mask, &diff);

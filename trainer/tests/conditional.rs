@@ -1,0 +1,71 @@
+//! The conditional-answers report through the C ABI, on the tiny test artifact: its forward figure
+//! against the same answers computed through the Rust API and measured here.
+
+use piddm::card::Start;
+use piddm::{Model, Options};
+use piddm_trainer::conditional::{self, Settings};
+use std::path::PathBuf;
+
+#[test]
+fn report_matches_the_rust_api() {
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny.onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings {
+        model: model.clone(),
+        problems: 3,
+        seed: 5,
+        sparse: 0.1,
+        answers: 3,
+        published: false,
+    };
+    let r = conditional::run(&s, "test".into(), dir.path()).unwrap();
+    assert_eq!(r.rows.len(), 2);
+    let sp = r.spread.as_ref().unwrap();
+    for c in [
+        sp.coverage_forward_u,
+        sp.coverage_inverse_a,
+        sp.coverage_sparse,
+    ] {
+        assert!((0.0..=1.0).contains(&c), "{c}");
+    }
+    assert!(dir.path().join("conditional.png").exists());
+    assert!(conditional::markdown(&r).contains("| one call"));
+
+    // the one-call forward answers again, through piddm::Model, and their median error
+    let m = Model::load(&model, &Options::default()).unwrap();
+    let (card, _) = piddm_trainer::export::read_card(&model).unwrap();
+    let problems = piddm_trainer::examples::darcy_problems(&card, 3, 5).unwrap();
+    let plane = problems.plane();
+    let field = 2 * plane;
+    let truth: Vec<f32> = (0..3)
+        .flat_map(|p| problems.data[p * 3 * plane..(p * 3 + 2) * plane].to_vec())
+        .collect();
+    let mask: Vec<u8> = (0..3 * field)
+        .map(|i| ((i % field) < plane) as u8)
+        .collect();
+    let p = piddm::SolveParams {
+        steps: 0,
+        start: Start::Amortised,
+        ..m.default_solve_params()
+    };
+    let mut out = vec![0f32; truth.len()];
+    m.solve(&truth, &mask, 3, &p, &mut out).unwrap();
+    let mut rel: Vec<f64> = (0..3)
+        .map(|k| {
+            let u = k * field + plane..(k + 1) * field;
+            let num: f64 = u
+                .clone()
+                .map(|i| ((out[i] - truth[i]) as f64).powi(2))
+                .sum();
+            let den: f64 = u.map(|i| (truth[i] as f64).powi(2)).sum();
+            (num / den).sqrt()
+        })
+        .collect();
+    rel.sort_by(f64::total_cmp);
+    let got = r.rows[0].forward_rel_l2_u.median;
+    assert!(
+        (got - rel[1]).abs() <= 1e-12,
+        "report {got}, Rust API {}",
+        rel[1]
+    );
+}
