@@ -194,8 +194,9 @@ pub mod lbfgs {
             }
             self.dir = q.iter().map(|&v| -v as f32).collect();
             self.slope = dot(&self.g, &self.dir);
-            if self.slope >= 0.0 {
-                // not a descent direction (curvature information gone bad): start over
+            if self.slope >= 0.0 && !self.pairs.is_empty() {
+                // not a descent direction (curvature information gone bad): start over from the
+                // scaled gradient, which is one unless the gradient is zero (then dir is zero too)
                 self.pairs.clear();
                 self.direction(lr);
             }
@@ -289,6 +290,24 @@ mod tests {
         })
         .unwrap();
         assert_eq!(alone.x[..], r.x[..n]);
+    }
+
+    /// A sample whose gradient is exactly zero (at a minimiser, or where the loss is flat) stays
+    /// where it is: its direction is zero, and no descent direction is searched for without end.
+    #[test]
+    fn lbfgs_at_a_zero_gradient_stays_put() {
+        let n = 8;
+        let x0: Vec<f32> = (0..2 * n).map(|i| i as f32).collect();
+        let r = minimise::<()>(Optimizer::Lbfgs, x0.clone(), n, 3, 0.5, |x| {
+            Ok(Eval {
+                loss: vec![1.0; 2],
+                grad: vec![0.0; x.len()],
+                extra: x.to_vec(),
+            })
+        })
+        .unwrap();
+        assert_eq!(r.x, x0);
+        assert_eq!(r.history, vec![1.0; 4]);
     }
 
     #[test]

@@ -198,3 +198,36 @@ fn bad_values_of_the_fast_path_are_refused() {
     let e = m.solve(&bad, &mask, 1, &one, &mut out).unwrap_err();
     assert_eq!(e.status, Status::PIDDM_ERR_NONFINITE);
 }
+
+/// Nothing observed and no PDE term: the loss is flat and its gradient exactly zero. L-BFGS keeps
+/// each sample where it starts instead of searching for a descent direction without end (which
+/// overflowed the stack and aborted the host process).
+#[test]
+fn lbfgs_on_a_flat_loss_returns() {
+    let m = load("tests/data/tiny.onnx");
+    let (x, _) = problem(&m, 2);
+    let nothing = vec![0u8; x.len()];
+    let p = piddm::SolveParams {
+        steps: 3,
+        lambda_infer: 0.0,
+        optimizer: Optimizer::Lbfgs,
+        ..m.default_solve_params()
+    };
+    let mut out = vec![0f32; x.len()];
+    let r = m.solve(&x, &nothing, 2, &p, &mut out).unwrap();
+    assert_eq!(r.loss_history, vec![0.0; 4]);
+    // the answer is the start's: the one-call answer to the same (empty) observation, up to the
+    // float rounding of another graph (refine against amortised) computing the same student
+    let mut one = vec![0f32; x.len()];
+    let zero_steps = piddm::SolveParams { steps: 0, ..p };
+    m.solve(&x, &nothing, 2, &zero_steps, &mut one).unwrap();
+    let scale = one.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let diff = out
+        .iter()
+        .zip(&one)
+        .fold(0f32, |a, (u, v)| a.max((u - v).abs()));
+    assert!(
+        diff <= 1e-5 * scale,
+        "max difference {diff} (scale {scale})"
+    );
+}
