@@ -301,6 +301,12 @@ fn check_interface(s: &Session, part: Part, c: &ModelCard) -> std::result::Resul
     check("outputs", s.outputs(), &outputs)
 }
 
+/// A solve's observations, checked: the values where observed (zero elsewhere) and the mask as 0/1.
+struct Observed {
+    values: Vec<f32>,
+    mask: Vec<f32>,
+}
+
 /// A zeroed buffer, or a status if the memory cannot be had (a failed allocation would abort).
 pub(crate) fn zeros<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
     let mut v = Vec::new();
@@ -581,45 +587,51 @@ impl Model {
         out: &mut [f32],
     ) -> Result<SolveReport> {
         let noise = self.noise(params.seed, batch)?;
-        match self.start(params)? {
+        let start = self.start(params)?;
+        let o = self.observations(observed, mask, out.len(), batch, params)?;
+        let eps = match start {
             Start::Amortised => {
-                let (obs, maskf) = self.observations(observed, mask, batch, params)?;
-                self.check_len("output buffer", out.len(), batch, self.shape[0])?;
-                let eps = self.amortised_answer(&noise, &obs, &maskf, batch, out)?;
+                let eps = self.amortised_answer(&noise, &o, batch, out)?;
                 if params.steps == 0 {
-                    return self.report(
-                        Start::Amortised,
-                        Vec::new(),
-                        &obs,
-                        mask,
-                        batch,
-                        params,
-                        out,
-                    );
+                    return self.report(start, Vec::new(), &o, batch, params, out);
                 }
-                self.solve_from(eps, observed, mask, batch, params, out)
-                    .map(|r| SolveReport {
-                        start: Start::Amortised,
-                        ..r
-                    })
+                eps
             }
-            _ => self.solve_from(noise, observed, mask, batch, params, out),
-        }
+            _ => noise,
+        };
+        self.refine(eps, &o, batch, params, start, out)
     }
 
-    /// Checks the solve's inputs and parameters; the observations with unobserved entries zeroed
-    /// and the mask as 0/1 floats.
-    fn observations(
+    /// As [`Model::solve`] with the random start, from a given initial eps.
+    pub fn solve_from(
         &self,
+        eps: Vec<f32>,
         observed: &[f32],
         mask: &[u8],
         batch: usize,
         params: &SolveParams,
-    ) -> Result<(Vec<f32>, Vec<f32>)> {
+        out: &mut [f32],
+    ) -> Result<SolveReport> {
+        let o = self.observations(observed, mask, out.len(), batch, params)?;
+        self.check_len("eps", eps.len(), batch, self.shape[0])?;
+        self.refine(eps, &o, batch, params, Start::Random, out)
+    }
+
+    /// Checks the solve's inputs, output length and parameters; the observations with unobserved
+    /// entries zeroed and the mask as 0/1 floats.
+    fn observations(
+        &self,
+        observed: &[f32],
+        mask: &[u8],
+        out_len: usize,
+        batch: usize,
+        params: &SolveParams,
+    ) -> Result<Observed> {
         self.check_batch(batch)?;
         let c = self.shape[0];
         self.check_len("observations", observed.len(), batch, c)?;
         self.check_len("mask", mask.len(), batch, c)?;
+        self.check_len("output buffer", out_len, batch, c)?;
         if params.steps as u64 > MAX_STEPS {
             return Err(err!(
                 PIDDM_ERR_INVALID_ARGUMENT,
@@ -645,8 +657,8 @@ impl Model {
         for (f, &m) in maskf.iter_mut().zip(mask) {
             *f = if m != 0 { 1.0 } else { 0.0 };
         }
-        let mut obs = zeros::<f32>(observed.len(), "the observations")?;
-        for i in 0..obs.len() {
+        let mut values = zeros::<f32>(observed.len(), "the observations")?;
+        for i in 0..values.len() {
             if mask[i] != 0 {
                 if !observed[i].is_finite() {
                     return Err(err!(
@@ -655,18 +667,20 @@ impl Model {
                         observed[i]
                     ));
                 }
-                obs[i] = observed[i];
+                values[i] = observed[i];
             }
         }
-        Ok((obs, maskf))
+        Ok(Observed {
+            values,
+            mask: maskf,
+        })
     }
 
     /// The amortised encoder's eps for each observation (z = `noise`), and its answer into `out`.
     fn amortised_answer(
         &self,
         noise: &[f32],
-        obs: &[f32],
-        maskf: &[f32],
+        o: &Observed,
         batch: usize,
         out: &mut [f32],
     ) -> Result<Vec<f32>> {
@@ -677,8 +691,8 @@ impl Model {
             for r in self.chunks(batch) {
                 let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
                 let outs = s.run(ort::inputs![
-                    io::OBSERVED => TensorRef::from_array_view((dims, &obs[at.clone()]))?,
-                    io::MASK => TensorRef::from_array_view((dims, &maskf[at.clone()]))?,
+                    io::OBSERVED => TensorRef::from_array_view((dims, &o.values[at.clone()]))?,
+                    io::MASK => TensorRef::from_array_view((dims, &o.mask[at.clone()]))?,
                     io::Z => TensorRef::from_array_view((dims, &noise[at.clone()]))?,
                 ])?;
                 copy_out(&outs[io::EPS], &mut eps[at.clone()])?;
@@ -690,20 +704,18 @@ impl Model {
         Ok(eps)
     }
 
-    /// As [`Model::solve`] with the random start, from a given initial eps.
-    pub fn solve_from(
+    /// `params.steps` steps of `params.optimizer` on the refine graph's loss from `eps`; the
+    /// answer at the points kept goes to `out`.
+    fn refine(
         &self,
         eps: Vec<f32>,
-        observed: &[f32],
-        mask: &[u8],
+        o: &Observed,
         batch: usize,
         params: &SolveParams,
+        start: Start,
         out: &mut [f32],
     ) -> Result<SolveReport> {
-        let (obs, maskf) = self.observations(observed, mask, batch, params)?;
         let c = self.shape[0];
-        self.check_len("eps", eps.len(), batch, c)?;
-        self.check_len("output buffer", out.len(), batch, c)?;
         let lambda = [params.lambda_infer as f32];
         let f = self.field_len();
         let done = self.refine.with(|s| {
@@ -723,8 +735,8 @@ impl Model {
                         let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
                         let outs = s.run(ort::inputs![
                             io::EPS => TensorRef::from_array_view((dims, &x[at.clone()]))?,
-                            io::OBSERVED => TensorRef::from_array_view((dims, &obs[at.clone()]))?,
-                            io::MASK => TensorRef::from_array_view((dims, &maskf[at.clone()]))?,
+                            io::OBSERVED => TensorRef::from_array_view((dims, &o.values[at.clone()]))?,
+                            io::MASK => TensorRef::from_array_view((dims, &o.mask[at.clone()]))?,
                             io::LAMBDA => TensorRef::from_array_view(([1usize], &lambda[..]))?,
                         ])?;
                         let (_, loss) = outs[io::LOSS].try_extract_tensor::<f32>()?;
@@ -744,17 +756,15 @@ impl Model {
             ));
         }
         out.copy_from_slice(&done.extra);
-        self.report(Start::Random, done.history, &obs, mask, batch, params, out)
+        self.report(start, done.history, o, batch, params, out)
     }
 
     /// The report of a solve whose answer is in `out`: misfit to the observations and residual.
-    #[allow(clippy::too_many_arguments)]
     fn report(
         &self,
         start: Start,
         loss_history: Vec<f64>,
-        obs: &[f32],
-        mask: &[u8],
+        o: &Observed,
         batch: usize,
         params: &SolveParams,
         out: &[f32],
@@ -762,9 +772,9 @@ impl Model {
         let mut r = zeros::<f32>(batch * self.plane(), "the residual")?;
         let residual = self.residual(out, batch, &mut r)?;
         let (mut se, mut cnt) = (0.0f64, 0usize);
-        for i in 0..out.len() {
-            if mask[i] != 0 {
-                se += ((out[i] - obs[i]) as f64).powi(2);
+        for ((&x, &v), &m) in out.iter().zip(&o.values).zip(&o.mask) {
+            if m != 0.0 {
+                se += ((x - v) as f64).powi(2);
                 cnt += 1;
             }
         }
