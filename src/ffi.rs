@@ -207,44 +207,58 @@ pub enum piddm_optimizer {
     PIDDM_OPTIMIZER_LBFGS = 1,
 }
 
+/// The C values of `start` and `optimizer`, one table each for both directions.
+const STARTS: [(piddm_start, Start); 3] = [
+    (piddm_start::PIDDM_START_AUTO, Start::Auto),
+    (piddm_start::PIDDM_START_RANDOM, Start::Random),
+    (piddm_start::PIDDM_START_AMORTISED, Start::Amortised),
+];
+const OPTIMIZERS: [(piddm_optimizer, Optimizer); 2] = [
+    (piddm_optimizer::PIDDM_OPTIMIZER_ADAM, Optimizer::Adam),
+    (piddm_optimizer::PIDDM_OPTIMIZER_LBFGS, Optimizer::Lbfgs),
+];
+
 fn start_from_c(v: i32) -> Result<Start> {
-    use piddm_start::*;
-    match v {
-        x if x == PIDDM_START_AUTO as i32 => Ok(Start::Auto),
-        x if x == PIDDM_START_RANDOM as i32 => Ok(Start::Random),
-        x if x == PIDDM_START_AMORTISED as i32 => Ok(Start::Amortised),
-        _ => Err(err!(
-            PIDDM_ERR_INVALID_ARGUMENT,
-            "params->start is {v}, not a piddm_start (PIDDM_START_AUTO, _RANDOM or _AMORTISED)"
-        )),
-    }
+    STARTS
+        .iter()
+        .find(|(c, _)| *c as i32 == v)
+        .map(|&(_, s)| s)
+        .ok_or_else(|| {
+            err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "params->start is {v}, not a piddm_start (PIDDM_START_AUTO, _RANDOM or _AMORTISED)"
+            )
+        })
 }
 
 fn start_to_c(s: Start) -> i32 {
-    (match s {
-        Start::Auto => piddm_start::PIDDM_START_AUTO,
-        Start::Random => piddm_start::PIDDM_START_RANDOM,
-        Start::Amortised => piddm_start::PIDDM_START_AMORTISED,
-    }) as i32
+    STARTS
+        .iter()
+        .find(|(_, r)| *r == s)
+        .map(|&(c, _)| c as i32)
+        .expect("STARTS lists every Start")
 }
 
 fn optimizer_from_c(v: i32) -> Result<Optimizer> {
-    use piddm_optimizer::*;
-    match v {
-        x if x == PIDDM_OPTIMIZER_ADAM as i32 => Ok(Optimizer::Adam),
-        x if x == PIDDM_OPTIMIZER_LBFGS as i32 => Ok(Optimizer::Lbfgs),
-        _ => Err(err!(
-            PIDDM_ERR_INVALID_ARGUMENT,
-            "params->optimizer is {v}, not a piddm_optimizer (PIDDM_OPTIMIZER_ADAM or _LBFGS)"
-        )),
-    }
+    OPTIMIZERS
+        .iter()
+        .find(|(c, _)| *c as i32 == v)
+        .map(|&(_, o)| o)
+        .ok_or_else(|| {
+            err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "params->optimizer is {v}, not a piddm_optimizer (PIDDM_OPTIMIZER_ADAM or _LBFGS)"
+            )
+        })
 }
 
 fn optimizer_to_c(o: Optimizer) -> i32 {
-    (match o {
-        Optimizer::Adam => piddm_optimizer::PIDDM_OPTIMIZER_ADAM,
-        Optimizer::Lbfgs => piddm_optimizer::PIDDM_OPTIMIZER_LBFGS,
-    }) as i32
+    OPTIMIZERS
+        .iter()
+        .find(|(_, r)| *r == o)
+        .map_or(piddm_optimizer::PIDDM_OPTIMIZER_ADAM as i32, |&(c, _)| {
+            c as i32
+        })
 }
 
 /// What `piddm_solve` did. Fill with `piddm_solve_report_init(&rep, sizeof rep)`.
@@ -750,6 +764,22 @@ fn abi1(old: &str, new: &str) -> crate::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every start and optimiser has a C value and comes back from it; other values are refused.
+    #[test]
+    fn enums_round_trip_through_their_c_values() {
+        for s in [Start::Auto, Start::Random, Start::Amortised] {
+            assert_eq!(start_from_c(start_to_c(s)).unwrap(), s);
+        }
+        for o in [Optimizer::Adam, Optimizer::Lbfgs] {
+            assert_eq!(optimizer_from_c(optimizer_to_c(o)).unwrap(), o);
+        }
+        assert_eq!(start_to_c(Start::Amortised), 2);
+        assert_eq!(optimizer_to_c(Optimizer::Lbfgs), 1);
+        for bad in [-1, 3, i32::MAX] {
+            assert!(start_from_c(bad).is_err() && optimizer_from_c(bad).is_err());
+        }
+    }
 
     /// A panic inside an entry point becomes PIDDM_ERR_PANIC with a message, and the next call
     /// on the thread starts clean.
