@@ -3,7 +3,7 @@
 //! few points of u, for the one-call answer, the card's defaults and the published solve; and the
 //! spread of several one-call answers to one observation.
 
-use crate::diagnose::{figure, Figure};
+use crate::diagnose::{figure, per_problem, Figure};
 use crate::examples::{darcy_problems, FieldFile};
 use crate::plot::save_fields;
 use anyhow::{ensure, Context, Result};
@@ -157,27 +157,6 @@ fn masks(f: &FieldFile, field: usize, sparse: f64, seed: u64) -> [Vec<u8>; 3] {
     [channel(0), channel(1), pts]
 }
 
-/// Per problem: relative L2 of u and the error rate of a at `thr`.
-fn metrics(x: &[f32], truth: &[f32], field: usize, plane: usize, thr: f32) -> (Vec<f64>, Vec<f64>) {
-    let (mut rel, mut err) = (Vec::new(), Vec::new());
-    for (xs, ts) in x.chunks(field).zip(truth.chunks(field)) {
-        let (num, den) = xs[plane..]
-            .iter()
-            .zip(&ts[plane..])
-            .fold((0.0, 0.0), |(n, d), (a, b)| {
-                (n + ((a - b) as f64).powi(2), d + (*b as f64).powi(2))
-            });
-        rel.push((num / den).sqrt());
-        let wrong = xs[..plane]
-            .iter()
-            .zip(&ts[..plane])
-            .filter(|(a, b)| (**a >= thr) != (**b >= thr))
-            .count();
-        err.push(wrong as f64 / plane as f64);
-    }
-    (rel, err)
-}
-
 pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
     ensure!(s.problems >= 1, "at least one problem");
     let h = Handle::load(&s.model)?;
@@ -250,9 +229,9 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             .map(|m| h.solve(&observe(m), m, s.problems, p))
             .collect::<Result<_>>()?;
         let secs = t.elapsed().as_secs_f64() / (3 * s.problems) as f64;
-        let f = metrics(&answers[0], &truth, field, plane, thr).0;
-        let i = metrics(&answers[1], &truth, field, plane, thr).1;
-        let sp = metrics(&answers[2], &truth, field, plane, thr).1;
+        let f = per_problem(&answers[0], &truth, field, plane, thr).0;
+        let i = per_problem(&answers[1], &truth, field, plane, thr).1;
+        let sp = per_problem(&answers[2], &truth, field, plane, thr).1;
         rows.push(Row {
             method: name.clone(),
             start: p.start,
@@ -321,9 +300,9 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             coverage_forward_u: cover[0],
             coverage_inverse_a: cover[1],
             coverage_sparse: cover[2],
-            mean_forward_rel_l2_u: figure(&metrics(&means[0], &truth, field, plane, thr).0),
-            mean_inverse_error_rate_a: figure(&metrics(&means[1], &truth, field, plane, thr).1),
-            mean_sparse_error_rate_a: figure(&metrics(&means[2], &truth, field, plane, thr).1),
+            mean_forward_rel_l2_u: figure(&per_problem(&means[0], &truth, field, plane, thr).0),
+            mean_inverse_error_rate_a: figure(&per_problem(&means[1], &truth, field, plane, thr).1),
+            mean_sparse_error_rate_a: figure(&per_problem(&means[2], &truth, field, plane, thr).1),
         };
         shown.push(stds.swap_remove(2));
         Some(sp)

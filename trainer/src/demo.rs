@@ -47,20 +47,10 @@ pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<
         .solve(&truth, &mask_for(1), problems, &params_solve, &mut inv)
         .map_err(e)?;
     let solve_s = t.elapsed().as_secs_f64() / (2 * problems) as f64;
-    let (mut rel, mut err) = (0.0, 0.0);
     let thr = card.pde.threshold.unwrap_or(7.5) as f32;
-    for p in 0..problems {
-        let u = p * field + plane..(p + 1) * field;
-        let num: f64 = u
-            .clone()
-            .map(|i| ((fwd[i] - truth[i]) as f64).powi(2))
-            .sum();
-        let den: f64 = u.map(|i| (truth[i] as f64).powi(2)).sum();
-        rel += (num / den).sqrt() / problems as f64;
-        let a = p * field..p * field + plane;
-        err += a.filter(|&i| (inv[i] >= thr) != (truth[i] >= thr)).count() as f64
-            / (plane * problems) as f64;
-    }
+    let mean = |v: Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+    let rel = mean(crate::diagnose::per_problem(&fwd, &truth, field, plane, thr).0);
+    let err = mean(crate::diagnose::per_problem(&inv, &truth, field, plane, thr).1);
     let pick = |v: &[f32], p: usize, ch: usize| {
         v[p * field + ch * plane..p * field + (ch + 1) * plane].to_vec()
     };

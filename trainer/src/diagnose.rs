@@ -112,30 +112,50 @@ pub fn figure(v: &[f64]) -> Figure {
     }
 }
 
-/// Per problem: relative L2 of channel 1 (u) and the error rate of channel 0 (a) at `threshold`.
-fn metrics(x: &Tensor, truth: &Tensor, threshold: f64) -> (Vec<f64>, Vec<f64>) {
-    let dims = [1i64, 2, 3];
-    let (u, ut) = (x.narrow(1, 1, 1), truth.narrow(1, 1, 1));
-    let num = (&u - &ut)
-        .square()
-        .sum_dim_intlist(dims.as_slice(), false, Kind::Double)
-        .sqrt();
-    let den = ut
-        .square()
-        .sum_dim_intlist(dims.as_slice(), false, Kind::Double)
-        .sqrt();
-    let rel = Vec::<f64>::try_from(num / den).expect("f64");
-    let (a, at) = (
-        x.narrow(1, 0, 1).ge(threshold),
-        truth.narrow(1, 0, 1).ge(threshold),
-    );
-    let err = Vec::<f64>::try_from(a.ne_tensor(&at).to_kind(Kind::Double).mean_dim(
-        dims.as_slice(),
-        false,
-        Kind::Double,
-    ))
-    .expect("f64");
+/// Per problem of fields laid out [problem][a, u][plane] (`field` = 2 `plane` values each): the
+/// relative L2 error of u and the error rate of a thresholded at `thr`.
+pub fn per_problem(
+    x: &[f32],
+    truth: &[f32],
+    field: usize,
+    plane: usize,
+    thr: f32,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut rel, mut err) = (Vec::new(), Vec::new());
+    for (xs, ts) in x.chunks(field).zip(truth.chunks(field)) {
+        let (num, den) = xs[plane..]
+            .iter()
+            .zip(&ts[plane..])
+            .fold((0.0, 0.0), |(n, d), (a, b)| {
+                (n + ((a - b) as f64).powi(2), d + (*b as f64).powi(2))
+            });
+        rel.push((num / den).sqrt());
+        let wrong = xs[..plane]
+            .iter()
+            .zip(&ts[..plane])
+            .filter(|(a, b)| (**a >= thr) != (**b >= thr))
+            .count();
+        err.push(wrong as f64 / plane as f64);
+    }
     (rel, err)
+}
+
+/// [`per_problem`] on [N, 2, n, n] tensors.
+fn metrics(x: &Tensor, truth: &Tensor, threshold: f64) -> (Vec<f64>, Vec<f64>) {
+    let [_, c, h, w] = x.size()[..] else {
+        panic!("problems are [N, C, n, n]")
+    };
+    let flat = |t: &Tensor| {
+        Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().reshape([-1])).expect("f32")
+    };
+    let plane = (h * w) as usize;
+    per_problem(
+        &flat(x),
+        &flat(truth),
+        c as usize * plane,
+        plane,
+        threshold as f32,
+    )
 }
 
 /// The best of several solves, per problem.
