@@ -3,7 +3,7 @@
 //! few points of u, for the one-call answer, the card's defaults and the published solve; and the
 //! spread of several one-call answers to one observation.
 
-use crate::diagnose::{figure, per_problem, Figure};
+use crate::diagnose::{ensemble, figure, per_problem, Ensemble, Figure};
 use crate::examples::{darcy_problems, FieldFile};
 use crate::plot::save_fields;
 use anyhow::{ensure, Context, Result};
@@ -184,6 +184,17 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             .map(|(&t, &k)| if k != 0 { t } else { f32::NAN })
             .collect()
     };
+    let mut has = 0i32;
+    // SAFETY: live handle, out-pointer to a local.
+    check(
+        unsafe { ffi::piddm_model_has_amortised(h.0, &mut has) },
+        "has_amortised",
+    )?;
+    ensure!(
+        has == 1,
+        "{} has no amortised part: its conditional answers are the published solve's (piddm-train eval)",
+        s.model.display()
+    );
     let defaults = h.defaults()?;
     let mut methods = vec![
         (
@@ -246,65 +257,33 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             shown = answers; // the card's defaults are what the figure shows
         }
     }
-    let mut has = 0i32;
-    // SAFETY: live handle, out-pointer to a local.
-    check(
-        unsafe { ffi::piddm_model_has_amortised(h.0, &mut has) },
-        "has_amortised",
-    )?;
-    let spread = if has == 1 && s.answers >= 2 {
+    let spread = if s.answers >= 2 {
         eprintln!("conditional: spread of {} one-call answers", s.answers);
-        let mut cover = Vec::new();
-        let mut means = Vec::new();
-        let mut stds = Vec::new();
+        let mut e = Vec::new();
         for m in &tasks {
             let draws: Vec<Vec<f32>> = (0..s.answers as u64)
                 .map(|seed| {
-                    h.solve(
-                        &observe(m),
-                        m,
-                        s.problems,
-                        &ffi::piddm_solve_params {
-                            seed,
-                            ..methods[0].1
-                        },
-                    )
+                    let p = ffi::piddm_solve_params {
+                        seed,
+                        ..methods[0].1
+                    };
+                    h.solve(&observe(m), m, s.problems, &p)
                 })
                 .collect::<Result<_>>()?;
-            let k = draws.len() as f64;
-            let mean: Vec<f32> = (0..truth.len())
-                .map(|i| (draws.iter().map(|d| d[i] as f64).sum::<f64>() / k) as f32)
-                .collect();
-            let std: Vec<f32> = (0..truth.len())
-                .map(|i| {
-                    let v = draws
-                        .iter()
-                        .map(|d| (d[i] as f64 - mean[i] as f64).powi(2))
-                        .sum::<f64>();
-                    (v / (k - 1.0)).sqrt() as f32
-                })
-                .collect();
-            let (mut inside, mut unknown) = (0usize, 0usize);
-            for i in 0..truth.len() {
-                if m[i] == 0 {
-                    unknown += 1;
-                    inside += ((mean[i] - truth[i]).abs() <= 2.0 * std[i]) as usize;
-                }
-            }
-            cover.push(inside as f64 / unknown.max(1) as f64);
-            means.push(mean);
-            stds.push(std);
+            let unknown: Vec<bool> = m.iter().map(|&k| k == 0).collect();
+            e.push(ensemble(&draws, &truth, &unknown));
         }
+        let metric = |e: &Ensemble| per_problem(&e.mean, &truth, field, plane, thr);
         let sp = Spread {
             answers: s.answers,
-            coverage_forward_u: cover[0],
-            coverage_inverse_a: cover[1],
-            coverage_sparse: cover[2],
-            mean_forward_rel_l2_u: figure(&per_problem(&means[0], &truth, field, plane, thr).0),
-            mean_inverse_error_rate_a: figure(&per_problem(&means[1], &truth, field, plane, thr).1),
-            mean_sparse_error_rate_a: figure(&per_problem(&means[2], &truth, field, plane, thr).1),
+            coverage_forward_u: e[0].coverage,
+            coverage_inverse_a: e[1].coverage,
+            coverage_sparse: e[2].coverage,
+            mean_forward_rel_l2_u: figure(&metric(&e[0]).0),
+            mean_inverse_error_rate_a: figure(&metric(&e[1]).1),
+            mean_sparse_error_rate_a: figure(&metric(&e[2]).1),
         };
-        shown.push(stds.swap_remove(2));
+        shown.push(e.swap_remove(2).std);
         Some(sp)
     } else {
         None
