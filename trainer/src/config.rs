@@ -1,15 +1,17 @@
 //! Presets: every hyper-parameter of a pipeline run, in TOML. The shipped ones are compiled in;
 //! a path to a TOML file works too.
 
-use crate::pde::PdeKind;
+use crate::pde::Pde;
 use crate::unet::UNetConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub const PRESETS: [(&str, &str); 3] = [
+pub const PRESETS: [(&str, &str); 5] = [
     ("tiny", include_str!("../presets/tiny.toml")),
     ("cpu", include_str!("../presets/cpu.toml")),
     ("paper", include_str!("../presets/paper.toml")),
+    ("poisson", include_str!("../presets/poisson.toml")),
+    ("helmholtz", include_str!("../presets/helmholtz.toml")),
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -31,7 +33,9 @@ pub struct Preset {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    pub pde: PdeKind,
+    /// A family's name (default parameters) or a table with `family` and parameters.
+    #[serde(deserialize_with = "crate::pde::deserialize_spec")]
+    pub pde: Pde,
     pub res: usize,
     pub train: usize,
     pub test: usize,
@@ -215,5 +219,25 @@ mod tests {
         }
         let e = Preset::load("huge").err().unwrap();
         assert!(e.to_string().contains("unknown preset 'huge'"), "{e}");
+    }
+
+    /// A preset names a family or gives it with parameters; bad ones are refused by name.
+    #[test]
+    fn preset_pde_by_name_or_table() {
+        let tiny = PRESETS[0].1;
+        let with = |pde: &str| {
+            let text = tiny.replace("pde = \"darcy\"", pde);
+            toml::from_str::<Preset>(&text)
+        };
+        let p = with("pde = { family = \"helmholtz\", k = 2.0 }").unwrap();
+        assert!(matches!(p.data.pde, crate::pde::Pde::Helmholtz(h) if h.k == 2.0));
+        assert_eq!(
+            with("pde = \"poisson\"").unwrap().data.pde.name(),
+            "poisson"
+        );
+        let e = with("pde = { family = \"helmholtz\", k = -2.0 }").unwrap_err();
+        assert!(e.to_string().contains("wavenumber k"), "{e}");
+        let e = with("pde = \"heat\"").unwrap_err();
+        assert!(e.to_string().contains("unknown PDE 'heat'"), "{e}");
     }
 }

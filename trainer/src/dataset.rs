@@ -3,7 +3,7 @@
 //! File layout: one tensor `fields`, float32 [N, C, n, n] in physical units (channels in the PDE's
 //! order), and the metadata key `piddm.dataset` holding [`DatasetMeta`] as JSON.
 
-use crate::pde::{darcy, grf::GrfSampler, Grid, PdeKind};
+use crate::pde::{Grid, Pde};
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
@@ -56,9 +56,9 @@ impl Normalisation {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DatasetMeta {
     pub format: u32,
-    pub pde: PdeKind,
+    /// The family and its parameters.
+    pub pde: Pde,
     pub grid: Grid,
-    pub darcy: darcy::DarcyParams,
     pub seed: u64,
     pub count: usize,
     pub channels: Vec<String>,
@@ -75,20 +75,13 @@ pub struct Dataset {
 
 /// Generates `count` samples; sample i depends only on (seed, i), so the result does not depend on
 /// the number of threads.
-pub fn generate(
-    pde: PdeKind,
-    grid: Grid,
-    params: darcy::DarcyParams,
-    count: usize,
-    seed: u64,
-    sigma_data: f64,
-) -> Result<Dataset> {
+pub fn generate(pde: Pde, grid: Grid, count: usize, seed: u64, sigma_data: f64) -> Result<Dataset> {
     if count < 2 {
         bail!("a data set needs at least 2 samples, got {count}");
     }
     let n = grid.n;
-    let grf = GrfSampler::new(params.grf, n);
-    let solver = darcy::DarcySolver::new(grid)?;
+    pde.family().validate()?;
+    let sampler = pde.family().sampler(grid)?;
     let bar = ProgressBar::new(count as u64).with_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
             .unwrap()
@@ -101,9 +94,12 @@ pub fn generate(
         .map(|i| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             rng.set_stream(i as u64);
-            let (a, u, rel) = darcy::sample(&params, &grf, &solver, &mut rng)?;
+            let s = sampler.sample(&mut rng)?;
             bar.inc(1);
-            Ok((a.iter().chain(u.iter()).map(|&v| v as f32).collect(), rel))
+            Ok((
+                s.fields.iter().map(|&v| v as f32).collect(),
+                s.solver_residual,
+            ))
         })
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
@@ -122,7 +118,6 @@ pub fn generate(
         format: FORMAT_VERSION,
         pde,
         grid,
-        darcy: params,
         seed,
         count,
         channels: pde.channels().iter().map(|c| c.0.to_string()).collect(),
@@ -155,8 +150,12 @@ impl Dataset {
         let corrupt = |why: String| {
             anyhow::anyhow!("{} is not a valid piddm data set: {why}", path.display())
         };
-        let meta: DatasetMeta =
-            serde_json::from_str(&meta_json).map_err(|e| corrupt(format!("bad metadata ({e})")))?;
+        let meta: DatasetMeta = serde_json::from_str(&meta_json)
+            .and_then(|mut v: serde_json::Value| {
+                crate::pde::migrate_legacy(&mut v);
+                serde_json::from_value(v)
+            })
+            .map_err(|e| corrupt(format!("bad metadata ({e})")))?;
         if meta.format != FORMAT_VERSION {
             return Err(corrupt(format!(
                 "format {} (this build reads {FORMAT_VERSION})",
@@ -186,9 +185,9 @@ mod tests {
     #[test]
     fn generate_is_seeded_saves_and_loads() {
         let grid = Grid::new(16).unwrap();
-        let p = darcy::DarcyParams::default();
-        let d1 = generate(PdeKind::Darcy, grid, p, 6, 5, 0.5).unwrap();
-        let d2 = generate(PdeKind::Darcy, grid, p, 6, 5, 0.5).unwrap();
+        let p = Pde::parse("darcy").unwrap();
+        let d1 = generate(p, grid, 6, 5, 0.5).unwrap();
+        let d2 = generate(p, grid, 6, 5, 0.5).unwrap();
         assert!(d1.fields.equal(&d2.fields));
         assert!(d1.meta.max_solver_residual <= 1e-10);
         let dir = tempfile::tempdir().unwrap();
@@ -218,9 +217,8 @@ mod tests {
             .unwrap();
         assert!(format!("{missing:#}").contains("cannot read data set"));
         let d = generate(
-            PdeKind::Darcy,
+            Pde::parse("darcy").unwrap(),
             Grid::new(8).unwrap(),
-            Default::default(),
             3,
             1,
             0.5,

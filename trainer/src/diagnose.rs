@@ -15,7 +15,7 @@ use crate::config::{InferConfig, Preset};
 use crate::dataset;
 use crate::infer::Student;
 use crate::train::load_ema;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
@@ -259,10 +259,15 @@ pub fn diagnose(
     let (net, meta) = load_ema(student)?;
     let st = Student::of(&net, &meta);
     let d = &meta.data;
+    let threshold = d.pde.family().threshold().with_context(|| {
+        format!(
+            "diagnose scores a binary coefficient's error rate; {} has none",
+            d.pde.name()
+        )
+    })?;
     let problems = dataset::generate(
         d.pde,
         d.grid,
-        d.darcy,
         s.problems.max(2),
         s.seed,
         meta.edm.sigma_data,
@@ -275,7 +280,6 @@ pub fn diagnose(
     let [p, _, n, _] = truth.size()[..] else {
         anyhow::bail!("problems must be [N, C, n, n]")
     };
-    let threshold = d.darcy.threshold();
     let ones = Tensor::ones([p, 1, n, n], (Kind::Float, dev));
     let zeros = ones.zeros_like();
     let all = Tensor::cat(&[&ones, &ones], 1);

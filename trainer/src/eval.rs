@@ -10,6 +10,7 @@ use crate::config::Preset;
 use crate::dataset::Dataset;
 use crate::edm::Edm;
 use crate::infer::Student;
+use crate::pde::{Metric, Task};
 use crate::plot::save_fields;
 use crate::residual::ResidualOp;
 use crate::train::{load_ema, CheckpointMeta, Net, Role};
@@ -30,14 +31,24 @@ pub struct GenMetrics {
     pub seconds_per_sample: f64,
 }
 
+/// The error of one wanted channel, averaged over problems.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelError {
+    pub channel: String,
+    pub metric: Metric,
+    pub value: f64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct ProblemMetrics {
     pub problems: usize,
     pub steps: usize,
     pub lambda_infer: f64,
-    pub rel_l2_u: Option<f64>,
-    pub error_rate_a: Option<f64>,
+    /// What was given, in words ("all of a", "3 % of u").
+    pub observed: String,
     pub observed_fraction: f64,
+    /// Every channel not observed everywhere, with its family's metric.
+    pub errors: Vec<ChannelError>,
     pub seconds_per_problem: f64,
 }
 
@@ -185,7 +196,8 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     let zeros = ones.zeros_like();
     let eps_p = Tensor::randn([p, c, n, n], (Kind::Float, dev));
     let cfg = &preset.infer;
-    let threshold = tmeta.data.darcy.threshold();
+    let family = tmeta.data.pde.family();
+    let names = &test.meta.channels;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(preset.data.test_seed);
     let sparse: Vec<f32> = (0..p * n * n)
         .map(|_| if rng.random::<f64>() < 0.03 { 1.0 } else { 0.0 })
@@ -193,51 +205,74 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     let sparse = Tensor::from_slice(&sparse)
         .reshape([p, 1, n, n])
         .to_device(dev);
-    let rel_l2 = |x: &Tensor, ch: i64| {
-        let (a, b) = (x.narrow(1, ch, 1), truth_p.narrow(1, ch, 1));
-        let num = (&a - &b)
-            .square()
-            .sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double)
-            .sqrt();
-        let den = b
-            .square()
-            .sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double)
-            .sqrt();
-        f64::try_from((num / den).mean(Kind::Double)).unwrap()
+    // Dense masks of a task's observed channels; the sparse problem observes 3 % of the inverse
+    // problem's channels.
+    let dense = |task: Task| {
+        let obs = family.observed(task);
+        let planes: Vec<&Tensor> = (0..c as usize)
+            .map(|k| if obs.contains(&k) { &ones } else { &zeros })
+            .collect();
+        Tensor::cat(&planes, 1)
     };
-    let err_rate = |x: &Tensor| {
-        let (a, b) = (
-            x.narrow(1, 0, 1).ge(threshold),
-            truth_p.narrow(1, 0, 1).ge(threshold),
-        );
-        f64::try_from(a.ne_tensor(&b).to_kind(Kind::Double).mean(Kind::Double)).unwrap()
+    let sparse_mask = {
+        let obs = family.observed(Task::Inverse);
+        let planes: Vec<&Tensor> = (0..c as usize)
+            .map(|k| if obs.contains(&k) { &sparse } else { &zeros })
+            .collect();
+        Tensor::cat(&planes, 1)
     };
-    let solve = |mask: Tensor, name: &str| -> Result<(Tensor, ProblemMetrics)> {
-        eprintln!("eval: {name}, {p} problems x {} steps", cfg.steps);
+    let observed_words = |task: Task, what: &str| {
+        family
+            .observed(task)
+            .iter()
+            .map(|&k| format!("{what} {}", names[k]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let solve = |mask: Tensor, observed: String| -> Result<(Tensor, ProblemMetrics)> {
+        eprintln!("eval: {observed}, {p} problems x {} steps", cfg.steps);
         let t = Instant::now();
         let r = st1.solve(&eps_p, &truth_p, &mask, cfg)?;
         let secs = t.elapsed().as_secs_f64() / p as f64;
-        let frac = f64::try_from(mask.to_kind(Kind::Double).mean(Kind::Double))?;
+        let per_channel = mask.mean_dim([0i64, 2, 3].as_slice(), false, Kind::Double);
+        let per_channel = Vec::<f64>::try_from(per_channel)?;
+        let errors = (0..c)
+            .filter(|&k| per_channel[k as usize] < 1.0)
+            .map(|k| {
+                let metric = family.metric(k as usize);
+                let value = (0..p)
+                    .map(|i| metric.of(&field(&r.x, i, k), &field(&truth_p, i, k)))
+                    .sum::<f64>()
+                    / p as f64;
+                ChannelError {
+                    channel: names[k as usize].clone(),
+                    metric,
+                    value,
+                }
+            })
+            .collect();
         Ok((
             r.x,
             ProblemMetrics {
                 problems: p as usize,
                 steps: cfg.steps,
                 lambda_infer: cfg.lambda,
-                rel_l2_u: None,
-                error_rate_a: None,
-                observed_fraction: frac,
+                observed,
+                observed_fraction: per_channel.iter().sum::<f64>() / c as f64,
+                errors,
                 seconds_per_problem: secs,
             },
         ))
     };
-    let (xf, mut forward) = solve(Tensor::cat(&[&ones, &zeros], 1), "forward (all of a)")?;
-    forward.rel_l2_u = Some(rel_l2(&xf, 1));
-    let (xi, mut inverse) = solve(Tensor::cat(&[&zeros, &ones], 1), "inverse (all of u)")?;
-    inverse.error_rate_a = Some(err_rate(&xi));
-    let (xs, mut inverse_sparse) = solve(Tensor::cat(&[&zeros, &sparse], 1), "inverse (3 % of u)")?;
-    inverse_sparse.error_rate_a = Some(err_rate(&xs));
-    inverse_sparse.rel_l2_u = Some(rel_l2(&xs, 1));
+    let (xf, forward) = solve(
+        dense(Task::Forward),
+        observed_words(Task::Forward, "all of"),
+    )?;
+    let (xi, inverse) = solve(
+        dense(Task::Inverse),
+        observed_words(Task::Inverse, "all of"),
+    )?;
+    let (xs, inverse_sparse) = solve(sparse_mask, observed_words(Task::Inverse, "3 % of"))?;
 
     let report = Report {
         command: inp.command.clone(),
@@ -273,23 +308,25 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
         .iter()
         .map(|(x, r)| {
             (0..3)
-                .flat_map(|i| [field(x, i, 0), field(x, i, 1), field(r, i, 0)])
+                .flat_map(|i| (0..c).map(move |k| field(x, i, k)).chain([field(r, i, 0)]))
                 .collect()
         })
         .collect();
-    save_fields(&inp.out.join("samples.png"), &cols, nn, |k| k % 3 == 2, 4)?;
+    let per = c as usize + 1;
+    save_fields(
+        &inp.out.join("samples.png"),
+        &cols,
+        nn,
+        |k| k % per == per - 1,
+        4,
+    )?;
     let problem_fig = |x: &Tensor, file: &str| -> Result<()> {
         let fields: Vec<Vec<Vec<f32>>> = (0..4.min(p))
             .map(|i| {
-                let err = x.get(i) - truth_p.get(i);
-                vec![
-                    field(&truth_p, i, 0),
-                    field(x, i, 0),
-                    field(&err.unsqueeze(0), 0, 0),
-                    field(&truth_p, i, 1),
-                    field(x, i, 1),
-                    field(&err.unsqueeze(0), 0, 1),
-                ]
+                let err = (x.get(i) - truth_p.get(i)).unsqueeze(0);
+                (0..c)
+                    .flat_map(|k| [field(&truth_p, i, k), field(x, i, k), field(&err, 0, k)])
+                    .collect()
             })
             .collect();
         save_fields(&inp.out.join(file), &fields, nn, |k| k % 3 == 2, 4)
@@ -321,23 +358,22 @@ pub fn markdown(r: &Report) -> String {
         );
     }
     s += "\n| problem (PIDDM student) | observed | metric | value | s / problem |\n|---|---|---|---|---|\n";
-    let f = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.2} %", 100.0 * v));
-    s += &format!(
-        "| forward | all of a | rel. L2 of u | {} | {:.2} |\n",
-        f(r.forward.rel_l2_u),
-        r.forward.seconds_per_problem
-    );
-    s += &format!(
-        "| inverse | all of u | error rate of a | {} | {:.2} |\n",
-        f(r.inverse.error_rate_a),
-        r.inverse.seconds_per_problem
-    );
-    s += &format!(
-        "| inverse, sparse | {:.1} % of u | error rate of a | {} | {:.2} |\n",
-        100.0 * r.inverse_sparse.observed_fraction,
-        f(r.inverse_sparse.error_rate_a),
-        r.inverse_sparse.seconds_per_problem
-    );
+    for (name, m) in [
+        ("forward", &r.forward),
+        ("inverse", &r.inverse),
+        ("inverse, sparse", &r.inverse_sparse),
+    ] {
+        for e in &m.errors {
+            s += &format!(
+                "| {name} | {} | {} of {} | {:.2} % | {:.2} |\n",
+                m.observed,
+                e.metric.label(),
+                e.channel,
+                100.0 * e.value,
+                m.seconds_per_problem
+            );
+        }
+    }
     s += &format!(
         "\nProblems: {} steps of Adam on eps, lambda_infer = {:e}.\n",
         r.forward.steps, r.forward.lambda_infer

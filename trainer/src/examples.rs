@@ -9,7 +9,7 @@
 //! The examples write their numbers as `key = value` lines and their fields as field files;
 //! `report` turns a directory of them into one summary table and PNG figures.
 
-use crate::pde::{darcy, grf::GrfSampler, Grid};
+use crate::pde::{Grid, Pde};
 use crate::plot::save_fields;
 use anyhow::{bail, ensure, Context, Result};
 use piddm::card::ModelCard;
@@ -94,38 +94,60 @@ impl FieldFile {
     }
 }
 
-/// `count` Darcy problems for a model card's PDE parameters and grid, drawn from `seed` with the
-/// numerical solver: [count][a, u, f][n][n], physical units.
-pub fn darcy_problems(card: &ModelCard, count: usize, seed: u64) -> Result<FieldFile> {
+/// The PDE of a model card, with its parameters, as the trainer knows it.
+pub fn card_pde(card: &ModelCard) -> Result<Pde> {
+    Pde::from_parts(&card.pde.name, &card.pde.parameters)
+        .with_context(|| format!("the model card's PDE '{}'", card.pde.name))
+}
+
+/// `count` problems for a model card's PDE, parameters and grid, drawn from `seed` with the family's
+/// numerical solver: [count][the model's channels][n][n], physical units.
+pub fn problems(card: &ModelCard, count: usize, seed: u64) -> Result<FieldFile> {
+    let pde = card_pde(card)?;
     let (c, ny, nx) = (card.channels.len(), card.grid.ny, card.grid.nx);
     ensure!(
-        card.pde.name == "darcy" && c == 2 && nx == ny,
-        "Darcy problems need a two-channel Darcy model on a square grid, not a {} model",
-        card.pde.name
+        nx == ny && c == pde.channels().len(),
+        "a {} model needs {} channels on a square grid, the card has {c} on {ny}x{nx}",
+        pde.name(),
+        pde.channels().len()
     );
-    let params: darcy::DarcyParams = serde_json::from_value(card.pde.parameters.clone())
-        .context("Darcy parameters in the card")?;
-    let grid = Grid::new(nx)?;
-    let (grf, solver) = (
-        GrfSampler::new(params.grf, nx),
-        darcy::DarcySolver::new(grid)?,
-    );
+    let sampler = pde.family().sampler(Grid::new(nx)?)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let plane = nx * ny;
-    let mut data = Vec::with_capacity(count * 3 * plane);
+    let mut data = Vec::with_capacity(count * c * nx * ny);
     for _ in 0..count {
-        let (a, u, _) = darcy::sample(&params, &grf, &solver, &mut rng)?;
-        data.extend(a.iter().map(|&v| v as f32));
-        data.extend(u.iter().map(|&v| v as f32));
-        data.extend(std::iter::repeat_n(params.source as f32, plane));
+        data.extend(sampler.sample(&mut rng)?.fields.iter().map(|&v| v as f32));
     }
     Ok(FieldFile {
         count,
-        channels: 3,
+        channels: c,
         ny,
         nx,
         data,
     })
+}
+
+/// `count` Darcy problems for the solver examples: [count][a, u, f][n][n], physical units (the
+/// model's channels and the constant source the examples' own solvers need).
+pub fn darcy_problems(card: &ModelCard, count: usize, seed: u64) -> Result<FieldFile> {
+    let Pde::Darcy(params) = card_pde(card)? else {
+        bail!(
+            "the solver examples need a Darcy model, not a {} model",
+            card.pde.name
+        );
+    };
+    let mut p = problems(card, count, seed)?;
+    let plane = p.nx * p.ny;
+    p.data = p
+        .data
+        .chunks(2 * plane)
+        .flat_map(|s| {
+            s.iter()
+                .copied()
+                .chain(std::iter::repeat_n(params.source as f32, plane))
+        })
+        .collect();
+    p.channels = 3;
+    Ok(p)
 }
 
 /// How the surrogate's total time compares with the classical path's: "N x the time" when it is

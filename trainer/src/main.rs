@@ -3,7 +3,7 @@ use clap::{Parser, Subcommand};
 use piddm_trainer::config::Preset;
 use piddm_trainer::dataset::{self, Dataset};
 use piddm_trainer::eval::{self, EvalInputs};
-use piddm_trainer::pde::{darcy::DarcyParams, grf::GrfParams, Grid, PdeKind};
+use piddm_trainer::pde::{self, Grid, Pde};
 use piddm_trainer::{export, pipeline, student, teacher, train};
 use std::path::PathBuf;
 
@@ -22,18 +22,19 @@ struct Cli {
 enum Cmd {
     /// Generate a PDE data set with the numerical solver (safetensors).
     Data {
+        /// The family: darcy, poisson or helmholtz.
         #[arg(long, default_value = "darcy")]
         pde: String,
+        /// A parameter of the family, KEY=VALUE (dotted keys reach nested ones: grf.alpha=2.5);
+        /// repeatable. Unset parameters keep the family's defaults.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
         #[arg(long, default_value_t = 32)]
         res: usize,
         #[arg(long)]
         n: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        #[arg(long, default_value_t = 2.0)]
-        alpha: f64,
-        #[arg(long, default_value_t = 3.0)]
-        tau: f64,
         #[arg(long)]
         out: PathBuf,
     },
@@ -203,22 +204,16 @@ fn real_main() -> Result<()> {
     match cli.cmd {
         Cmd::Data {
             pde,
+            set,
             res,
             n,
             seed,
-            alpha,
-            tau,
             out,
         } => {
-            let pde = PdeKind::parse(&pde)?;
-            let params = DarcyParams {
-                grf: GrfParams { alpha, tau },
-                ..Default::default()
-            };
+            let pde = Pde::from_parts(&pde, &pde::parse_settings(&set)?)?;
             let d = dataset::generate(
                 pde,
                 Grid::new(res)?,
-                params,
                 n,
                 seed,
                 piddm_trainer::edm::Edm::default().sigma_data,

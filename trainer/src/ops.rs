@@ -4,6 +4,10 @@
 
 use tch::Tensor;
 
+/// 3x3 stencils, row-major: the 5-point Laplacian and the 4-neighbour sum.
+pub const LAPLACE_KERNEL: [f64; 9] = [0.0, 1.0, 0.0, 1.0, -4.0, 1.0, 0.0, 1.0, 0.0];
+pub const CROSS_KERNEL: [f64; 9] = [0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0];
+
 pub trait FieldOps {
     type V;
     /// Channel `c` of x [B, C, H, W] as [B, 1, H, W].

@@ -3,7 +3,7 @@
 use crate::config::Preset;
 use crate::dataset::{self, Dataset};
 use crate::eval::{self, EvalInputs, Report};
-use crate::pde::{darcy::DarcyParams, Grid};
+use crate::pde::Grid;
 use crate::train::Outcome;
 use crate::{student, teacher};
 use anyhow::{bail, Result};
@@ -50,7 +50,6 @@ pub fn ensure_data(preset: &Preset, path: &Path, count: usize, seed: u64) -> Res
     let d = dataset::generate(
         preset.data.pde,
         Grid::new(preset.data.res)?,
-        DarcyParams::default(),
         count,
         seed,
         crate::edm::Edm::default().sigma_data,

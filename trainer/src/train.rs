@@ -8,7 +8,7 @@
 use crate::config::TrainConfig;
 use crate::dataset::{DatasetMeta, Normalisation};
 use crate::edm::Edm;
-use crate::pde::{darcy::DarcyParams, Grid, PdeKind};
+use crate::pde::{Grid, Pde};
 use crate::unet::{UNet, UNetConfig};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -38,11 +38,10 @@ pub enum Role {
 /// What a model was trained on: enough to check a data set against it and to undo normalisation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataSummary {
-    pub pde: PdeKind,
+    pub pde: Pde,
     pub grid: Grid,
     pub channels: Vec<String>,
     pub normalisation: Normalisation,
-    pub darcy: DarcyParams,
     pub seed: u64,
     pub count: usize,
 }
@@ -54,7 +53,6 @@ impl From<&DatasetMeta> for DataSummary {
             grid: m.grid,
             channels: m.channels.clone(),
             normalisation: m.normalisation.clone(),
-            darcy: m.darcy,
             seed: m.seed,
             count: m.count,
         }
@@ -66,7 +64,6 @@ impl DataSummary {
         crate::residual::ResidualOp {
             pde: self.pde,
             grid: self.grid,
-            source: self.darcy.source,
         }
     }
 
@@ -248,12 +245,19 @@ fn read_checkpoint(
     path: &Path,
 ) -> Result<(std::collections::BTreeMap<String, Tensor>, CheckpointMeta)> {
     let (tensors, meta_json) = crate::st::read(path, META_KEY, "checkpoint")?;
-    let meta: CheckpointMeta = serde_json::from_str(&meta_json).with_context(|| {
-        format!(
-            "{} is not a valid piddm checkpoint: bad metadata",
-            path.display()
-        )
-    })?;
+    let meta: CheckpointMeta = serde_json::from_str(&meta_json)
+        .and_then(|mut v: serde_json::Value| {
+            if let Some(data) = v.get_mut("data") {
+                crate::pde::migrate_legacy(data);
+            }
+            serde_json::from_value(v)
+        })
+        .with_context(|| {
+            format!(
+                "{} is not a valid piddm checkpoint: bad metadata",
+                path.display()
+            )
+        })?;
     if meta.format != FORMAT_VERSION {
         bail!(
             "{}: checkpoint format {} (this build reads {FORMAT_VERSION})",

@@ -579,22 +579,23 @@ fn each_adjoint_alone_matches_tch_autograd() {
     );
 }
 
-/// The Darcy residual emitted into ONNX equals the tch one, forward and adjoint.
+/// Every family's residual emitted into ONNX equals the tch one, forward and adjoint.
 #[test]
 fn residual_adjoint_matches_tch_autograd() {
-    let op = piddm_trainer::residual::ResidualOp {
-        pde: piddm_trainer::pde::PdeKind::Darcy,
-        grid: piddm_trainer::pde::Grid::new(9).unwrap(),
-        source: 1.0,
-    };
-    let x = Tensor::rand([2, 2, 9, 9], tch::kind::FLOAT_CPU) * 3.0 + 1.0;
-    check_adjoint(
-        "Darcy residual",
-        &x,
-        &[2, 1, 9, 9],
-        |g, x| op.emit(g, &x.to_string()),
-        |x| op.apply(x),
-    );
+    for pde in piddm_trainer::pde::Pde::all() {
+        let op = piddm_trainer::residual::ResidualOp {
+            pde,
+            grid: piddm_trainer::pde::Grid::new(9).unwrap(),
+        };
+        let x = Tensor::rand([2, 2, 9, 9], tch::kind::FLOAT_CPU) * 3.0 + 1.0;
+        check_adjoint(
+            &format!("{} residual", pde.name()),
+            &x,
+            &[2, 1, 9, 9],
+            |g, x| op.emit(g, &x.to_string()),
+            |x| op.apply(x),
+        );
+    }
 }
 
 /// An operator without an adjoint on the differentiable path is refused by name.

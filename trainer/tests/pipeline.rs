@@ -2,7 +2,7 @@
 
 use piddm_trainer::config::Preset;
 use piddm_trainer::dataset::{self, Dataset};
-use piddm_trainer::pde::{Grid, PdeKind};
+use piddm_trainer::pde::{Grid, Pde};
 use piddm_trainer::train::{self, load_ema, Outcome, TrainState};
 use piddm_trainer::{pipeline, teacher};
 use std::path::Path;
@@ -18,10 +18,15 @@ fn run_err(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-#[test]
-fn tiny_pipeline_every_stage() {
+/// The tiny preset on `family`, with the loss weights of the family's full preset (they are set
+/// for its residual's scale).
+fn tiny_pipeline_every_stage(family: &str, full: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let preset = Preset::load("tiny").unwrap();
+    let mut preset = Preset::load("tiny").unwrap();
+    let full = Preset::load(full).unwrap();
+    preset.data.pde = Pde::parse(family).unwrap();
+    preset.student.lambda_train = full.student.lambda_train;
+    preset.infer.lambda = full.infer.lambda;
     let report = pipeline::run(&preset, dir.path(), "test".into())
         .unwrap()
         .expect("finished");
@@ -64,13 +69,21 @@ fn tiny_pipeline_every_stage() {
         report.student.residual_mse,
         report.student_lambda0.residual_mse
     );
-    for v in [
-        report.forward.rel_l2_u,
-        report.inverse.error_rate_a,
-        report.inverse_sparse.error_rate_a,
+    // Each problem scores the channels it did not observe everywhere, with the family's metric.
+    let names: Vec<&str> = preset.data.pde.channels().iter().map(|c| c.0).collect();
+    for (m, scored) in [
+        (&report.forward, vec![names[1]]),
+        (&report.inverse, vec![names[0]]),
+        (&report.inverse_sparse, vec![names[0], names[1]]),
     ] {
-        let v = v.unwrap();
-        assert!(v.is_finite() && (0.0..=10.0).contains(&v));
+        let got: Vec<&str> = m.errors.iter().map(|e| e.channel.as_str()).collect();
+        assert_eq!(got, scored);
+        for e in &m.errors {
+            assert!(
+                e.value.is_finite() && (0.0..=10.0).contains(&e.value),
+                "{e:?}"
+            );
+        }
     }
     for f in [
         "eval.json",
@@ -82,6 +95,21 @@ fn tiny_pipeline_every_stage() {
     ] {
         assert!(p.eval.join(f).metadata().unwrap().len() > 100, "{f}");
     }
+}
+
+#[test]
+fn tiny_pipeline_darcy() {
+    tiny_pipeline_every_stage("darcy", "cpu");
+}
+
+#[test]
+fn tiny_pipeline_poisson() {
+    tiny_pipeline_every_stage("poisson", "poisson");
+}
+
+#[test]
+fn tiny_pipeline_helmholtz() {
+    tiny_pipeline_every_stage("helmholtz", "helmholtz");
 }
 
 fn tensors_equal(a: &Path, b: &Path) {
@@ -106,9 +134,8 @@ fn killed_training_resumes_to_the_same_result() {
     let preset = preset_path.to_str().unwrap();
     let data = dir.path().join("d.safetensors");
     let d = dataset::generate(
-        PdeKind::Darcy,
+        Pde::parse("darcy").unwrap(),
         Grid::new(16).unwrap(),
-        Default::default(),
         64,
         1,
         0.5,
@@ -157,9 +184,8 @@ fn stop_resume_and_nan_guard() {
     let dir = tempfile::tempdir().unwrap();
     let preset = Preset::load("tiny").unwrap();
     let d = dataset::generate(
-        PdeKind::Darcy,
+        Pde::parse("darcy").unwrap(),
         Grid::new(16).unwrap(),
-        Default::default(),
         64,
         1,
         0.5,
@@ -209,8 +235,39 @@ fn bad_input_is_a_clear_error_and_overwrites_nothing() {
     let p = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
     assert!(
         run_err(&["data", "--pde", "heat", "--n", "4", "--out", &p("x")])
-            .contains("unknown PDE 'heat' (known: darcy)")
+            .contains("unknown PDE 'heat' (known: darcy, poisson, helmholtz")
     );
+    // Parameters out of range are refused by name, and nothing is written.
+    for (args, says) in [
+        (
+            vec!["--pde", "helmholtz", "--set", "k=-1"],
+            "wavenumber k must be finite and >= 0",
+        ),
+        (
+            vec!["--pde", "helmholtz", "--set", "k=9"],
+            "k = 9 is too large",
+        ),
+        (vec!["--pde", "poisson", "--res", "3"], "at least 4 points"),
+        (
+            vec!["--pde", "poisson", "--set", "nu=0.1"],
+            "poisson has no parameter 'nu'",
+        ),
+        (
+            vec!["--pde", "darcy", "--set", "a_lo=0"],
+            "a_lo must be finite and positive",
+        ),
+        (
+            vec!["--pde", "poisson", "--set", "grf.tau=-3"],
+            "tau must be finite and positive",
+        ),
+    ] {
+        let out = p("refused.safetensors");
+        let mut all = vec!["data", "--n", "4", "--out", &out];
+        all.extend(args);
+        let e = run_err(&all);
+        assert!(e.contains(says), "{all:?}: {e}");
+        assert!(!Path::new(&out).exists());
+    }
     assert!(run_err(&["pipeline", "--preset", "huge"]).contains("unknown preset 'huge'"));
     assert!(run_err(&[
         "teacher",
@@ -240,9 +297,8 @@ fn bad_input_is_a_clear_error_and_overwrites_nothing() {
 
     // A teacher trained on 16x16 refuses to continue on an 8x8 data set; the checkpoint is untouched.
     let d16 = dataset::generate(
-        PdeKind::Darcy,
+        Pde::parse("darcy").unwrap(),
         Grid::new(16).unwrap(),
-        Default::default(),
         8,
         1,
         0.5,
@@ -250,9 +306,8 @@ fn bad_input_is_a_clear_error_and_overwrites_nothing() {
     .unwrap();
     d16.save(Path::new(&p("d16.safetensors"))).unwrap();
     let d8 = dataset::generate(
-        PdeKind::Darcy,
+        Pde::parse("darcy").unwrap(),
         Grid::new(8).unwrap(),
-        Default::default(),
         8,
         1,
         0.5,

@@ -236,9 +236,9 @@ pub fn card_for(
         part: Part::Generate,
         pde: card::Pde {
             name: d.pde.name().into(),
-            equation: "-div(a grad u) = f on (0,1)^2, u = 0 on the boundary".into(),
-            parameters: serde_json::to_value(d.darcy)?,
-            threshold: Some(d.darcy.threshold()),
+            equation: d.pde.family().equation(),
+            parameters: d.pde.family().parameters(),
+            threshold: d.pde.family().threshold(),
         },
         grid: card::GridInfo {
             nx: n,

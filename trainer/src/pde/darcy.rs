@@ -7,12 +7,16 @@
 //!   a_e = (a_P + a_E) / 2, ...
 //! defined on interior points; the boundary rows and columns hold u = 0. Fields are row-major `[y][x]`.
 
-use super::{grf::GrfParams, grf::GrfSampler, Grid};
+use super::{
+    grf::GrfParams, grf::GrfSampler, Family, Grid, Metric, Residual, Sampler, Solved, Task,
+};
+use crate::ops::{FieldOps, CROSS_KERNEL, LAPLACE_KERNEL};
 use anyhow::{bail, Context, Result};
 use faer::sparse::linalg::solvers::{Llt, SymbolicLlt};
 use faer::sparse::{SparseColMat, Triplet};
 use faer::{linalg::solvers::Solve, Mat, Side};
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// DiffusionPDE's Darcy set-up: a = hi where GRF(alpha, tau) >= 0, else lo; f constant.
@@ -186,6 +190,98 @@ pub fn sample<R: Rng>(
     let f = vec![params.source; a.len()];
     let (u, rel) = solver.solve(&a, &f)?;
     Ok((a, u, rel))
+}
+
+struct DarcySampler {
+    params: DarcyParams,
+    grf: GrfSampler,
+    solver: DarcySolver,
+}
+
+impl Sampler for DarcySampler {
+    fn sample(&self, rng: &mut ChaCha8Rng) -> Result<Solved> {
+        let (a, u, rel) = sample(&self.params, &self.grf, &self.solver, rng)?;
+        Ok(Solved {
+            fields: [a, u].concat(),
+            solver_residual: rel,
+        })
+    }
+}
+
+impl Family for DarcyParams {
+    fn name(&self) -> &'static str {
+        "darcy"
+    }
+    fn channels(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("a", "permeability (dimensionless)"),
+            ("u", "pressure (dimensionless)"),
+        ]
+    }
+    fn equation(&self) -> String {
+        "-div(a grad u) = f on (0,1)^2, u = 0 on the boundary".into()
+    }
+    fn validate(&self) -> Result<()> {
+        super::helmholtz::validate_grf(&self.grf)?;
+        for (name, v) in [("a_hi", self.a_hi), ("a_lo", self.a_lo)] {
+            if !(v.is_finite() && v > 0.0) {
+                bail!("Darcy permeability {name} must be finite and positive, got {v}");
+            }
+        }
+        if !self.source.is_finite() {
+            bail!("Darcy source must be finite, got {}", self.source);
+        }
+        Ok(())
+    }
+    fn sampler(&self, grid: Grid) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(DarcySampler {
+            params: *self,
+            grf: GrfSampler::new(self.grf, grid.n),
+            solver: DarcySolver::new(grid)?,
+        }))
+    }
+    /// Forward: a given, u wanted; inverse: u given, a wanted.
+    fn observed(&self, task: Task) -> &'static [usize] {
+        super::helmholtz::observed(task)
+    }
+    /// a is binary: scored by the fraction of points in the wrong phase; u by relative L2.
+    fn metric(&self, channel: usize) -> Metric {
+        match channel {
+            0 => Metric::ErrorRate {
+                threshold: self.threshold(),
+            },
+            _ => Metric::RelL2,
+        }
+    }
+    fn threshold(&self) -> Option<f64> {
+        Some(DarcyParams::threshold(self))
+    }
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("plain parameters serialise")
+    }
+}
+
+/// The residual over [`FieldOps`], with the flux-form stencil expanded:
+///   sum_nb (a_P + a_nb)(u_nb - u_P) / 2 = [a_P L(u) + S(a u) - u_P S(a)] / 2
+/// where L is the 5-point Laplacian kernel and S the 4-neighbour sum (cross) kernel, so
+///   R = -[a_P L(u) + S(a u) - u_P S(a)] / (2 h^2) - f   on the interior, 0 on the boundary ring.
+impl Residual for DarcyParams {
+    fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, x: &O::V) -> O::V {
+        let a = o.channel(x, 0);
+        let u = o.channel(x, 1);
+        let lap_u = o.conv3(&u, &LAPLACE_KERNEL);
+        let s_a = o.conv3(&a, &CROSS_KERNEL);
+        let au = o.mul(&a, &u);
+        let s_au = o.conv3(&au, &CROSS_KERNEL);
+        let (ap, up) = (o.crop1(&a), o.crop1(&u));
+        let t1 = o.mul(&ap, &lap_u);
+        let t2 = o.mul(&up, &s_a);
+        let t = o.add(&t1, &s_au);
+        let div = o.sub(&t, &t2);
+        let h = grid.h();
+        let r = o.affine(&div, -0.5 / (h * h), -self.source);
+        o.pad1(&r)
+    }
 }
 
 #[cfg(test)]

@@ -1,47 +1,16 @@
-//! The PDE families the trainer knows: their random inputs, their discretisation and their solvers.
+//! The PDE families the trainer knows. A family is one module: its parameters, channels, data
+//! solver, residual (written once over [`FieldOps`]), tasks and metrics. Adding one means writing its
+//! module and one line in [`register!`]'s list at the bottom of this file.
 
 pub mod darcy;
 pub mod grf;
+pub mod helmholtz;
+pub mod poisson;
 
+use crate::ops::FieldOps;
 use anyhow::{bail, Result};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-
-/// A PDE family. The name is what the CLI, presets and dataset metadata use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PdeKind {
-    Darcy,
-}
-
-impl PdeKind {
-    pub const ALL: [PdeKind; 1] = [PdeKind::Darcy];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            PdeKind::Darcy => "darcy",
-        }
-    }
-
-    pub fn parse(name: &str) -> Result<Self> {
-        for k in Self::ALL {
-            if k.name() == name {
-                return Ok(k);
-            }
-        }
-        let known: Vec<_> = Self::ALL.iter().map(|k| k.name()).collect();
-        bail!("unknown PDE '{name}' (known: {})", known.join(", "))
-    }
-
-    /// Channel names in storage order, and their units.
-    pub fn channels(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            PdeKind::Darcy => &[
-                ("a", "permeability (dimensionless)"),
-                ("u", "pressure (dimensionless)"),
-            ],
-        }
-    }
-}
 
 /// A uniform grid of `n x n` points on the unit square, boundary included: spacing 1 / (n - 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,4 +34,302 @@ impl Grid {
     pub fn is_empty(self) -> bool {
         self.n == 0
     }
+}
+
+/// A conditional problem of a family: which channels are observed, which are wanted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Task {
+    /// The input (coefficient or source) given, the solution wanted.
+    Forward,
+    /// The solution given, the input wanted.
+    Inverse,
+}
+
+/// How an answer's channel is scored against the truth.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// ||x - y|| / ||y|| per sample.
+    RelL2,
+    /// Fraction of points on the other side of a threshold (binary coefficient fields).
+    ErrorRate { threshold: f64 },
+}
+
+impl Metric {
+    /// Short name for reports ("rel. L2", "error rate").
+    pub fn label(self) -> &'static str {
+        match self {
+            Metric::RelL2 => "rel. L2",
+            Metric::ErrorRate { .. } => "error rate",
+        }
+    }
+
+    /// The metric of one sample's channel (slices of equal length).
+    pub fn of(self, got: &[f32], truth: &[f32]) -> f64 {
+        match self {
+            Metric::RelL2 => {
+                let (mut num, mut den) = (0.0f64, 0.0f64);
+                for (g, t) in got.iter().zip(truth) {
+                    num += (*g as f64 - *t as f64).powi(2);
+                    den += (*t as f64).powi(2);
+                }
+                (num / den.max(f64::MIN_POSITIVE)).sqrt()
+            }
+            Metric::ErrorRate { threshold } => {
+                let wrong = got
+                    .iter()
+                    .zip(truth)
+                    .filter(|(g, t)| (**g as f64 >= threshold) != (**t as f64 >= threshold))
+                    .count();
+                wrong as f64 / truth.len().max(1) as f64
+            }
+        }
+    }
+}
+
+/// One solved sample: the family's channels, concatenated planes in channel order, and the
+/// solver's relative residual.
+pub struct Solved {
+    pub fields: Vec<f64>,
+    pub solver_residual: f64,
+}
+
+/// Draws and solves samples of one family on one grid (factorisations and FFT plans made once).
+pub trait Sampler: Sync {
+    fn sample(&self, rng: &mut ChaCha8Rng) -> Result<Solved>;
+}
+
+/// What every family provides, object-safe; the residual, generic over the back-end, is
+/// [`Residual`].
+pub trait Family: Sync {
+    fn name(&self) -> &'static str;
+    /// Channel names in storage order, and their units.
+    fn channels(&self) -> &'static [(&'static str, &'static str)];
+    /// The equation in words, for the model card.
+    fn equation(&self) -> String;
+    /// Refuses parameters out of range, naming them.
+    fn validate(&self) -> Result<()>;
+    fn sampler(&self, grid: Grid) -> Result<Box<dyn Sampler>>;
+    /// Channels observed by a task (the rest are wanted).
+    fn observed(&self, task: Task) -> &'static [usize];
+    /// How a wanted channel is scored.
+    fn metric(&self, channel: usize) -> Metric;
+    /// A value separating two phases of a binary input field, for the model card.
+    fn threshold(&self) -> Option<f64> {
+        None
+    }
+    /// The parameters as the model card shows them.
+    fn parameters(&self) -> serde_json::Value;
+}
+
+/// The discrete residual R of physical fields x [B, C, H, W] -> [B, 1, H, W], zero where no
+/// equation holds (the Dirichlet ring). Written once over [`FieldOps`].
+pub trait Residual {
+    fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, x: &O::V) -> O::V;
+}
+
+/// Interior mean of R^2 per sample from the mean over all points (R is zero on the ring).
+pub fn interior_factor(grid: Grid) -> f64 {
+    let n = grid.n as f64;
+    n * n / ((n - 2.0) * (n - 2.0))
+}
+
+macro_rules! register {
+    ($($variant:ident($ty:ty)),* $(,)?) => {
+        /// A PDE family with its parameters. Serialised with its name under `family`.
+        #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "family", rename_all = "lowercase")]
+        pub enum Pde {
+            $($variant($ty)),*
+        }
+
+        impl Pde {
+            /// Every family with its default parameters.
+            pub fn all() -> Vec<Pde> {
+                vec![$(Pde::$variant(<$ty>::default())),*]
+            }
+
+            pub fn family(&self) -> &dyn Family {
+                match self {
+                    $(Pde::$variant(p) => p),*
+                }
+            }
+
+            pub fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, x: &O::V) -> O::V {
+                match self {
+                    $(Pde::$variant(p) => p.emit_residual(grid, o, x)),*
+                }
+            }
+
+            /// The family called `name`, its parameters from `params` (a JSON object; missing
+            /// fields keep their defaults), validated.
+            pub fn from_parts(name: &str, params: &serde_json::Value) -> Result<Pde> {
+                let pde = match name {
+                    $(n if n == <$ty>::default().name() => {
+                        let mut v = serde_json::to_value(<$ty>::default())?;
+                        merge(&mut v, params, name)?;
+                        Pde::$variant(serde_json::from_value(v)
+                            .map_err(|e| anyhow::anyhow!("{name} parameters: {e}"))?)
+                    })*
+                    _ => bail!("unknown PDE '{name}' (known: {})", Pde::names().join(", ")),
+                };
+                pde.family().validate()?;
+                Ok(pde)
+            }
+        }
+    };
+}
+
+/// Overwrites `base`'s fields with `over`'s, refusing fields the family does not have.
+fn merge(base: &mut serde_json::Value, over: &serde_json::Value, family: &str) -> Result<()> {
+    use serde_json::Value;
+    match (base, over) {
+        (_, Value::Null) => Ok(()),
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) if slot.is_object() => merge(slot, v, family)?,
+                    Some(slot) => *slot = v.clone(),
+                    None => bail!(
+                        "{family} has no parameter '{k}' (it has: {})",
+                        b.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                }
+            }
+            Ok(())
+        }
+        (_, o) => bail!("{family} parameters must be a table, got {o}"),
+    }
+}
+
+impl Pde {
+    pub fn name(&self) -> &'static str {
+        self.family().name()
+    }
+    pub fn names() -> Vec<&'static str> {
+        Pde::all().iter().map(|p| p.name()).collect()
+    }
+    /// The family called `name` with default parameters.
+    pub fn parse(name: &str) -> Result<Pde> {
+        Pde::from_parts(name, &serde_json::Value::Null)
+    }
+    pub fn channels(&self) -> &'static [(&'static str, &'static str)] {
+        self.family().channels()
+    }
+}
+
+/// A preset names a family (`pde = "poisson"`, default parameters) or gives it with parameters
+/// (`[data.pde] family = "helmholtz"`, `k = 2.0`).
+pub fn deserialize_spec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Pde, D::Error> {
+    use serde::de::Error;
+    let v = serde_json::Value::deserialize(d)?;
+    let r = match &v {
+        serde_json::Value::String(name) => Pde::parse(name),
+        serde_json::Value::Object(m) => {
+            let name = m
+                .get("family")
+                .and_then(|f| f.as_str())
+                .ok_or_else(|| D::Error::custom("a PDE table needs `family`"))?;
+            let mut rest = m.clone();
+            rest.remove("family");
+            Pde::from_parts(name, &serde_json::Value::Object(rest))
+        }
+        other => {
+            return Err(D::Error::custom(format!(
+                "a PDE is a name or a table, not {other}"
+            )))
+        }
+    };
+    r.map_err(|e| D::Error::custom(format!("{e:#}")))
+}
+
+register!(
+    Darcy(darcy::DarcyParams),
+    Poisson(poisson::PoissonParams),
+    Helmholtz(helmholtz::HelmholtzParams),
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_parse_and_refuse_unknown_names_and_parameters() {
+        for p in Pde::all() {
+            assert_eq!(Pde::parse(p.name()).unwrap(), p);
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<Pde>(&json).unwrap(), p);
+        }
+        let e = Pde::parse("navier").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown PDE 'navier'") && e.contains("poisson"),
+            "{e}"
+        );
+        let e = Pde::from_parts("helmholtz", &serde_json::json!({"k": -1.0}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains('k'), "{e}");
+        let e = Pde::from_parts("poisson", &serde_json::json!({"nu": 0.1}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no parameter 'nu'"), "{e}");
+        let h = Pde::from_parts("helmholtz", &serde_json::json!({"k": 2.0})).unwrap();
+        assert!(matches!(h, Pde::Helmholtz(p) if p.k == 2.0));
+    }
+
+    #[test]
+    fn metrics_on_known_fields() {
+        let t = [1.0f32, 2.0, 2.0, 4.0];
+        let g = [1.0f32, 2.0, 2.0, 5.0];
+        assert!((Metric::RelL2.of(&g, &t) - 1.0 / 5.0).abs() < 1e-12);
+        let m = Metric::ErrorRate { threshold: 1.5 };
+        assert_eq!(m.of(&[1.0, 1.0, 2.0, 2.0], &t), 0.25);
+    }
+}
+
+/// Rewrites metadata written before families carried their parameters (`"pde": "darcy"` beside
+/// `"darcy": {...}`) into the current form (`"pde": {"family": "darcy", ...}`), in place. Data sets
+/// and checkpoints call it on the object that holds `pde`, so older files keep loading.
+pub fn migrate_legacy(meta: &mut serde_json::Value) {
+    let Some(obj) = meta.as_object_mut() else {
+        return;
+    };
+    let Some(serde_json::Value::String(name)) = obj.get("pde").cloned() else {
+        return;
+    };
+    let mut params = obj
+        .remove(&name)
+        .unwrap_or_else(|| serde_json::Value::Object(Default::default()));
+    if let Some(p) = params.as_object_mut() {
+        p.insert("family".into(), serde_json::Value::String(name));
+    }
+    obj.insert("pde".into(), params);
+}
+
+/// `KEY=VALUE` settings (dotted keys for nested parameters, values as JSON numbers, booleans or
+/// strings) as one JSON object for [`Pde::from_parts`].
+pub fn parse_settings(settings: &[String]) -> Result<serde_json::Value> {
+    let mut root = serde_json::Map::new();
+    for s in settings {
+        let Some((key, value)) = s.split_once('=') else {
+            bail!("parameter setting '{s}' is not KEY=VALUE");
+        };
+        let value = serde_json::from_str(value.trim())
+            .unwrap_or_else(|_| serde_json::Value::String(value.trim().to_string()));
+        let mut path: Vec<&str> = key.trim().split('.').collect();
+        let last = path.pop().filter(|k| !k.is_empty());
+        let Some(last) = last else {
+            bail!("parameter setting '{s}' has an empty key");
+        };
+        let mut node = &mut root;
+        for part in path {
+            node = node
+                .entry(part)
+                .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                .as_object_mut()
+                .ok_or_else(|| anyhow::anyhow!("parameter '{part}' in '{s}' is not a table"))?;
+        }
+        node.insert(last.to_string(), value);
+    }
+    Ok(serde_json::Value::Object(root))
 }

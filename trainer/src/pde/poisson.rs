@@ -1,0 +1,59 @@
+//! Poisson: Lap u = f on the unit square, u = 0 on the boundary, f = GRF(alpha 2, tau 3); channels
+//! (f, u). The operator, stencil and solver are Helmholtz's with k = 0 ([`super::helmholtz`]).
+
+use super::helmholtz::{self, SourceSampler};
+use super::{grf::GrfParams, Family, Grid, Metric, Residual, Sampler, Task};
+use crate::ops::FieldOps;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoissonParams {
+    /// The source's GRF.
+    pub grf: GrfParams,
+}
+
+impl Default for PoissonParams {
+    fn default() -> Self {
+        PoissonParams {
+            grf: GrfParams {
+                alpha: 2.0,
+                tau: 3.0,
+            },
+        }
+    }
+}
+
+impl Family for PoissonParams {
+    fn name(&self) -> &'static str {
+        "poisson"
+    }
+    fn channels(&self) -> &'static [(&'static str, &'static str)] {
+        helmholtz::CHANNELS
+    }
+    fn equation(&self) -> String {
+        "Lap u = f on (0,1)^2, u = 0 on the boundary".into()
+    }
+    fn validate(&self) -> Result<()> {
+        helmholtz::validate_grf(&self.grf)
+    }
+    fn sampler(&self, grid: Grid) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(SourceSampler::new(self.grf, grid, 0.0)?))
+    }
+    fn observed(&self, task: Task) -> &'static [usize] {
+        helmholtz::observed(task)
+    }
+    fn metric(&self, _channel: usize) -> Metric {
+        Metric::RelL2
+    }
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("plain parameters serialise")
+    }
+}
+
+impl Residual for PoissonParams {
+    fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, x: &O::V) -> O::V {
+        helmholtz::emit(0.0, grid, o, x)
+    }
+}
