@@ -8,7 +8,9 @@
 //! - `NAME.refine.onnx` — **refine**: `eps`, `observed` [B, C, H, W] (physical units), `mask`
 //!   [B, C, H, W] (1 where observed, else 0), `lambda` [1] → `loss` [B], `grad` = d loss / d eps
 //!   [B, C, H, W], `x_mix` [B, C, H, W].
-//! - `NAME.residual.onnx` — **residual**: `x` [B, C, H, W] → `residual` [B, 1, H, W].
+//! - `NAME.residual.onnx` — **residual**: `x` [B, C, H, W] → `residual` [B, 1, H, W] and (card
+//!   format 4) `residual_mse` [B], the per-sample mean of R^2 over the points where the PDE holds,
+//!   so a reader needs to know nothing of the PDE's boundary to score a field.
 //! - `NAME.amortised.onnx` (optional, card format 3) — **amortised**: `observed`, `mask` and `z`
 //!   [B, C, H, W] (z standard normal) → `eps` [B, C, H, W] (the amortised encoder's start) and
 //!   `x_mix` (the student's answer from it): a conditional answer in one call.
@@ -20,9 +22,10 @@ use serde::{Deserialize, Serialize};
 /// Metadata key of the JSON model card in each file's `metadata_props`.
 pub const CARD_KEY: &str = "piddm.card";
 /// Card format written by this version. Format 2 added `graph_sha256`; format 3 the optional
-/// amortised part and the solve defaults' `start` and `optimizer`. Readers also accept format 1,
+/// amortised part and the solve defaults' `start` and `optimizer`; format 4 the residual graph's
+/// `residual_mse` and PDE families besides Darcy. Readers also accept format 1,
 /// whose graphs cannot be verified, only when the caller turns verification off.
-pub const CARD_FORMAT: u32 = 3;
+pub const CARD_FORMAT: u32 = 4;
 /// The oldest card format this version reads.
 pub const CARD_FORMAT_MIN: u32 = 1;
 
@@ -31,6 +34,8 @@ pub mod io {
     pub const EPS: &str = "eps";
     pub const X: &str = "x";
     pub const RESIDUAL: &str = "residual";
+    /// Per-sample mean of R^2 where the PDE holds (card format 4).
+    pub const RESIDUAL_MSE: &str = "residual_mse";
     pub const OBSERVED: &str = "observed";
     pub const MASK: &str = "mask";
     pub const LAMBDA: &str = "lambda";
@@ -340,7 +345,14 @@ impl Part {
 
     /// The inputs and outputs a graph of this part has, for fields of `c` channels on ny x nx:
     /// the exporter declares exactly these and the runtime checks them at load.
-    pub fn interface(self, c: usize, ny: usize, nx: usize) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
+    /// The inputs and outputs of this part in an artifact of card `format`.
+    pub fn interface(
+        self,
+        format: u32,
+        c: usize,
+        ny: usize,
+        nx: usize,
+    ) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
         let (c, ny, nx) = (c as i64, ny as i64, nx as i64);
         let t = |name, dims: &[Option<i64>]| TensorSpec {
             name,
@@ -365,6 +377,10 @@ impl Part {
                     t(io::GRAD, &full),
                     t(io::X_MIX, &full),
                 ],
+            ),
+            Part::Residual if format >= 4 => (
+                vec![t(io::X, &full)],
+                vec![t(io::RESIDUAL, &one), t(io::RESIDUAL_MSE, &[None])],
             ),
             Part::Residual => (vec![t(io::X, &full)], vec![t(io::RESIDUAL, &one)]),
             Part::Amortised => (

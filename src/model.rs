@@ -261,7 +261,7 @@ fn open_part(
 
 /// The session's inputs and outputs must be exactly the contract's, float32, with its shapes.
 fn check_interface(s: &Session, part: Part, c: &ModelCard) -> std::result::Result<(), String> {
-    let (inputs, outputs) = part.interface(c.channels.len(), c.grid.ny, c.grid.nx);
+    let (inputs, outputs) = part.interface(c.format, c.channels.len(), c.grid.ny, c.grid.nx);
     let check = |kind: &str, got: &[ort::value::Outlet], want: &[card::TensorSpec]| {
         let mut names: Vec<&str> = got.iter().map(|o| o.name()).collect();
         names.sort_unstable();
@@ -528,6 +528,10 @@ impl Model {
         self.check_len("residual buffer", residual.len(), batch, 1)?;
         finite("fields", fields)?;
         let (f, p) = (self.field_len(), self.plane());
+        // Format 4 graphs score each sample where their PDE holds; older (Darcy) ones leave it to
+        // the reader, whose PDE held on the interior.
+        let graph_mse = self.card.format >= 4;
+        let mut mse = vec![0f32; if graph_mse { batch } else { 0 }];
         self.residual.with(|s| {
             for r in self.chunks(batch) {
                 let input = TensorRef::from_array_view((
@@ -536,16 +540,23 @@ impl Model {
                 ))?;
                 let outs = s.run(ort::inputs![io::X => input])?;
                 copy_out(&outs[io::RESIDUAL], &mut residual[r.start * p..r.end * p])?;
+                if graph_mse {
+                    copy_out(&outs[io::RESIDUAL_MSE], &mut mse[r.clone()])?;
+                }
             }
             Ok(())
         })?;
-        Ok(self.interior_mean_sq(residual, batch))
-    }
-
-    fn interior_mean_sq(&self, r: &[f32], batch: usize) -> f64 {
+        if graph_mse {
+            return Ok(mse.iter().map(|&v| v as f64).sum::<f64>() / batch as f64);
+        }
         let (_, ny, nx) = self.shape();
         let interior = ((ny - 2) * (nx - 2)) as f64;
-        r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / interior / batch as f64
+        Ok(residual
+            .iter()
+            .map(|&v| (v as f64) * (v as f64))
+            .sum::<f64>()
+            / interior
+            / batch as f64)
     }
 
     pub fn default_solve_params(&self) -> SolveParams {

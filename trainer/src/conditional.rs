@@ -5,7 +5,7 @@
 
 use crate::diagnose::{ensemble, figure, per_problem, Ensemble, Figure};
 use crate::examples::{darcy_problems, FieldFile};
-use crate::plot::save_fields;
+use crate::plot::{save_fields, Column};
 use anyhow::{ensure, Context, Result};
 use piddm::ffi;
 use serde::Serialize;
@@ -315,7 +315,16 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             r
         })
         .collect();
-    save_fields(&fig, &rows_fig, nx, |k| k == 3, 4)?;
+    let columns = [
+        Column::field("a"),
+        Column::field("u"),
+        Column::field("forward u (one call)"),
+        Column::error("its error"),
+        Column::field("inverse a (one call)"),
+        Column::field("a from 3 % of u"),
+        Column::field("std of a from 3 % of u"),
+    ];
+    save_fields(&fig, &rows_fig, nx, &columns, 4)?;
     Ok(Report {
         command,
         settings: s.clone(),

@@ -205,6 +205,29 @@ impl Preset {
         }
         Ok(p)
     }
+
+    /// The shipped preset that trains `family` at full size (Darcy's is `cpu`).
+    pub fn full_of(family: &str) -> Result<Self> {
+        let pde = Pde::parse(family)?;
+        let p = Preset::load(if pde.name() == "darcy" {
+            "cpu"
+        } else {
+            pde.name()
+        })?;
+        Ok(p)
+    }
+
+    /// The tiny preset on `family` with the loss weights of the family's full preset (they are set
+    /// for its residual's scale): every stage in seconds, for tests.
+    pub fn tiny_of(family: &str) -> Result<Self> {
+        let full = Preset::full_of(family)?;
+        let mut p = Preset::load("tiny")?;
+        p.name = format!("tiny-{}", full.data.pde.name());
+        p.data.pde = full.data.pde;
+        p.student.lambda_train = full.student.lambda_train;
+        p.infer.lambda = full.infer.lambda;
+        Ok(p)
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! solver, then one-step generation, forward and inverse solves, with figures.
 
 use crate::pde::Task;
-use crate::plot::save_fields;
+use crate::plot::{save_fields, Column};
 use anyhow::Result;
 use piddm::{Model, Options};
 use std::path::Path;
@@ -87,8 +87,17 @@ pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<
         })
         .collect();
     std::fs::create_dir_all(out)?;
-    let last = columns.len() - 1;
-    save_fields(&out.join("demo.png"), &figs, nx, |k| k == last, 4)?;
+    let titles: Vec<Column> = columns
+        .iter()
+        .map(|t| {
+            if t == "its residual" {
+                Column::error("residual of the sample")
+            } else {
+                Column::field(t.clone())
+            }
+        })
+        .collect();
+    save_fields(&out.join("demo.png"), &figs, nx, &titles, 4)?;
     let report = format!(
         "piddm demo: {} ({}x{} {}, lambda_train {:e}), {problems} fresh problems from the solver (seed {seed})\n\
          | quantity | value |\n|---|---|\n\

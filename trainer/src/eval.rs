@@ -11,7 +11,7 @@ use crate::dataset::Dataset;
 use crate::edm::Edm;
 use crate::infer::Student;
 use crate::pde::{Metric, Task};
-use crate::plot::save_fields;
+use crate::plot::{save_panels, Panel};
 use crate::residual::ResidualOp;
 use crate::train::{load_ema, CheckpointMeta, Net, Role};
 use anyhow::{bail, Result};
@@ -125,6 +125,21 @@ fn load_role(path: &Path, role: Role, test: &Dataset) -> Result<(Net, Checkpoint
 
 fn field(x: &Tensor, i: i64, c: i64) -> Vec<f32> {
     Vec::<f32>::try_from(x.get(i).get(c).to_kind(Kind::Float).reshape([-1])).unwrap()
+}
+
+/// Panels of titled fields (title, values, diverging).
+fn panels(data: &[Vec<(String, Vec<f32>, bool)>]) -> Vec<Vec<Panel<'_>>> {
+    data.iter()
+        .map(|row| {
+            row.iter()
+                .map(|(title, field, diverging)| Panel {
+                    title: title.clone(),
+                    field,
+                    diverging: *diverging,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 pub struct EvalInputs<'a> {
@@ -295,41 +310,51 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     )?;
     std::fs::write(inp.out.join("eval.md"), markdown(&report))?;
 
-    // Figures.
+    // Figures: rows are models (two samples each), panels their channels and residual.
     let nn = n as usize;
     let with_res = |x: &Tensor| (x.shallow_clone(), op.apply(x));
     let gens = [
-        with_res(&truth),
-        with_res(&xt),
-        with_res(&x0),
-        with_res(&x1),
+        ("test set", with_res(&truth)),
+        ("teacher", with_res(&xt)),
+        ("student, lambda 0", with_res(&x0)),
+        ("PIDDM student", with_res(&x1)),
     ];
-    let cols: Vec<Vec<Vec<f32>>> = gens
+    let data: Vec<Vec<(String, Vec<f32>, bool)>> = gens
         .iter()
-        .map(|(x, r)| {
-            (0..3)
-                .flat_map(|i| (0..c).map(move |k| field(x, i, k)).chain([field(r, i, 0)]))
+        .map(|(name, (x, r))| {
+            (0..2)
+                .flat_map(|i| {
+                    (0..c)
+                        .map(move |k| {
+                            (
+                                format!("{name}: {}", names[k as usize]),
+                                field(x, i, k),
+                                false,
+                            )
+                        })
+                        .chain([(format!("{name}: residual"), field(r, i, 0), true)])
+                })
                 .collect()
         })
         .collect();
-    let per = c as usize + 1;
-    save_fields(
-        &inp.out.join("samples.png"),
-        &cols,
-        nn,
-        |k| k % per == per - 1,
-        4,
-    )?;
+    save_panels(&inp.out.join("samples.png"), &panels(&data), nn, 4)?;
     let problem_fig = |x: &Tensor, file: &str| -> Result<()> {
-        let fields: Vec<Vec<Vec<f32>>> = (0..4.min(p))
+        let data: Vec<Vec<(String, Vec<f32>, bool)>> = (0..4.min(p))
             .map(|i| {
                 let err = (x.get(i) - truth_p.get(i)).unsqueeze(0);
                 (0..c)
-                    .flat_map(|k| [field(&truth_p, i, k), field(x, i, k), field(&err, 0, k)])
+                    .flat_map(|k| {
+                        let ch = &names[k as usize];
+                        [
+                            (format!("true {ch}"), field(&truth_p, i, k), false),
+                            (format!("answer {ch}"), field(x, i, k), false),
+                            (format!("error of {ch}"), field(&err, 0, k), true),
+                        ]
+                    })
                     .collect()
             })
             .collect();
-        save_fields(&inp.out.join(file), &fields, nn, |k| k % 3 == 2, 4)
+        save_panels(&inp.out.join(file), &panels(&data), nn, 4)
     };
     problem_fig(&xf, "forward.png")?;
     problem_fig(&xi, "inverse.png")?;

@@ -10,7 +10,7 @@
 //! `report` turns a directory of them into one summary table and PNG figures.
 
 use crate::pde::{Grid, Pde};
-use crate::plot::save_fields;
+use crate::plot::{save_fields, Column};
 use anyhow::{bail, ensure, Context, Result};
 use piddm::card::ModelCard;
 use rand::SeedableRng;
@@ -179,12 +179,12 @@ pub fn num(kv: &BTreeMap<String, String>, key: &str) -> Result<f64> {
         .with_context(|| format!("`{key}` is not a number"))
 }
 
-fn figure(fields: &Path, png: &Path, diverging: &[usize]) -> Result<()> {
+fn figure(fields: &Path, png: &Path, columns: &[Column]) -> Result<()> {
     let f = FieldFile::read(fields)?;
     let rows: Vec<Vec<&[f32]>> = (0..f.count)
         .map(|s| (0..f.channels).map(|c| f.field(s, c)).collect())
         .collect();
-    save_fields(png, &rows, f.nx, |k| diverging.contains(&k), 6)
+    save_fields(png, &rows, f.nx, columns, 6)
 }
 
 /// The summary table of the examples' results in `dir`, with PNG figures written beside them.
@@ -237,7 +237,16 @@ pub fn report(dir: &Path) -> Result<String> {
         let fields = dir.join(format!("warm_start_{lang}.f32"));
         if fields.exists() {
             let png = dir.join(format!("warm_start_{lang}.png"));
-            figure(&fields, &png, &[3])?;
+            figure(
+                &fields,
+                &png,
+                &[
+                    Column::field("a"),
+                    Column::field("solver u"),
+                    Column::field("surrogate u"),
+                    Column::error("surrogate error"),
+                ],
+            )?;
             figures.push(format!(
                 "{} (rows: problems; columns: a, solver u, surrogate u, surrogate error)",
                 png.display()
@@ -291,7 +300,19 @@ pub fn report(dir: &Path) -> Result<String> {
         let fields = dir.join("inverse.f32");
         if fields.exists() {
             let png = dir.join("inverse.png");
-            figure(&fields, &png, &[])?;
+            figure(
+                &fields,
+                &png,
+                &[
+                    Column::field("true a"),
+                    Column::field("true u"),
+                    Column::field("observed points"),
+                    Column::field("surrogate mean a"),
+                    Column::field("its std"),
+                    Column::field("inversion from constant"),
+                    Column::field("from surrogate"),
+                ],
+            )?;
             figures.push(format!(
                 "{} (rows: problems; columns: true a, true u, observed points, surrogate mean a, its std, inversion from constant, from surrogate)",
                 png.display()

@@ -29,10 +29,16 @@ impl ResidualOp {
 
     /// Per-sample mean of R^2 over the interior: [B].
     pub fn emit_mse<O: FieldOps>(&self, o: &mut O, x: &O::V) -> O::V {
+        self.emit_with_mse(o, x).1
+    }
+
+    /// R and its per-sample interior mean of R^2.
+    pub fn emit_with_mse<O: FieldOps>(&self, o: &mut O, x: &O::V) -> (O::V, O::V) {
         let r = self.emit(o, x);
         let r2 = o.mul(&r, &r);
         let m = o.mean_chw(&r2);
-        o.affine(&m, self.interior_factor(), 0.0)
+        let mse = o.affine(&m, self.interior_factor(), 0.0);
+        (r, mse)
     }
 
     pub fn apply(&self, x: &Tensor) -> Tensor {

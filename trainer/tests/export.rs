@@ -126,6 +126,18 @@ fn exported_student_matches_tch_and_passes_the_checker() {
     );
 }
 
+/// The other families' students export, pass the checker and match tch in every graph.
+#[test]
+fn every_family_exports_and_matches_tch() {
+    for family in ["poisson", "helmholtz"] {
+        let dir = tempfile::tempdir().unwrap();
+        let preset = Preset::tiny_of(family).unwrap();
+        pipeline::run(&preset, dir.path(), "test".into()).unwrap();
+        let p = pipeline::RunPaths::new(dir.path());
+        check_exported(&p.student, &preset, Some(&p.encoder));
+    }
+}
+
 /// An encoder trained against another student is refused at export, by its weights' digest.
 #[test]
 fn encoder_of_another_student_is_refused() {
@@ -310,11 +322,20 @@ fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
         dir.path(),
         &card::sibling(&out, Part::Residual),
         &[(io::X, &x)],
-        &[(io::RESIDUAL, vec![3, 1, n, n])],
+        &[
+            (io::RESIDUAL, vec![3, 1, n, n]),
+            (io::RESIDUAL_MSE, vec![3]),
+        ],
         true,
         None,
     );
     assert!(rel_err(&got[0], &r) <= 1e-5);
+    let mse = op.mse_per_sample(&x.to_kind(Kind::Double));
+    assert!(
+        rel_err(&got[1], &mse) <= 1e-5,
+        "residual_mse: {}",
+        rel_err(&got[1], &mse)
+    );
 
     // refine: loss, x_mix and the gradient against tch autograd, plus a finite difference
     let observed = st.generate(&Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU));

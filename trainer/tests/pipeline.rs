@@ -18,15 +18,9 @@ fn run_err(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-/// The tiny preset on `family`, with the loss weights of the family's full preset (they are set
-/// for its residual's scale).
-fn tiny_pipeline_every_stage(family: &str, full: &str) {
+fn tiny_pipeline_every_stage(family: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let mut preset = Preset::load("tiny").unwrap();
-    let full = Preset::load(full).unwrap();
-    preset.data.pde = Pde::parse(family).unwrap();
-    preset.student.lambda_train = full.student.lambda_train;
-    preset.infer.lambda = full.infer.lambda;
+    let preset = Preset::tiny_of(family).unwrap();
     let report = pipeline::run(&preset, dir.path(), "test".into())
         .unwrap()
         .expect("finished");
@@ -99,17 +93,17 @@ fn tiny_pipeline_every_stage(family: &str, full: &str) {
 
 #[test]
 fn tiny_pipeline_darcy() {
-    tiny_pipeline_every_stage("darcy", "cpu");
+    tiny_pipeline_every_stage("darcy");
 }
 
 #[test]
 fn tiny_pipeline_poisson() {
-    tiny_pipeline_every_stage("poisson", "poisson");
+    tiny_pipeline_every_stage("poisson");
 }
 
 #[test]
 fn tiny_pipeline_helmholtz() {
-    tiny_pipeline_every_stage("helmholtz", "helmholtz");
+    tiny_pipeline_every_stage("helmholtz");
 }
 
 fn tensors_equal(a: &Path, b: &Path) {

@@ -16,11 +16,20 @@ struct Fixture {
     model: PathBuf,
 }
 
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
+/// A tiny pipeline of `family`, exported; built once per test binary.
+fn fixture_of(family: &str) -> &'static Fixture {
+    static D: OnceLock<Fixture> = OnceLock::new();
+    static P: OnceLock<Fixture> = OnceLock::new();
+    static H: OnceLock<Fixture> = OnceLock::new();
+    let cell = match family {
+        "darcy" => &D,
+        "poisson" => &P,
+        "helmholtz" => &H,
+        f => panic!("no fixture for {f}"),
+    };
+    cell.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let preset = Preset::load("tiny").unwrap();
+        let preset = Preset::tiny_of(family).unwrap();
         pipeline::run(&preset, dir.path(), "test".into()).unwrap();
         let student = pipeline::RunPaths::new(dir.path()).student;
         let model = dir.path().join("tiny.onnx");
@@ -31,6 +40,10 @@ fn fixture() -> &'static Fixture {
             model,
         }
     })
+}
+
+fn fixture() -> &'static Fixture {
+    fixture_of("darcy")
 }
 
 fn to_vec(t: &Tensor) -> Vec<f32> {
@@ -47,10 +60,19 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
     num / den.max(1e-30)
 }
 
+/// Every family: the runtime reproduces tch (generation, residual field and its graph-side mean,
+/// an inverse solve).
 #[test]
 fn runtime_reproduces_the_trainer() {
-    let f = fixture();
+    for family in ["darcy", "poisson", "helmholtz"] {
+        reproduces_the_trainer(family);
+    }
+}
+
+fn reproduces_the_trainer(family: &str) {
+    let f = fixture_of(family);
     let m = Model::load(&f.model, &Options::default()).unwrap();
+    assert_eq!(m.card().pde.name, family);
     let (net, meta) = train::load_ema(&f.student).unwrap();
     let st = Student::of(&net, &meta);
     let (c, ny, nx) = m.shape();

@@ -128,7 +128,7 @@ pub type Io<'a> = (&'a str, Vec<Option<i64>>);
 
 /// Wraps the graph of one artifact part with the interface the contract gives it (`Part::interface`).
 fn part_model(g: Graph, part: Part, chw: [usize; 3]) -> ModelProto {
-    let (inputs, outputs) = part.interface(chw[0], chw[1], chw[2]);
+    let (inputs, outputs) = part.interface(card::CARD_FORMAT, chw[0], chw[1], chw[2]);
     let io = |v: Vec<card::TensorSpec>| v.into_iter().map(|t| (t.name, t.dims)).collect::<Vec<_>>();
     let name = format!("{part:?}").to_lowercase();
     model(g, &name, &io(inputs), &io(outputs))
@@ -342,11 +342,12 @@ pub fn build(
     g.rename(&x_mix, io::X_MIX);
     let refine = part_model(g, Part::Refine, shape);
 
-    // residual: x -> residual
+    // residual: x -> residual, residual_mse
     let mut g = Graph::new();
     g.chw.insert(io::X.into(), chw);
-    let r = op.emit(&mut g, &io::X.to_string());
+    let (r, mse) = op.emit_with_mse(&mut g, &io::X.to_string());
     g.rename(&r, io::RESIDUAL);
+    g.rename(&mse, io::RESIDUAL_MSE);
     let residual = part_model(g, Part::Residual, shape);
     let mut models = vec![generate, refine, residual];
 
