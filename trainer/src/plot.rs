@@ -270,7 +270,7 @@ mod tests {
             [high.0, high.1, high.2]
         );
         // the error panel is white at zero and saturated at +-7.5
-        let x1 = (GAP + (side as u32) + GAP + BAR_W + LABEL_W) as usize + GAP as usize;
+        let x1 = (GAP + side as u32 + GAP + BAR_W + LABEL_W) as usize;
         let red = diverging(1.0);
         assert_eq!(px(x1 + side - 2, top + 2), [red.0, red.1, red.2]);
         // titles: some dark text pixels in the title band

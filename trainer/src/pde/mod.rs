@@ -249,44 +249,6 @@ register!(
     Helmholtz(helmholtz::HelmholtzParams),
 );
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn families_parse_and_refuse_unknown_names_and_parameters() {
-        for p in Pde::all() {
-            assert_eq!(Pde::parse(p.name()).unwrap(), p);
-            let json = serde_json::to_string(&p).unwrap();
-            assert_eq!(serde_json::from_str::<Pde>(&json).unwrap(), p);
-        }
-        let e = Pde::parse("navier").unwrap_err().to_string();
-        assert!(
-            e.contains("unknown PDE 'navier'") && e.contains("poisson"),
-            "{e}"
-        );
-        let e = Pde::from_parts("helmholtz", &serde_json::json!({"k": -1.0}))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains('k'), "{e}");
-        let e = Pde::from_parts("poisson", &serde_json::json!({"nu": 0.1}))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("no parameter 'nu'"), "{e}");
-        let h = Pde::from_parts("helmholtz", &serde_json::json!({"k": 2.0})).unwrap();
-        assert!(matches!(h, Pde::Helmholtz(p) if p.k == 2.0));
-    }
-
-    #[test]
-    fn metrics_on_known_fields() {
-        let t = [1.0f32, 2.0, 2.0, 4.0];
-        let g = [1.0f32, 2.0, 2.0, 5.0];
-        assert!((Metric::RelL2.of(&g, &t) - 1.0 / 5.0).abs() < 1e-12);
-        let m = Metric::ErrorRate { threshold: 1.5 };
-        assert_eq!(m.of(&[1.0, 1.0, 2.0, 2.0], &t), 0.25);
-    }
-}
-
 /// Rewrites metadata written before families carried their parameters (`"pde": "darcy"` beside
 /// `"darcy": {...}`) into the current form (`"pde": {"family": "darcy", ...}`), in place. Data sets
 /// and checkpoints call it on the object that holds `pde`, so older files keep loading.
@@ -332,4 +294,59 @@ pub fn parse_settings(settings: &[String]) -> Result<serde_json::Value> {
         node.insert(last.to_string(), value);
     }
     Ok(serde_json::Value::Object(root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_parse_and_refuse_unknown_names_and_parameters() {
+        for p in Pde::all() {
+            assert_eq!(Pde::parse(p.name()).unwrap(), p);
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(serde_json::from_str::<Pde>(&json).unwrap(), p);
+        }
+        let e = Pde::parse("navier").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown PDE 'navier'") && e.contains("poisson"),
+            "{e}"
+        );
+        let e = Pde::from_parts("helmholtz", &serde_json::json!({"k": -1.0}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains('k'), "{e}");
+        let e = Pde::from_parts("poisson", &serde_json::json!({"nu": 0.1}))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no parameter 'nu'"), "{e}");
+        let h = Pde::from_parts("helmholtz", &serde_json::json!({"k": 2.0})).unwrap();
+        assert!(matches!(h, Pde::Helmholtz(p) if p.k == 2.0));
+    }
+
+    #[test]
+    fn settings_and_legacy_metadata() {
+        let v = parse_settings(&["k=2".into(), "grf.alpha=2.5".into()]).unwrap();
+        assert_eq!(v, serde_json::json!({"k": 2, "grf": {"alpha": 2.5}}));
+        let h = Pde::from_parts("helmholtz", &v).unwrap();
+        assert!(
+            matches!(h, Pde::Helmholtz(p) if p.k == 2.0 && p.grf.alpha == 2.5 && p.grf.tau == 3.0)
+        );
+        assert!(parse_settings(&["k".into()]).is_err());
+        let mut old = serde_json::json!({"pde": "darcy", "grid": {"n": 8},
+            "darcy": {"grf": {"alpha": 2.0, "tau": 3.0}, "a_hi": 12.0, "a_lo": 3.0, "source": 1.0}});
+        migrate_legacy(&mut old);
+        assert!(old.get("darcy").is_none());
+        let pde: Pde = serde_json::from_value(old["pde"].clone()).unwrap();
+        assert_eq!(pde, Pde::parse("darcy").unwrap());
+    }
+
+    #[test]
+    fn metrics_on_known_fields() {
+        let t = [1.0f32, 2.0, 2.0, 4.0];
+        let g = [1.0f32, 2.0, 2.0, 5.0];
+        assert!((Metric::RelL2.of(&g, &t) - 1.0 / 5.0).abs() < 1e-12);
+        let m = Metric::ErrorRate { threshold: 1.5 };
+        assert_eq!(m.of(&[1.0, 1.0, 2.0, 2.0], &t), 0.25);
+    }
 }
