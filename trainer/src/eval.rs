@@ -207,8 +207,6 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     // Forward and inverse problems on the first test samples.
     let p = (preset.eval.problems as i64).min(test.meta.count as i64);
     let truth_p = truth.narrow(0, 0, p);
-    let ones = Tensor::ones([p, 1, n, n], (Kind::Float, dev));
-    let zeros = ones.zeros_like();
     let eps_p = Tensor::randn([p, c, n, n], (Kind::Float, dev));
     let cfg = &preset.infer;
     let family = tmeta.data.pde.family();
@@ -220,30 +218,17 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     let sparse = Tensor::from_slice(&sparse)
         .reshape([p, 1, n, n])
         .to_device(dev);
-    // Dense masks of a task's observed channels; the sparse problem observes 3 % of the inverse
-    // problem's channels.
-    let dense = |task: Task| {
-        let obs = family.observed(task);
-        let planes: Vec<&Tensor> = (0..c as usize)
-            .map(|k| if obs.contains(&k) { &ones } else { &zeros })
-            .collect();
-        Tensor::cat(&planes, 1)
+    // The family's task masks for every problem; the sparse problem observes 3 % of what the
+    // inverse problem observes.
+    let grid = test.meta.grid;
+    let mask_of = |task: Task| {
+        Tensor::from_slice(&family.task_mask(task, grid))
+            .reshape([1, c, n, n])
+            .to_device(dev)
+            .expand([p, c, n, n], false)
+            .contiguous()
     };
-    let sparse_mask = {
-        let obs = family.observed(Task::Inverse);
-        let planes: Vec<&Tensor> = (0..c as usize)
-            .map(|k| if obs.contains(&k) { &sparse } else { &zeros })
-            .collect();
-        Tensor::cat(&planes, 1)
-    };
-    let observed_words = |task: Task, what: &str| {
-        family
-            .observed(task)
-            .iter()
-            .map(|&k| format!("{what} {}", names[k]))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let sparse_mask = mask_of(Task::Inverse) * &sparse;
     let solve = |mask: Tensor, observed: String| -> Result<(Tensor, ProblemMetrics)> {
         eprintln!("eval: {observed}, {p} problems x {} steps", cfg.steps);
         let t = Instant::now();
@@ -279,15 +264,13 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
             },
         ))
     };
-    let (xf, forward) = solve(
-        dense(Task::Forward),
-        observed_words(Task::Forward, "all of"),
-    )?;
-    let (xi, inverse) = solve(
-        dense(Task::Inverse),
-        observed_words(Task::Inverse, "all of"),
-    )?;
-    let (xs, inverse_sparse) = solve(sparse_mask, observed_words(Task::Inverse, "3 % of"))?;
+    let (xf, forward) = solve(mask_of(Task::Forward), family.given(Task::Forward))?;
+    let (xi, inverse) = solve(mask_of(Task::Inverse), family.given(Task::Inverse))?;
+    let sparse_words = format!(
+        "3 % of {}",
+        family.given(Task::Inverse).trim_start_matches("all of ")
+    );
+    let (xs, inverse_sparse) = solve(sparse_mask, sparse_words)?;
 
     let report = Report {
         command: inp.command.clone(),

@@ -241,8 +241,11 @@ impl Family for DarcyParams {
         }))
     }
     /// Forward: a given, u wanted; inverse: u given, a wanted.
-    fn observed(&self, task: Task) -> &'static [usize] {
-        super::helmholtz::observed(task)
+    fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {
+        super::channel_mask(2, super::helmholtz::observed(task), grid)
+    }
+    fn given(&self, task: Task) -> String {
+        super::channel_words(self.channels(), super::helmholtz::observed(task))
     }
     /// a is binary: scored by the fraction of points in the wrong phase; u by relative L2.
     fn metric(&self, channel: usize) -> Metric {

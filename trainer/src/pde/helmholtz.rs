@@ -240,8 +240,11 @@ impl Family for HelmholtzParams {
     fn sampler(&self, grid: Grid) -> Result<Box<dyn Sampler>> {
         Ok(Box::new(SourceSampler::new(self.grf, grid, self.k)?))
     }
-    fn observed(&self, task: Task) -> &'static [usize] {
-        observed(task)
+    fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {
+        super::channel_mask(2, observed(task), grid)
+    }
+    fn given(&self, task: Task) -> String {
+        super::channel_words(self.channels(), observed(task))
     }
     fn metric(&self, _channel: usize) -> Metric {
         Metric::RelL2

@@ -110,8 +110,10 @@ pub trait Family: Sync {
     /// Refuses parameters out of range, naming them.
     fn validate(&self) -> Result<()>;
     fn sampler(&self, grid: Grid) -> Result<Box<dyn Sampler>>;
-    /// Channels observed by a task (the rest are wanted).
-    fn observed(&self, task: Task) -> &'static [usize];
+    /// A task's mask over one sample, [C, n, n] flattened: 1 where observed, 0 where wanted.
+    fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32>;
+    /// What a task gives, in words ("all of f").
+    fn given(&self, task: Task) -> String;
     /// How a wanted channel is scored.
     fn metric(&self, channel: usize) -> Metric;
     /// A value separating two phases of a binary input field, for the model card.
@@ -126,6 +128,19 @@ pub trait Family: Sync {
 /// equation holds (the Dirichlet ring). Written once over [`FieldOps`].
 pub trait Residual {
     fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, x: &O::V) -> O::V;
+}
+
+/// The mask of a task that observes whole channels: `observed` of `channels` planes.
+pub fn channel_mask(channels: usize, observed: &[usize], grid: Grid) -> Vec<f32> {
+    (0..channels)
+        .flat_map(|k| std::iter::repeat_n(observed.contains(&k) as u8 as f32, grid.len()))
+        .collect()
+}
+
+/// "all of a, u" for whole observed channels.
+pub fn channel_words(channels: &[(&str, &str)], observed: &[usize]) -> String {
+    let names: Vec<&str> = observed.iter().map(|&k| channels[k].0).collect();
+    format!("all of {}", names.join(", "))
 }
 
 /// Interior mean of R^2 per sample from the mean over all points (R is zero on the ring).

@@ -41,8 +41,11 @@ impl Family for PoissonParams {
     fn sampler(&self, grid: Grid) -> Result<Box<dyn Sampler>> {
         Ok(Box::new(SourceSampler::new(self.grf, grid, 0.0)?))
     }
-    fn observed(&self, task: Task) -> &'static [usize] {
-        helmholtz::observed(task)
+    fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {
+        super::channel_mask(2, helmholtz::observed(task), grid)
+    }
+    fn given(&self, task: Task) -> String {
+        super::channel_words(self.channels(), helmholtz::observed(task))
     }
     fn metric(&self, _channel: usize) -> Metric {
         Metric::RelL2
