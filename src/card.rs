@@ -117,9 +117,18 @@ pub struct Pde {
 pub struct GridInfo {
     pub nx: usize,
     pub ny: usize,
-    /// [[x0, x1], [y0, y1]]; the grid includes the boundary points.
+    /// [[x0, x1], [y0, y1]]; the grid includes the boundary points (a periodic axis has the
+    /// first and not the last).
     pub domain: [[f64; 2]; 2],
+    /// Spacing along x (and y, unless `spacing_y` differs).
     pub spacing: f64,
+    /// Spacing along y where it differs from x's (format 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spacing_y: Option<f64>,
+    /// What bounds each axis, x then y (format 4): "dirichlet" (values fixed at both ends),
+    /// "periodic", or "initial" (the first row given, the rest follow in time). Absent: Dirichlet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boundary: Option<[String; 2]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

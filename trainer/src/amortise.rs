@@ -84,30 +84,45 @@ pub fn answer<B: NetOps>(
     (eps, x)
 }
 
-/// Masks of the training tasks, one per sample of `like` [B, C, H, W] (C = 2: coefficient and
-/// solution), drawn from tch's generator: a third forward (all of channel 0), a third inverse (all of
-/// channel 1), a third sparse (1 to 10 % of the points of channel 0, channel 1 or both).
-pub fn task_masks(like: &Tensor) -> Tensor {
+/// The family's forward and inverse masks of one sample, [1, C, H, W], on `device`.
+pub fn family_masks(
+    pde: &crate::pde::Pde,
+    grid: crate::pde::Grid,
+    device: tch::Device,
+) -> [Tensor; 2] {
+    let c = pde.channels().len() as i64;
+    let n = grid.n as i64;
+    [crate::pde::Task::Forward, crate::pde::Task::Inverse].map(|t| {
+        Tensor::from_slice(&pde.family().task_mask(t, grid))
+            .reshape([1, c, n, n])
+            .to_device(device)
+    })
+}
+
+/// Masks of the training tasks, one per sample of `like` [B, C, H, W], drawn from tch's generator:
+/// a third the family's forward task, a third its inverse task (`tasks`, from [`family_masks`]), a
+/// third sparse (1 to 10 % of the points of one channel, or of all).
+pub fn task_masks(like: &Tensor, tasks: &[Tensor; 2]) -> Tensor {
     let [bsz, c, h, w] = like.size()[..] else {
         panic!("task masks for a 4-D batch")
     };
     let opts = (Kind::Float, like.device());
     let kind = Tensor::rand([bsz], opts);
-    let chan = Tensor::randint(3, [bsz], (Kind::Int64, like.device()));
+    let chan = Tensor::randint(c + 1, [bsz], (Kind::Int64, like.device()));
     let frac = Tensor::rand([bsz, 1, 1, 1], opts) * 0.09 + 0.01;
     let sparse = Tensor::rand([bsz, c, h, w], opts).lt_tensor(&frac);
     let ch = Tensor::arange(c, (Kind::Int64, like.device())).reshape([1, c, 1, 1]);
-    // chan 0: channel 0 only, 1: channel 1 only, 2: both
+    // chan k < C: channel k only; chan C: all channels
     let chan = chan.reshape([bsz, 1, 1, 1]);
-    let on = ch.eq_tensor(&chan).logical_or(&chan.eq(2));
+    let on = ch.eq_tensor(&chan).logical_or(&chan.eq(c));
     let sparse = sparse.logical_and(&on).to_kind(Kind::Float);
-    let dense = |k: i64| ch.eq(k).to_kind(Kind::Float).expand([bsz, c, h, w], false);
+    let dense = |t: &Tensor| t.to_kind(Kind::Float).expand([bsz, c, h, w], false);
     let kind = kind.reshape([bsz, 1, 1, 1]);
     let fwd = kind.lt(1.0 / 3.0);
     let inv = kind.lt(2.0 / 3.0).logical_and(&fwd.logical_not());
     sparse
-        .where_self(&inv.logical_not(), &dense(1))
-        .where_self(&fwd.logical_not(), &dense(0))
+        .where_self(&inv.logical_not(), &dense(&tasks[1]))
+        .where_self(&fwd.logical_not(), &dense(&tasks[0]))
 }
 
 /// Fair CRPS of two answers per sample (mean over C, H, W): 0.5 (|a - y| + |b - y|) - 0.5 |a - b|.
@@ -183,6 +198,7 @@ pub fn train_encoder(
     let device = snet.vs.device();
     let fields = data.fields.to_device(device);
     let norm = smeta.data.normalisation.clone();
+    let tasks = family_masks(&smeta.data.pde, smeta.data.grid, device);
     let label = format!(
         "encoder (lambda_infer {:e}, crps {})",
         info.lambda_infer, info.crps
@@ -193,7 +209,7 @@ pub fn train_encoder(
     train::run(&mut state, out, &label, stop_after, |enc, step| {
         let idx = batch_indices(seed ^ 0xA807, step, n, batch).to_device(device);
         let truth = fields.index_select(0, &idx);
-        let mask = task_masks(&truth);
+        let mask = task_masks(&truth, &tasks);
         let observed = &truth * &mask;
         // two answers per observation
         let (observed, mask) = (observed.repeat([2, 1, 1, 1]), mask.repeat([2, 1, 1, 1]));
@@ -216,7 +232,9 @@ mod tests {
     fn task_masks_cover_the_three_tasks() {
         tch::manual_seed(3);
         let like = Tensor::zeros([600, 2, 16, 16], (Kind::Float, tch::Device::Cpu));
-        let m = task_masks(&like);
+        let pde = crate::pde::Pde::parse("darcy").unwrap();
+        let tasks = family_masks(&pde, crate::pde::Grid::new(16).unwrap(), tch::Device::Cpu);
+        let m = task_masks(&like, &tasks);
         let per = m.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
         let v = Vec::<f32>::try_from(per.reshape([-1])).unwrap();
         let (mut fwd, mut inv, mut sparse) = (0, 0, 0);

@@ -6,12 +6,13 @@ use crate::unet::UNetConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub const PRESETS: [(&str, &str); 5] = [
+pub const PRESETS: [(&str, &str); 6] = [
     ("tiny", include_str!("../presets/tiny.toml")),
     ("cpu", include_str!("../presets/cpu.toml")),
     ("paper", include_str!("../presets/paper.toml")),
     ("poisson", include_str!("../presets/poisson.toml")),
     ("helmholtz", include_str!("../presets/helmholtz.toml")),
+    ("burgers", include_str!("../presets/burgers.toml")),
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -224,6 +225,7 @@ impl Preset {
         let mut p = Preset::load("tiny")?;
         p.name = format!("tiny-{}", full.data.pde.name());
         p.data.pde = full.data.pde;
+        p.model.channels = full.model.channels;
         p.student.lambda_train = full.student.lambda_train;
         p.infer.lambda = full.infer.lambda;
         Ok(p)

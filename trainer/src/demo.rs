@@ -34,33 +34,39 @@ pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<
     let mut rows = String::new();
     let mut answers = Vec::new();
     let t = std::time::Instant::now();
+    let grid = crate::pde::Grid::new(nx)?;
     for (task, name) in [(Task::Forward, "forward"), (Task::Inverse, "inverse")] {
-        let one = family.task_mask(task, crate::pde::Grid::new(nx)?);
+        let one = family.task_mask(task, grid);
         let mask: Vec<u8> = (0..problems * field)
             .map(|i| (one[i % field] > 0.0) as u8)
-            .collect();
-        // channels the task does not observe everywhere are its answers
-        let wanted: Vec<usize> = (0..c)
-            .filter(|&k| one[k * plane..(k + 1) * plane].iter().any(|&m| m == 0.0))
             .collect();
         let mut x = vec![0f32; problems * field];
         model
             .solve(&truth, &mask, problems, &params_solve, &mut x)
             .map_err(e)?;
-        for &k in &wanted {
-            let metric = family.metric(k);
+        let scored = family.scored(task, grid);
+        for s in &scored {
+            let metric = family.metric(s.channel);
             let v = (0..problems)
-                .map(|p| metric.of(&pick(&x, p, k), &pick(&truth, p, k)))
+                .map(|p| {
+                    metric.on(
+                        &pick(&x, p, s.channel),
+                        &pick(&truth, p, s.channel),
+                        &s.region,
+                    )
+                })
                 .sum::<f64>()
                 / problems as f64;
             rows += &format!(
                 "| {name} ({} given): {} of {} | {:.2} % |\n",
                 family.given(task),
                 metric.label(),
-                names[k],
+                s.label,
                 100.0 * v
             );
         }
+        let mut wanted: Vec<usize> = scored.iter().map(|s| s.channel).collect();
+        wanted.dedup();
         answers.push((x, wanted));
     }
     let solve_s = t.elapsed().as_secs_f64() / (2 * problems) as f64;

@@ -229,28 +229,49 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
             .contiguous()
     };
     let sparse_mask = mask_of(Task::Inverse) * &sparse;
-    let solve = |mask: Tensor, observed: String| -> Result<(Tensor, ProblemMetrics)> {
+    let solve = |mask: Tensor,
+                 observed: String,
+                 scored: Option<Vec<crate::pde::Scored>>|
+     -> Result<(Tensor, ProblemMetrics)> {
         eprintln!("eval: {observed}, {p} problems x {} steps", cfg.steps);
         let t = Instant::now();
         let r = st1.solve(&eps_p, &truth_p, &mask, cfg)?;
         let secs = t.elapsed().as_secs_f64() / p as f64;
         let per_channel = mask.mean_dim([0i64, 2, 3].as_slice(), false, Kind::Double);
         let per_channel = Vec::<f64>::try_from(per_channel)?;
-        let errors = (0..c)
-            .filter(|&k| per_channel[k as usize] < 1.0)
-            .map(|k| {
-                let metric = family.metric(k as usize);
-                let value = (0..p)
-                    .map(|i| metric.of(&field(&r.x, i, k), &field(&truth_p, i, k)))
-                    .sum::<f64>()
-                    / p as f64;
-                ChannelError {
-                    channel: names[k as usize].clone(),
-                    metric,
-                    value,
+        // the task's scored parts, or (None) each problem's unobserved points
+        let mut errors: Vec<ChannelError> = Vec::new();
+        for i in 0..p {
+            let parts = match &scored {
+                Some(s) => s
+                    .iter()
+                    .map(|s| (s.channel, s.label.clone(), s.region.clone()))
+                    .collect::<Vec<_>>(),
+                None => {
+                    let m = Vec::<f32>::try_from(mask.get(i).reshape([-1]))?;
+                    crate::pde::unobserved(tmeta.data.pde.channels(), &m, grid.len())
+                        .into_iter()
+                        .map(|s| (s.channel, s.label, s.region))
+                        .collect()
                 }
-            })
-            .collect();
+            };
+            for (j, (k, label, region)) in parts.into_iter().enumerate() {
+                let metric = family.metric(k);
+                let v = metric.on(
+                    &field(&r.x, i, k as i64),
+                    &field(&truth_p, i, k as i64),
+                    &region,
+                );
+                if i == 0 {
+                    errors.push(ChannelError {
+                        channel: label,
+                        metric,
+                        value: 0.0,
+                    });
+                }
+                errors[j].value += v / p as f64;
+            }
+        }
         Ok((
             r.x,
             ProblemMetrics {
@@ -264,13 +285,17 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
             },
         ))
     };
-    let (xf, forward) = solve(mask_of(Task::Forward), family.given(Task::Forward))?;
-    let (xi, inverse) = solve(mask_of(Task::Inverse), family.given(Task::Inverse))?;
+    let task = |t: Task| (mask_of(t), family.given(t), family.scored(t, grid));
+    let (m, given, scored) = task(Task::Forward);
+    let (xf, forward) = solve(m, given, Some(scored))?;
+    let (m, given, scored) = task(Task::Inverse);
+    let (xi, inverse) = solve(m, given, Some(scored))?;
     let sparse_words = format!(
         "3 % of {}",
         family.given(Task::Inverse).trim_start_matches("all of ")
     );
-    let (xs, inverse_sparse) = solve(sparse_mask, sparse_words)?;
+    // sparse: every channel on the points each problem leaves unobserved
+    let (xs, inverse_sparse) = solve(sparse_mask, sparse_words, None)?;
 
     let report = Report {
         command: inp.command.clone(),

@@ -18,6 +18,9 @@ pub trait FieldOps {
     fn crop1(&mut self, x: &Self::V) -> Self::V;
     /// Adds one zero point on each side of H and W.
     fn pad1(&mut self, x: &Self::V) -> Self::V;
+    /// y[.., i] = x[.., i - by] along `axis` (2: H, 3: W), by = +-1: the point that leaves one end
+    /// enters at the other when `periodic`, else zero enters.
+    fn shift(&mut self, x: &Self::V, axis: i64, by: i64, periodic: bool) -> Self::V;
     fn add(&mut self, a: &Self::V, b: &Self::V) -> Self::V;
     fn sub(&mut self, a: &Self::V, b: &Self::V) -> Self::V;
     fn mul(&mut self, a: &Self::V, b: &Self::V) -> Self::V;
@@ -60,6 +63,24 @@ impl FieldOps for Tch {
     }
     fn pad1(&mut self, x: &Tensor) -> Tensor {
         x.constant_pad_nd([1, 1, 1, 1])
+    }
+    fn shift(&mut self, x: &Tensor, axis: i64, by: i64, periodic: bool) -> Tensor {
+        assert!(by == 1 || by == -1, "shift by one point");
+        let rolled = x.roll([by], [axis]);
+        if periodic {
+            return rolled;
+        }
+        // the point that wrapped round becomes zero
+        let n = x.size()[axis as usize];
+        let edge = if by == 1 { 0 } else { n - 1 };
+        let keep = Tensor::ones([n], (x.kind(), x.device())).index_fill(
+            0,
+            &Tensor::from_slice(&[edge]).to_device(x.device()),
+            0.0,
+        );
+        let mut shape = vec![1i64; 4];
+        shape[axis as usize] = n;
+        rolled * keep.reshape(shape)
     }
     fn add(&mut self, a: &Tensor, b: &Tensor) -> Tensor {
         a + b

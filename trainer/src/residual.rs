@@ -4,7 +4,7 @@
 //! reference (the operator its data solver inverts) to 1e-10.
 
 use crate::ops::{FieldOps, Tch};
-use crate::pde::{interior_factor, Grid, Pde};
+use crate::pde::{Grid, Pde};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
@@ -21,10 +21,10 @@ impl ResidualOp {
         self.pde.emit_residual(self.grid, o, x)
     }
 
-    /// Factor turning a mean over all points of R^2 (zero on the boundary) into the mean over
-    /// the interior.
+    /// Factor turning a mean over all points of R^2 (zero where no equation holds) into the mean
+    /// over the points that carry one.
     pub fn interior_factor(&self) -> f64 {
-        interior_factor(self.grid)
+        self.grid.len() as f64 / self.pde.family().equation_points(self.grid) as f64
     }
 
     /// Per-sample mean of R^2 over the interior: [B].
@@ -53,13 +53,14 @@ impl ResidualOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pde::{darcy, helmholtz};
+    use crate::pde::{burgers, darcy, helmholtz};
     use rand::{Rng, SeedableRng};
 
     /// `op` applied to (c0, c1) against `reference`, pointwise and as the interior mean: 1e-10 in f64.
-    fn check(op: ResidualOp, c0: &[f64], c1: &[f64], reference: &[f64]) {
+    fn check(op: ResidualOp, channels: &[&[f64]], reference: &[f64]) {
         let n = op.grid.n as i64;
-        let x = Tensor::from_slice(&[c0, c1].concat()).reshape([1, 2, n, n]);
+        let c = channels.len() as i64;
+        let x = Tensor::from_slice(&channels.concat()).reshape([1, c, n, n]);
         let got = Vec::<f64>::try_from(op.apply(&x).reshape([-1])).unwrap();
         let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         for (g, e) in got.iter().zip(reference) {
@@ -70,7 +71,7 @@ mod tests {
             );
         }
         let mse = f64::try_from(op.mse_per_sample(&x)).unwrap();
-        let m = (n - 2) * (n - 2);
+        let m = op.pde.family().equation_points(op.grid);
         let expected = reference.iter().map(|v| v * v).sum::<f64>() / m as f64;
         assert!(
             (mse - expected).abs() <= 1e-10 * expected,
@@ -92,17 +93,20 @@ mod tests {
             match pde {
                 Pde::Darcy(p) => {
                     let f = vec![p.source; n * n];
-                    check(op, &pos, &u, &darcy::residual(grid, &pos, &u, &f));
+                    check(op, &[&pos, &u], &darcy::residual(grid, &pos, &u, &f));
                 }
-                Pde::Poisson(_) => check(op, &any, &u, &helmholtz::residual(grid, 0.0, &any, &u)),
+                Pde::Poisson(_) => {
+                    check(op, &[&any, &u], &helmholtz::residual(grid, 0.0, &any, &u))
+                }
                 Pde::Helmholtz(p) => {
-                    check(op, &any, &u, &helmholtz::residual(grid, p.k, &any, &u));
+                    check(op, &[&any, &u], &helmholtz::residual(grid, p.k, &any, &u));
                     let k3 = ResidualOp {
                         pde: Pde::Helmholtz(helmholtz::HelmholtzParams { k: 3.0, ..p }),
                         grid,
                     };
-                    check(k3, &any, &u, &helmholtz::residual(grid, 3.0, &any, &u));
+                    check(k3, &[&any, &u], &helmholtz::residual(grid, 3.0, &any, &u));
                 }
+                Pde::Burgers(p) => check(op, &[&any], &burgers::residual(&p, grid, &any)),
             }
         }
     }

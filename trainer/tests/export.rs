@@ -523,6 +523,15 @@ fn each_adjoint_alone_matches_tch_autograd() {
         |g, x| g.group_norm(x, &gv, &bv, 4, 1e-5),
         |x| x.group_norm(4, Some(&gamma), Some(&beta), 1e-5, false),
     );
+    for (axis, by, periodic) in [(2, 1, false), (2, -1, false), (3, 1, true), (3, -1, true)] {
+        check_adjoint(
+            &format!("Shift axis {axis} by {by} periodic {periodic}"),
+            &rnd(&[2, 1, 5, 6]),
+            &[2, 1, 5, 6],
+            |g, x| g.shift(x, axis, by, periodic),
+            |x| piddm_trainer::ops::Tch.shift(x, axis, by, periodic),
+        );
+    }
     check_adjoint(
         "SiLU",
         &rnd(&[2, 3, 5, 5]),

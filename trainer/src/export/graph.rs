@@ -80,6 +80,13 @@ enum Entry {
         border: i64,
         y: String,
     },
+    Shift {
+        x: String,
+        axis: i64,
+        by: i64,
+        periodic: bool,
+        y: String,
+    },
     ReduceMean {
         x: String,
         axes: Vec<i64>,
@@ -127,6 +134,7 @@ impl Entry {
             | Entry::Channels { y, .. }
             | Entry::Crop { y, .. }
             | Entry::Pad { y, .. }
+            | Entry::Shift { y, .. }
             | Entry::ReduceMean { y, .. }
             | Entry::Reshape { y, .. }
             | Entry::Transpose { y, .. }
@@ -586,6 +594,58 @@ impl Graph {
         y
     }
 
+    /// The ONNX nodes of a shift by +-1 along `axis` (2 or 3): the kept part of x, and at the other
+    /// end the wrapped point or a zero.
+    fn shift_nodes(&mut self, x: &str, axis: i64, by: i64, periodic: bool) -> String {
+        let n = self.chw[x][(axis - 1) as usize];
+        let ax = self.ints(&[axis]);
+        let slice = |this: &mut Self, s: i64, e: i64| {
+            let (s, e) = (this.ints(&[s]), this.ints(&[e]));
+            this.node("Slice", &[x, &s, &e, &ax], vec![])
+        };
+        // by = 1: y = [x[n-1] or 0, x[0..n-1]]; by = -1: y = [x[1..n], x[0] or 0]
+        let (kept, wrapped) = if by == 1 {
+            (slice(self, 0, n - 1), slice(self, n - 1, n))
+        } else {
+            (slice(self, 1, n), slice(self, 0, 1))
+        };
+        let edge = if periodic {
+            wrapped
+        } else {
+            let zero = self.scalar(0.0);
+            self.node("Mul", &[&wrapped, &zero], vec![])
+        };
+        let parts = if by == 1 {
+            [&edge, &kept]
+        } else {
+            [&kept, &edge]
+        };
+        self.node(
+            "Concat",
+            &[parts[0], parts[1]],
+            vec![attr_int("axis", axis)],
+        )
+    }
+
+    /// y[.., i] = x[.., i - by] along H (2) or W (3), periodic or zero-filled.
+    pub fn shift(&mut self, x: &str, axis: i64, by: i64, periodic: bool) -> String {
+        assert!((by == 1 || by == -1) && (axis == 2 || axis == 3));
+        let y = self.shift_nodes(x, axis, by, periodic);
+        let chw = self.chw[x];
+        self.set_chw(&y, Some(chw));
+        self.record(
+            Entry::Shift {
+                x: x.into(),
+                axis,
+                by,
+                periodic,
+                y: y.clone(),
+            },
+            &[x],
+        );
+        y
+    }
+
     /// Mean over `axes` of a 4-D value, dropping them.
     pub fn reduce_mean(&mut self, x: &str, axes: &[i64]) -> String {
         let y = self.node(
@@ -804,6 +864,18 @@ impl Graph {
                         self.ints(&[2, 3]),
                     );
                     let gx = self.node("Slice", &[&g, &s, &en, &ax], vec![]);
+                    push(self, x, gx);
+                }
+                Entry::Shift {
+                    x,
+                    axis,
+                    by,
+                    periodic,
+                    ..
+                } => {
+                    // a shift is a (partial) permutation: its adjoint is the opposite shift
+                    self.chw.insert(g.clone(), self.chw[x]);
+                    let gx = self.shift_nodes(&g, *axis, -by, *periodic);
                     push(self, x, gx);
                 }
                 Entry::ReduceMean { x, axes, count, .. } => {

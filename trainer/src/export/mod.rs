@@ -43,6 +43,9 @@ impl FieldOps for Graph {
     fn pad1(&mut self, x: &String) -> String {
         self.pad(x, 1)
     }
+    fn shift(&mut self, x: &String, axis: i64, by: i64, periodic: bool) -> String {
+        Graph::shift(self, x, axis, by, periodic)
+    }
     fn add(&mut self, a: &String, b: &String) -> String {
         Graph::add(self, a, b)
     }
@@ -240,11 +243,16 @@ pub fn card_for(
             parameters: d.pde.family().parameters(),
             threshold: d.pde.family().threshold(),
         },
-        grid: card::GridInfo {
-            nx: n,
-            ny: n,
-            domain: [[0.0, 1.0], [0.0, 1.0]],
-            spacing: d.grid.h(),
+        grid: {
+            let g = d.pde.family().geometry(d.grid);
+            card::GridInfo {
+                nx: n,
+                ny: n,
+                domain: g.domain,
+                spacing: g.spacing[0],
+                spacing_y: (g.spacing[1] != g.spacing[0]).then_some(g.spacing[1]),
+                boundary: Some(g.boundary.map(|b| b.name().to_string())),
+            }
         },
         channels: d
             .pde

@@ -2,6 +2,7 @@
 //! solver, residual (written once over [`FieldOps`]), tasks and metrics. Adding one means writing its
 //! module and one line in [`register!`]'s list at the bottom of this file.
 
+pub mod burgers;
 pub mod darcy;
 pub mod grf;
 pub mod helmholtz;
@@ -64,6 +65,18 @@ impl Metric {
         }
     }
 
+    /// The metric over the points of `region` of one sample's channel.
+    pub fn on(self, got: &[f32], truth: &[f32], region: &[bool]) -> f64 {
+        let pick = |v: &[f32]| -> Vec<f32> {
+            v.iter()
+                .zip(region)
+                .filter(|(_, &r)| r)
+                .map(|(x, _)| *x)
+                .collect()
+        };
+        self.of(&pick(got), &pick(truth))
+    }
+
     /// The metric of one sample's channel (slices of equal length).
     pub fn of(self, got: &[f32], truth: &[f32]) -> f64 {
         match self {
@@ -85,6 +98,55 @@ impl Metric {
             }
         }
     }
+}
+
+/// A part of an answer that is scored: a channel, its label, and the points ([n * n]) counted.
+pub struct Scored {
+    pub channel: usize,
+    pub label: String,
+    pub region: Vec<bool>,
+}
+
+/// Every channel of `mask` (one sample, [C, plane]) with unobserved points, on those points.
+pub fn unobserved(channels: &[(&str, &str)], mask: &[f32], plane: usize) -> Vec<Scored> {
+    mask.chunks(plane)
+        .enumerate()
+        .filter(|(_, m)| m.contains(&0.0))
+        .map(|(k, m)| Scored {
+            channel: k,
+            label: channels[k].0.to_string(),
+            region: m.iter().map(|&v| v == 0.0).collect(),
+        })
+        .collect()
+}
+
+/// What bounds an axis of the grid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Boundary {
+    /// Values fixed at both ends (the ends are grid points).
+    Dirichlet,
+    /// The last point's neighbour is the first.
+    Periodic,
+    /// A time axis: the first row is given, the rest follow.
+    Initial,
+}
+
+impl Boundary {
+    pub fn name(self) -> &'static str {
+        match self {
+            Boundary::Dirichlet => "dirichlet",
+            Boundary::Periodic => "periodic",
+            Boundary::Initial => "initial",
+        }
+    }
+}
+
+/// A family's grid in physical terms: extent, spacing and boundary kind of x and y.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Geometry {
+    pub domain: [[f64; 2]; 2],
+    pub spacing: [f64; 2],
+    pub boundary: [Boundary; 2],
 }
 
 /// One solved sample: the family's channels, concatenated planes in channel order, and the
@@ -114,8 +176,27 @@ pub trait Family: Sync {
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32>;
     /// What a task gives, in words ("all of f").
     fn given(&self, task: Task) -> String;
+    /// What a task's answer is scored on: by default every channel the task does not observe
+    /// everywhere, on its unobserved points.
+    fn scored(&self, task: Task, grid: Grid) -> Vec<Scored> {
+        unobserved(self.channels(), &self.task_mask(task, grid), grid.len())
+    }
     /// How a wanted channel is scored.
     fn metric(&self, channel: usize) -> Metric;
+    /// How many points of the grid carry an equation (the residual is zero on the rest): the
+    /// interior, unless the family says otherwise.
+    fn equation_points(&self, grid: Grid) -> usize {
+        (grid.n - 2) * (grid.n - 2)
+    }
+    /// The grid's geometry for the model card: the unit square with Dirichlet boundaries unless
+    /// the family says otherwise.
+    fn geometry(&self, grid: Grid) -> Geometry {
+        Geometry {
+            domain: [[0.0, 1.0], [0.0, 1.0]],
+            spacing: [grid.h(), grid.h()],
+            boundary: [Boundary::Dirichlet, Boundary::Dirichlet],
+        }
+    }
     /// A value separating two phases of a binary input field, for the model card.
     fn threshold(&self) -> Option<f64> {
         None
@@ -141,12 +222,6 @@ pub fn channel_mask(channels: usize, observed: &[usize], grid: Grid) -> Vec<f32>
 pub fn channel_words(channels: &[(&str, &str)], observed: &[usize]) -> String {
     let names: Vec<&str> = observed.iter().map(|&k| channels[k].0).collect();
     format!("all of {}", names.join(", "))
-}
-
-/// Interior mean of R^2 per sample from the mean over all points (R is zero on the ring).
-pub fn interior_factor(grid: Grid) -> f64 {
-    let n = grid.n as f64;
-    n * n / ((n - 2.0) * (n - 2.0))
 }
 
 macro_rules! register {
@@ -262,6 +337,7 @@ register!(
     Darcy(darcy::DarcyParams),
     Poisson(poisson::PoissonParams),
     Helmholtz(helmholtz::HelmholtzParams),
+    Burgers(burgers::BurgersParams),
 );
 
 /// Rewrites metadata written before families carried their parameters (`"pde": "darcy"` beside
@@ -324,7 +400,7 @@ mod tests {
         }
         let e = Pde::parse("navier").unwrap_err().to_string();
         assert!(
-            e.contains("unknown PDE 'navier'") && e.contains("poisson"),
+            e.contains("unknown PDE 'navier'") && e.contains("burgers"),
             "{e}"
         );
         let e = Pde::from_parts("helmholtz", &serde_json::json!({"k": -1.0}))
