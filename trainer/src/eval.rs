@@ -413,3 +413,88 @@ pub fn markdown(r: &Report) -> String {
     );
     s
 }
+
+/// One row per evaluation (`*.json` with a report's fields) in `dir`, in file-name order:
+/// residuals of the three models, the PIDDM student's residual and MMSE / SMSE against the
+/// teacher's, and the problems' errors.
+pub fn families_table(dir: &Path) -> Result<String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut s = String::from(
+        "| evaluation | residual: teacher / lambda 0 / PIDDM | PIDDM / teacher | MMSE, SMSE / teacher's | forward | inverse |\n|---|---|---|---|---|---|\n",
+    );
+    let mut rows = 0;
+    for f in files {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f)?)?;
+        let num = |m: &str, k: &str| v[m][k].as_f64();
+        let (Some(t), Some(z), Some(p)) = (
+            num("teacher", "residual_mse"),
+            num("student_lambda0", "residual_mse"),
+            num("student", "residual_mse"),
+        ) else {
+            continue;
+        };
+        let ratio = |k: &str| match (num("student", k), num("teacher", k)) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        let errors = |task: &str| {
+            v[task]["errors"]
+                .as_array()
+                .map(|es| {
+                    es.iter()
+                        .map(|e| {
+                            format!(
+                                "{} {:.2} %",
+                                e["channel"].as_str().unwrap_or("?"),
+                                100.0 * e["value"].as_f64().unwrap_or(f64::NAN)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_else(|| "-".into())
+        };
+        s += &format!(
+            "| {} | {t:.3e} / {z:.3e} / {p:.3e} | {:.3} | {}, {} | {} | {} |\n",
+            f.file_stem().unwrap_or_default().to_string_lossy(),
+            p / t,
+            ratio("mmse"),
+            ratio("smse"),
+            errors("forward"),
+            errors("inverse")
+        );
+        rows += 1;
+    }
+    anyhow::ensure!(rows > 0, "no evaluation reports in {}", dir.display());
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_table_reads_reports_and_skips_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let gm =
+            |r: f64, m: f64| serde_json::json!({"residual_mse": r, "mmse": m, "smse": 2.0 * m});
+        let report = serde_json::json!({
+            "teacher": gm(2.0, 1e-3), "student_lambda0": gm(10.0, 1e-3), "student": gm(0.2, 1.5e-3),
+            "forward": {"errors": [{"channel": "u", "metric": "rel_l2", "value": 0.05}]},
+            "inverse": {"errors": [{"channel": "f", "metric": "rel_l2", "value": 0.25}]},
+        });
+        std::fs::write(dir.path().join("poisson32.json"), report.to_string()).unwrap();
+        std::fs::write(dir.path().join("other.json"), "{\"rows\": []}").unwrap();
+        let t = families_table(dir.path()).unwrap();
+        let rows: Vec<&str> = t.lines().skip(2).collect();
+        assert_eq!(rows.len(), 1, "{t}");
+        assert!(rows[0].starts_with("| poisson32 | 2.000e0 / 1.000e1 / 2.000e-1 | 0.100 | 1.50, 1.50 | u 5.00 % | f 25.00 % |"), "{t}");
+        std::fs::remove_file(dir.path().join("poisson32.json")).unwrap();
+        assert!(families_table(dir.path()).is_err());
+    }
+}

@@ -145,6 +145,11 @@ enum Cmd {
     },
     /// Summarise the solver examples' results in a directory: one table, PNG figures.
     ExamplesReport { dir: PathBuf },
+    /// One table across PDE families from the evaluations (eval.json files) in a directory.
+    Families {
+        #[arg(default_value = "trainer/results")]
+        dir: PathBuf,
+    },
     /// Split the forward and inverse errors on fresh problems into the student's manifold error
     /// and what the solve reaches (defaults, and a long budget with restarts).
     Diagnose {
@@ -372,6 +377,9 @@ fn real_main() -> Result<()> {
         }
         Cmd::ExamplesReport { dir } => {
             print!("{}", piddm_trainer::examples::report(&dir)?);
+        }
+        Cmd::Families { dir } => {
+            print!("{}", eval::families_table(&dir)?);
         }
         Cmd::Inspect { file } => {
             let (card, m) = export::read_card(&file)?;

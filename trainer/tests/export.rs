@@ -129,7 +129,7 @@ fn exported_student_matches_tch_and_passes_the_checker() {
 /// The other families' students export, pass the checker and match tch in every graph.
 #[test]
 fn every_family_exports_and_matches_tch() {
-    for family in ["poisson", "helmholtz"] {
+    for family in ["poisson", "helmholtz", "burgers"] {
         let dir = tempfile::tempdir().unwrap();
         let preset = Preset::tiny_of(family).unwrap();
         pipeline::run(&preset, dir.path(), "test".into()).unwrap();
@@ -296,8 +296,9 @@ fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
         op,
     };
     let n = meta.data.grid.n as i64;
+    let c = meta.unet.channels;
     tch::manual_seed(3);
-    let eps = Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU);
+    let eps = Tensor::randn([3, c, n, n], tch::kind::FLOAT_CPU);
 
     // generate: x and residual
     let x = st.generate(&eps);
@@ -306,7 +307,7 @@ fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
         dir.path(),
         &out,
         &[(io::EPS, &eps)],
-        &[(io::X, vec![3, 2, n, n]), (io::RESIDUAL, vec![3, 1, n, n])],
+        &[(io::X, vec![3, c, n, n]), (io::RESIDUAL, vec![3, 1, n, n])],
         true,
         None,
     );
@@ -338,8 +339,8 @@ fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
     );
 
     // refine: loss, x_mix and the gradient against tch autograd, plus a finite difference
-    let observed = st.generate(&Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU));
-    let mask = Tensor::rand([3, 2, n, n], tch::kind::FLOAT_CPU)
+    let observed = st.generate(&Tensor::randn([3, c, n, n], tch::kind::FLOAT_CPU));
+    let mask = Tensor::rand([3, c, n, n], tch::kind::FLOAT_CPU)
         .gt(0.7)
         .to_kind(Kind::Float);
     let observed = &observed * &mask;
@@ -347,7 +348,8 @@ fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
     let e = eps.detach().set_requires_grad(true);
     let (loss, x_mix) = st.loss(&e, &observed, &mask, lambda);
     let grad = Tensor::run_backward(&[&loss.sum(Kind::Float)], &[&e], false, false).remove(0);
-    let coords: Vec<i64> = vec![5, 300, 700, 1200];
+    let total = 3 * c * n * n;
+    let coords: Vec<i64> = vec![5, total / 4, total / 2 + 3, total - 10];
     let fd = json!({"loss": io::LOSS, "wrt": io::EPS, "coords": coords, "h": 1e-2});
     let (got, report) = run_refine(dir.path(), &out, &eps, &observed, &mask, lambda, Some(fd));
     assert!(

@@ -2,7 +2,7 @@
 
 use piddm_trainer::config::Preset;
 use piddm_trainer::dataset::{self, Dataset};
-use piddm_trainer::pde::{Grid, Pde};
+use piddm_trainer::pde::{Grid, Pde, Task};
 use piddm_trainer::train::{self, load_ema, Outcome, TrainState};
 use piddm_trainer::{pipeline, teacher};
 use std::path::Path;
@@ -26,16 +26,17 @@ fn tiny_pipeline_every_stage(family: &str) {
         .expect("finished");
     let p = pipeline::RunPaths::new(dir.path());
     let n = preset.data.res as i64;
+    let c = preset.data.pde.channels().len() as i64;
     let train = Dataset::load(&p.train).unwrap();
-    assert_eq!(train.fields.size(), vec![preset.data.train as i64, 2, n, n]);
+    assert_eq!(train.fields.size(), vec![preset.data.train as i64, c, n, n]);
     for ckpt in [&p.teacher, &p.student_lambda0, &p.student] {
         let (net, meta) = load_ema(ckpt).unwrap();
         assert_eq!(meta.data.grid.n as i64, n);
         let x = net.net.forward(
-            &tch::Tensor::randn([2, 2, n, n], tch::kind::FLOAT_CPU),
+            &tch::Tensor::randn([2, c, n, n], tch::kind::FLOAT_CPU),
             &tch::Tensor::zeros([2], tch::kind::FLOAT_CPU),
         );
-        assert_eq!(x.size(), vec![2, 2, n, n]);
+        assert_eq!(x.size(), vec![2, c, n, n]);
         assert!(bool::try_from(x.isfinite().all()).unwrap());
     }
     for m in [&report.teacher, &report.student_lambda0, &report.student] {
@@ -63,14 +64,30 @@ fn tiny_pipeline_every_stage(family: &str) {
         report.student.residual_mse,
         report.student_lambda0.residual_mse
     );
-    // Each problem scores the channels it did not observe everywhere, with the family's metric.
-    let names: Vec<&str> = preset.data.pde.channels().iter().map(|c| c.0).collect();
+    // Each problem scores what its family says (the sparse one: every channel), with the
+    // family's metric.
+    let family = preset.data.pde.family();
+    let grid = Grid::new(preset.data.res).unwrap();
+    let labels = |t| -> Vec<String> {
+        family
+            .scored(t, grid)
+            .into_iter()
+            .map(|s| s.label)
+            .collect()
+    };
+    let names: Vec<String> = preset
+        .data
+        .pde
+        .channels()
+        .iter()
+        .map(|c| c.0.to_string())
+        .collect();
     for (m, scored) in [
-        (&report.forward, vec![names[1]]),
-        (&report.inverse, vec![names[0]]),
-        (&report.inverse_sparse, vec![names[0], names[1]]),
+        (&report.forward, labels(Task::Forward)),
+        (&report.inverse, labels(Task::Inverse)),
+        (&report.inverse_sparse, names),
     ] {
-        let got: Vec<&str> = m.errors.iter().map(|e| e.channel.as_str()).collect();
+        let got: Vec<String> = m.errors.iter().map(|e| e.channel.clone()).collect();
         assert_eq!(got, scored);
         for e in &m.errors {
             assert!(
@@ -104,6 +121,11 @@ fn tiny_pipeline_poisson() {
 #[test]
 fn tiny_pipeline_helmholtz() {
     tiny_pipeline_every_stage("helmholtz");
+}
+
+#[test]
+fn tiny_pipeline_burgers() {
+    tiny_pipeline_every_stage("burgers");
 }
 
 fn tensors_equal(a: &Path, b: &Path) {

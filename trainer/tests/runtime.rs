@@ -21,10 +21,12 @@ fn fixture_of(family: &str) -> &'static Fixture {
     static D: OnceLock<Fixture> = OnceLock::new();
     static P: OnceLock<Fixture> = OnceLock::new();
     static H: OnceLock<Fixture> = OnceLock::new();
+    static B: OnceLock<Fixture> = OnceLock::new();
     let cell = match family {
         "darcy" => &D,
         "poisson" => &P,
         "helmholtz" => &H,
+        "burgers" => &B,
         f => panic!("no fixture for {f}"),
     };
     cell.get_or_init(|| {
@@ -64,7 +66,7 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 /// an inverse solve).
 #[test]
 fn runtime_reproduces_the_trainer() {
-    for family in ["darcy", "poisson", "helmholtz"] {
+    for family in ["darcy", "poisson", "helmholtz", "burgers"] {
         reproduces_the_trainer(family);
     }
 }
@@ -76,7 +78,7 @@ fn reproduces_the_trainer(family: &str) {
     let (net, meta) = train::load_ema(&f.student).unwrap();
     let st = Student::of(&net, &meta);
     let (c, ny, nx) = m.shape();
-    assert_eq!((c, ny, nx), (2, 16, 16));
+    assert_eq!((c, ny, nx), (meta.unet.channels as usize, 16, 16));
     let batch = 4;
     let eps = m.noise(7, batch).unwrap();
     let eps_t = Tensor::from_slice(&eps).reshape([batch as i64, c as i64, ny as i64, nx as i64]);
@@ -113,17 +115,19 @@ fn reproduces_the_trainer(family: &str) {
     .unwrap();
     assert!((ms - ms_t).abs() <= 1e-4 * ms_t, "{ms} vs {ms_t}");
 
-    // solve: an inverse problem (all of u observed), the same start, the same Adam
+    // solve: the family's inverse problem, the same start, the same optimiser
     let truth = st.generate(&Tensor::randn(
-        [batch as i64, 2, ny as i64, nx as i64],
+        [batch as i64, c as i64, ny as i64, nx as i64],
         tch::kind::FLOAT_CPU,
     ));
-    let mut mask = vec![0u8; batch * m.field_len()];
-    for s in 0..batch {
-        for i in 0..ny * nx {
-            mask[s * m.field_len() + ny * nx + i] = 1;
-        }
-    }
+    let one = meta
+        .data
+        .pde
+        .family()
+        .task_mask(piddm_trainer::pde::Task::Inverse, meta.data.grid);
+    let mask: Vec<u8> = (0..batch * m.field_len())
+        .map(|i| (one[i % m.field_len()] > 0.0) as u8)
+        .collect();
     let mask_t = Tensor::from_slice(&mask.iter().map(|&v| v as f32).collect::<Vec<_>>())
         .reshape(truth.size());
     let mut observed = to_vec(&truth);
@@ -360,4 +364,52 @@ fn graph_with_negative_shapes_is_a_status_not_a_panic() {
         .expect("refused");
     assert_eq!(e.status, Status::PIDDM_ERR_FORMAT, "{}", e.message);
     assert!(e.message.contains("bad.residual.onnx"), "{}", e.message);
+}
+
+/// Every model shipped in examples/models loads, and its card's defaults answer its family's
+/// forward problem on fresh problems from the family's solver.
+#[test]
+fn shipped_models_answer_their_forward_problem() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models");
+    let mut families = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        // main files only (NAME.onnx, not NAME.refine.onnx ...)
+        if !name.ends_with(".onnx") || name.trim_end_matches(".onnx").contains('.') {
+            continue;
+        }
+        let m = Model::load(&path, &Options::default()).unwrap();
+        let card = m.card().clone();
+        let pde = piddm_trainer::examples::card_pde(&card).unwrap();
+        let grid = piddm_trainer::pde::Grid::new(card.grid.nx).unwrap();
+        let problems = 4;
+        let truth = piddm_trainer::examples::problems(&card, problems, 99)
+            .unwrap()
+            .data;
+        let one = pde
+            .family()
+            .task_mask(piddm_trainer::pde::Task::Forward, grid);
+        let field = m.field_len();
+        let mask: Vec<u8> = (0..problems * field)
+            .map(|i| (one[i % field] > 0.0) as u8)
+            .collect();
+        let mut x = vec![0f32; problems * field];
+        m.solve(&truth, &mask, problems, &m.default_solve_params(), &mut x)
+            .unwrap();
+        let plane = grid.len();
+        for s in pde.family().scored(piddm_trainer::pde::Task::Forward, grid) {
+            let metric = pde.family().metric(s.channel);
+            let err = (0..problems)
+                .map(|p| {
+                    let at = p * field + s.channel * plane;
+                    metric.on(&x[at..at + plane], &truth[at..at + plane], &s.region)
+                })
+                .sum::<f64>()
+                / problems as f64;
+            assert!(err < 0.2, "{name}: forward {} {err}", s.label);
+        }
+        families.push(pde.name());
+    }
+    assert!(families.contains(&"darcy"), "{families:?}");
 }
