@@ -17,7 +17,7 @@ for model in examples/models/*.onnx; do
     name=$(basename "$model" .onnx)
     case "$name" in darcy32 | *.*) continue ;; esac
     echo
-    ./target/release/piddm-train demo --model "$model" --problems 16 --out "runs/demo-$name"
+    ./target/release/piddm-train demo --model "$model" --problems 8 --out "runs/demo-$name"
 done
 echo
 bash scripts/examples.sh runs/examples

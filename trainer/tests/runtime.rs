@@ -411,5 +411,7 @@ fn shipped_models_answer_their_forward_problem() {
         }
         families.push(pde.name());
     }
-    assert!(families.contains(&"darcy"), "{families:?}");
+    for shipped in ["darcy", "poisson"] {
+        assert!(families.contains(&shipped), "{shipped} not in {families:?}");
+    }
 }
