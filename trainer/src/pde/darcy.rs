@@ -293,8 +293,7 @@ mod tests {
     use std::f64::consts::PI;
 
     fn coords(n: usize) -> impl Iterator<Item = (usize, usize, f64, f64)> {
-        let h = 1.0 / (n as f64 - 1.0);
-        (0..n).flat_map(move |j| (0..n).map(move |i| (i, j, i as f64 * h, j as f64 * h)))
+        Grid::new(n).unwrap().points()
     }
 
     /// Manufactured solution u = sin(pi x) sin(pi y), a = 1 + x^2 + y: second-order convergence.

@@ -35,6 +35,11 @@ impl Grid {
     pub fn is_empty(self) -> bool {
         self.n == 0
     }
+    /// Every point as (i, j, x, y), row-major (`j` is the row, y = j h).
+    pub fn points(self) -> impl Iterator<Item = (usize, usize, f64, f64)> {
+        let (n, h) = (self.n, self.h());
+        (0..n).flat_map(move |j| (0..n).map(move |i| (i, j, i as f64 * h, j as f64 * h)))
+    }
 }
 
 /// A conditional problem of a family: which channels are observed, which are wanted.
