@@ -58,6 +58,12 @@ impl Edm {
 
     /// The EDM training loss on clean normalised data x0, averaged over the batch.
     pub fn loss(&self, net: &UNet, x0: &Tensor) -> Tensor {
+        self.loss_and_estimate(net, x0).0
+    }
+
+    /// The EDM training loss and the clean estimates D(x0 + sigma n; sigma) it compared with x0
+    /// (normalised units), for losses that add a term on the estimate (PIDM).
+    pub fn loss_and_estimate(&self, net: &UNet, x0: &Tensor) -> (Tensor, Tensor) {
         let b = x0.size()[0];
         let ln_sigma = Tensor::randn([b], (Kind::Float, x0.device())) * self.p_std + self.p_mean;
         let sigma = ln_sigma.exp();
@@ -66,7 +72,7 @@ impl Edm {
         let weight = (s.square() + sd2) / (s.square() * sd2);
         let noisy = x0 + x0.randn_like() * &s;
         let d = self.denoise(net, &noisy, &sigma);
-        (weight * (d - x0).square()).mean(Kind::Float)
+        ((weight * (&d - x0).square()).mean(Kind::Float), d)
     }
 
     /// Noise levels t_0 = sigma_max > ... > t_{N-1} = sigma_min, then t_N = 0.
@@ -96,24 +102,7 @@ impl Edm {
 
     /// Deterministic probability-flow ODE from x_T = sigma_max * eps to x_0 (EDM Algorithm 1, S_churn = 0).
     pub fn heun_sample(&self, net: &UNet, eps: &Tensor, steps: usize) -> Tensor {
-        let _guard = tch::no_grad_guard();
-        let t = self.time_steps(steps);
-        let b = eps.size()[0];
-        let dev = eps.device();
-        let sig = |v: f64| Tensor::full([b], v, (Kind::Float, dev));
-        let mut x = eps * t[0];
-        for i in 0..steps {
-            let (tc, tn) = (t[i], t[i + 1]);
-            let d = (&x - self.denoise(net, &x, &sig(tc))) / tc;
-            let xn = &x + &d * (tn - tc);
-            x = if tn > 0.0 {
-                let d2 = (&xn - self.denoise(net, &xn, &sig(tn))) / tn;
-                &x + (d + d2) * (0.5 * (tn - tc))
-            } else {
-                xn
-            };
-        }
-        x
+        crate::sampler::sample(self, net, eps, steps, &crate::sampler::Hook::None)
     }
 }
 

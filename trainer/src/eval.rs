@@ -32,7 +32,7 @@ pub struct GenMetrics {
 }
 
 /// The error of one wanted channel, averaged over problems.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ChannelError {
     pub channel: String,
     pub metric: Metric,
@@ -67,12 +67,12 @@ pub struct Report {
     pub inverse_sparse: ProblemMetrics,
 }
 
-struct Moments {
-    mean: Tensor,
-    std: Tensor,
+pub struct Moments {
+    pub mean: Tensor,
+    pub std: Tensor,
 }
 
-fn moments(x_norm: &Tensor) -> Moments {
+pub fn moments(x_norm: &Tensor) -> Moments {
     let x = x_norm.to_kind(Kind::Double);
     Moments {
         mean: x.mean_dim(0, false, Kind::Double),
@@ -80,7 +80,7 @@ fn moments(x_norm: &Tensor) -> Moments {
     }
 }
 
-fn gen_metrics(
+pub fn gen_metrics(
     x_phys: &Tensor,
     reference: &Moments,
     norm: &crate::dataset::Normalisation,
@@ -101,15 +101,15 @@ fn gen_metrics(
     }
 }
 
-const BATCH: i64 = 64;
+pub const BATCH: i64 = 64;
 
-fn batched(eps: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, f64) {
+pub fn batched(eps: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, f64) {
     let t0 = Instant::now();
     let out: Vec<Tensor> = eps.split(BATCH, 0).iter().map(&f).collect();
     (Tensor::cat(&out, 0), t0.elapsed().as_secs_f64())
 }
 
-fn load_role(path: &Path, role: Role, test: &Dataset) -> Result<(Net, CheckpointMeta)> {
+pub fn load_role(path: &Path, role: Role, test: &Dataset) -> Result<(Net, CheckpointMeta)> {
     let (net, meta) = load_ema(path)?;
     if meta.role != role {
         bail!(
@@ -140,6 +140,145 @@ fn panels(data: &[Vec<(String, Vec<f32>, bool)>]) -> Vec<Vec<Panel<'_>>> {
                 .collect()
         })
         .collect()
+}
+
+/// One conditional task over the evaluation's problems.
+pub struct ProblemTask {
+    /// "forward", "inverse" or "sparse".
+    pub name: &'static str,
+    /// [P, C, n, n], 1 where observed.
+    pub mask: Tensor,
+    /// What is given, in words.
+    pub observed: String,
+    /// The task's scored parts, or (None) each problem's unobserved points.
+    pub scored: Option<Vec<crate::pde::Scored>>,
+}
+
+impl ProblemTask {
+    /// Mean over channels of the observed fraction.
+    pub fn observed_fraction(&self) -> Result<f64> {
+        let per_channel = self
+            .mask
+            .mean_dim([0i64, 2, 3].as_slice(), false, Kind::Double);
+        let per_channel = Vec::<f64>::try_from(per_channel)?;
+        Ok(per_channel.iter().sum::<f64>() / per_channel.len().max(1) as f64)
+    }
+}
+
+/// The evaluation's problems: the first test samples (physical), a noise draw for each, and the
+/// family's tasks (forward, inverse, and 3 % of what the inverse observes).
+pub struct Problems {
+    pub truth: Tensor,
+    pub eps: Tensor,
+    pub tasks: Vec<ProblemTask>,
+}
+
+impl Problems {
+    /// Errors of answers `x` (physical, [P, C, n, n]) to `task`, averaged over problems, one per
+    /// scored part with the family's metric.
+    pub fn score(
+        &self,
+        pde: &crate::pde::Pde,
+        x: &Tensor,
+        task: &ProblemTask,
+    ) -> Result<Vec<ChannelError>> {
+        let family = pde.family();
+        let p = self.truth.size()[0];
+        let plane = (self.truth.size()[2] * self.truth.size()[3]) as usize;
+        let mut errors: Vec<ChannelError> = Vec::new();
+        for i in 0..p {
+            let parts: Vec<(usize, String, Vec<bool>)> = match &task.scored {
+                Some(s) => s
+                    .iter()
+                    .map(|s| (s.channel, s.label.clone(), s.region.clone()))
+                    .collect(),
+                None => {
+                    let m = Vec::<f32>::try_from(task.mask.get(i).reshape([-1]))?;
+                    crate::pde::unobserved(pde.channels(), &m, plane)
+                        .into_iter()
+                        .map(|s| (s.channel, s.label, s.region))
+                        .collect()
+                }
+            };
+            for (j, (k, label, region)) in parts.into_iter().enumerate() {
+                let metric = family.metric(k);
+                let v = metric.on(
+                    &field(x, i, k as i64),
+                    &field(&self.truth, i, k as i64),
+                    &region,
+                );
+                if i == 0 {
+                    errors.push(ChannelError {
+                        channel: label,
+                        metric,
+                        value: 0.0,
+                    });
+                }
+                errors[j].value += v / p as f64;
+            }
+        }
+        Ok(errors)
+    }
+}
+
+/// The evaluation's random draws from the test seed: noise for `count` generated samples, and the
+/// problems. Every method evaluated on a test set sees these.
+pub fn draws(
+    preset: &Preset,
+    test: &Dataset,
+    count: i64,
+    dev: tch::Device,
+) -> Result<(Tensor, Problems)> {
+    let n = test.meta.grid.n as i64;
+    let c = test.meta.channels.len() as i64;
+    tch::manual_seed(preset.data.test_seed as i64);
+    let eps = Tensor::randn([count, c, n, n], (Kind::Float, dev));
+    let p = (preset.eval.problems as i64).min(test.meta.count as i64);
+    let truth = test.fields.to_device(dev).narrow(0, 0, p);
+    let eps_p = Tensor::randn([p, c, n, n], (Kind::Float, dev));
+    let family = test.meta.pde.family();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(preset.data.test_seed);
+    let sparse: Vec<f32> = (0..p * n * n)
+        .map(|_| if rng.random::<f64>() < 0.03 { 1.0 } else { 0.0 })
+        .collect();
+    let sparse = Tensor::from_slice(&sparse)
+        .reshape([p, 1, n, n])
+        .to_device(dev);
+    let grid = test.meta.grid;
+    let mask_of = |task: Task| {
+        Tensor::from_slice(&family.task_mask(task, grid))
+            .reshape([1, c, n, n])
+            .to_device(dev)
+            .expand([p, c, n, n], false)
+            .contiguous()
+    };
+    let task = |name, t: Task| ProblemTask {
+        name,
+        mask: mask_of(t),
+        observed: family.given(t),
+        scored: Some(family.scored(t, grid)),
+    };
+    let sparse_task = ProblemTask {
+        name: "sparse",
+        mask: mask_of(Task::Inverse) * &sparse,
+        observed: format!(
+            "3 % of {}",
+            family.given(Task::Inverse).trim_start_matches("all of ")
+        ),
+        scored: None,
+    };
+    Ok((
+        eps,
+        Problems {
+            truth,
+            eps: eps_p,
+            tasks: vec![
+                task("forward", Task::Forward),
+                task("inverse", Task::Inverse),
+                sparse_task,
+            ],
+        },
+    ))
 }
 
 pub struct EvalInputs<'a> {
@@ -173,8 +312,7 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
             .mean(Kind::Double),
     )?;
 
-    tch::manual_seed(preset.data.test_seed as i64);
-    let eps = Tensor::randn([count, c, n, n], (Kind::Float, dev));
+    let (eps, problems) = draws(preset, &test, count, dev)?;
     let steps = s1meta
         .student
         .as_ref()
@@ -204,98 +342,39 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     let s0_m = gen_metrics(&x0, &reference, norm, &op, 1, t0);
     let s1_m = gen_metrics(&x1, &reference, norm, &op, 1, t1);
 
-    // Forward and inverse problems on the first test samples.
-    let p = (preset.eval.problems as i64).min(test.meta.count as i64);
-    let truth_p = truth.narrow(0, 0, p);
-    let eps_p = Tensor::randn([p, c, n, n], (Kind::Float, dev));
+    // Forward, inverse and sparse problems on the first test samples.
     let cfg = &preset.infer;
-    let family = tmeta.data.pde.family();
-    let names = &test.meta.channels;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(preset.data.test_seed);
-    let sparse: Vec<f32> = (0..p * n * n)
-        .map(|_| if rng.random::<f64>() < 0.03 { 1.0 } else { 0.0 })
-        .collect();
-    let sparse = Tensor::from_slice(&sparse)
-        .reshape([p, 1, n, n])
-        .to_device(dev);
-    // The family's task masks for every problem; the sparse problem observes 3 % of what the
-    // inverse problem observes.
-    let grid = test.meta.grid;
-    let mask_of = |task: Task| {
-        Tensor::from_slice(&family.task_mask(task, grid))
-            .reshape([1, c, n, n])
-            .to_device(dev)
-            .expand([p, c, n, n], false)
-            .contiguous()
-    };
-    let sparse_mask = mask_of(Task::Inverse) * &sparse;
-    let solve = |mask: Tensor,
-                 observed: String,
-                 scored: Option<Vec<crate::pde::Scored>>|
-     -> Result<(Tensor, ProblemMetrics)> {
-        eprintln!("eval: {observed}, {p} problems x {} steps", cfg.steps);
+    let p = problems.truth.size()[0];
+    let mut answers = Vec::new();
+    let mut metrics = Vec::new();
+    for task in &problems.tasks {
+        eprintln!(
+            "eval: {}, {p} problems x {} steps",
+            task.observed, cfg.steps
+        );
         let t = Instant::now();
-        let r = st1.solve(&eps_p, &truth_p, &mask, cfg)?;
+        let r = st1.solve(&problems.eps, &problems.truth, &task.mask, cfg)?;
         let secs = t.elapsed().as_secs_f64() / p as f64;
-        let per_channel = mask.mean_dim([0i64, 2, 3].as_slice(), false, Kind::Double);
-        let per_channel = Vec::<f64>::try_from(per_channel)?;
-        // the task's scored parts, or (None) each problem's unobserved points
-        let mut errors: Vec<ChannelError> = Vec::new();
-        for i in 0..p {
-            let parts = match &scored {
-                Some(s) => s
-                    .iter()
-                    .map(|s| (s.channel, s.label.clone(), s.region.clone()))
-                    .collect::<Vec<_>>(),
-                None => {
-                    let m = Vec::<f32>::try_from(mask.get(i).reshape([-1]))?;
-                    crate::pde::unobserved(tmeta.data.pde.channels(), &m, grid.len())
-                        .into_iter()
-                        .map(|s| (s.channel, s.label, s.region))
-                        .collect()
-                }
-            };
-            for (j, (k, label, region)) in parts.into_iter().enumerate() {
-                let metric = family.metric(k);
-                let v = metric.on(
-                    &field(&r.x, i, k as i64),
-                    &field(&truth_p, i, k as i64),
-                    &region,
-                );
-                if i == 0 {
-                    errors.push(ChannelError {
-                        channel: label,
-                        metric,
-                        value: 0.0,
-                    });
-                }
-                errors[j].value += v / p as f64;
-            }
-        }
-        Ok((
-            r.x,
-            ProblemMetrics {
-                problems: p as usize,
-                steps: cfg.steps,
-                lambda_infer: cfg.lambda,
-                observed,
-                observed_fraction: per_channel.iter().sum::<f64>() / c as f64,
-                errors,
-                seconds_per_problem: secs,
-            },
-        ))
-    };
-    let task = |t: Task| (mask_of(t), family.given(t), family.scored(t, grid));
-    let (m, given, scored) = task(Task::Forward);
-    let (xf, forward) = solve(m, given, Some(scored))?;
-    let (m, given, scored) = task(Task::Inverse);
-    let (xi, inverse) = solve(m, given, Some(scored))?;
-    let sparse_words = format!(
-        "3 % of {}",
-        family.given(Task::Inverse).trim_start_matches("all of ")
-    );
-    // sparse: every channel on the points each problem leaves unobserved
-    let (xs, inverse_sparse) = solve(sparse_mask, sparse_words, None)?;
+        let errors = problems.score(&tmeta.data.pde, &r.x, task)?;
+        metrics.push(ProblemMetrics {
+            problems: p as usize,
+            steps: cfg.steps,
+            lambda_infer: cfg.lambda,
+            observed: task.observed.clone(),
+            observed_fraction: task.observed_fraction()?,
+            errors,
+            seconds_per_problem: secs,
+        });
+        answers.push(r.x);
+    }
+    let truth_p = &problems.truth;
+    let names = &test.meta.channels;
+    let [forward, inverse, inverse_sparse]: [ProblemMetrics; 3] = metrics
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three tasks expected"))?;
+    let [xf, xi, xs]: [Tensor; 3] = answers
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three tasks expected"))?;
 
     let report = Report {
         command: inp.command.clone(),
@@ -354,7 +433,7 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
                     .flat_map(|k| {
                         let ch = &names[k as usize];
                         [
-                            (format!("true {ch}"), field(&truth_p, i, k), false),
+                            (format!("true {ch}"), field(truth_p, i, k), false),
                             (format!("answer {ch}"), field(x, i, k), false),
                             (format!("error of {ch}"), field(&err, 0, k), true),
                         ]

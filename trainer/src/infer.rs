@@ -27,6 +27,30 @@ pub fn emit_loss<O: FieldOps>(
     mask: &O::V,
     lambda: &O::V,
 ) -> (O::V, O::V) {
+    let t = emit_terms(o, op, norm, d, observed, mask);
+    let weighted = o.mul(lambda, &t.residual);
+    (o.add(&t.misfit, &weighted), t.x_mix)
+}
+
+/// The two terms of the loss, each per sample [B], and x_mix (physical): what the solve weighs
+/// with (1, lambda_infer) and DiffusionPDE's guidance with (zeta_obs, zeta_pde).
+pub struct Terms<V> {
+    /// Mean over C, H, W of (M * (d - x'))^2, normalised units.
+    pub misfit: V,
+    /// Mean of R(x_mix)^2 where the PDE holds, physical units.
+    pub residual: V,
+    pub x_mix: V,
+}
+
+/// [`Terms`] of a normalised clean estimate `d` against observations (physical) under `mask`.
+pub fn emit_terms<O: FieldOps>(
+    o: &mut O,
+    op: &ResidualOp,
+    norm: &Normalisation,
+    d: &O::V,
+    observed: &O::V,
+    mask: &O::V,
+) -> Terms<O::V> {
     let (inv, shift) = norm.normalising_affine();
     let obs_n = o.affine_channels(observed, &inv, &shift);
     let diff = o.sub(d, &obs_n);
@@ -38,9 +62,12 @@ pub fn emit_loss<O: FieldOps>(
     let seen = o.mul(observed, mask);
     let free = o.mul(&phys, &keep);
     let x_mix = o.add(&seen, &free);
-    let rm = op.emit_mse(o, &x_mix);
-    let weighted = o.mul(lambda, &rm);
-    (o.add(&misfit, &weighted), x_mix)
+    let residual = op.emit_mse(o, &x_mix);
+    Terms {
+        misfit,
+        residual,
+        x_mix,
+    }
 }
 
 /// A student with what it needs to speak physical units.

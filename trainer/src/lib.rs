@@ -5,6 +5,7 @@
 //! → amortised encoder (`amortise`) → evaluation (`eval`), with the shared training machinery in `train` and the whole run in `pipeline`.
 
 pub mod amortise;
+pub mod baselines;
 pub mod conditional;
 pub mod config;
 pub mod dataset;
@@ -19,9 +20,11 @@ pub mod infer;
 pub mod netops;
 pub mod ops;
 pub mod pde;
+pub mod pidm;
 pub mod pipeline;
 pub mod plot;
 pub mod residual;
+pub mod sampler;
 pub mod st;
 pub mod student;
 pub mod teacher;

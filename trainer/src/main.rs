@@ -69,6 +69,46 @@ enum Cmd {
         #[arg(long)]
         stop_after: Option<u64>,
     },
+    /// PIDM: continue a teacher's training with a residual loss on its clean estimate D(x; sigma).
+    Pidm {
+        #[arg(long)]
+        preset: String,
+        /// The teacher's training data set.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        teacher: PathBuf,
+        /// Weight of the mean R^2 of D (physical units) beside the denoising loss.
+        #[arg(long)]
+        weight: f64,
+        /// Training steps beyond the teacher's.
+        #[arg(long)]
+        steps: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
+    /// The paper's comparison on a pipeline run's test set: teacher, PIDM, DiffusionPDE, ECI and the
+    /// students, one row per method; adds the family to DIR/baselines.json and rewrites
+    /// DIR/baselines.md and DIR/baselines-<family>.png.
+    Baselines {
+        #[arg(long)]
+        preset: String,
+        /// A pipeline run directory (teacher.ckpt, student-lambda0.ckpt, student.ckpt,
+        /// data-test.safetensors).
+        #[arg(long)]
+        run: PathBuf,
+        /// A PIDM teacher (`piddm-train pidm`).
+        #[arg(long)]
+        pidm: Option<PathBuf>,
+        #[command(flatten)]
+        settings: piddm_trainer::baselines::Settings,
+        #[arg(long, default_value = "trainer/results")]
+        out: PathBuf,
+    },
     /// Train the amortised encoder of a student: one evaluation from an observation to eps.
     Amortise {
         #[arg(long)]
@@ -252,6 +292,36 @@ fn real_main() -> Result<()> {
             let preset = Preset::load(&preset)?;
             let lambda = lambda_train.unwrap_or(preset.student.lambda_train);
             student::distill(&preset, &teacher, lambda, &out, resume, stop_after)?;
+        }
+        Cmd::Pidm {
+            preset,
+            data,
+            teacher,
+            weight,
+            steps,
+            out,
+            resume,
+            stop_after,
+        } => {
+            let preset = Preset::load(&preset)?;
+            let data = Dataset::load(&data)?;
+            piddm_trainer::pidm::train_pidm(
+                &preset, &data, &teacher, weight, steps, &out, resume, stop_after,
+            )?;
+        }
+        Cmd::Baselines {
+            preset,
+            run,
+            pidm,
+            settings,
+            out,
+        } => {
+            use piddm_trainer::baselines;
+            let preset = Preset::load(&preset)?;
+            let inputs = baselines::Inputs { run, pidm, command };
+            let r = baselines::compare(&preset, &settings, &inputs)?;
+            baselines::write(&out, preset.data.pde.name(), &r)?;
+            print!("{}", std::fs::read_to_string(out.join("baselines.md"))?);
         }
         Cmd::Amortise {
             preset,

@@ -216,6 +216,11 @@ pub fn save_panels(path: &Path, rows: &[Vec<Panel>], n: usize, zoom: usize) -> R
         }
         root.present().map_err(err)?;
     }
+    write_png(path, &buf, w, h)
+}
+
+/// Writes an RGB buffer of w x h pixels as a PNG, creating the directory.
+fn write_png(path: &Path, buf: &[u8], w: u32, h: u32) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
@@ -224,8 +229,79 @@ pub fn save_panels(path: &Path, rows: &[Vec<Panel>], n: usize, zoom: usize) -> R
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
-    enc.write_header()?.write_image_data(&buf)?;
+    enc.write_header()?.write_image_data(buf)?;
     Ok(())
+}
+
+/// A labelled point of a scatter plot.
+pub struct Point {
+    pub label: String,
+    pub x: f64,
+    pub y: f64,
+}
+
+/// A scatter plot on log axes, each point labelled (points with a non-positive or non-finite
+/// coordinate are left out, and named in the caption).
+pub fn save_scatter_loglog(
+    path: &Path,
+    caption: &str,
+    x_label: &str,
+    y_label: &str,
+    points: &[Point],
+) -> Result<()> {
+    register_font()?;
+    let ok = |p: &&Point| p.x.is_finite() && p.y.is_finite() && p.x > 0.0 && p.y > 0.0;
+    let shown: Vec<&Point> = points.iter().filter(ok).collect();
+    anyhow::ensure!(!shown.is_empty(), "no point to plot in {}", path.display());
+    let left: Vec<&str> = points
+        .iter()
+        .filter(|p| !ok(p))
+        .map(|p| p.label.as_str())
+        .collect();
+    let range = |f: fn(&Point) -> f64| {
+        let (lo, hi) = shown
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(f(p)), b.max(f(p))));
+        (lo / 3.0)..(hi * 3.0)
+    };
+    let (xr, yr) = (range(|p| p.x), range(|p| p.y));
+    let (w, h) = (720u32, 520u32);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let err = |e| anyhow!("drawing {}: {e:?}", path.display());
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let caption = if left.is_empty() {
+            caption.to_string()
+        } else {
+            format!("{caption} (not shown: {})", left.join(", "))
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, (FONT, 16))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(xr.log_scale(), yr.log_scale())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .label_style((FONT, 12))
+            .axis_desc_style((FONT, 13))
+            .x_label_formatter(&|v| label(*v))
+            .y_label_formatter(&|v| label(*v))
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(shown.iter().map(|p| {
+                EmptyElement::at((p.x, p.y))
+                    + Circle::new((0, 0), 5, RGBColor(33, 102, 172).filled())
+                    + Text::new(p.label.clone(), (8, -6), (FONT, 13))
+            }))
+            .map_err(err)?;
+        root.present().map_err(err)?;
+    }
+    write_png(path, &buf, w, h)
 }
 
 #[cfg(test)]

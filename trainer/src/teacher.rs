@@ -35,6 +35,7 @@ pub fn train_teacher(
             data: (&data.meta).into(),
             student: None,
             amortiser: None,
+            pidm: None,
             last_loss: f64::NAN,
         }))
     })?;

@@ -110,6 +110,9 @@ pub struct CheckpointMeta {
     /// Set on amortised encoders.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amortiser: Option<AmortiserInfo>,
+    /// Set on PIDM teachers (and on what is distilled from them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pidm: Option<crate::pidm::PidmInfo>,
     pub last_loss: f64,
 }
 

@@ -247,6 +247,10 @@ impl Family for DarcyParams {
     fn given(&self, task: Task) -> String {
         super::channel_words(self.channels(), super::helmholtz::observed(task))
     }
+    /// u = 0 on the boundary.
+    fn fixed_zero(&self, grid: Grid) -> Vec<f32> {
+        super::ring_mask(2, 1, grid)
+    }
     /// a is binary: scored by the fraction of points in the wrong phase; u by relative L2.
     fn metric(&self, channel: usize) -> Metric {
         match channel {

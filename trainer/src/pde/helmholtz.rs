@@ -246,6 +246,10 @@ impl Family for HelmholtzParams {
     fn given(&self, task: Task) -> String {
         super::channel_words(self.channels(), observed(task))
     }
+    /// u = 0 on the boundary.
+    fn fixed_zero(&self, grid: Grid) -> Vec<f32> {
+        super::ring_mask(2, 1, grid)
+    }
     fn metric(&self, _channel: usize) -> Metric {
         Metric::RelL2
     }

@@ -52,7 +52,7 @@ pub enum Task {
 }
 
 /// How an answer's channel is scored against the truth.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// ||x - y|| / ||y|| per sample.
@@ -188,6 +188,12 @@ pub trait Family: Sync {
     }
     /// How a wanted channel is scored.
     fn metric(&self, channel: usize) -> Metric;
+    /// The points whose value the PDE fixes at zero (homogeneous Dirichlet values), [C, n, n]
+    /// flattened, 1 where fixed: what a hard-constraint sampler may impose. None unless the family
+    /// says so.
+    fn fixed_zero(&self, grid: Grid) -> Vec<f32> {
+        vec![0.0; self.channels().len() * grid.len()]
+    }
     /// How many points of the grid carry an equation (the residual is zero on the rest): the
     /// interior, unless the family says otherwise.
     fn equation_points(&self, grid: Grid) -> usize {
@@ -221,6 +227,19 @@ pub fn channel_mask(channels: usize, observed: &[usize], grid: Grid) -> Vec<f32>
     (0..channels)
         .flat_map(|k| std::iter::repeat_n(observed.contains(&k) as u8 as f32, grid.len()))
         .collect()
+}
+
+/// The boundary ring of `channel` (of `channels`), 1 there and 0 elsewhere: a Dirichlet family's
+/// [`Family::fixed_zero`].
+pub fn ring_mask(channels: usize, channel: usize, grid: Grid) -> Vec<f32> {
+    let n = grid.n;
+    let mut m = vec![0.0; channels * grid.len()];
+    for (p, (i, j, _, _)) in grid.points().enumerate() {
+        if i == 0 || j == 0 || i == n - 1 || j == n - 1 {
+            m[channel * grid.len() + p] = 1.0;
+        }
+    }
+    m
 }
 
 /// "all of a, u" for whole observed channels.
