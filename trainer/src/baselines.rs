@@ -424,7 +424,7 @@ pub fn write(dir: &Path, pde: &str, report: &FamilyReport) -> Result<()> {
 }
 
 /// The best method of a column (lowest value) among `rows`.
-fn best<'a, R>(rows: &'a BTreeMap<String, R>, value: impl Fn(&R) -> f64) -> Option<&'a str> {
+fn best<R>(rows: &BTreeMap<String, R>, value: impl Fn(&R) -> f64) -> Option<&str> {
     rows.iter()
         .filter(|(_, r)| value(r).is_finite())
         .min_by(|a, b| value(a.1).total_cmp(&value(b.1)))
