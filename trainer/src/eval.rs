@@ -17,6 +17,7 @@ use crate::train::{load_ema, CheckpointMeta, Net, Role};
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 use tch::{Kind, Tensor};
@@ -58,9 +59,9 @@ pub struct Report {
     pub preset: String,
     pub test_samples: usize,
     pub ground_truth_residual_mse: f64,
-    pub teacher: GenMetrics,
-    pub student_lambda0: GenMetrics,
-    pub student: GenMetrics,
+    /// One row per model, named as in the baselines' report: `teacher`, `student_lambda0` and
+    /// `piddm_1` (the PIDDM student, one step).
+    pub generation: BTreeMap<String, GenMetrics>,
     pub lambda_train: f64,
     pub forward: ProblemMetrics,
     pub inverse: ProblemMetrics,
@@ -381,9 +382,14 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
         preset: preset.name.clone(),
         test_samples: count as usize,
         ground_truth_residual_mse: gt_res,
-        teacher: teacher_m,
-        student_lambda0: s0_m,
-        student: s1_m,
+        generation: [
+            ("teacher", teacher_m),
+            ("student_lambda0", s0_m),
+            ("piddm_1", s1_m),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
         lambda_train: s1meta.student.as_ref().map_or(f64::NAN, |s| s.lambda_train),
         forward,
         inverse,
@@ -456,14 +462,16 @@ pub fn markdown(r: &Report) -> String {
          | model | NFE | residual | MMSE | SMSE | s / sample |\n|---|---|---|---|---|---|\n",
         r.preset, r.command, r.test_samples, r.ground_truth_residual_mse
     );
-    for (name, m) in [
-        ("teacher (EDM, Heun)", &r.teacher),
-        ("student, lambda_train = 0", &r.student_lambda0),
-        (
-            &*format!("PIDDM student, lambda_train = {:e}", r.lambda_train),
-            &r.student,
-        ),
-    ] {
+    let piddm = format!("PIDDM student, lambda_train = {:e}", r.lambda_train);
+    let rows = [
+        ("teacher", "teacher (EDM, Heun)"),
+        ("student_lambda0", "student, lambda_train = 0"),
+        ("piddm_1", piddm.as_str()),
+    ];
+    for (name, m) in rows
+        .iter()
+        .filter_map(|(k, name)| r.generation.get(*k).map(|m| (name, m)))
+    {
         s += &format!(
             "| {name} | {} | {:.3e} ± {:.2e} | {:.3e} | {:.3e} | {:.4} |\n",
             m.nfe, m.residual_mse, m.residual_std, m.mmse, m.smse, m.seconds_per_sample
@@ -509,15 +517,15 @@ pub fn families_table(dir: &Path) -> Result<String> {
     let mut rows = 0;
     for f in files {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f)?)?;
-        let num = |m: &str, k: &str| v[m][k].as_f64();
+        let num = |m: &str, k: &str| v["generation"][m][k].as_f64();
         let (Some(t), Some(z), Some(p)) = (
             num("teacher", "residual_mse"),
             num("student_lambda0", "residual_mse"),
-            num("student", "residual_mse"),
+            num("piddm_1", "residual_mse"),
         ) else {
             continue;
         };
-        let ratio = |k: &str| match (num("student", k), num("teacher", k)) {
+        let ratio = |k: &str| match (num("piddm_1", k), num("teacher", k)) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "-".into(),
         };
@@ -563,7 +571,7 @@ mod tests {
         let gm =
             |r: f64, m: f64| serde_json::json!({"residual_mse": r, "mmse": m, "smse": 2.0 * m});
         let report = serde_json::json!({
-            "teacher": gm(2.0, 1e-3), "student_lambda0": gm(10.0, 1e-3), "student": gm(0.2, 1.5e-3),
+            "generation": {"teacher": gm(2.0, 1e-3), "student_lambda0": gm(10.0, 1e-3), "piddm_1": gm(0.2, 1.5e-3)},
             "forward": {"errors": [{"channel": "u", "metric": "rel_l2", "value": 0.05}]},
             "inverse": {"errors": [{"channel": "f", "metric": "rel_l2", "value": 0.25}]},
         });

@@ -39,7 +39,9 @@ fn tiny_pipeline_every_stage(family: &str) {
         assert_eq!(x.size(), vec![2, c, n, n]);
         assert!(bool::try_from(x.isfinite().all()).unwrap());
     }
-    for m in [&report.teacher, &report.student_lambda0, &report.student] {
+    let g = &report.generation;
+    let (teacher, lambda0, piddm) = (&g["teacher"], &g["student_lambda0"], &g["piddm_1"]);
+    for m in [teacher, lambda0, piddm] {
         for v in [
             m.residual_mse,
             m.residual_std,
@@ -50,8 +52,8 @@ fn tiny_pipeline_every_stage(family: &str) {
             assert!(v.is_finite() && v >= 0.0, "{m:?}");
         }
     }
-    assert_eq!(report.teacher.nfe, 2 * preset.sampler.steps - 1);
-    assert_eq!((report.student.nfe, report.student_lambda0.nfe), (1, 1));
+    assert_eq!(teacher.nfe, 2 * preset.sampler.steps - 1);
+    assert_eq!((piddm.nfe, lambda0.nfe), (1, 1));
     assert!(
         report.ground_truth_residual_mse < 1e-6,
         "data residual {}",
@@ -59,10 +61,10 @@ fn tiny_pipeline_every_stage(family: &str) {
     );
     // The physics term does its job: same teacher, same pairs, lower residual.
     assert!(
-        report.student.residual_mse < 0.8 * report.student_lambda0.residual_mse,
+        piddm.residual_mse < 0.8 * lambda0.residual_mse,
         "lambda > 0: {} vs lambda = 0: {}",
-        report.student.residual_mse,
-        report.student_lambda0.residual_mse
+        piddm.residual_mse,
+        lambda0.residual_mse
     );
     // Each problem scores what its family says (the sparse one: every channel), with the
     // family's metric.
