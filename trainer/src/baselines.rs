@@ -151,7 +151,7 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
     let paths = crate::pipeline::RunPaths::new(&inp.run);
     let test = Dataset::load(&paths.test)?;
     let (teacher, tmeta) = load(&paths.teacher, Role::Teacher, &test)?;
-    let (s0, _) = load(&paths.student_lambda0, Role::Student, &test)?;
+    let (s0, s0meta) = load(&paths.student_lambda0, Role::Student, &test)?;
     let (s1, s1meta) = load(&paths.student, Role::Student, &test)?;
     let pidm = match &inp.pidm {
         Some(p) => {
@@ -187,16 +187,7 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
         .map_or(preset.sampler.steps, |s| s.heun_steps);
     let fixed = pde.family().fixed_zero(test.meta.grid);
     let zeros = eps.zeros_like();
-    let st0 = Student {
-        net: &s0.net,
-        edm,
-        norm,
-        op,
-    };
-    let st1 = Student {
-        net: &s1.net,
-        ..st0
-    };
+    let (st0, st1) = (Student::of(&s0, &s0meta), Student::of(&s1, &s1meta));
     let refine_cfg = InferConfig {
         steps: settings.ref_steps,
         ..preset.infer.clone()

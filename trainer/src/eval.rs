@@ -325,18 +325,7 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     let (xt, tt) = batched(&eps, |e| {
         norm.to_physical(&edm.heun_sample(&teacher.net, e, steps))
     });
-    let st0 = Student {
-        net: &s0.net,
-        edm,
-        norm,
-        op,
-    };
-    let st1 = Student {
-        net: &s1.net,
-        edm,
-        norm,
-        op,
-    };
+    let (st0, st1) = (Student::of(&s0, &s0meta), Student::of(&s1, &s1meta));
     let (x0, t0) = batched(&eps, |e| st0.generate(e));
     let (x1, t1) = batched(&eps, |e| st1.generate(e));
     let teacher_m = gen_metrics(&xt, &reference, norm, &op, Edm::heun_nfe(steps), tt);
@@ -395,7 +384,6 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
         inverse,
         inverse_sparse,
     };
-    let _ = s0meta;
     std::fs::create_dir_all(inp.out)?;
     std::fs::write(
         inp.out.join("eval.json"),
