@@ -411,7 +411,7 @@ fn shipped_models_answer_their_forward_problem() {
         }
         families.push(pde.name());
     }
-    for shipped in ["darcy", "poisson", "helmholtz"] {
+    for shipped in ["darcy", "poisson", "helmholtz", "burgers"] {
         assert!(families.contains(&shipped), "{shipped} not in {families:?}");
     }
 }
