@@ -10,7 +10,9 @@
 
 use crate::config::{InferConfig, Preset};
 use crate::dataset::Dataset;
-use crate::eval::{draws, gen_metrics, load_role, moments, ChannelError, GenMetrics, ProblemTask};
+use crate::eval::{
+    draws, gen_metrics, load_role, test_reference, ChannelError, GenMetrics, ProblemTask,
+};
 use crate::infer::Student;
 use crate::plot::{save_scatter_loglog, Point};
 use crate::sampler::{sample, Correction, Gradient, Hook};
@@ -175,12 +177,7 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
     let mut p_preset = preset.clone();
     p_preset.eval.problems = settings.problems;
     let (eps, problems) = draws(&p_preset, &test, count, dev)?;
-    let truth = test.fields.to_device(dev);
-    let reference = moments(&norm.to_normalised(&truth));
-    let test_residual = f64::try_from(
-        op.mse_per_sample(&truth.to_kind(Kind::Double))
-            .mean(Kind::Double),
-    )?;
+    let (_, reference, test_residual) = test_reference(&test, norm, &op, dev)?;
     let heun_steps = s1meta
         .student
         .as_ref()

@@ -73,6 +73,23 @@ pub struct Moments {
     pub std: Tensor,
 }
 
+/// The test set on `dev` (physical), its moments in normalised units and its own mean residual:
+/// what every generator is measured against.
+pub fn test_reference(
+    test: &Dataset,
+    norm: &crate::dataset::Normalisation,
+    op: &ResidualOp,
+    dev: tch::Device,
+) -> Result<(Tensor, Moments, f64)> {
+    let truth = test.fields.to_device(dev);
+    let reference = moments(&norm.to_normalised(&truth));
+    let residual = f64::try_from(
+        op.mse_per_sample(&truth.to_kind(Kind::Double))
+            .mean(Kind::Double),
+    )?;
+    Ok((truth, reference, residual))
+}
+
 pub fn moments(x_norm: &Tensor) -> Moments {
     let x = x_norm.to_kind(Kind::Double);
     Moments {
@@ -306,12 +323,7 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
         .eval
         .samples
         .min(test.meta.count.max(preset.eval.samples)) as i64;
-    let truth = test.fields.to_device(dev);
-    let reference = moments(&norm.to_normalised(&truth));
-    let gt_res = f64::try_from(
-        op.mse_per_sample(&truth.to_kind(Kind::Double))
-            .mean(Kind::Double),
-    )?;
+    let (truth, reference, gt_res) = test_reference(&test, norm, &op, dev)?;
 
     let (eps, problems) = draws(preset, &test, count, dev)?;
     let steps = s1meta
