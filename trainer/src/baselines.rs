@@ -35,6 +35,74 @@ pub const METHODS: [&str; 7] = [
     "piddm_ref",
 ];
 
+/// The rows PIDDM's goal is measured against (the other methods are its own variants).
+pub const BASELINES: [&str; 4] = ["teacher", "pidm", "diffusionpde", "eci"];
+
+/// The issue's goal, in numbers: PIDDM-1's residual against the lowest baseline's, its speed against
+/// DiffusionPDE's (as run and at the published steps), its MMSE / SMSE against the teacher's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Goal {
+    pub lowest_baseline: String,
+    /// PIDDM-1's residual / the lowest baseline residual (goal: below 1).
+    pub residual_ratio: f64,
+    /// DiffusionPDE's seconds per sample / PIDDM-1's (goal: at least 30).
+    pub speedup: f64,
+    pub speedup_published: Option<f64>,
+    /// PIDDM-1's MMSE and SMSE / the teacher's (goal: at most 1.5).
+    pub mmse_ratio: f64,
+    pub smse_ratio: f64,
+}
+
+impl Goal {
+    pub const SPEEDUP: f64 = 30.0;
+    pub const STATS: f64 = 1.5;
+
+    /// None when a row it needs (piddm_1, teacher, diffusionpde) is missing.
+    pub fn of(generation: &BTreeMap<String, GenRow>) -> Option<Goal> {
+        let (p, t, d) = (
+            generation.get("piddm_1")?,
+            generation.get("teacher")?,
+            generation.get("diffusionpde")?,
+        );
+        let (name, low) = BASELINES
+            .iter()
+            .filter_map(|m| generation.get(*m).map(|r| (*m, r.residual)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))?;
+        Some(Goal {
+            lowest_baseline: name.to_string(),
+            residual_ratio: p.residual / low,
+            speedup: d.seconds_per_sample / p.seconds_per_sample,
+            speedup_published: d
+                .seconds_per_sample_at_published_steps
+                .map(|s| s / p.seconds_per_sample),
+            mmse_ratio: p.mmse / t.mmse,
+            smse_ratio: p.smse / t.smse,
+        })
+    }
+
+    pub fn markdown(&self) -> String {
+        let met = |ok: bool| if ok { "met" } else { "missed" };
+        format!(
+            "Goal: residual below every baseline's: {} (PIDDM-1 / {} = {:.3}); at least {}x less time \
+             than DiffusionPDE: {} ({:.0}x as run{}); MMSE and SMSE at most {}x the teacher's: {} \
+             ({:.2}x, {:.2}x).\n",
+            met(self.residual_ratio < 1.0),
+            self.lowest_baseline,
+            self.residual_ratio,
+            Self::SPEEDUP,
+            met(self.speedup >= Self::SPEEDUP),
+            self.speedup,
+            self.speedup_published
+                .map(|s| format!(", {s:.0}x at {DIFFUSIONPDE_PUBLISHED_STEPS} steps"))
+                .unwrap_or_default(),
+            Self::STATS,
+            met(self.mmse_ratio <= Self::STATS && self.smse_ratio <= Self::STATS),
+            self.mmse_ratio,
+            self.smse_ratio,
+        )
+    }
+}
+
 /// DiffusionPDE's published setting, for the extrapolated cost.
 pub const DIFFUSIONPDE_PUBLISHED_STEPS: usize = 2000;
 
@@ -390,8 +458,18 @@ pub fn write(dir: &Path, pde: &str, report: &FamilyReport) -> Result<()> {
     let tmp = dir.join("baselines.json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&all)? + "\n")?;
     std::fs::rename(&tmp, &json)?;
-    std::fs::write(dir.join("baselines.md"), markdown(&all))?;
-    let entry = &all[pde];
+    render(dir, &all)
+}
+
+/// Writes `baselines.md` and each family's figure from the report (`piddm-train baselines-report`
+/// redraws them from `baselines.json` alone).
+pub fn render(dir: &Path, all: &BTreeMap<String, FamilyReport>) -> Result<()> {
+    std::fs::write(dir.join("baselines.md"), markdown(all))?;
+    all.iter()
+        .try_for_each(|(pde, entry)| figure(dir, pde, entry))
+}
+
+fn figure(dir: &Path, pde: &str, entry: &FamilyReport) -> Result<()> {
     let points: Vec<Point> = METHODS
         .iter()
         .filter_map(|m| {
@@ -427,6 +505,32 @@ pub fn markdown(all: &BTreeMap<String, FamilyReport>) -> String {
          units; NFE per sample, a backward pass counting as one. Conditional answers keep the observed \
          entries.\n",
     );
+    let goals: Vec<(&String, Goal)> = all
+        .iter()
+        .filter_map(|(pde, r)| Goal::of(&r.generation).map(|g| (pde, g)))
+        .collect();
+    if !goals.is_empty() {
+        s += &format!(
+            "\nThe goal per family: PIDDM-1's residual below every baseline's (teacher, PIDM, DiffusionPDE, \
+             ECI), at least {}x less time per sample than DiffusionPDE, MMSE and SMSE at most {}x the \
+             teacher's.\n\n| family | lowest baseline | PIDDM-1 / it | DiffusionPDE's time / PIDDM-1's (as \
+             run; at {DIFFUSIONPDE_PUBLISHED_STEPS} steps) | MMSE, SMSE / teacher's |\n|---|---|---|---|---|\n",
+            Goal::SPEEDUP,
+            Goal::STATS
+        );
+        for (pde, g) in &goals {
+            s += &format!(
+                "| {pde} | {} | {:.3} | {:.0}x; {} | {:.2}, {:.2} |\n",
+                g.lowest_baseline,
+                g.residual_ratio,
+                g.speedup,
+                g.speedup_published
+                    .map_or("-".into(), |v| format!("{v:.0}x")),
+                g.mmse_ratio,
+                g.smse_ratio
+            );
+        }
+    }
     for (pde, r) in all {
         s += &format!(
             "\n## {pde}\n\nProduced by `{}` (preset `{}`). Teacher: {} Heun steps. DiffusionPDE: {} Heun \
@@ -474,6 +578,9 @@ pub fn markdown(all: &BTreeMap<String, FamilyReport>) -> String {
             best(g, |x| x.smse).unwrap_or("-"),
             best(g, |x| x.seconds_per_sample).unwrap_or("-"),
         );
+        if let Some(goal) = Goal::of(g) {
+            s += &format!("\n{}", goal.markdown());
+        }
         s += "\n| task | method | NFE | errors | residual | s / problem |\n|---|---|---|---|---|---|\n";
         for (task, rows) in [
             ("forward", &r.forward),

@@ -185,6 +185,11 @@ enum Cmd {
     },
     /// Summarise the solver examples' results in a directory: one table, PNG figures.
     ExamplesReport { dir: PathBuf },
+    /// Rewrite DIR/baselines.md and the figures from DIR/baselines.json.
+    BaselinesReport {
+        #[arg(default_value = "trainer/results")]
+        dir: PathBuf,
+    },
     /// One table across PDE families from the evaluations (eval.json files) in a directory.
     Families {
         #[arg(default_value = "trainer/results")]
@@ -444,6 +449,11 @@ fn real_main() -> Result<()> {
             )?;
             piddm_trainer::fsutil::write_atomic(&out.join("conditional.md"), md.as_bytes())?;
             print!("{md}");
+        }
+        Cmd::BaselinesReport { dir } => {
+            use piddm_trainer::baselines;
+            baselines::render(&dir, &baselines::read_all(&dir.join("baselines.json"))?)?;
+            print!("{}", std::fs::read_to_string(dir.join("baselines.md"))?);
         }
         Cmd::ExamplesReport { dir } => {
             print!("{}", piddm_trainer::examples::report(&dir)?);

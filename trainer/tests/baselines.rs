@@ -265,6 +265,30 @@ fn every_baseline_on_the_tiny_preset() {
     for m in METHODS {
         assert!(md.contains(&format!("| {m} |")), "{m} missing from\n{md}");
     }
+    // The goal against the rows themselves: the lowest of the four baselines, the two ratios.
+    let goal = baselines::Goal::of(&d.generation).unwrap();
+    let low = baselines::BASELINES
+        .iter()
+        .map(|m| d.generation[*m].residual)
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(d.generation[&goal.lowest_baseline].residual, low);
+    let p = &d.generation["piddm_1"];
+    assert!((goal.residual_ratio * low - p.residual).abs() <= 1e-12 * p.residual);
+    assert!((goal.smse_ratio * d.generation["teacher"].smse - p.smse).abs() <= 1e-12 * p.smse);
+    assert!(md.contains("Goal: residual below every baseline's"), "{md}");
+    assert!(
+        md.contains(&format!("| darcy | {} | ", goal.lowest_baseline)),
+        "{md}"
+    );
+    assert!(out.join("baselines-darcy.png").exists());
+    // The report redraws from the JSON alone.
+    std::fs::remove_file(out.join("baselines.md")).unwrap();
+    std::fs::remove_file(out.join("baselines-darcy.png")).unwrap();
+    baselines::render(&out, &all).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.join("baselines.md")).unwrap(),
+        md
+    );
     assert!(out.join("baselines-darcy.png").exists());
     settings.methods = vec!["nonsense".into()];
     let e = baselines::compare(&preset, &settings, &inputs).unwrap_err();
