@@ -15,7 +15,7 @@ use crate::eval::{
 };
 use crate::infer::Student;
 use crate::plot::{save_scatter_loglog, Point};
-use crate::sampler::{sample, Correction, Gradient, Hook};
+use crate::sampler::{sample, Correction, Gradient, Hook, HookKind};
 use crate::train::{CheckpointMeta, Net, Role};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -251,7 +251,6 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
         .as_ref()
         .map_or(preset.sampler.steps, |s| s.heun_steps);
     let fixed = pde.family().fixed_zero(test.meta.grid);
-    let zeros = eps.zeros_like();
     let (st0, st1) = (Student::of(&s0, &s0meta), Student::of(&s1, &s1meta));
     let refine_cfg = InferConfig {
         steps: settings.ref_steps,
@@ -289,11 +288,11 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
         Ok(())
     };
     let none = Hook::None;
-    row("teacher", none.nfe(heun_steps), &|e| {
+    row("teacher", HookKind::None.nfe(heun_steps), &|e| {
         Ok(norm.to_physical(&sample(&edm, &teacher.net, e, heun_steps, &none)))
     })?;
     if let Some((net, _)) = &pidm {
-        row("pidm", none.nfe(heun_steps), &|e| {
+        row("pidm", HookKind::None.nfe(heun_steps), &|e| {
             Ok(norm.to_physical(&sample(&edm, &net.net, e, heun_steps, &none)))
         })?;
     }
@@ -307,13 +306,13 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
             zeta_pde: settings.zeta_pde,
         })
     };
-    let dps_nfe = guide(&zeros, &zeros).nfe(settings.dps_steps);
+    let dps_nfe = HookKind::Gradient.nfe(settings.dps_steps);
     row("diffusionpde", dps_nfe, &|e| {
         let z = e.zeros_like();
         let x = sample(&edm, &teacher.net, e, settings.dps_steps, &guide(&z, &z));
         Ok(norm.to_physical(&x))
     })?;
-    let eci_nfe = settings.eci_steps;
+    let eci_nfe = HookKind::Correction.nfe(settings.eci_steps);
     row("eci", eci_nfe, &|e| {
         let z = e.zeros_like();
         let hook = Hook::Correction(Correction::new(norm, &z, &z, &fixed)?);

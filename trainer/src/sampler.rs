@@ -96,14 +96,36 @@ pub enum Hook<'a> {
     Correction(Correction),
 }
 
-impl Hook<'_> {
+/// Which hook a sampler runs, for what it costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookKind {
+    None,
+    Gradient,
+    Correction,
+}
+
+impl HookKind {
     /// Network evaluations per sample of a solve with `steps` steps; a backward pass counts as one.
-    pub fn nfe(&self, steps: usize) -> usize {
+    pub fn nfe(self, steps: usize) -> usize {
         match self {
-            Hook::None => Edm::heun_nfe(steps),
-            Hook::Gradient(_) => Edm::heun_nfe(steps) + steps,
-            Hook::Correction(_) => steps,
+            HookKind::None => Edm::heun_nfe(steps),
+            HookKind::Gradient => Edm::heun_nfe(steps) + steps,
+            HookKind::Correction => steps,
         }
+    }
+}
+
+impl Hook<'_> {
+    pub fn kind(&self) -> HookKind {
+        match self {
+            Hook::None => HookKind::None,
+            Hook::Gradient(_) => HookKind::Gradient,
+            Hook::Correction(_) => HookKind::Correction,
+        }
+    }
+
+    pub fn nfe(&self, steps: usize) -> usize {
+        self.kind().nfe(steps)
     }
 }
 
