@@ -246,10 +246,7 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
     p_preset.eval.problems = settings.problems;
     let (eps, problems) = draws(&p_preset, &test, count, dev)?;
     let (_, reference, test_residual) = test_reference(&test, norm, &op, dev)?;
-    let heun_steps = s1meta
-        .student
-        .as_ref()
-        .map_or(preset.sampler.steps, |s| s.heun_steps);
+    let heun_steps = s1meta.heun_steps(preset.sampler.steps);
     let fixed = pde.family().fixed_zero(test.meta.grid);
     let (st0, st1) = (Student::of(&s0, &s0meta), Student::of(&s1, &s1meta));
     let refine_cfg = InferConfig {

@@ -326,10 +326,7 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     let (truth, reference, gt_res) = test_reference(&test, norm, &op, dev)?;
 
     let (eps, problems) = draws(preset, &test, count, dev)?;
-    let steps = s1meta
-        .student
-        .as_ref()
-        .map_or(preset.sampler.steps, |s| s.heun_steps);
+    let steps = s1meta.heun_steps(preset.sampler.steps);
     eprintln!(
         "eval: teacher, {count} samples x {} NFE",
         Edm::heun_nfe(steps)

@@ -96,6 +96,14 @@ pub struct StudentInfo {
     pub refresh_every: u64,
 }
 
+impl CheckpointMeta {
+    /// The teacher's Heun steps a student was distilled from (`default` for other checkpoints):
+    /// the teacher is sampled as the student saw it.
+    pub fn heun_steps(&self, default: usize) -> usize {
+        self.student.as_ref().map_or(default, |s| s.heun_steps)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     pub format: u32,
