@@ -103,6 +103,9 @@ impl Goal {
     }
 }
 
+/// The rows that need the students' checkpoints.
+const STUDENT_METHODS: [&str; 3] = ["student_lambda0", "piddm_1", "piddm_ref"];
+
 /// DiffusionPDE's published setting, for the extrapolated cost.
 pub const DIFFUSIONPDE_PUBLISHED_STEPS: usize = 2000;
 
@@ -199,6 +202,11 @@ pub struct Inputs {
     pub command: String,
 }
 
+/// A student a wanted row uses (wanting one loads both).
+fn student<'s, 'a>(s: &'s Option<Student<'a>>) -> Result<&'s Student<'a>> {
+    s.as_ref().context("the students were not loaded")
+}
+
 fn load(path: &Path, role: Role, test: &Dataset) -> Result<(Net, CheckpointMeta)> {
     load_role(path, role, test).with_context(|| format!("loading {}", path.display()))
 }
@@ -221,8 +229,15 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
     let paths = crate::pipeline::RunPaths::new(&inp.run);
     let test = Dataset::load(&paths.test)?;
     let (teacher, tmeta) = load(&paths.teacher, Role::Teacher, &test)?;
-    let (s0, s0meta) = load(&paths.student_lambda0, Role::Student, &test)?;
-    let (s1, s1meta) = load(&paths.student, Role::Student, &test)?;
+    // A sweep of the teacher's samplers needs no students (nor their checkpoints yet).
+    let students = STUDENT_METHODS.iter().any(|m| wanted(m));
+    let load_student = |path: &Path| -> Result<Option<(Net, CheckpointMeta)>> {
+        students
+            .then(|| load(path, Role::Student, &test))
+            .transpose()
+    };
+    let s0 = load_student(&paths.student_lambda0)?;
+    let s1 = load_student(&paths.student)?;
     let pidm = match &inp.pidm {
         Some(p) => {
             let (net, meta) = load(p, Role::Teacher, &test)?;
@@ -246,9 +261,14 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
     p_preset.eval.problems = settings.problems;
     let (eps, problems) = draws(&p_preset, &test, count, dev)?;
     let (_, reference, test_residual) = test_reference(&test, norm, &op, dev)?;
-    let heun_steps = s1meta.heun_steps(preset.sampler.steps);
+    let heun_steps = s1.as_ref().map_or(preset.sampler.steps, |(_, m)| {
+        m.heun_steps(preset.sampler.steps)
+    });
     let fixed = pde.family().fixed_zero(test.meta.grid);
-    let (st0, st1) = (Student::of(&s0, &s0meta), Student::of(&s1, &s1meta));
+    let (st0, st1) = (
+        s0.as_ref().map(|(n, m)| Student::of(n, m)),
+        s1.as_ref().map(|(n, m)| Student::of(n, m)),
+    );
     let refine_cfg = InferConfig {
         steps: settings.ref_steps,
         ..preset.infer.clone()
@@ -315,10 +335,12 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
         let hook = Hook::Correction(Correction::new(norm, &z, &z, &fixed)?);
         Ok(norm.to_physical(&sample(&edm, &teacher.net, e, settings.eci_steps, &hook)))
     })?;
-    row("student_lambda0", 1, &|e| Ok(st0.generate(e)))?;
-    row("piddm_1", 1, &|e| Ok(st1.generate(e)))?;
+    row("student_lambda0", 1, &|e| Ok(student(&st0)?.generate(e)))?;
+    row("piddm_1", 1, &|e| Ok(student(&st1)?.generate(e)))?;
     let ref_nfe = 2 * (settings.ref_steps + 1);
-    row("piddm_ref", ref_nfe, &|e| Ok(st1.refine(e, &refine_cfg)?.x))?;
+    row("piddm_ref", ref_nfe, &|e| {
+        Ok(student(&st1)?.refine(e, &refine_cfg)?.x)
+    })?;
 
     // Conditional tasks.
     let p = problems.truth.size()[0];
@@ -365,12 +387,12 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
         })?;
         let solve_nfe = 2 * (preset.infer.steps + 1);
         answer("student_lambda0", solve_nfe, &|| {
-            Ok(st0
+            Ok(student(&st0)?
                 .solve(&problems.eps, &problems.truth, &task.mask, &preset.infer)?
                 .x)
         })?;
         answer("piddm_ref", solve_nfe, &|| {
-            Ok(st1
+            Ok(student(&st1)?
                 .solve(&problems.eps, &problems.truth, &task.mask, &preset.infer)?
                 .x)
         })?;
