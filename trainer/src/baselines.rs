@@ -453,6 +453,10 @@ pub fn read_all(path: &Path) -> Result<BTreeMap<String, FamilyReport>> {
 /// family's, and draws `dir`/baselines-<pde>.png (residual against seconds per sample).
 pub fn write(dir: &Path, pde: &str, report: &FamilyReport) -> Result<()> {
     std::fs::create_dir_all(dir)?;
+    // Families compared at the same time each merge their own rows: one writer at a time.
+    let lock = std::fs::File::create(dir.join("baselines.lock"))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", dir.display()))?;
     let json = dir.join("baselines.json");
     let mut all = read_all(&json)?;
     let entry = all.entry(pde.to_string()).or_insert_with(|| report.clone());

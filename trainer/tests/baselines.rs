@@ -290,6 +290,20 @@ fn every_baseline_on_the_tiny_preset() {
         "{md}"
     );
     assert!(out.join("baselines-darcy.png").exists());
+    // Families written at the same time all land (one writer at a time).
+    let par = dir.path().join("parallel");
+    std::thread::scope(|s| {
+        for k in 0..6 {
+            let (par, r) = (&par, &r);
+            s.spawn(move || baselines::write(par, &format!("family{k}"), r).unwrap());
+        }
+    });
+    assert_eq!(
+        baselines::read_all(&par.join("baselines.json"))
+            .unwrap()
+            .len(),
+        6
+    );
     // The report redraws from the JSON alone.
     std::fs::remove_file(out.join("baselines.md")).unwrap();
     std::fs::remove_file(out.join("baselines-darcy.png")).unwrap();
