@@ -527,7 +527,7 @@ pub fn markdown(all: &BTreeMap<String, FamilyReport>) -> String {
          units; NFE per sample, a backward pass counting as one. Conditional answers keep the observed \
          entries.\n",
     );
-    let goals: Vec<(&String, Goal)> = all
+    let goals: BTreeMap<&String, Goal> = all
         .iter()
         .filter_map(|(pde, r)| Goal::of(&r.generation).map(|g| (pde, g)))
         .collect();
@@ -600,7 +600,7 @@ pub fn markdown(all: &BTreeMap<String, FamilyReport>) -> String {
             best(g, |x| x.smse).unwrap_or("-"),
             best(g, |x| x.seconds_per_sample).unwrap_or("-"),
         );
-        if let Some(goal) = Goal::of(g) {
+        if let Some(goal) = goals.get(pde) {
             s += &format!("\n{}", goal.markdown());
         }
         s += "\n| task | method | NFE | errors | residual | s / problem |\n|---|---|---|---|---|---|\n";
