@@ -1,19 +1,22 @@
-//! Presets: every hyper-parameter of a pipeline run, in TOML. The shipped ones are compiled in;
-//! a path to a TOML file works too.
+//! Presets: every hyper-parameter of a pipeline run, in TOML. The shipped ones are compiled in (each
+//! family brings the one that trains it, `Family::preset`); a path to a TOML file works too.
 
+use crate::nets::UNetConfig;
 use crate::pde::Pde;
-use crate::unet::UNetConfig;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub const PRESETS: [(&str, &str); 6] = [
-    ("tiny", include_str!("../presets/tiny.toml")),
-    ("cpu", include_str!("../presets/cpu.toml")),
-    ("paper", include_str!("../presets/paper.toml")),
-    ("poisson", include_str!("../presets/poisson.toml")),
-    ("helmholtz", include_str!("../presets/helmholtz.toml")),
-    ("burgers", include_str!("../presets/burgers.toml")),
-];
+/// Every stage in seconds, on Darcy at 16 x 16: the tests' preset.
+pub const TINY: &str = include_str!("../presets/tiny.toml");
+/// The paper's network and schedule on Darcy at 128 x 128 (a GPU's work).
+pub const PAPER: &str = include_str!("../presets/paper.toml");
+
+/// The shipped presets by name: `tiny`, `paper`, and each family's.
+pub fn presets() -> Vec<(&'static str, &'static str)> {
+    let mut all = vec![("tiny", TINY), ("paper", PAPER)];
+    all.extend(Pde::all().iter().map(|p| p.family().preset()));
+    all
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -180,12 +183,13 @@ pub struct EvalConfig {
 impl Preset {
     /// A shipped preset by name, or a TOML file by path.
     pub fn load(name_or_path: &str) -> Result<Self> {
-        let text = match PRESETS.iter().find(|p| p.0 == name_or_path) {
+        let shipped = presets();
+        let text = match shipped.iter().find(|p| p.0 == name_or_path) {
             Some(p) => p.1.to_string(),
             None if name_or_path.ends_with(".toml") => std::fs::read_to_string(name_or_path)
                 .with_context(|| format!("cannot read preset file {name_or_path}"))?,
             None => {
-                let known: Vec<_> = PRESETS.iter().map(|p| p.0).collect();
+                let known: Vec<_> = shipped.iter().map(|p| p.0).collect();
                 bail!(
                     "unknown preset '{name_or_path}' (known: {}, or a path to a .toml file)",
                     known.join(", ")
@@ -207,15 +211,9 @@ impl Preset {
         Ok(p)
     }
 
-    /// The shipped preset that trains `family` at full size (Darcy's is `cpu`).
+    /// The shipped preset that trains `family` at full size.
     pub fn full_of(family: &str) -> Result<Self> {
-        let pde = Pde::parse(family)?;
-        let p = Preset::load(if pde.name() == "darcy" {
-            "cpu"
-        } else {
-            pde.name()
-        })?;
-        Ok(p)
+        Preset::load(Pde::parse(family)?.family().preset().0)
     }
 
     /// The tiny preset on `family` with the loss weights of the family's full preset (they are set
@@ -238,9 +236,16 @@ mod tests {
 
     #[test]
     fn shipped_presets_parse() {
-        for (name, _) in PRESETS {
+        for (name, _) in presets() {
             let p = Preset::load(name).unwrap();
             assert_eq!(p.name, name);
+        }
+        // each family's preset trains that family
+        for pde in Pde::all() {
+            assert_eq!(
+                Preset::full_of(pde.name()).unwrap().data.pde.name(),
+                pde.name()
+            );
         }
         let e = Preset::load("huge").err().unwrap();
         assert!(e.to_string().contains("unknown preset 'huge'"), "{e}");
@@ -249,7 +254,7 @@ mod tests {
     /// A preset names a family or gives it with parameters; bad ones are refused by name.
     #[test]
     fn preset_pde_by_name_or_table() {
-        let tiny = PRESETS[0].1;
+        let tiny = TINY;
         let with = |pde: &str| {
             let text = tiny.replace("pde = \"darcy\"", pde);
             toml::from_str::<Preset>(&text)

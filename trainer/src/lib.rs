@@ -1,32 +1,40 @@
-//! piddm trainer: the data path from PDE to evaluated one-step student.
+//! piddm trainer: the data path from a PDE to an exported, evaluated one-step surrogate. The modules
+//! are declared in that order and each imports only those above it (a test holds it):
 //!
-//! PDE and solver (`pde`) → data set (`dataset`) → residual operator (`residual`) → U-Net (`unet`)
-//! → EDM teacher (`edm`, `teacher`) → pairs and one-step student (`student`) → inference (`infer`)
-//! → amortised encoder (`amortise`) → evaluation (`eval`), with the shared training machinery in `train` and the whole run in `pipeline`.
+//! util (files, figures, seeds) → pde (families: parameters, solvers, residuals over `FieldOps`,
+//! tasks, presets) → data (solved data sets, normalisation) → nets (the U-Net over `NetOps`) →
+//! physics (the residual on a grid, the solve's objective) → diffusion (EDM, the one-step student,
+//! the sampler and its hooks) → config (presets) → checkpoint (roles, provenance, files) → train
+//! (the loop, AdamW and EMA) → stages (teacher, PIDM, pairs, students, solve, encoder) → export
+//! (ONNX) → eval (evaluation, baselines, diagnosis) → pipeline (every stage of a preset) → apps (the
+//! demo, the solver examples, answers through the C ABI) → cli (the subcommands).
 
-pub mod amortise;
-pub mod baselines;
-pub mod conditional;
-pub mod config;
-pub mod dataset;
-pub mod demo;
-pub mod diagnose;
-pub mod edm;
-pub mod eval;
-pub mod examples;
-pub mod export;
-pub mod fsutil;
-pub mod infer;
-pub mod netops;
-pub mod ops;
+pub mod util;
+
 pub mod pde;
-pub mod pidm;
-pub mod pipeline;
-pub mod plot;
-pub mod residual;
-pub mod sampler;
-pub mod st;
-pub mod student;
-pub mod teacher;
+
+pub mod data;
+
+pub mod nets;
+
+pub mod physics;
+
+pub mod diffusion;
+
+pub mod config;
+
+pub mod checkpoint;
+
 pub mod train;
-pub mod unet;
+
+pub mod stages;
+
+pub mod export;
+
+pub mod eval;
+
+pub mod pipeline;
+
+pub mod apps;
+
+pub mod cli;

@@ -1,38 +1,13 @@
 //! Every stage in order, into one run directory; an interrupted pipeline continues where it stopped.
 
 use crate::config::Preset;
-use crate::dataset::{self, Dataset};
-use crate::eval::{self, EvalInputs, Report};
+use crate::data::{dataset, Dataset};
+use crate::eval::evaluate::{self, EvalInputs, Report};
 use crate::pde::Grid;
+use crate::stages::{encoder, student, teacher, RunPaths};
 use crate::train::Outcome;
-use crate::{student, teacher};
 use anyhow::{bail, Result};
-use std::path::{Path, PathBuf};
-
-pub struct RunPaths {
-    pub train: PathBuf,
-    pub test: PathBuf,
-    pub teacher: PathBuf,
-    pub student_lambda0: PathBuf,
-    pub student: PathBuf,
-    /// The student's amortised encoder (presets with an [amortise] section).
-    pub encoder: PathBuf,
-    pub eval: PathBuf,
-}
-
-impl RunPaths {
-    pub fn new(dir: &Path) -> Self {
-        RunPaths {
-            train: dir.join("data-train.safetensors"),
-            test: dir.join("data-test.safetensors"),
-            teacher: dir.join("teacher.ckpt"),
-            student_lambda0: dir.join("student-lambda0.ckpt"),
-            student: dir.join("student.ckpt"),
-            encoder: dir.join("encoder.ckpt"),
-            eval: dir.join("eval"),
-        }
-    }
-}
+use std::path::Path;
 
 /// Loads the data set at `path` if it is the one asked for, else generates and writes it.
 pub fn ensure_data(preset: &Preset, path: &Path, count: usize, seed: u64) -> Result<Dataset> {
@@ -47,17 +22,12 @@ pub fn ensure_data(preset: &Preset, path: &Path, count: usize, seed: u64) -> Res
         }
         bail!("{} holds another data set ({} samples, seed {}); remove it or use another run directory", path.display(), d.meta.count, d.meta.seed);
     }
-    let d = dataset::generate(
-        preset.data.pde,
-        Grid::new(preset.data.res)?,
-        count,
-        seed,
-        crate::edm::Edm::default().sigma_data,
-    )?;
+    let d = dataset::generate(preset.data.pde, Grid::new(preset.data.res)?, count, seed)?;
     d.save(path)?;
     Ok(d)
 }
 
+/// Runs every stage of `preset` into `dir` (default `runs/<preset>`).
 pub fn run(preset: &Preset, dir: &Path, command: String) -> Result<Option<Report>> {
     let p = RunPaths::new(dir);
     std::fs::create_dir_all(dir)?;
@@ -90,7 +60,7 @@ pub fn run(preset: &Preset, dir: &Path, command: String) -> Result<Option<Report
     }
     if preset.amortise.is_some() {
         stage("amortised encoder");
-        if crate::amortise::train_encoder(preset, &p.student, &train, &p.encoder, true, None)?
+        if encoder::train_encoder(preset, &p.student, &train, &p.encoder, true, None)?
             == Outcome::Stopped
         {
             return Ok(None);
@@ -106,8 +76,8 @@ pub fn run(preset: &Preset, dir: &Path, command: String) -> Result<Option<Report
         out: &p.eval,
         command,
     };
-    let report = eval::evaluate(preset, &inputs)?;
+    let report = evaluate::evaluate(preset, &inputs)?;
     stage("done");
-    print!("{}", eval::markdown(&report));
+    print!("{}", evaluate::markdown(&report));
     Ok(Some(report))
 }

@@ -1,15 +1,17 @@
 //! The baselines: the sampler's hooks against the plain sampler, ECI's hard constraint, PIDM's loss
 //! term, and every method end to end on the tiny preset.
 
-use piddm_trainer::baselines::{self, Settings, METHODS};
+use piddm_trainer::checkpoint::Net;
 use piddm_trainer::config::Preset;
-use piddm_trainer::dataset::{self, Dataset, Normalisation};
-use piddm_trainer::edm::Edm;
+use piddm_trainer::data::{dataset, Dataset, Normalisation};
+use piddm_trainer::diffusion::sampler::{heun_sample, sample, Correction, Gradient, Hook};
+use piddm_trainer::diffusion::Edm;
+use piddm_trainer::eval::baselines::{self, Settings};
+use piddm_trainer::eval::method::Method;
 use piddm_trainer::pde::Grid;
-use piddm_trainer::residual::ResidualOp;
-use piddm_trainer::sampler::{sample, Correction, Gradient, Hook};
-use piddm_trainer::train::Net;
-use piddm_trainer::{pidm, pipeline};
+use piddm_trainer::physics::ResidualOp;
+use piddm_trainer::pipeline;
+use piddm_trainer::stages::{pidm, RunPaths};
 use tch::{Kind, Tensor};
 
 fn bits(t: &Tensor) -> Vec<u32> {
@@ -62,7 +64,7 @@ fn zero_weight_guidance_is_the_plain_sampler_bit_for_bit() {
     assert_eq!(bits(&plain), bits(&guided(0.0)));
     assert_eq!(
         bits(&plain),
-        bits(&edm.heun_sample(&net.net, &eps, 5)),
+        bits(&heun_sample(&edm, &net.net, &eps, 5)),
         "heun_sample is the stepper without a hook"
     );
     // A weight moves the samples towards the observations.
@@ -119,7 +121,7 @@ fn eci_leaves_observed_and_fixed_entries_exactly_at_their_values() {
 #[test]
 fn pidm_term_vanishes_on_the_truth_and_differentiates() {
     let (preset, net, op, _) = setup("darcy");
-    let data = dataset::generate(preset.data.pde, op.grid, 4, 5, 0.5).unwrap();
+    let data = dataset::generate(preset.data.pde, op.grid, 4, 5).unwrap();
     let norm = data.meta.normalisation.clone();
     let x0 = norm.to_normalised(&data.fields);
     let edm = Edm::default();
@@ -164,7 +166,7 @@ fn every_baseline_on_the_tiny_preset() {
     preset.eval.samples = 4;
     let dir = tempfile::tempdir().unwrap();
     pipeline::run(&preset, dir.path(), "test".into()).unwrap();
-    let paths = pipeline::RunPaths::new(dir.path());
+    let paths = RunPaths::new(dir.path());
     let data = Dataset::load(&paths.train).unwrap();
     let pidm_path = dir.path().join("pidm.ckpt");
     pidm::train_pidm(
@@ -219,8 +221,8 @@ fn every_baseline_on_the_tiny_preset() {
     let r = baselines::compare(&preset, &settings, &inputs).unwrap();
     let heun = preset.sampler.steps;
     let expected_nfe = [2 * heun - 1, 2 * heun - 1, 2 * 3 - 1 + 3, 4, 1, 1, 6];
-    for (m, nfe) in METHODS.iter().zip(expected_nfe) {
-        let g = &r.generation[*m];
+    for (m, nfe) in Method::ALL.iter().zip(expected_nfe) {
+        let g = &r.generation[m.name()];
         assert_eq!(g.nfe, nfe, "{m}");
         for v in [g.residual, g.mmse, g.smse, g.seconds_per_sample] {
             assert!(v.is_finite() && v >= 0.0, "{m}: {g:?}");
@@ -246,7 +248,7 @@ fn every_baseline_on_the_tiny_preset() {
     baselines::write(&out, "darcy", &r).unwrap();
     // A sweep of one method replaces its rows only.
     // (and a sampler's sweep runs before the students exist).
-    settings.methods = vec!["eci".into()];
+    settings.methods = vec![Method::Eci];
     settings.eci_steps = 2;
     let aside = dir.path().join("students");
     std::fs::create_dir(&aside).unwrap();
@@ -271,14 +273,15 @@ fn every_baseline_on_the_tiny_preset() {
         assert!(json["darcy"][key].is_object(), "{key}");
     }
     let md = std::fs::read_to_string(out.join("baselines.md")).unwrap();
-    for m in METHODS {
+    for m in Method::ALL {
         assert!(md.contains(&format!("| {m} |")), "{m} missing from\n{md}");
     }
     // The goal against the rows themselves: the lowest of the four baselines, the two ratios.
     let goal = baselines::Goal::of(&d.generation).unwrap();
-    let low = baselines::BASELINES
+    let low = Method::ALL
         .iter()
-        .map(|m| d.generation[*m].residual)
+        .filter(|m| m.is_baseline())
+        .map(|m| d.generation[m.name()].residual)
         .fold(f64::INFINITY, f64::min);
     assert_eq!(d.generation[&goal.lowest_baseline].residual, low);
     let p = &d.generation["piddm_1"];
@@ -313,7 +316,7 @@ fn every_baseline_on_the_tiny_preset() {
         md
     );
     assert!(out.join("baselines-darcy.png").exists());
-    settings.methods = vec!["nonsense".into()];
-    let e = baselines::compare(&preset, &settings, &inputs).unwrap_err();
+    // an unknown method is refused by name where it is parsed (the command line)
+    let e = "nonsense".parse::<Method>().unwrap_err();
     assert!(e.to_string().contains("unknown method 'nonsense'"), "{e}");
 }

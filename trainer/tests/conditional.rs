@@ -3,7 +3,7 @@
 
 use piddm::card::Start;
 use piddm::{Model, Options};
-use piddm_trainer::conditional::{self, Settings};
+use piddm_trainer::apps::conditional::{self, Settings};
 use std::path::PathBuf;
 
 #[test]
@@ -21,12 +21,10 @@ fn report_matches_the_rust_api() {
     let r = conditional::run(&s, "test".into(), dir.path()).unwrap();
     assert_eq!(r.rows.len(), 2);
     let sp = r.spread.as_ref().unwrap();
-    for c in [
-        sp.coverage_forward_u,
-        sp.coverage_inverse_a,
-        sp.coverage_sparse,
-    ] {
-        assert!((0.0..=1.0).contains(&c), "{c}");
+    let tasks: Vec<&str> = sp.tasks.iter().map(|t| t.task.as_str()).collect();
+    assert_eq!(tasks, ["forward", "inverse", "sparse"]);
+    for t in &sp.tasks {
+        assert!((0.0..=1.0).contains(&t.coverage), "{}", t.coverage);
     }
     assert!(dir.path().join("conditional.png").exists());
     assert!(conditional::markdown(&r).contains("| one call"));
@@ -34,7 +32,7 @@ fn report_matches_the_rust_api() {
     // the one-call forward answers again, through piddm::Model, and their median error
     let m = Model::load(&model, &Options::default()).unwrap();
     let (card, _) = piddm_trainer::export::read_card(&model).unwrap();
-    let problems = piddm_trainer::examples::darcy_problems(&card, 3, 5).unwrap();
+    let problems = piddm_trainer::apps::examples::darcy_problems(&card, 3, 5).unwrap();
     let plane = problems.plane();
     let field = 2 * plane;
     let truth: Vec<f32> = (0..3)
@@ -62,9 +60,15 @@ fn report_matches_the_rust_api() {
         })
         .collect();
     rel.sort_by(f64::total_cmp);
-    let got = r.rows[0].forward_rel_l2_u.median;
+    let forward = &r.rows[0].tasks[0];
+    assert_eq!(
+        (forward.task.as_str(), forward.errors.len()),
+        ("forward", 1)
+    );
+    assert_eq!(forward.errors[0].label(), "rel. L2 of u");
+    let got = forward.errors[0].figure.median;
     assert!(
-        (got - rel[1]).abs() <= 1e-12,
+        (got - rel[1]).abs() <= 1e-9 * rel[1],
         "report {got}, Rust API {}",
         rel[1]
     );

@@ -1,9 +1,10 @@
 //! The error diagnosis on a tiny student: the table's rows, and the two properties it rests on.
 
 use piddm_trainer::config::{InferConfig, Preset};
-use piddm_trainer::diagnose::{self, Settings};
-use piddm_trainer::infer::Student;
-use piddm_trainer::{pipeline, train};
+use piddm_trainer::eval::diagnose::{self, Settings};
+use piddm_trainer::stages::solve::Student;
+use piddm_trainer::stages::RunPaths;
+use piddm_trainer::{checkpoint, pipeline};
 use tch::{Kind, Tensor};
 
 #[test]
@@ -11,7 +12,7 @@ fn diagnosis_rows_and_its_properties() {
     let dir = tempfile::tempdir().unwrap();
     let preset = Preset::load("tiny").unwrap();
     pipeline::run(&preset, dir.path(), "test".into()).unwrap();
-    let student = pipeline::RunPaths::new(dir.path()).student;
+    let student = RunPaths::new(dir.path()).student;
     let s = Settings {
         problems: 3,
         seed: 5,
@@ -25,13 +26,31 @@ fn diagnosis_rows_and_its_properties() {
     let d = diagnose::diagnose(&student, &preset, &s, "test".into()).unwrap();
     assert_eq!(d.rows.len(), 3);
     for r in &d.rows {
-        let (f, i) = (&r.forward_rel_l2_u, &r.inverse_error_rate_a);
+        // Darcy's forward task is scored on u by relative L2, its inverse on a by error rate
+        let labels: Vec<(&str, String)> = r
+            .tasks
+            .iter()
+            .flat_map(|t| t.errors.iter().map(move |e| (t.task.as_str(), e.label())))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("forward", "rel. L2 of u".to_string()),
+                ("inverse", "error rate of a".to_string())
+            ],
+            "{r:?}"
+        );
+        let (f, i) = (&r.tasks[0].errors[0].figure, &r.tasks[1].errors[0].figure);
         assert!(f.median.is_finite() && f.median >= 0.0, "{r:?}");
         assert!((0.0..=1.0).contains(&i.median), "{r:?}");
     }
-    assert!(diagnose::markdown(&d).contains("| manifold"));
+    let md = diagnose::markdown(&d);
+    assert!(
+        md.contains("| manifold") && md.contains("forward (all of a): rel. L2 of u"),
+        "{md}"
+    );
 
-    let (net, meta) = train::load_ema(&student).unwrap();
+    let (net, meta) = checkpoint::load_ema(&student).unwrap();
     let st = Student::of(&net, &meta);
     let n = meta.data.grid.n as i64;
     // a target the student can represent exactly: fitting eps to it must close most of the gap
@@ -88,4 +107,57 @@ fn diagnosis_rows_and_its_properties() {
         }
     }
     assert!(wins.iter().all(|&w| w), "the chosen loss is one restart's");
+}
+
+/// The diagnosis runs on any family, here Poisson's tiny model with its amortised encoder: the
+/// fast paths score every task on what the family's tasks want, with the spread per task.
+#[test]
+fn diagnosis_of_another_family_with_its_encoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let preset = Preset::tiny_of("poisson").unwrap();
+    pipeline::run(&preset, dir.path(), "test".into()).unwrap();
+    let paths = RunPaths::new(dir.path());
+    let s = Settings {
+        problems: 3,
+        seed: 5,
+        fit_steps: 5,
+        fit_restarts: 1,
+        long_steps: 5,
+        long_restarts: 1,
+        encoder: Some(paths.encoder),
+        answers: 2,
+    };
+    let d = diagnose::diagnose(&paths.student, &preset, &s, "test".into()).unwrap();
+    assert_eq!(d.pde, "poisson");
+    assert_eq!(
+        d.rows.len(),
+        7,
+        "one call and three step counts of two optimisers"
+    );
+    for r in &d.rows {
+        let tasks: Vec<&str> = r.tasks.iter().map(|t| t.task.as_str()).collect();
+        assert_eq!(tasks, ["forward", "inverse", "sparse"]);
+        assert_eq!(r.tasks[0].errors[0].label(), "rel. L2 of u");
+        assert_eq!(r.tasks[1].errors[0].label(), "rel. L2 of f");
+        // the sparse task observes 3 % of u: f everywhere and the rest of u are scored
+        let sparse: Vec<String> = r.tasks[2].errors.iter().map(|e| e.label()).collect();
+        assert_eq!(sparse, ["rel. L2 of f", "rel. L2 of u"]);
+        for e in r.tasks.iter().flat_map(|t| &t.errors) {
+            assert!(
+                e.figure.median.is_finite() && e.figure.median > 0.0,
+                "{r:?}"
+            );
+        }
+    }
+    let spread = d.spread.as_ref().unwrap();
+    assert_eq!(spread.tasks.len(), 3);
+    assert!(spread
+        .tasks
+        .iter()
+        .all(|t| (0.0..=1.0).contains(&t.coverage)));
+    let md = diagnose::markdown(&d);
+    assert!(
+        md.contains("fresh poisson problems") && md.contains("sparse (3 % of u)"),
+        "{md}"
+    );
 }

@@ -7,7 +7,7 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use piddm_trainer::examples::{self, FieldFile};
+use piddm_trainer::apps::examples::{self, FieldFile};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -6,9 +6,10 @@ use onnx_protobuf::Message;
 use piddm::card::{self, io, Part};
 use piddm_trainer::config::Preset;
 use piddm_trainer::export::{self, graph::Graph};
-use piddm_trainer::infer::Student;
-use piddm_trainer::ops::FieldOps;
-use piddm_trainer::{pipeline, train};
+use piddm_trainer::pde::ops::FieldOps;
+use piddm_trainer::stages::solve::Student;
+use piddm_trainer::stages::RunPaths;
+use piddm_trainer::{checkpoint, pipeline};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -105,7 +106,7 @@ fn tiny_student() -> &'static (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let preset = Preset::load("tiny").unwrap();
         pipeline::run(&preset, dir.path(), "test".into()).unwrap();
-        let s = pipeline::RunPaths::new(dir.path()).student;
+        let s = RunPaths::new(dir.path()).student;
         (dir, s)
     })
 }
@@ -113,7 +114,7 @@ fn tiny_student() -> &'static (tempfile::TempDir, PathBuf) {
 /// The tiny student's amortised encoder (the pipeline trains it).
 fn tiny_encoder() -> &'static PathBuf {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
-    CELL.get_or_init(|| pipeline::RunPaths::new(tiny_student().0.path()).encoder)
+    CELL.get_or_init(|| RunPaths::new(tiny_student().0.path()).encoder)
 }
 
 #[test]
@@ -133,7 +134,7 @@ fn every_family_exports_and_matches_tch() {
         let dir = tempfile::tempdir().unwrap();
         let preset = Preset::tiny_of(family).unwrap();
         pipeline::run(&preset, dir.path(), "test".into()).unwrap();
-        let p = pipeline::RunPaths::new(dir.path());
+        let p = RunPaths::new(dir.path());
         check_exported(&p.student, &preset, Some(&p.encoder));
     }
 }
@@ -145,7 +146,7 @@ fn encoder_of_another_student_is_refused() {
     let encoder = tiny_encoder();
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("other.ckpt");
-    let st = train::TrainState::load(student).unwrap();
+    let st = checkpoint::TrainState::load(student).unwrap();
     tch::no_grad(|| {
         for (_, mut t) in st.ema.named() {
             let _ = t.g_mul_scalar_(1.5);
@@ -170,15 +171,13 @@ fn encoder_of_another_student_is_refused() {
 #[test]
 fn attention_student_exports_and_matches_tch() {
     let dir = tempfile::tempdir().unwrap();
-    let text = piddm_trainer::config::PRESETS[0]
-        .1
-        .replace("attention = false", "attention = true");
+    let text = piddm_trainer::config::TINY.replace("attention = false", "attention = true");
     let p = dir.path().join("attn.toml");
     std::fs::write(&p, text).unwrap();
     let preset = Preset::load(p.to_str().unwrap()).unwrap();
     assert!(preset.model.attention);
     pipeline::run(&preset, dir.path(), "test".into()).unwrap();
-    check_exported(&pipeline::RunPaths::new(dir.path()).student, &preset, None);
+    check_exported(&RunPaths::new(dir.path()).student, &preset, None);
 }
 
 /// The `paper` preset's network (64 x 64, width 64, four levels, attention) exports, and ONNX
@@ -188,11 +187,11 @@ fn attention_student_exports_and_matches_tch() {
 fn paper_preset_exports() {
     let (_, tiny) = tiny_student();
     let paper = Preset::load("paper").unwrap();
-    let (_, mut meta) = train::load_ema(tiny).unwrap();
+    let (_, mut meta) = checkpoint::load_ema(tiny).unwrap();
     meta.unet = paper.model.clone();
     meta.data.grid = piddm_trainer::pde::Grid::new(paper.data.res).unwrap();
     tch::manual_seed(11);
-    let net = train::Net::new(&meta.unet);
+    let net = checkpoint::Net::new(&meta.unet);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("paper.onnx");
     let mut card = export::card_for(&meta, &net, &paper.infer, false, json!({}), &out).unwrap();
@@ -287,7 +286,7 @@ fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
         assert_eq!(c.weights_sha256, card.weights_sha256);
     }
 
-    let (net, meta) = train::load_ema(student).unwrap();
+    let (net, meta) = checkpoint::load_ema(student).unwrap();
     let (norm, op) = (&meta.data.normalisation, meta.data.residual_op());
     let st = Student {
         net: &net.net,
@@ -389,16 +388,16 @@ fn check_amortised(
     dir: &Path,
     main: &Path,
     encoder: &Path,
-    net: &train::Net,
+    net: &checkpoint::Net,
     st: &Student,
     observed: &Tensor,
     mask: &Tensor,
 ) {
-    let enc = export::load_encoder(encoder, net).unwrap();
+    let enc = piddm_trainer::stages::encoder::load_encoder(encoder, net).unwrap();
     let z = observed.randn_like();
     let (eps, x) = tch::no_grad(|| {
-        piddm_trainer::amortise::answer(
-            &mut piddm_trainer::netops::TchOps,
+        piddm_trainer::stages::encoder::answer(
+            &mut piddm_trainer::pde::ops::Tch,
             st,
             &enc.net,
             observed,
@@ -531,7 +530,7 @@ fn each_adjoint_alone_matches_tch_autograd() {
             &rnd(&[2, 1, 5, 6]),
             &[2, 1, 5, 6],
             |g, x| g.shift(x, axis, by, periodic),
-            |x| piddm_trainer::ops::Tch.shift(x, axis, by, periodic),
+            |x| piddm_trainer::pde::ops::Tch.shift(x, axis, by, periodic),
         );
     }
     check_adjoint(
@@ -615,7 +614,7 @@ fn each_adjoint_alone_matches_tch_autograd() {
 #[test]
 fn residual_adjoint_matches_tch_autograd() {
     for pde in piddm_trainer::pde::Pde::all() {
-        let op = piddm_trainer::residual::ResidualOp {
+        let op = piddm_trainer::physics::ResidualOp {
             pde,
             grid: piddm_trainer::pde::Grid::new(9).unwrap(),
         };
@@ -686,7 +685,7 @@ fn shipped_model_matches_its_checkpoint() {
         fresh.weights_sha256, card.weights_sha256,
         "the shipped model was not exported from the committed checkpoint"
     );
-    let (net, meta) = train::load_ema(&ckpt).unwrap();
+    let (net, meta) = checkpoint::load_ema(&ckpt).unwrap();
     let st = Student::of(&net, &meta);
     let n = meta.data.grid.n as i64;
     tch::manual_seed(5);

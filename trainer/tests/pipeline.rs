@@ -1,10 +1,12 @@
 //! The tiny preset end to end, exact resume after a kill, and the trainer's answers to bad input.
 
+use piddm_trainer::checkpoint::{self, load_ema, TrainState};
 use piddm_trainer::config::Preset;
-use piddm_trainer::dataset::{self, Dataset};
+use piddm_trainer::data::{dataset, Dataset};
 use piddm_trainer::pde::{Grid, Pde, Task};
-use piddm_trainer::train::{self, load_ema, Outcome, TrainState};
-use piddm_trainer::{pipeline, teacher};
+use piddm_trainer::pipeline;
+use piddm_trainer::stages::{teacher, RunPaths};
+use piddm_trainer::train::{self, Outcome};
 use std::path::Path;
 use std::process::Command;
 
@@ -24,7 +26,7 @@ fn tiny_pipeline_every_stage(family: &str) {
     let report = pipeline::run(&preset, dir.path(), "test".into())
         .unwrap()
         .expect("finished");
-    let p = pipeline::RunPaths::new(dir.path());
+    let p = RunPaths::new(dir.path());
     let n = preset.data.res as i64;
     let c = preset.data.pde.channels().len() as i64;
     let train = Dataset::load(&p.train).unwrap();
@@ -131,8 +133,8 @@ fn tiny_pipeline_burgers() {
 }
 
 fn tensors_equal(a: &Path, b: &Path) {
-    let (ta, _) = piddm_trainer::st::read(a, train::META_KEY, "checkpoint").unwrap();
-    let (tb, _) = piddm_trainer::st::read(b, train::META_KEY, "checkpoint").unwrap();
+    let (ta, _) = piddm_trainer::util::st::read(a, checkpoint::META_KEY, "checkpoint").unwrap();
+    let (tb, _) = piddm_trainer::util::st::read(b, checkpoint::META_KEY, "checkpoint").unwrap();
     assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
     for (k, t) in &ta {
         assert!(t.equal(&tb[k]), "tensor {k} differs after resume");
@@ -144,21 +146,13 @@ fn tensors_equal(a: &Path, b: &Path) {
 fn killed_training_resumes_to_the_same_result() {
     let dir = tempfile::tempdir().unwrap();
     let preset_path = dir.path().join("long.toml");
-    let text = piddm_trainer::config::PRESETS[0]
-        .1
+    let text = piddm_trainer::config::TINY
         .replace("steps = 40", "steps = 300")
         .replace("checkpoint_every = 10", "checkpoint_every = 5");
     std::fs::write(&preset_path, text).unwrap();
     let preset = preset_path.to_str().unwrap();
     let data = dir.path().join("d.safetensors");
-    let d = dataset::generate(
-        Pde::parse("darcy").unwrap(),
-        Grid::new(16).unwrap(),
-        64,
-        1,
-        0.5,
-    )
-    .unwrap();
+    let d = dataset::generate(Pde::parse("darcy").unwrap(), Grid::new(16).unwrap(), 64, 1).unwrap();
     d.save(&data).unwrap();
     let (full, killed) = (dir.path().join("full.ckpt"), dir.path().join("killed.ckpt"));
     let args = |out: &Path| {
@@ -201,14 +195,7 @@ fn killed_training_resumes_to_the_same_result() {
 fn stop_resume_and_nan_guard() {
     let dir = tempfile::tempdir().unwrap();
     let preset = Preset::load("tiny").unwrap();
-    let d = dataset::generate(
-        Pde::parse("darcy").unwrap(),
-        Grid::new(16).unwrap(),
-        64,
-        1,
-        0.5,
-    )
-    .unwrap();
+    let d = dataset::generate(Pde::parse("darcy").unwrap(), Grid::new(16).unwrap(), 64, 1).unwrap();
     let (a, b) = (dir.path().join("a.ckpt"), dir.path().join("b.ckpt"));
     assert_eq!(
         teacher::train_teacher(&preset, &d, &a, false, None).unwrap(),
@@ -314,23 +301,10 @@ fn bad_input_is_a_clear_error_and_overwrites_nothing() {
     .contains("not a valid piddm data set"));
 
     // A teacher trained on 16x16 refuses to continue on an 8x8 data set; the checkpoint is untouched.
-    let d16 = dataset::generate(
-        Pde::parse("darcy").unwrap(),
-        Grid::new(16).unwrap(),
-        8,
-        1,
-        0.5,
-    )
-    .unwrap();
+    let d16 =
+        dataset::generate(Pde::parse("darcy").unwrap(), Grid::new(16).unwrap(), 8, 1).unwrap();
     d16.save(Path::new(&p("d16.safetensors"))).unwrap();
-    let d8 = dataset::generate(
-        Pde::parse("darcy").unwrap(),
-        Grid::new(8).unwrap(),
-        8,
-        1,
-        0.5,
-    )
-    .unwrap();
+    let d8 = dataset::generate(Pde::parse("darcy").unwrap(), Grid::new(8).unwrap(), 8, 1).unwrap();
     d8.save(Path::new(&p("d8.safetensors"))).unwrap();
     let ok = bin()
         .args([

@@ -4,8 +4,9 @@
 use piddm::optim::Optimizer;
 use piddm::{Model, Options, SolveParams, Status};
 use piddm_trainer::config::{InferConfig, Preset};
-use piddm_trainer::infer::Student;
-use piddm_trainer::{export, pipeline, train};
+use piddm_trainer::stages::solve::Student;
+use piddm_trainer::stages::RunPaths;
+use piddm_trainer::{checkpoint, export, pipeline};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use tch::{Kind, Tensor};
@@ -33,7 +34,7 @@ fn fixture_of(family: &str) -> &'static Fixture {
         let dir = tempfile::tempdir().unwrap();
         let preset = Preset::tiny_of(family).unwrap();
         pipeline::run(&preset, dir.path(), "test".into()).unwrap();
-        let student = pipeline::RunPaths::new(dir.path()).student;
+        let student = RunPaths::new(dir.path()).student;
         let model = dir.path().join("tiny.onnx");
         export::export(&student, &model, &preset.infer, None, serde_json::json!({})).unwrap();
         Fixture {
@@ -75,7 +76,7 @@ fn reproduces_the_trainer(family: &str) {
     let f = fixture_of(family);
     let m = Model::load(&f.model, &Options::default()).unwrap();
     assert_eq!(m.card().pde.name, family);
-    let (net, meta) = train::load_ema(&f.student).unwrap();
+    let (net, meta) = checkpoint::load_ema(&f.student).unwrap();
     let st = Student::of(&net, &meta);
     let (c, ny, nx) = m.shape();
     assert_eq!((c, ny, nx), (meta.unet.channels as usize, 16, 16));
@@ -381,10 +382,10 @@ fn shipped_models_answer_their_forward_problem() {
         }
         let m = Model::load(&path, &Options::default()).unwrap();
         let card = m.card().clone();
-        let pde = piddm_trainer::examples::card_pde(&card).unwrap();
+        let pde = piddm_trainer::apps::examples::card_pde(&card).unwrap();
         let grid = piddm_trainer::pde::Grid::new(card.grid.nx).unwrap();
         let problems = 4;
-        let truth = piddm_trainer::examples::problems(&card, problems, 99)
+        let truth = piddm_trainer::apps::examples::problems(&card, problems, 99)
             .unwrap()
             .data;
         let one = pde

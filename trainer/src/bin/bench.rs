@@ -10,9 +10,9 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use onnx_protobuf::{Message, ModelProto};
 use piddm::ffi;
-use piddm_trainer::infer::Student;
+use piddm_trainer::apps::capi::Handle;
+use piddm_trainer::stages::solve::Student;
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Kind, Tensor};
@@ -150,15 +150,11 @@ fn time_per_call(seconds: f64, mut f: impl FnMut()) -> f64 {
 /// The solve path beside generation, per sample: `piddm_generate`, the one-call answer and the
 /// card's defaults alternate in rounds (medians); the published solve (random start, 200 Adam
 /// steps) is timed once per batch.
-fn solve_path(handle: *mut ffi::piddm_model, field: usize, seconds: f64) -> Result<String> {
-    let mut has = 0i32;
-    unsafe { ffi::piddm_model_has_amortised(handle, &mut has) };
-    if has != 1 {
+fn solve_path(handle: &Handle, field: usize, seconds: f64) -> Result<String> {
+    if !handle.has_amortised()? {
         return Ok("\nSolve path: the model has no amortised part.\n".into());
     }
-    let mut d: ffi::piddm_solve_params = unsafe { std::mem::zeroed() };
-    let st = unsafe { ffi::piddm_solve_params_init(handle, &mut d, std::mem::size_of_val(&d)) };
-    anyhow::ensure!(st == piddm::Status::PIDDM_OK, "solve params: {st:?}");
+    let d = handle.defaults()?;
     let one = ffi::piddm_solve_params {
         steps: 0,
         start: ffi::piddm_start::PIDDM_START_AMORTISED as i32,
@@ -182,29 +178,19 @@ fn solve_path(handle: *mut ffi::piddm_model, field: usize, seconds: f64) -> Resu
     for batch in [1usize, 16] {
         let n = batch * field;
         let mut x = vec![0f32; n];
-        let st = unsafe { ffi::piddm_generate(handle, 5, batch, x.as_mut_ptr(), n) };
-        anyhow::ensure!(st == piddm::Status::PIDDM_OK, "generate: {st:?}");
+        handle.generate(5, batch, &mut x)?;
         let mask: Vec<u8> = (0..n).map(|i| ((i % field) < field / 2) as u8).collect();
         let mut out = vec![0f32; n];
         let mut solve = |p: &ffi::piddm_solve_params| {
-            let st = unsafe {
-                ffi::piddm_solve(
-                    handle,
-                    x.as_ptr(),
-                    mask.as_ptr(),
-                    batch,
-                    p,
-                    out.as_mut_ptr(),
-                    n,
-                    std::ptr::null_mut(),
-                )
-            };
-            assert_eq!(st, piddm::Status::PIDDM_OK);
+            handle
+                .solve_into(&x, &mask, batch, p, &mut out)
+                .expect("piddm_solve");
         };
         let mut gen_out = vec![0f32; n];
         let mut gen = || {
-            let st = unsafe { ffi::piddm_generate(handle, 1, batch, gen_out.as_mut_ptr(), n) };
-            assert_eq!(st, piddm::Status::PIDDM_OK);
+            handle
+                .generate(1, batch, &mut gen_out)
+                .expect("piddm_generate")
         };
         let per = seconds / 9.0 / 3.0;
         let (mut tg, mut to, mut td) = (Vec::new(), Vec::new(), Vec::new());
@@ -245,12 +231,8 @@ fn main() -> Result<()> {
         / 1e9;
 
     // The C ABI.
-    let path = CString::new(args.model.to_str().context("path")?)?;
-    let mut handle = std::ptr::null_mut();
-    let st = unsafe { ffi::piddm_model_load(path.as_ptr(), std::ptr::null(), &mut handle) };
-    anyhow::ensure!(st == piddm::Status::PIDDM_OK, "load failed: {:?}", st);
-    let (mut c, mut ny, mut nx) = (0usize, 0usize, 0usize);
-    unsafe { ffi::piddm_model_shape(handle, &mut c, &mut ny, &mut nx) };
+    let handle = Handle::load(&args.model)?;
+    let (c, ny, nx) = handle.shape()?;
     let field = c * ny * nx;
 
     // ort directly on the same generate graph.
@@ -265,7 +247,7 @@ fn main() -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     let tch_student = match &args.student {
-        Some(p) => Some(piddm_trainer::train::load_ema(p)?),
+        Some(p) => Some(piddm_trainer::checkpoint::load_ema(p)?),
         None => None,
     };
 
@@ -277,10 +259,7 @@ fn main() -> Result<()> {
             .collect();
         // C ABI and ort direct alternate in short rounds, so drifts of the machine hit both alike;
         // per-call times are the medians over rounds, the overhead the median of per-round ratios.
-        let mut capi_call = || {
-            let s = unsafe { ffi::piddm_generate(handle, 1, batch, out.as_mut_ptr(), out.len()) };
-            assert_eq!(s, piddm::Status::PIDDM_OK);
-        };
+        let mut capi_call = || handle.generate(1, batch, &mut out).expect("piddm_generate");
         let mut direct_out = vec![0f32; batch * field];
         let mut direct_call = || {
             let t = ort::value::TensorRef::from_array_view(([batch, c, ny, nx], eps.as_slice()))
@@ -338,12 +317,11 @@ fn main() -> Result<()> {
         );
     }
     s += &load_cost(&args.model)?;
-    s += &solve_path(handle, field, args.seconds)?;
+    s += &solve_path(&handle, field, args.seconds)?;
     s += "\nC ABI: `piddm_generate` (noise drawn inside, seed fixed); C ABI vs ort: median over 15 alternating rounds of (C ABI / ort direct - 1); noise draw: the time `piddm_generate` spends drawing eps (its own work beyond ONNX Runtime; argument checks and the panic guard are below a microsecond), as a share of the call; ort direct: the same generate graph through `ort` with a prepared eps; tch: the student checkpoint in libtorch. Threads: each library's default (all cores).\n";
     print!("{s}");
     if let Some(p) = args.out {
         std::fs::write(p, s)?;
     }
-    unsafe { ffi::piddm_model_free(&mut handle) };
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! The network written as ONNX nodes: [`NetOps`] over the graph builder, folding constants.
 //! A value is either a graph value or a tch tensor known at export time; an operation whose inputs
-//! are all known is computed by [`TchOps`] (the same code that trains), the rest become nodes with
+//! are all known is computed by [`Tch`] (the same code that trains), the rest become nodes with
 //! the known inputs as initializers. The student's noise level is fixed, so its preconditioning
 //! coefficients and noise embedding fold to constants and only the field path reaches the graph.
 
 use super::graph::Graph;
-use crate::netops::{NetOps, TchOps, Unary};
+use crate::nets::{NetOps, Unary};
+use crate::pde::ops::{FieldOps, Tch};
+use crate::util::tensor::to_f32 as values;
 use tch::{nn, Tensor};
 
 pub enum Gv {
@@ -51,16 +53,6 @@ impl<'a> Folding<'a> {
     }
 }
 
-pub fn values(t: &Tensor) -> Vec<f32> {
-    Vec::<f32>::try_from(
-        t.to_kind(tch::Kind::Float)
-            .to_device(tch::Device::Cpu)
-            .contiguous()
-            .reshape([-1]),
-    )
-    .expect("f32 tensor")
-}
-
 fn known(v: &Gv) -> Option<&Tensor> {
     match v {
         Gv::Const(t) => Some(t),
@@ -68,9 +60,105 @@ fn known(v: &Gv) -> Option<&Tensor> {
     }
 }
 
-impl NetOps for Folding<'_> {
+/// The field operations, folding known values; on graph values, the graph's own ([`Graph`]'s
+/// [`FieldOps`]), so a function written over [`FieldOps`] emits the same nodes through either.
+impl FieldOps for Folding<'_> {
     type V = Gv;
 
+    fn channel(&mut self, x: &Gv, c: i64) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(Tch.channel(t, c)),
+            Gv::Node(n) => Gv::Node(FieldOps::channel(self.g, n, c)),
+        }
+    }
+    fn conv3(&mut self, x: &Gv, k: &[f64; 9]) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(Tch.conv3(t, k)),
+            Gv::Node(n) => Gv::Node(self.g.conv3(n, k)),
+        }
+    }
+    fn crop1(&mut self, x: &Gv) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(Tch.crop1(t)),
+            Gv::Node(n) => Gv::Node(self.g.crop1(n)),
+        }
+    }
+    fn pad1(&mut self, x: &Gv) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(Tch.pad1(t)),
+            Gv::Node(n) => Gv::Node(self.g.pad1(n)),
+        }
+    }
+    fn shift(&mut self, x: &Gv, axis: i64, by: i64, periodic: bool) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(Tch.shift(t, axis, by, periodic)),
+            Gv::Node(n) => Gv::Node(FieldOps::shift(self.g, n, axis, by, periodic)),
+        }
+    }
+
+    fn add(&mut self, a: &Gv, b: &Gv) -> Gv {
+        if let (Some(x), Some(y)) = (known(a), known(b)) {
+            return Gv::Const(Tch.add(x, y));
+        }
+        let (a, b) = (self.name(a), self.name(b));
+        Gv::Node(self.g.add(&a, &b))
+    }
+    fn mul(&mut self, a: &Gv, b: &Gv) -> Gv {
+        if let (Some(x), Some(y)) = (known(a), known(b)) {
+            return Gv::Const(Tch.mul(x, y));
+        }
+        // a known factor of one element is a scalar: one initializer of shape [1]
+        let (node, other) = match (a, b) {
+            (Gv::Node(n), o) | (o, Gv::Node(n)) => (n, o),
+            _ => unreachable!("both known: folded above"),
+        };
+        if let Some(k) = known(other).filter(|t| t.numel() == 1) {
+            let k = values(k)[0];
+            return Gv::Node(self.g.scale(node, k));
+        }
+        let (a, b) = (self.name(a), self.name(b));
+        Gv::Node(self.g.mul(&a, &b))
+    }
+    fn affine(&mut self, x: &Gv, k: f64, c: f64) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(Tch.affine(t, k, c)),
+            Gv::Node(n) => {
+                let y = if k == 1.0 {
+                    n.clone()
+                } else {
+                    self.g.scale(n, k as f32)
+                };
+                if c == 0.0 {
+                    return Gv::Node(y);
+                }
+                let c = self.g.scalar(c as f32);
+                Gv::Node(self.g.add(&y, &c))
+            }
+        }
+    }
+    fn sub(&mut self, a: &Gv, b: &Gv) -> Gv {
+        if let (Some(x), Some(y)) = (known(a), known(b)) {
+            return Gv::Const(Tch.sub(x, y));
+        }
+        let (a, b) = (self.name(a), self.name(b));
+        Gv::Node(FieldOps::sub(self.g, &a, &b))
+    }
+    fn affine_channels(&mut self, x: &Gv, k: &[f64], b: &[f64]) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(Tch.affine_channels(t, k, b)),
+            Gv::Node(n) => Gv::Node(self.g.affine_channels(n, k, b)),
+        }
+    }
+    fn mean_chw(&mut self, x: &Gv) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(Tch.mean_chw(t)),
+            Gv::Node(n) => Gv::Node(self.g.mean_chw(n)),
+        }
+    }
+}
+
+/// The network's operations, folding known values.
+impl NetOps for Folding<'_> {
     fn dup(&mut self, x: &Gv) -> Gv {
         match x {
             Gv::Node(n) => Gv::Node(n.clone()),
@@ -88,7 +176,7 @@ impl NetOps for Folding<'_> {
     }
     fn conv(&mut self, x: &Gv, c: &nn::Conv2D, stride: i64) -> Gv {
         if let Some(t) = known(x) {
-            return Gv::Const(TchOps.conv(t, c, stride));
+            return Gv::Const(Tch.conv(t, c, stride));
         }
         let ws = c.ws.size();
         let (cout, k) = (ws[0], ws[2]);
@@ -103,7 +191,7 @@ impl NetOps for Folding<'_> {
     }
     fn linear(&mut self, x: &Gv, l: &nn::Linear) -> Gv {
         if let Some(t) = known(x) {
-            return Gv::Const(TchOps.linear(t, l));
+            return Gv::Const(Tch.linear(t, l));
         }
         // Not on any exported path (the embedding folds): forward-only if it ever is.
         let x = self.name(x);
@@ -122,7 +210,7 @@ impl NetOps for Folding<'_> {
     }
     fn group_norm(&mut self, x: &Gv, n: &nn::GroupNorm) -> Gv {
         if let Some(t) = known(x) {
-            return Gv::Const(TchOps.group_norm(t, n));
+            return Gv::Const(Tch.group_norm(t, n));
         }
         let gamma = values(n.ws.as_ref().expect("GroupNorm with affine weights"));
         let beta = values(n.bs.as_ref().expect("GroupNorm with affine bias"));
@@ -134,59 +222,19 @@ impl NetOps for Folding<'_> {
     }
     fn silu(&mut self, x: &Gv) -> Gv {
         match x {
-            Gv::Const(t) => Gv::Const(TchOps.silu(t)),
+            Gv::Const(t) => Gv::Const(Tch.silu(t)),
             Gv::Node(n) => Gv::Node(self.g.silu(n)),
         }
     }
     fn unary(&mut self, x: &Gv, f: Unary) -> Gv {
         match x {
-            Gv::Const(t) => Gv::Const(TchOps.unary(t, f)),
+            Gv::Const(t) => Gv::Const(Tch.unary(t, f)),
             Gv::Node(n) => Gv::Node(self.unary_node(n, f)),
-        }
-    }
-    fn add(&mut self, a: &Gv, b: &Gv) -> Gv {
-        if let (Some(x), Some(y)) = (known(a), known(b)) {
-            return Gv::Const(TchOps.add(x, y));
-        }
-        let (a, b) = (self.name(a), self.name(b));
-        Gv::Node(self.g.add(&a, &b))
-    }
-    fn mul(&mut self, a: &Gv, b: &Gv) -> Gv {
-        if let (Some(x), Some(y)) = (known(a), known(b)) {
-            return Gv::Const(TchOps.mul(x, y));
-        }
-        // a known factor of one element is a scalar: one initializer of shape [1]
-        let (node, other) = match (a, b) {
-            (Gv::Node(n), o) | (o, Gv::Node(n)) => (n, o),
-            _ => unreachable!("both known: folded above"),
-        };
-        if let Some(k) = known(other).filter(|t| t.numel() == 1) {
-            let k = values(k)[0];
-            return Gv::Node(self.g.scale(node, k));
-        }
-        let (a, b) = (self.name(a), self.name(b));
-        Gv::Node(self.g.mul(&a, &b))
-    }
-    fn affine(&mut self, x: &Gv, k: f64, c: f64) -> Gv {
-        match x {
-            Gv::Const(t) => Gv::Const(TchOps.affine(t, k, c)),
-            Gv::Node(n) => {
-                let y = if k == 1.0 {
-                    n.clone()
-                } else {
-                    self.g.scale(n, k as f32)
-                };
-                if c == 0.0 {
-                    return Gv::Node(y);
-                }
-                let c = self.g.scalar(c as f32);
-                Gv::Node(self.g.add(&y, &c))
-            }
         }
     }
     fn concat(&mut self, parts: &[&Gv]) -> Gv {
         if let Some(ts) = parts.iter().map(|p| known(p)).collect::<Option<Vec<_>>>() {
-            return Gv::Const(TchOps.concat(&ts));
+            return Gv::Const(Tch.concat(&ts));
         }
         let names: Vec<String> = parts.iter().map(|p| self.name(p)).collect();
         let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
@@ -194,38 +242,38 @@ impl NetOps for Folding<'_> {
     }
     fn channels(&mut self, x: &Gv, start: i64, len: i64) -> Gv {
         match x {
-            Gv::Const(t) => Gv::Const(TchOps.channels(t, start, len)),
+            Gv::Const(t) => Gv::Const(Tch.channels(t, start, len)),
             Gv::Node(n) => Gv::Node(self.g.channels(n, start, len)),
         }
     }
     fn upsample2(&mut self, x: &Gv) -> Gv {
         match x {
-            Gv::Const(t) => Gv::Const(TchOps.upsample2(t)),
+            Gv::Const(t) => Gv::Const(Tch.upsample2(t)),
             Gv::Node(n) => Gv::Node(self.g.upsample2(n)),
         }
     }
     fn reshape(&mut self, x: &Gv, dims: &[i64]) -> Gv {
         match x {
-            Gv::Const(t) => Gv::Const(TchOps.reshape(t, dims)),
+            Gv::Const(t) => Gv::Const(Tch.reshape(t, dims)),
             Gv::Node(n) => Gv::Node(self.g.reshape(n, dims)),
         }
     }
     fn matmul(&mut self, a: &Gv, b: &Gv) -> Gv {
         if let (Some(x), Some(y)) = (known(a), known(b)) {
-            return Gv::Const(TchOps.matmul(x, y));
+            return Gv::Const(Tch.matmul(x, y));
         }
         let (a, b) = (self.name(a), self.name(b));
         Gv::Node(self.g.matmul(&a, &b))
     }
     fn transpose(&mut self, x: &Gv) -> Gv {
         match x {
-            Gv::Const(t) => Gv::Const(TchOps.transpose(t)),
+            Gv::Const(t) => Gv::Const(Tch.transpose(t)),
             Gv::Node(n) => Gv::Node(self.g.transpose(n)),
         }
     }
     fn softmax(&mut self, x: &Gv) -> Gv {
         match x {
-            Gv::Const(t) => Gv::Const(TchOps.softmax(t)),
+            Gv::Const(t) => Gv::Const(Tch.softmax(t)),
             Gv::Node(n) => Gv::Node(self.g.softmax(n)),
         }
     }

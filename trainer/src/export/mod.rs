@@ -5,22 +5,22 @@
 pub mod fold;
 pub mod graph;
 
+use crate::checkpoint::{load_role, weights_sha256, CheckpointMeta, Net, Role};
 use crate::config::InferConfig;
-use crate::edm::Edm;
-use crate::infer::emit_loss;
-use crate::ops::FieldOps;
-use crate::student;
-use crate::train::{load_ema, CheckpointMeta, Net, Role};
-use crate::unet::UNet;
+use crate::diffusion::{edm::student, Edm};
+use crate::nets::UNet;
+use crate::pde::ops::FieldOps;
+use crate::physics::objective::emit_loss;
+use crate::stages::encoder::{self, load_encoder};
+use crate::stages::solve::Student;
 use anyhow::{bail, Context, Result};
-use fold::{values, Folding, Gv};
+use fold::{Folding, Gv};
 use graph::{attr_tensor, tensor_f32, Graph};
 use onnx_protobuf::{
     tensor_proto::DataType, tensor_shape_proto::dimension, type_proto, Message, ModelProto,
     OperatorSetIdProto, StringStringEntryProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use piddm::card::{self, io, ModelCard, Part};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// ONNX opset and IR version written (ONNX Runtime 1.31 reads both).
@@ -87,11 +87,11 @@ impl FieldOps for Graph {
     }
 }
 
-/// The student d(eps) in normalised units as graph nodes: `student::student`, the code that trains,
+/// The student d(eps) in normalised units as graph nodes: `diffusion::edm::student`, the code that trains,
 /// run over the folding builder.
 fn student_nodes(g: &mut Graph, net: &UNet, edm: &Edm, eps: &str) -> String {
     let mut f = Folding::new(g);
-    let d = student::student(&mut f, edm, net, &Gv::Node(eps.into()));
+    let d = student(&mut f, edm, net, &Gv::Node(eps.into()));
     f.name(&d)
 }
 
@@ -190,18 +190,6 @@ pub fn model(g: Graph, name: &str, inputs: &[Io], outputs: &[Io]) -> ModelProto 
         graph: Some(gp).into(),
         ..Default::default()
     }
-}
-
-/// sha256 of the weights as float32 little-endian in name order.
-pub fn weights_sha256(net: &Net) -> String {
-    let mut h = Sha256::new();
-    for (name, t) in net.named() {
-        h.update(name.as_bytes());
-        for v in values(&t) {
-            h.update(v.to_le_bytes());
-        }
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn source_revision() -> String {
@@ -367,9 +355,9 @@ pub fn build(
         }
         let mut f = Folding::new(&mut g);
         let node = |n: &str| Gv::Node(n.into());
-        let (eps, x) = crate::amortise::answer(
+        let (eps, x) = encoder::answer(
             &mut f,
-            &crate::infer::Student::of(net, meta),
+            &Student::of(net, meta),
             enc,
             &node(io::OBSERVED),
             &node(io::MASK),
@@ -384,23 +372,6 @@ pub fn build(
     Ok(models)
 }
 
-/// Loads the amortised encoder at `path`, which must have been trained against `student`.
-pub fn load_encoder(path: &Path, student: &Net) -> Result<Net> {
-    let (enc, meta) = load_ema(path)?;
-    let info = meta
-        .amortiser
-        .as_ref()
-        .filter(|_| meta.role == Role::Amortiser)
-        .with_context(|| format!("{} is not an amortised encoder checkpoint", path.display()))?;
-    if info.student_weights != weights_sha256(student) {
-        bail!(
-            "{} was trained against another student (weights differ)",
-            path.display()
-        );
-    }
-    Ok(enc)
-}
-
 /// Exports the student checkpoint to `out` (the main file) and its siblings, with the amortised
 /// encoder when `encoder` gives its checkpoint and the fast path's solve defaults. Returns the card.
 pub fn export(
@@ -410,14 +381,7 @@ pub fn export(
     encoder: Option<(&Path, &InferConfig)>,
     evaluation: serde_json::Value,
 ) -> Result<ModelCard> {
-    let (net, meta) = load_ema(student)?;
-    if meta.role != Role::Student {
-        bail!(
-            "{} is a {:?} checkpoint; export takes a student",
-            student.display(),
-            meta.role
-        );
-    }
+    let (net, meta) = load_role(student, Role::Student)?;
     if out.extension().and_then(|e| e.to_str()) != Some("onnx") {
         bail!("the output file must end in .onnx, got {}", out.display());
     }
@@ -427,7 +391,7 @@ pub fn export(
     let models = build(&net, &meta, enc.as_ref().map(|e| &e.net), &mut card)?;
     for (m, part) in models.iter().zip(card.parts()) {
         let bytes = m.write_to_bytes().context("serialising the ONNX model")?;
-        crate::fsutil::write_atomic(&card::sibling(out, part), &bytes)?;
+        crate::util::fs::write_atomic(&card::sibling(out, part), &bytes)?;
     }
     Ok(card)
 }
@@ -451,4 +415,66 @@ pub fn read_card(path: &Path) -> Result<(ModelCard, ModelProto)> {
     let card = ModelCard::from_json(&json.value)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok((card, m))
+}
+
+/// `piddm-train export`: the student at `student` exported to `out` with the card's solve defaults
+/// from `preset` (its `[amortise.refine]` when `encoder` is given), figures from the evaluation at
+/// `eval`.
+pub fn export_files(
+    student: &Path,
+    out: &Path,
+    preset: &crate::config::Preset,
+    eval: Option<&Path>,
+    encoder: Option<&Path>,
+) -> Result<()> {
+    let evaluation = match eval {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
+        )?,
+        None => serde_json::json!({}),
+    };
+    let fast = match (encoder, &preset.amortise) {
+        (Some(e), Some(a)) => Some((e, &a.refine)),
+        (Some(_), None) => bail!("preset {} has no [amortise] section", preset.name),
+        (None, _) => None,
+    };
+    let card = export(student, out, &preset.infer, fast, evaluation)?;
+    let siblings: Vec<&str> = [Some(&card.files.refine), Some(&card.files.residual)]
+        .into_iter()
+        .chain([card.files.amortised.as_ref()])
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    eprintln!(
+        "wrote {} (+ {}); weights sha256 {}",
+        out.display(),
+        siblings.join(", "),
+        card.weights_sha256
+    );
+    Ok(())
+}
+
+/// `piddm-train inspect`: what an exported file is (part, opset, IR, sizes, inputs, outputs) and
+/// its model card.
+pub fn inspect(file: &Path) -> Result<String> {
+    let (card, m) = read_card(file)?;
+    let g = m.graph.as_ref().context("model has no graph")?;
+    let names = |v: &[ValueInfoProto]| {
+        v.iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(format!(
+        "{}: {:?} graph, opset {}, IR {}, {} nodes, {} initializers\ninputs:  {}\noutputs: {}\n{}\n",
+        file.display(),
+        card.part,
+        m.opset_import.first().map_or(0, |o| o.version),
+        m.ir_version,
+        g.node.len(),
+        g.initializer.len(),
+        names(&g.input),
+        names(&g.output),
+        serde_json::to_string_pretty(&card)?
+    ))
 }

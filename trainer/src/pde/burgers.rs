@@ -12,7 +12,7 @@
 //! condition (and the first half) wanted.
 
 use super::{Boundary, Family, Geometry, Grid, Metric, Residual, Sampler, Solved, Task};
-use crate::ops::FieldOps;
+use super::ops::FieldOps;
 use anyhow::{bail, Result};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -318,6 +318,12 @@ impl Family for BurgersParams {
     }
     fn parameters(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("plain parameters serialise")
+    }
+    fn reference_residual(&self, grid: Grid, fields: &[f64]) -> Vec<f64> {
+        residual(self, grid, fields)
+    }
+    fn preset(&self) -> (&'static str, &'static str) {
+        ("burgers", include_str!("../../presets/burgers.toml"))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Darcy flow: -div(a grad u) = f on the unit square, u = 0 on the boundary.
 //!
-//! Discretisation (the one definition; the training loss in `crate::residual` is tied to it by a test):
+//! Discretisation (the one definition; the training loss in `crate::physics::residual` is tied to it by a test):
 //! cell-centred five-point flux form on the `n x n` grid that includes the boundary, with face
 //! permeabilities the arithmetic mean of the two neighbours,
 //!   R_P = -(1/h^2) [ a_e (u_E - u_P) - a_w (u_P - u_W) + a_n (u_N - u_P) - a_s (u_P - u_S) ] - f_P,
@@ -10,7 +10,7 @@
 use super::{
     grf::GrfParams, grf::GrfSampler, Family, Grid, Metric, Residual, Sampler, Solved, Task,
 };
-use crate::ops::{FieldOps, CROSS_KERNEL, LAPLACE_KERNEL};
+use super::ops::{FieldOps, CROSS_KERNEL, LAPLACE_KERNEL};
 use anyhow::{bail, Context, Result};
 use faer::sparse::linalg::solvers::{Llt, SymbolicLlt};
 use faer::sparse::{SparseColMat, Triplet};
@@ -265,6 +265,13 @@ impl Family for DarcyParams {
     }
     fn parameters(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("plain parameters serialise")
+    }
+    fn reference_residual(&self, grid: Grid, fields: &[f64]) -> Vec<f64> {
+        let (a, u) = fields.split_at(grid.len());
+        residual(grid, a, u, &vec![self.source; grid.len()])
+    }
+    fn preset(&self) -> (&'static str, &'static str) {
+        ("cpu", include_str!("../../presets/cpu.toml"))
     }
 }
 

@@ -12,7 +12,7 @@
 use super::{
     grf::GrfParams, grf::GrfSampler, Family, Grid, Metric, Residual, Sampler, Solved, Task,
 };
-use crate::ops::{FieldOps, LAPLACE_KERNEL};
+use super::ops::{FieldOps, LAPLACE_KERNEL};
 use anyhow::{bail, Context, Result};
 use faer::sparse::linalg::solvers::{Llt, SymbolicLlt};
 use faer::sparse::{SparseColMat, Triplet};
@@ -255,6 +255,13 @@ impl Family for HelmholtzParams {
     }
     fn parameters(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("plain parameters serialise")
+    }
+    fn reference_residual(&self, grid: Grid, fields: &[f64]) -> Vec<f64> {
+        let (f, u) = fields.split_at(grid.len());
+        residual(grid, self.k, f, u)
+    }
+    fn preset(&self) -> (&'static str, &'static str) {
+        ("helmholtz", include_str!("../../presets/helmholtz.toml"))
     }
 }
 

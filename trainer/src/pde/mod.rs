@@ -1,15 +1,14 @@
 //! The PDE families the trainer knows. A family is one module: its parameters, channels, data
-//! solver, residual (written once over [`FieldOps`]), tasks and metrics. Adding one means writing its
-//! module and one line in [`register!`]'s list at the bottom of this file.
+//! solver, residual (written once over [`FieldOps`]), pointwise reference residual, tasks, metrics
+//! and shipped preset. Adding one means writing its module and one line in [`register!`]'s list at
+//! the bottom of this file; every test over families (residual against its reference, presets,
+//! parsing, the tiny pipeline) then covers it.
 
-pub mod burgers;
-pub mod darcy;
 pub mod grf;
-pub mod helmholtz;
-pub mod poisson;
+pub mod ops;
 
-use crate::ops::FieldOps;
 use anyhow::{bail, Result};
+pub use ops::FieldOps;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +48,27 @@ pub enum Task {
     Forward,
     /// The solution given, the input wanted.
     Inverse,
+}
+
+impl Task {
+    /// "forward", "inverse": the task's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Forward => "forward",
+            Task::Inverse => "inverse",
+        }
+    }
+}
+
+/// The share of points a sparse-observation task observes (3 %, as in the paper's sparse problems).
+pub const SPARSE_FRACTION: f64 = 0.03;
+
+/// `count` points, each observed (1) with probability `fraction`, drawn in order from `rng`: the
+/// sparse observations of every report, so that reports drawn from one seed observe the same points.
+pub fn sparse_points(rng: &mut impl rand::Rng, count: usize, fraction: f64) -> Vec<f32> {
+    (0..count)
+        .map(|_| (rng.random::<f64>() < fraction) as u8 as f32)
+        .collect()
 }
 
 /// How an answer's channel is scored against the truth.
@@ -214,6 +234,11 @@ pub trait Family: Sync {
     }
     /// The parameters as the model card shows them.
     fn parameters(&self) -> serde_json::Value;
+    /// The residual its data solver drives to zero, pointwise in f64 from one sample's channels
+    /// (concatenated planes): the reference the tensor residual ([`Residual`]) is tested against.
+    fn reference_residual(&self, grid: Grid, fields: &[f64]) -> Vec<f64>;
+    /// The shipped preset that trains the family at full size: its name and its TOML.
+    fn preset(&self) -> (&'static str, &'static str);
 }
 
 /// The discrete residual R of physical fields x [B, C, H, W] -> [B, 1, H, W], zero where no
@@ -249,18 +274,20 @@ pub fn channel_words(channels: &[(&str, &str)], observed: &[usize]) -> String {
 }
 
 macro_rules! register {
-    ($($variant:ident($ty:ty)),* $(,)?) => {
+    ($($module:ident: $variant:ident($ty:ident)),* $(,)?) => {
+        $(pub mod $module;)*
+
         /// A PDE family with its parameters. Serialised with its name under `family`.
         #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
         #[serde(tag = "family", rename_all = "lowercase")]
         pub enum Pde {
-            $($variant($ty)),*
+            $($variant($module::$ty)),*
         }
 
         impl Pde {
             /// Every family with its default parameters.
             pub fn all() -> Vec<Pde> {
-                vec![$(Pde::$variant(<$ty>::default())),*]
+                vec![$(Pde::$variant(<$module::$ty>::default())),*]
             }
 
             pub fn family(&self) -> &dyn Family {
@@ -279,8 +306,8 @@ macro_rules! register {
             /// fields keep their defaults), validated.
             pub fn from_parts(name: &str, params: &serde_json::Value) -> Result<Pde> {
                 let pde = match name {
-                    $(n if n == <$ty>::default().name() => {
-                        let mut v = serde_json::to_value(<$ty>::default())?;
+                    $(n if n == <$module::$ty>::default().name() => {
+                        let mut v = serde_json::to_value(<$module::$ty>::default())?;
                         merge(&mut v, params, name)?;
                         Pde::$variant(serde_json::from_value(v)
                             .map_err(|e| anyhow::anyhow!("{name} parameters: {e}"))?)
@@ -357,11 +384,12 @@ pub fn deserialize_spec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Pde, D
     r.map_err(|e| D::Error::custom(format!("{e:#}")))
 }
 
+// The families, in the order reports list them: `module: Variant(Parameters)`.
 register!(
-    Darcy(darcy::DarcyParams),
-    Poisson(poisson::PoissonParams),
-    Helmholtz(helmholtz::HelmholtzParams),
-    Burgers(burgers::BurgersParams),
+    darcy: Darcy(DarcyParams),
+    poisson: Poisson(PoissonParams),
+    helmholtz: Helmholtz(HelmholtzParams),
+    burgers: Burgers(BurgersParams),
 );
 
 /// Rewrites metadata written before families carried their parameters (`"pde": "darcy"` beside

@@ -3,7 +3,7 @@
 
 use super::helmholtz::{self, SourceSampler};
 use super::{grf::GrfParams, Family, Grid, Metric, Residual, Sampler, Task};
-use crate::ops::FieldOps;
+use super::ops::FieldOps;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,13 @@ impl Family for PoissonParams {
     }
     fn parameters(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("plain parameters serialise")
+    }
+    fn reference_residual(&self, grid: Grid, fields: &[f64]) -> Vec<f64> {
+        let (f, u) = fields.split_at(grid.len());
+        helmholtz::residual(grid, 0.0, f, u)
+    }
+    fn preset(&self) -> (&'static str, &'static str) {
+        ("poisson", include_str!("../../presets/poisson.toml"))
     }
 }
 

@@ -1,0 +1,391 @@
+//! Conditional answers of an exported model on fresh problems of its family, through the C ABI (the
+//! calls a C or Fortran solver makes): the family's forward and inverse tasks and the inverse from a
+//! few points, for the one-call answer, the card's defaults and the published solve; and the spread
+//! of several one-call answers to one observation.
+
+use super::capi::Handle;
+use super::examples::{card_pde, problems};
+use crate::eval::metrics::{
+    cell, columns, ensemble, part_scores, PartScores, TaskFigures, TaskSpread,
+};
+use crate::pde::{sparse_points, unobserved, Grid, Pde, Scored, Task, SPARSE_FRACTION};
+use crate::util::plot::{save_fields, Column};
+use anyhow::{ensure, Result};
+use piddm::ffi;
+use rand::SeedableRng;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Debug, Serialize, clap::Args)]
+pub struct Settings {
+    #[arg(long, default_value = "examples/models/darcy32.onnx")]
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    pub problems: usize,
+    /// Differs from the training (1) and evaluation (2) seeds.
+    #[arg(long, default_value_t = 7919)]
+    pub seed: u64,
+    /// Share of the points of what the inverse problem observes, observed in the sparse one.
+    #[arg(long, default_value_t = SPARSE_FRACTION)]
+    pub sparse: f64,
+    /// One-call answers per observation for the spread.
+    #[arg(long, default_value_t = 8)]
+    pub answers: usize,
+    /// Also run the published solve (random start, 200 Adam steps, learning rate 0.05).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub published: bool,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub method: String,
+    pub start: i32,
+    pub steps: i64,
+    pub optimizer: i32,
+    pub tasks: Vec<TaskFigures>,
+    /// Wall seconds per answer (each task solved for all problems in one call).
+    pub seconds_per_answer: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Spread {
+    pub answers: usize,
+    pub tasks: Vec<TaskSpread>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub pde: String,
+    pub settings: Settings,
+    pub card_defaults: piddm::card::SolveDefaults,
+    pub rows: Vec<Row>,
+    pub spread: Option<Spread>,
+    pub figure: String,
+}
+
+/// One task over the problems: masks ([P][C][plane], 1 where observed) and what is scored.
+struct CTask {
+    name: &'static str,
+    observed: String,
+    mask: Vec<u8>,
+    scored: Option<Vec<Scored>>,
+}
+
+impl CTask {
+    fn scores(&self, pde: &Pde, x: &[f32], truth: &[f32], plane: usize) -> Vec<PartScores> {
+        let m: Vec<f32> = self.mask.iter().map(|&v| v as f32).collect();
+        part_scores(pde, x, truth, plane, self.scored.as_deref(), &m)
+    }
+}
+
+/// The family's forward and inverse tasks over `count` problems, and the sparse inverse: what the
+/// inverse observes at a `sparse` share of the points, drawn from `seed ^ 0x5A5E`.
+fn tasks(pde: &Pde, grid: Grid, count: usize, sparse: f64, seed: u64) -> Vec<CTask> {
+    let family = pde.family();
+    let task = |t: Task| CTask {
+        name: t.name(),
+        observed: family.given(t),
+        mask: family
+            .task_mask(t, grid)
+            .iter()
+            .map(|&v| (v > 0.0) as u8)
+            .cycle()
+            .take(count * pde.channels().len() * grid.len())
+            .collect(),
+        scored: Some(family.scored(t, grid)),
+    };
+    let (forward, inverse) = (task(Task::Forward), task(Task::Inverse));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5A5E);
+    let points = sparse_points(&mut rng, count * grid.len(), sparse);
+    let plane = grid.len();
+    let field = pde.channels().len() * plane;
+    let mask = inverse
+        .mask
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| m * (points[(i / field) * plane + i % plane] > 0.0) as u8)
+        .collect();
+    let words = inverse.observed.trim_start_matches("all of ").to_string();
+    let sparse = CTask {
+        name: "sparse",
+        observed: format!("{:.0} % of {words}", 100.0 * sparse),
+        mask,
+        scored: None,
+    };
+    vec![forward, inverse, sparse]
+}
+
+pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
+    ensure!(s.problems >= 1, "at least one problem");
+    let h = Handle::load(&s.model)?;
+    let card = crate::export::read_card(&s.model)?.0;
+    let pde = card_pde(&card)?;
+    let truth = problems(&card, s.problems, s.seed)?.data;
+    let (c, ny, nx) = h.shape()?;
+    let plane = ny * nx;
+    let field = c * plane;
+    let grid = Grid::new(nx)?;
+    let tasks = tasks(&pde, grid, s.problems, s.sparse, s.seed);
+    let observe = |m: &[u8]| -> Vec<f32> {
+        truth
+            .iter()
+            .zip(m)
+            .map(|(&t, &k)| if k != 0 { t } else { f32::NAN })
+            .collect()
+    };
+    ensure!(
+        h.has_amortised()?,
+        "{} has no amortised part: its conditional answers are the published solve's (piddm-train eval)",
+        s.model.display()
+    );
+    let defaults = h.defaults()?;
+    let mut methods = vec![
+        (
+            "one call (amortised start, no steps)".to_string(),
+            ffi::piddm_solve_params {
+                steps: 0,
+                start: ffi::piddm_start::PIDDM_START_AMORTISED as i32,
+                ..defaults
+            },
+        ),
+        (
+            format!(
+                "the card's defaults ({} {} steps from the amortised start)",
+                defaults.steps,
+                if defaults.optimizer == ffi::piddm_optimizer::PIDDM_OPTIMIZER_LBFGS as i32 {
+                    "L-BFGS"
+                } else {
+                    "Adam"
+                }
+            ),
+            defaults,
+        ),
+    ];
+    if s.published {
+        methods.push((
+            "published solve (random start, 200 Adam steps, lr 0.05)".to_string(),
+            ffi::piddm_solve_params {
+                steps: 200,
+                learning_rate: 0.05,
+                start: ffi::piddm_start::PIDDM_START_RANDOM as i32,
+                optimizer: ffi::piddm_optimizer::PIDDM_OPTIMIZER_ADAM as i32,
+                ..defaults
+            },
+        ));
+    }
+    let mut rows = Vec::new();
+    let mut shown = Vec::new();
+    for (k, (name, p)) in methods.iter().enumerate() {
+        eprintln!("conditional: {name}");
+        let t = Instant::now();
+        let answers: Vec<Vec<f32>> = tasks
+            .iter()
+            .map(|m| h.solve(&observe(&m.mask), &m.mask, s.problems, p))
+            .collect::<Result<_>>()?;
+        let secs = t.elapsed().as_secs_f64() / (tasks.len() * s.problems) as f64;
+        rows.push(Row {
+            method: name.clone(),
+            start: p.start,
+            steps: p.steps,
+            optimizer: p.optimizer,
+            tasks: tasks
+                .iter()
+                .zip(&answers)
+                .map(|(t, x)| {
+                    TaskFigures::of(t.name, &t.observed, &t.scores(&pde, x, &truth, plane))
+                })
+                .collect(),
+            seconds_per_answer: secs,
+        });
+        if k == 1 {
+            shown = answers; // the card's defaults are what the figure shows
+        }
+    }
+    let mut stds = Vec::new();
+    let spread = if s.answers >= 2 {
+        eprintln!("conditional: spread of {} one-call answers", s.answers);
+        let mut spread = Vec::new();
+        for t in &tasks {
+            let draws: Vec<Vec<f32>> = (0..s.answers as u64)
+                .map(|seed| {
+                    let p = ffi::piddm_solve_params {
+                        seed,
+                        ..methods[0].1
+                    };
+                    h.solve(&observe(&t.mask), &t.mask, s.problems, &p)
+                })
+                .collect::<Result<_>>()?;
+            let unknown: Vec<bool> = t.mask.iter().map(|&k| k == 0).collect();
+            let e = ensemble(&draws, &truth, &unknown);
+            spread.push(TaskSpread {
+                task: t.name.to_string(),
+                coverage: e.coverage,
+                mean_answer: TaskFigures::of(
+                    t.name,
+                    &t.observed,
+                    &t.scores(&pde, &e.mean, &truth, plane),
+                ),
+            });
+            stds.push(e.std);
+        }
+        Some(Spread {
+            answers: s.answers,
+            tasks: spread,
+        })
+    } else {
+        None
+    };
+    // figure, per problem: the truth's channels; each task's answer (the card's defaults) on the
+    // channels it is scored on; the forward answer's error; the spread of the sparse answers
+    std::fs::create_dir_all(out)?;
+    let fig = out.join("conditional.png");
+    let names: Vec<&str> = pde.channels().iter().map(|c| c.0).collect();
+    let pick = |v: &[f32], p: usize, ch: usize| {
+        v[p * field + ch * plane..p * field + (ch + 1) * plane].to_vec()
+    };
+    let wanted = |t: &CTask| -> Vec<usize> {
+        let first: Vec<f32> = t.mask[..field].iter().map(|&v| v as f32).collect();
+        let mut ch: Vec<usize> = match &t.scored {
+            Some(parts) => parts.iter().map(|p| p.channel).collect(),
+            None => unobserved(pde.channels(), &first, plane)
+                .iter()
+                .map(|p| p.channel)
+                .collect(),
+        };
+        ch.dedup();
+        ch
+    };
+    let mut columns_fig: Vec<Column> = names.iter().map(|n| Column::field(*n)).collect();
+    for t in &tasks {
+        columns_fig.extend(
+            wanted(t)
+                .iter()
+                .map(|&k| Column::field(format!("{} {}", t.name, names[k]))),
+        );
+    }
+    let fwd = wanted(&tasks[0]);
+    columns_fig.extend(
+        fwd.iter()
+            .map(|&k| Column::error(format!("error of forward {}", names[k]))),
+    );
+    let sparse_ch = wanted(&tasks[2]);
+    if !stds.is_empty() {
+        columns_fig.extend(
+            sparse_ch
+                .iter()
+                .map(|&k| Column::field(format!("std of sparse {}", names[k]))),
+        );
+    }
+    let rows_fig: Vec<Vec<Vec<f32>>> = (0..s.problems.min(4))
+        .map(|p| {
+            let mut r: Vec<Vec<f32>> = (0..c).map(|k| pick(&truth, p, k)).collect();
+            for (t, x) in tasks.iter().zip(&shown) {
+                r.extend(wanted(t).iter().map(|&k| pick(x, p, k)));
+            }
+            r.extend(fwd.iter().map(|&k| {
+                pick(&shown[0], p, k)
+                    .iter()
+                    .zip(pick(&truth, p, k))
+                    .map(|(a, b)| a - b)
+                    .collect()
+            }));
+            if let Some(sd) = stds.get(2) {
+                r.extend(sparse_ch.iter().map(|&k| pick(sd, p, k)));
+            }
+            r
+        })
+        .collect();
+    save_fields(&fig, &rows_fig, nx, &columns_fig, 4)?;
+    Ok(Report {
+        command,
+        pde: pde.name().to_string(),
+        settings: s.clone(),
+        card_defaults: card.defaults.clone(),
+        rows,
+        spread,
+        figure: fig.display().to_string(),
+    })
+}
+
+pub fn markdown(r: &Report) -> String {
+    let s = &r.settings;
+    let tasks: Vec<&[TaskFigures]> = r.rows.iter().map(|row| &row.tasks[..]).collect();
+    let cols = columns(&tasks);
+    let observed = |task: &str| {
+        r.rows
+            .iter()
+            .flat_map(|row| &row.tasks)
+            .find(|t| t.task == task)
+            .map_or(String::new(), |t| t.observed.clone())
+    };
+    let mut t = format!(
+        "Conditional answers of `{}` through the C ABI on {} fresh {} problems (seed {}), `{}`. \
+         Each cell: median (mean) over the problems.\n\n| method |",
+        s.model.display(),
+        s.problems,
+        r.pde,
+        s.seed,
+        r.command
+    );
+    for (task, label) in &cols {
+        t += &format!(" {task} ({}): {label} |", observed(task));
+    }
+    t += " s per answer |\n|---|";
+    t += &"---|".repeat(cols.len() + 1);
+    t += "\n";
+    for row in &r.rows {
+        t += &format!("| {} |", row.method);
+        for c in &cols {
+            t += &format!(" {} |", cell(&row.tasks, c));
+        }
+        t += &format!(" {:.4} |\n", row.seconds_per_answer);
+    }
+    if let Some(sp) = &r.spread {
+        let cover: Vec<String> = sp
+            .tasks
+            .iter()
+            .map(|x| format!("{:.1} % ({})", 100.0 * x.coverage, x.task))
+            .collect();
+        let means: Vec<String> = sp
+            .tasks
+            .iter()
+            .flat_map(|x| {
+                x.mean_answer.errors.iter().map(move |e| {
+                    format!(
+                        "{} {} {:.2} % ({:.2} %)",
+                        x.task,
+                        e.label(),
+                        100.0 * e.figure.median,
+                        100.0 * e.figure.mean
+                    )
+                })
+            })
+            .collect();
+        t += &format!(
+            "\nSpread of {} one-call answers per observation (seeds 0 to {}): the truth lies within \
+             mean +- 2 std at {} of the unknown points. The answers' mean as the answer: {}.\n",
+            sp.answers,
+            sp.answers - 1,
+            cover.join(", "),
+            means.join("; ")
+        );
+    }
+    t += &format!(
+        "\nFigure `{}`: rows are problems; columns: the true fields, each task's answer (the card's \
+         defaults) on what it is scored on, the forward answer's error, and the std over the \
+         one-call answers to the sparse observation.\n",
+        r.figure
+    );
+    t
+}
+
+/// `piddm-train conditional`: the report written to `out` (conditional.json, .md, .png); returns
+/// the markdown.
+pub fn run_to(s: &Settings, command: String, out: &Path) -> Result<String> {
+    let r = run(s, command, out)?;
+    let md = markdown(&r);
+    crate::util::fs::write_report(out, "conditional", &r, &md)?;
+    Ok(md)
+}

@@ -1,0 +1,413 @@
+//! The command line: every subcommand of `piddm-train` and the one function each calls in the
+//! module that owns its work.
+
+use crate::apps::{conditional, demo, examples};
+use crate::config::Preset;
+use crate::data::{dataset, Dataset};
+use crate::eval::{baselines, diagnose, evaluate};
+use crate::stages::{encoder, pidm, student, teacher};
+use crate::{export, pipeline};
+use anyhow::Result;
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Generate a PDE data set with the numerical solver (safetensors).
+    Data {
+        /// The family: darcy, poisson, helmholtz or burgers.
+        #[arg(long, default_value = "darcy")]
+        pde: String,
+        /// A parameter of the family, KEY=VALUE (dotted keys reach nested ones: grf.alpha=2.5);
+        /// repeatable. Unset parameters keep the family's defaults.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        #[arg(long, default_value_t = 32)]
+        res: usize,
+        #[arg(long)]
+        n: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Train the EDM teacher on a data set.
+    Teacher {
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Continue the checkpoint at --out.
+        #[arg(long)]
+        resume: bool,
+        /// Stop (with a checkpoint) after this many total steps.
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
+    /// Distil a one-step student from a teacher, with the PDE residual loss.
+    Distill {
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        teacher: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Residual weight (default: the preset's; 0 is plain distillation).
+        #[arg(long)]
+        lambda_train: Option<f64>,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
+    /// PIDM: continue a teacher's training with a residual loss on its clean estimate D(x; sigma).
+    Pidm {
+        #[arg(long)]
+        preset: String,
+        /// The teacher's training data set.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        teacher: PathBuf,
+        /// Weight of the mean R^2 of D (physical units) beside the denoising loss.
+        #[arg(long)]
+        weight: f64,
+        /// Training steps beyond the teacher's.
+        #[arg(long)]
+        steps: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
+    /// The paper's comparison on a pipeline run's test set: teacher, PIDM, DiffusionPDE, ECI and the
+    /// students, one row per method; adds the family to DIR/baselines.json and rewrites
+    /// DIR/baselines.md and DIR/baselines-<family>.png.
+    Baselines {
+        #[arg(long)]
+        preset: String,
+        /// A pipeline run directory (teacher.ckpt, student-lambda0.ckpt, student.ckpt,
+        /// data-test.safetensors).
+        #[arg(long)]
+        run: PathBuf,
+        /// A PIDM teacher (`piddm-train pidm`).
+        #[arg(long)]
+        pidm: Option<PathBuf>,
+        #[command(flatten)]
+        settings: baselines::Settings,
+        #[arg(long, default_value = "trainer/results")]
+        out: PathBuf,
+    },
+    /// Train the amortised encoder of a student: one evaluation from an observation to eps.
+    Amortise {
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        student: PathBuf,
+        /// The student's training data set.
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        resume: bool,
+        #[arg(long)]
+        stop_after: Option<u64>,
+    },
+    /// Evaluate teacher and students side by side on a test set.
+    Eval {
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        teacher: PathBuf,
+        #[arg(long)]
+        student_lambda0: PathBuf,
+        #[arg(long)]
+        student: PathBuf,
+        #[arg(long)]
+        test: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Export a student checkpoint to the ONNX artifact (NAME.onnx plus NAME.refine.onnx and
+    /// NAME.residual.onnx beside it).
+    Export {
+        #[arg(long)]
+        student: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Preset whose inference defaults go into the model card.
+        #[arg(long, default_value = "cpu")]
+        preset: String,
+        /// An eval.json whose figures go into the model card.
+        #[arg(long)]
+        eval: Option<PathBuf>,
+        /// The student's amortised encoder (`amortise`): exported as the amortised part, and the
+        /// preset's [amortise.refine] become the card's solve defaults.
+        #[arg(long)]
+        encoder: Option<PathBuf>,
+    },
+    /// The end-to-end demo on an exported model, through the runtime.
+    Demo {
+        #[arg(long, default_value = "examples/models/darcy32.onnx")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        problems: usize,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+    },
+    /// Print the model card of an exported ONNX file.
+    Inspect { file: PathBuf },
+    /// Write fresh Darcy problems (a, the solver's u, f) for the solver examples as a field file.
+    Problems {
+        #[arg(long, default_value = "examples/models/darcy32.onnx")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        n: usize,
+        /// Differs from the training (0) and evaluation seeds: coefficients the model never saw.
+        #[arg(long, default_value_t = 7919)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Summarise the solver examples' results in a directory: one table, PNG figures.
+    ExamplesReport { dir: PathBuf },
+    /// Rewrite DIR/baselines.md and the figures from DIR/baselines.json.
+    BaselinesReport {
+        #[arg(default_value = "trainer/results")]
+        dir: PathBuf,
+    },
+    /// One table across PDE families from the evaluations (eval.json files) in a directory.
+    Families {
+        #[arg(default_value = "trainer/results")]
+        dir: PathBuf,
+    },
+    /// Split the forward and inverse errors on fresh problems into the student's manifold error
+    /// and what the solve reaches (defaults, and a long budget with restarts).
+    Diagnose {
+        #[arg(long)]
+        student: PathBuf,
+        /// Preset whose inference settings are the defaults.
+        #[arg(long, default_value = "cpu")]
+        preset: String,
+        #[command(flatten)]
+        settings: diagnose::Settings,
+        /// Directory for diagnosis.json and diagnosis.md.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Conditional answers of an exported model on fresh problems through the C ABI: forward,
+    /// inverse and sparse inverse for the one-call answer, the card's defaults and the published
+    /// solve, and the spread of several answers.
+    Conditional {
+        #[command(flatten)]
+        settings: conditional::Settings,
+        /// Directory for conditional.json, conditional.md and conditional.png.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run every stage of a preset into one directory (continues an interrupted run).
+    Pipeline {
+        #[arg(long)]
+        preset: String,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Runs `cmd`; `command` is the command line as typed, recorded in reports.
+pub fn run(cmd: Cmd, command: String) -> Result<()> {
+    let preset = |name: &str| Preset::load(name);
+    match cmd {
+        Cmd::Data {
+            pde,
+            set,
+            res,
+            n,
+            seed,
+            out,
+        } => dataset::generate_file(&pde, &set, res, n, seed, &out),
+        Cmd::Teacher {
+            preset: p,
+            data,
+            out,
+            resume,
+            stop_after,
+        } => teacher::train_teacher(
+            &preset(&p)?,
+            &Dataset::load(&data)?,
+            &out,
+            resume,
+            stop_after,
+        )
+        .map(drop),
+        Cmd::Distill {
+            preset: p,
+            teacher,
+            out,
+            lambda_train,
+            resume,
+            stop_after,
+        } => {
+            let p = preset(&p)?;
+            let lambda = lambda_train.unwrap_or(p.student.lambda_train);
+            student::distill(&p, &teacher, lambda, &out, resume, stop_after).map(drop)
+        }
+        Cmd::Pidm {
+            preset: p,
+            data,
+            teacher,
+            weight,
+            steps,
+            out,
+            resume,
+            stop_after,
+        } => pidm::train_pidm(
+            &preset(&p)?,
+            &Dataset::load(&data)?,
+            &teacher,
+            weight,
+            steps,
+            &out,
+            resume,
+            stop_after,
+        )
+        .map(drop),
+        Cmd::Baselines {
+            preset: p,
+            run,
+            pidm,
+            settings,
+            out,
+        } => {
+            let inputs = baselines::Inputs { run, pidm, command };
+            print!(
+                "{}",
+                baselines::run(&preset(&p)?, &settings, &inputs, &out)?
+            );
+            Ok(())
+        }
+        Cmd::Amortise {
+            preset: p,
+            student,
+            data,
+            out,
+            resume,
+            stop_after,
+        } => encoder::train_encoder(
+            &preset(&p)?,
+            &student,
+            &Dataset::load(&data)?,
+            &out,
+            resume,
+            stop_after,
+        )
+        .map(drop),
+        Cmd::Eval {
+            preset: p,
+            teacher,
+            student_lambda0,
+            student,
+            test,
+            out,
+        } => {
+            let inputs = evaluate::EvalInputs {
+                teacher: &teacher,
+                student_lambda0: &student_lambda0,
+                student: &student,
+                test: &test,
+                out: &out,
+                command,
+            };
+            print!(
+                "{}",
+                evaluate::markdown(&evaluate::evaluate(&preset(&p)?, &inputs)?)
+            );
+            Ok(())
+        }
+        Cmd::Export {
+            student,
+            out,
+            preset: p,
+            eval,
+            encoder,
+        } => export::export_files(
+            &student,
+            &out,
+            &preset(&p)?,
+            eval.as_deref(),
+            encoder.as_deref(),
+        ),
+        Cmd::Demo {
+            model,
+            problems,
+            seed,
+            out,
+        } => {
+            print!("{}", demo::run(&model, problems, seed, &out)?);
+            Ok(())
+        }
+        Cmd::Inspect { file } => {
+            print!("{}", export::inspect(&file)?);
+            Ok(())
+        }
+        Cmd::Problems {
+            model,
+            n,
+            seed,
+            out,
+        } => examples::write_problems(&model, n, seed, &out),
+        Cmd::ExamplesReport { dir } => {
+            print!("{}", examples::report(&dir)?);
+            Ok(())
+        }
+        Cmd::BaselinesReport { dir } => {
+            print!("{}", baselines::redraw(&dir)?);
+            Ok(())
+        }
+        Cmd::Families { dir } => {
+            print!("{}", evaluate::families_table(&dir)?);
+            Ok(())
+        }
+        Cmd::Diagnose {
+            student,
+            preset: p,
+            settings,
+            out,
+        } => {
+            print!(
+                "{}",
+                diagnose::run(&student, &preset(&p)?, &settings, command, &out)?
+            );
+            Ok(())
+        }
+        Cmd::Conditional { settings, out } => {
+            print!("{}", conditional::run_to(&settings, command, &out)?);
+            Ok(())
+        }
+        Cmd::Pipeline { preset: p, out } => {
+            let p = preset(&p)?;
+            let dir = out.unwrap_or_else(|| PathBuf::from("runs").join(&p.name));
+            pipeline::run(&p, &dir, command).map(drop)
+        }
+    }
+}
+
+/// The command line as typed, the program named `piddm-train`: what reports record.
+pub fn command_line() -> String {
+    let command = std::env::args()
+        .map(|a| if a.contains(' ') { format!("'{a}'") } else { a })
+        .collect::<Vec<_>>()
+        .join(" ");
+    command.replacen(
+        &std::env::args().next().unwrap_or_default(),
+        "piddm-train",
+        1,
+    )
+}

@@ -1,0 +1,355 @@
+//! Side-by-side evaluation on a held-out test set: the teacher (N-step Heun), the student distilled
+//! without physics (lambda_train = 0) and the PIDDM student; then forward and inverse problems solved
+//! with the PIDDM student. Writes JSON, a markdown table and PNG figures.
+//!
+//! Metrics: residual = per-sample mean of R^2 over the interior (physical units), mean and std over
+//! samples; MMSE / SMSE = mean over channels and points of the squared difference between the
+//! generated and test-set pointwise mean / std, in normalised units (so a and u weigh the same).
+
+use super::method::Method;
+use super::metrics::{batched, gen_metrics, test_reference, ChannelError, GenMetrics};
+use super::problems::draws;
+use crate::checkpoint::{load_for, Role};
+use crate::config::Preset;
+use crate::data::Dataset;
+use crate::diffusion::{sampler::heun_sample, Edm};
+use crate::stages::solve::Student;
+use crate::util::plot::{save_panels, Panel};
+use crate::util::tensor::to_f32;
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+use tch::Tensor;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProblemMetrics {
+    pub problems: usize,
+    pub steps: usize,
+    pub lambda_infer: f64,
+    /// What was given, in words ("all of a", "3 % of u").
+    pub observed: String,
+    pub observed_fraction: f64,
+    /// Every channel not observed everywhere, with its family's metric.
+    pub errors: Vec<ChannelError>,
+    pub seconds_per_problem: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub preset: String,
+    pub test_samples: usize,
+    pub ground_truth_residual_mse: f64,
+    /// One row per model, named as in the baselines' report: `teacher`, `student_lambda0` and
+    /// `piddm_1` (the PIDDM student, one step).
+    pub generation: BTreeMap<String, GenMetrics>,
+    pub lambda_train: f64,
+    pub forward: ProblemMetrics,
+    pub inverse: ProblemMetrics,
+    pub inverse_sparse: ProblemMetrics,
+}
+
+fn field(x: &Tensor, i: i64, c: i64) -> Vec<f32> {
+    to_f32(&x.get(i).get(c))
+}
+
+/// Panels of titled fields (title, values, diverging).
+fn panels(data: &[Vec<(String, Vec<f32>, bool)>]) -> Vec<Vec<Panel<'_>>> {
+    data.iter()
+        .map(|row| {
+            row.iter()
+                .map(|(title, field, diverging)| Panel {
+                    title: title.clone(),
+                    field,
+                    diverging: *diverging,
+                })
+                .collect()
+        })
+        .collect()
+}
+
+pub struct EvalInputs<'a> {
+    pub teacher: &'a Path,
+    pub student_lambda0: &'a Path,
+    pub student: &'a Path,
+    pub test: &'a Path,
+    pub out: &'a Path,
+    pub command: String,
+}
+
+pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
+    let test = Dataset::load(inp.test)?;
+    let (teacher, tmeta) = load_for(inp.teacher, Role::Teacher, &test.meta)?;
+    let (s0, s0meta) = load_for(inp.student_lambda0, Role::Student, &test.meta)?;
+    let (s1, s1meta) = load_for(inp.student, Role::Student, &test.meta)?;
+    let norm = &tmeta.data.normalisation;
+    let op = tmeta.data.residual_op();
+    let dev = teacher.vs.device();
+    let edm = tmeta.edm;
+    let n = test.meta.grid.n as i64;
+    let c = test.meta.channels.len() as i64;
+    let count = preset
+        .eval
+        .samples
+        .min(test.meta.count.max(preset.eval.samples)) as i64;
+    let (truth, reference, gt_res) = test_reference(&test, norm, &op, dev)?;
+
+    let (eps, problems) = draws(preset, &test, count, dev)?;
+    let steps = s1meta.heun_steps(preset.sampler.steps);
+    eprintln!(
+        "eval: teacher, {count} samples x {} NFE",
+        Edm::heun_nfe(steps)
+    );
+    let (xt, tt) = batched(&eps, |e| {
+        norm.to_physical(&heun_sample(&edm, &teacher.net, e, steps))
+    });
+    let (st0, st1) = (Student::of(&s0, &s0meta), Student::of(&s1, &s1meta));
+    let (x0, t0) = batched(&eps, |e| st0.generate(e));
+    let (x1, t1) = batched(&eps, |e| st1.generate(e));
+    let teacher_m = gen_metrics(&xt, &reference, norm, &op, Edm::heun_nfe(steps), tt);
+    let s0_m = gen_metrics(&x0, &reference, norm, &op, 1, t0);
+    let s1_m = gen_metrics(&x1, &reference, norm, &op, 1, t1);
+
+    // Forward, inverse and sparse problems on the first test samples.
+    let cfg = &preset.infer;
+    let p = problems.truth.size()[0];
+    let mut answers = Vec::new();
+    let mut metrics = Vec::new();
+    for task in &problems.tasks {
+        eprintln!(
+            "eval: {}, {p} problems x {} steps",
+            task.observed, cfg.steps
+        );
+        let t = Instant::now();
+        let r = st1.solve(&problems.eps, &problems.truth, &task.mask, cfg)?;
+        let secs = t.elapsed().as_secs_f64() / p as f64;
+        let errors = problems.score(&tmeta.data.pde, &r.x, task)?;
+        metrics.push(ProblemMetrics {
+            problems: p as usize,
+            steps: cfg.steps,
+            lambda_infer: cfg.lambda,
+            observed: task.observed.clone(),
+            observed_fraction: task.observed_fraction()?,
+            errors,
+            seconds_per_problem: secs,
+        });
+        answers.push(r.x);
+    }
+    let truth_p = &problems.truth;
+    let names = &test.meta.channels;
+    let [forward, inverse, inverse_sparse]: [ProblemMetrics; 3] = metrics
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three tasks expected"))?;
+    let [xf, xi, xs]: [Tensor; 3] = answers
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("three tasks expected"))?;
+
+    let report = Report {
+        command: inp.command.clone(),
+        preset: preset.name.clone(),
+        test_samples: count as usize,
+        ground_truth_residual_mse: gt_res,
+        generation: [
+            (Method::Teacher, teacher_m),
+            (Method::StudentLambda0, s0_m),
+            (Method::Piddm1, s1_m),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.name().to_string(), v))
+        .collect(),
+        lambda_train: s1meta.student.as_ref().map_or(f64::NAN, |s| s.lambda_train),
+        forward,
+        inverse,
+        inverse_sparse,
+    };
+    std::fs::create_dir_all(inp.out)?;
+    std::fs::write(
+        inp.out.join("eval.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    std::fs::write(inp.out.join("eval.md"), markdown(&report))?;
+
+    // Figures: rows are models (two samples each), panels their channels and residual.
+    let nn = n as usize;
+    let with_res = |x: &Tensor| (x.shallow_clone(), op.apply(x));
+    let gens = [
+        ("test set", with_res(&truth)),
+        ("teacher", with_res(&xt)),
+        ("student, lambda 0", with_res(&x0)),
+        ("PIDDM student", with_res(&x1)),
+    ];
+    let data: Vec<Vec<(String, Vec<f32>, bool)>> = gens
+        .iter()
+        .map(|(name, (x, r))| {
+            (0..2)
+                .flat_map(|i| {
+                    (0..c)
+                        .map(move |k| {
+                            (
+                                format!("{name}: {}", names[k as usize]),
+                                field(x, i, k),
+                                false,
+                            )
+                        })
+                        .chain([(format!("{name}: residual"), field(r, i, 0), true)])
+                })
+                .collect()
+        })
+        .collect();
+    save_panels(&inp.out.join("samples.png"), &panels(&data), nn, 4)?;
+    let problem_fig = |x: &Tensor, file: &str| -> Result<()> {
+        let data: Vec<Vec<(String, Vec<f32>, bool)>> = (0..4.min(p))
+            .map(|i| {
+                let err = (x.get(i) - truth_p.get(i)).unsqueeze(0);
+                (0..c)
+                    .flat_map(|k| {
+                        let ch = &names[k as usize];
+                        [
+                            (format!("true {ch}"), field(truth_p, i, k), false),
+                            (format!("answer {ch}"), field(x, i, k), false),
+                            (format!("error of {ch}"), field(&err, 0, k), true),
+                        ]
+                    })
+                    .collect()
+            })
+            .collect();
+        save_panels(&inp.out.join(file), &panels(&data), nn, 4)
+    };
+    problem_fig(&xf, "forward.png")?;
+    problem_fig(&xi, "inverse.png")?;
+    problem_fig(&xs, "inverse_sparse.png")?;
+    Ok(report)
+}
+
+pub fn markdown(r: &Report) -> String {
+    let mut s = format!(
+        "# Evaluation: preset `{}`\n\nProduced by `{}`.\n\n{} generated samples against the test set; residual = per-sample mean of R^2 over the interior \
+         in physical units (mean ± std over samples; the test set's own: {:.2e}); MMSE / SMSE in normalised units.\n\n\
+         | model | NFE | residual | MMSE | SMSE | s / sample |\n|---|---|---|---|---|---|\n",
+        r.preset, r.command, r.test_samples, r.ground_truth_residual_mse
+    );
+    let piddm = format!("PIDDM student, lambda_train = {:e}", r.lambda_train);
+    let rows = [
+        (Method::Teacher, "teacher (EDM, Heun)"),
+        (Method::StudentLambda0, "student, lambda_train = 0"),
+        (Method::Piddm1, piddm.as_str()),
+    ];
+    for (name, m) in rows
+        .iter()
+        .filter_map(|(k, name)| r.generation.get(k.name()).map(|m| (name, m)))
+    {
+        s += &format!(
+            "| {name} | {} | {:.3e} ± {:.2e} | {:.3e} | {:.3e} | {:.4} |\n",
+            m.nfe, m.residual_mse, m.residual_std, m.mmse, m.smse, m.seconds_per_sample
+        );
+    }
+    s += "\n| problem (PIDDM student) | observed | metric | value | s / problem |\n|---|---|---|---|---|\n";
+    for (name, m) in [
+        ("forward", &r.forward),
+        ("inverse", &r.inverse),
+        ("inverse, sparse", &r.inverse_sparse),
+    ] {
+        for e in &m.errors {
+            s += &format!(
+                "| {name} | {} | {} of {} | {:.2} % | {:.2} |\n",
+                m.observed,
+                e.metric.label(),
+                e.channel,
+                100.0 * e.value,
+                m.seconds_per_problem
+            );
+        }
+    }
+    s += &format!(
+        "\nProblems: {} steps of Adam on eps, lambda_infer = {:e}.\n",
+        r.forward.steps, r.forward.lambda_infer
+    );
+    s
+}
+
+/// One row per evaluation (`*.json` with a report's fields) in `dir`, in file-name order:
+/// residuals of the three models, the PIDDM student's residual and MMSE / SMSE against the
+/// teacher's, and the problems' errors.
+pub fn families_table(dir: &Path) -> Result<String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    let mut s = String::from(
+        "| evaluation | residual: teacher / lambda 0 / PIDDM | PIDDM / teacher | MMSE, SMSE / teacher's | forward | inverse |\n|---|---|---|---|---|---|\n",
+    );
+    let mut rows = 0;
+    for f in files {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f)?)?;
+        let num = |m: Method, k: &str| v["generation"][m.name()][k].as_f64();
+        let (Some(t), Some(z), Some(p)) = (
+            num(Method::Teacher, "residual_mse"),
+            num(Method::StudentLambda0, "residual_mse"),
+            num(Method::Piddm1, "residual_mse"),
+        ) else {
+            continue;
+        };
+        let ratio = |k: &str| match (num(Method::Piddm1, k), num(Method::Teacher, k)) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        let errors = |task: &str| {
+            v[task]["errors"]
+                .as_array()
+                .map(|es| {
+                    es.iter()
+                        .map(|e| {
+                            format!(
+                                "{} {:.2} %",
+                                e["channel"].as_str().unwrap_or("?"),
+                                100.0 * e["value"].as_f64().unwrap_or(f64::NAN)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_else(|| "-".into())
+        };
+        s += &format!(
+            "| {} | {t:.3e} / {z:.3e} / {p:.3e} | {:.3} | {}, {} | {} | {} |\n",
+            f.file_stem().unwrap_or_default().to_string_lossy(),
+            p / t,
+            ratio("mmse"),
+            ratio("smse"),
+            errors("forward"),
+            errors("inverse")
+        );
+        rows += 1;
+    }
+    anyhow::ensure!(rows > 0, "no evaluation reports in {}", dir.display());
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_table_reads_reports_and_skips_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let gm =
+            |r: f64, m: f64| serde_json::json!({"residual_mse": r, "mmse": m, "smse": 2.0 * m});
+        let report = serde_json::json!({
+            "generation": {"teacher": gm(2.0, 1e-3), "student_lambda0": gm(10.0, 1e-3), "piddm_1": gm(0.2, 1.5e-3)},
+            "forward": {"errors": [{"channel": "u", "metric": "rel_l2", "value": 0.05}]},
+            "inverse": {"errors": [{"channel": "f", "metric": "rel_l2", "value": 0.25}]},
+        });
+        std::fs::write(dir.path().join("poisson32.json"), report.to_string()).unwrap();
+        std::fs::write(dir.path().join("other.json"), "{\"rows\": []}").unwrap();
+        let t = families_table(dir.path()).unwrap();
+        let rows: Vec<&str> = t.lines().skip(2).collect();
+        assert_eq!(rows.len(), 1, "{t}");
+        assert!(rows[0].starts_with("| poisson32 | 2.000e0 / 1.000e1 / 2.000e-1 | 0.100 | 1.50, 1.50 | u 5.00 % | f 25.00 % |"), "{t}");
+        std::fs::remove_file(dir.path().join("poisson32.json")).unwrap();
+        assert!(families_table(dir.path()).is_err());
+    }
+}

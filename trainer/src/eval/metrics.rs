@@ -1,0 +1,339 @@
+//! The numbers every report is made of: the distribution metrics of generated samples against the
+//! test set, per-part errors of conditional answers, their median and mean over problems, and the
+//! spread of several answers to one observation.
+
+use crate::data::{Dataset, Normalisation};
+use crate::pde::{Metric, Pde, Scored};
+use crate::physics::ResidualOp;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GenMetrics {
+    pub nfe: usize,
+    pub residual_mse: f64,
+    pub residual_std: f64,
+    pub mmse: f64,
+    pub smse: f64,
+    pub seconds_per_sample: f64,
+}
+
+/// The error of one wanted channel, averaged over problems.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChannelError {
+    pub channel: String,
+    pub metric: Metric,
+    pub value: f64,
+}
+
+pub struct Moments {
+    pub mean: Tensor,
+    pub std: Tensor,
+}
+
+/// The test set on `dev` (physical), its moments in normalised units and its own mean residual:
+/// what every generator is measured against.
+pub fn test_reference(
+    test: &Dataset,
+    norm: &Normalisation,
+    op: &ResidualOp,
+    dev: tch::Device,
+) -> anyhow::Result<(Tensor, Moments, f64)> {
+    let truth = test.fields.to_device(dev);
+    let reference = moments(&norm.to_normalised(&truth));
+    let residual = f64::try_from(
+        op.mse_per_sample(&truth.to_kind(Kind::Double))
+            .mean(Kind::Double),
+    )?;
+    Ok((truth, reference, residual))
+}
+
+pub fn moments(x_norm: &Tensor) -> Moments {
+    let x = x_norm.to_kind(Kind::Double);
+    Moments {
+        mean: x.mean_dim(0, false, Kind::Double),
+        std: x.std_dim(0, false, false),
+    }
+}
+
+/// Residual (mean and std over samples of the per-sample mean R^2), MMSE and SMSE against the
+/// test set's moments (normalised units) of physical samples `x_phys`.
+pub fn gen_metrics(
+    x_phys: &Tensor,
+    reference: &Moments,
+    norm: &Normalisation,
+    op: &ResidualOp,
+    nfe: usize,
+    secs: f64,
+) -> GenMetrics {
+    let r = op.mse_per_sample(&x_phys.to_kind(Kind::Double));
+    let m = moments(&norm.to_normalised(x_phys));
+    let sq = |a: &Tensor, b: &Tensor| f64::try_from((a - b).square().mean(Kind::Double)).unwrap();
+    GenMetrics {
+        nfe,
+        residual_mse: f64::try_from(r.mean(Kind::Double)).unwrap(),
+        residual_std: f64::try_from(r.std(false)).unwrap(),
+        mmse: sq(&m.mean, &reference.mean),
+        smse: sq(&m.std, &reference.std),
+        seconds_per_sample: secs / x_phys.size()[0] as f64,
+    }
+}
+
+/// Samples a generator handles at once.
+pub const BATCH: i64 = 64;
+
+/// `f` over `eps` in chunks of [`BATCH`]: the outputs concatenated, and the seconds it took.
+pub fn batched(eps: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Tensor, f64) {
+    let t0 = Instant::now();
+    let out: Vec<Tensor> = eps.split(BATCH, 0).iter().map(&f).collect();
+    (Tensor::cat(&out, 0), t0.elapsed().as_secs_f64())
+}
+
+/// One scored part's metric on every problem.
+#[derive(Clone, Debug)]
+pub struct PartScores {
+    pub channel: String,
+    pub metric: Metric,
+    pub values: Vec<f64>,
+}
+
+impl PartScores {
+    /// The mean over problems (summed in problem order).
+    pub fn mean(&self) -> f64 {
+        let p = self.values.len() as f64;
+        self.values.iter().fold(0.0, |a, v| a + v / p)
+    }
+
+    pub fn error(&self) -> ChannelError {
+        ChannelError {
+            channel: self.channel.clone(),
+            metric: self.metric,
+            value: self.mean(),
+        }
+    }
+
+    pub fn figure(&self) -> PartFigure {
+        PartFigure {
+            channel: self.channel.clone(),
+            metric: self.metric,
+            figure: figure(&self.values),
+        }
+    }
+}
+
+/// Each scored part's metric per problem, for answers `x` and the truth, both [P][C][plane]
+/// (physical): on `scored` when the task fixes its parts, else on each problem's unobserved points
+/// of `masks` (also [P][C][plane], 1 where observed).
+pub fn part_scores(
+    pde: &Pde,
+    x: &[f32],
+    truth: &[f32],
+    plane: usize,
+    scored: Option<&[Scored]>,
+    masks: &[f32],
+) -> Vec<PartScores> {
+    let family = pde.family();
+    let field = pde.channels().len() * plane;
+    let mut out: Vec<PartScores> = Vec::new();
+    for i in 0..truth.len() / field {
+        let own;
+        let parts = match scored {
+            Some(s) => s,
+            None => {
+                own = crate::pde::unobserved(
+                    pde.channels(),
+                    &masks[i * field..(i + 1) * field],
+                    plane,
+                );
+                &own[..]
+            }
+        };
+        for (j, s) in parts.iter().enumerate() {
+            let at = |v: &[f32]| v[i * field + s.channel * plane..][..plane].to_vec();
+            let metric = family.metric(s.channel);
+            let v = metric.on(&at(x), &at(truth), &s.region);
+            if i == 0 {
+                out.push(PartScores {
+                    channel: s.label.clone(),
+                    metric,
+                    values: Vec::new(),
+                });
+            }
+            out[j].values.push(v);
+        }
+    }
+    out
+}
+
+/// Median and mean of one metric over the problems.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    pub median: f64,
+    pub mean: f64,
+}
+
+/// One scored part's [`Figure`].
+#[derive(Clone, Debug, Serialize)]
+pub struct PartFigure {
+    pub channel: String,
+    pub metric: Metric,
+    #[serde(flatten)]
+    pub figure: Figure,
+}
+
+impl PartFigure {
+    /// "error rate of a" for table headers.
+    pub fn label(&self) -> String {
+        format!("{} of {}", self.metric.label(), self.channel)
+    }
+}
+
+/// Median and mean of `v`.
+pub fn figure(v: &[f64]) -> Figure {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let m = s.len();
+    let median = if m % 2 == 1 {
+        s[m / 2]
+    } else {
+        0.5 * (s[m / 2 - 1] + s[m / 2])
+    };
+    Figure {
+        median,
+        mean: s.iter().sum::<f64>() / m as f64,
+    }
+}
+
+/// A task's figures in one row: each scored part's median and mean over the problems.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskFigures {
+    /// "forward", "inverse" or "sparse".
+    pub task: String,
+    /// What was given, in words.
+    pub observed: String,
+    pub errors: Vec<PartFigure>,
+}
+
+impl TaskFigures {
+    pub fn of(task: &str, observed: &str, scores: &[PartScores]) -> Self {
+        TaskFigures {
+            task: task.to_string(),
+            observed: observed.to_string(),
+            errors: scores.iter().map(PartScores::figure).collect(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+/// The spread of several answers to each observation of one task: how often the truth lies within
+/// their mean +- 2 std (over the unknown entries), and their mean as the answer.
+pub struct TaskSpread {
+    pub task: String,
+    pub coverage: f64,
+    pub mean_answer: TaskFigures,
+}
+
+/// A table's columns: every (task, scored part) of `rows`, in order of first appearance.
+pub fn columns(rows: &[&[TaskFigures]]) -> Vec<(String, String)> {
+    let mut cols: Vec<(String, String)> = Vec::new();
+    for t in rows.iter().flat_map(|r| r.iter()) {
+        for e in &t.errors {
+            let col = (t.task.clone(), e.label());
+            if !cols.contains(&col) {
+                cols.push(col);
+            }
+        }
+    }
+    cols
+}
+
+/// The cell of column `(task, label)` in a row's `tasks`: "median % (mean %)", or "-".
+pub fn cell(tasks: &[TaskFigures], (task, label): &(String, String)) -> String {
+    tasks
+        .iter()
+        .filter(|t| &t.task == task)
+        .flat_map(|t| &t.errors)
+        .find(|e| &e.label() == label)
+        .map_or("-".into(), |e| {
+            format!(
+                "{:.2} % ({:.2} %)",
+                100.0 * e.figure.median,
+                100.0 * e.figure.mean
+            )
+        })
+}
+
+/// K answers to the same observations: their mean, pointwise std (K - 1 in the denominator), and
+/// the share of the `unknown` entries where the truth lies within mean +- 2 std.
+pub struct Ensemble {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub coverage: f64,
+}
+
+pub fn ensemble(draws: &[Vec<f32>], truth: &[f32], unknown: &[bool]) -> Ensemble {
+    let k = draws.len() as f64;
+    let mean: Vec<f32> = (0..truth.len())
+        .map(|i| (draws.iter().map(|d| d[i] as f64).sum::<f64>() / k) as f32)
+        .collect();
+    let std: Vec<f32> = (0..truth.len())
+        .map(|i| {
+            let v = draws
+                .iter()
+                .map(|d| (d[i] as f64 - mean[i] as f64).powi(2))
+                .sum::<f64>();
+            (v / (k - 1.0)).sqrt() as f32
+        })
+        .collect();
+    let (mut inside, mut total) = (0usize, 0usize);
+    for i in 0..truth.len() {
+        if unknown[i] {
+            total += 1;
+            inside += ((mean[i] - truth[i]).abs() <= 2.0 * std[i]) as usize;
+        }
+    }
+    Ensemble {
+        mean,
+        std,
+        coverage: inside as f64 / total.max(1) as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parts fixed by the task and parts found per problem from its mask score the same points.
+    #[test]
+    fn part_scores_by_parts_and_by_mask() {
+        let pde = Pde::parse("darcy").unwrap();
+        let grid = crate::pde::Grid::new(4).unwrap();
+        let plane = grid.len();
+        let truth: Vec<f32> = (0..2 * 2 * plane).map(|i| 1.0 + i as f32).collect();
+        let mut x = truth.clone();
+        x[plane] *= 1.5; // problem 0, u, first point
+        x[2 * plane] = 0.0; // problem 1, a, first point: the wrong side of the threshold
+        let task = crate::pde::Task::Forward;
+        let fwd = pde.family().scored(task, grid);
+        let mask: Vec<f32> = [
+            pde.family().task_mask(task, grid),
+            pde.family().task_mask(task, grid),
+        ]
+        .concat();
+        let a = part_scores(&pde, &x, &truth, plane, Some(&fwd), &mask);
+        let b = part_scores(&pde, &x, &truth, plane, None, &mask);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].channel, "u");
+        assert_eq!(a[0].values, b[0].values);
+        let u0: f64 = (1..=plane).map(|v| (v as f64 + plane as f64).powi(2)).sum();
+        let want = 0.5 * (1.0 + plane as f64) / u0.sqrt();
+        assert!((a[0].values[0] - want).abs() < 1e-12, "{:?}", a[0].values);
+        assert_eq!(a[0].values[1], 0.0);
+        // the inverse task scores a by its error rate: one point of 16 wrong in problem 1
+        let inv = pde.family().scored(crate::pde::Task::Inverse, grid);
+        let c = part_scores(&pde, &x, &truth, plane, Some(&inv), &mask);
+        assert_eq!(c[0].values, vec![0.0, 1.0 / 16.0]);
+        assert_eq!(figure(&[3.0, 1.0, 2.0, 10.0]).median, 2.5);
+    }
+}

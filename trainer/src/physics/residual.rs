@@ -1,0 +1,111 @@
+//! The PDE residual R of a family on a grid, as the training loss, the evaluation and the exported
+//! graphs use it: the family's residual (written once over [`FieldOps`], in its `pde` module) and
+//! its per-sample interior mean of R^2. A test ties every registered family's tensor form to its
+//! pointwise reference (`Family::reference_residual`, the operator its data solver inverts) to 1e-10.
+
+use crate::pde::ops::{FieldOps, Tch};
+use crate::pde::{Grid, Pde};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// What R needs to know: the PDE with its parameters, and the grid.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResidualOp {
+    pub pde: Pde,
+    pub grid: Grid,
+}
+
+impl ResidualOp {
+    /// R of physical fields `x` [B, C, H, W]: [B, 1, H, W].
+    pub fn emit<O: FieldOps>(&self, o: &mut O, x: &O::V) -> O::V {
+        self.pde.emit_residual(self.grid, o, x)
+    }
+
+    /// Factor turning a mean over all points of R^2 (zero where no equation holds) into the mean
+    /// over the points that carry one.
+    pub fn interior_factor(&self) -> f64 {
+        self.grid.len() as f64 / self.pde.family().equation_points(self.grid) as f64
+    }
+
+    /// Per-sample mean of R^2 over the interior: [B].
+    pub fn emit_mse<O: FieldOps>(&self, o: &mut O, x: &O::V) -> O::V {
+        self.emit_with_mse(o, x).1
+    }
+
+    /// R and its per-sample interior mean of R^2.
+    pub fn emit_with_mse<O: FieldOps>(&self, o: &mut O, x: &O::V) -> (O::V, O::V) {
+        let r = self.emit(o, x);
+        let r2 = o.mul(&r, &r);
+        let m = o.mean_chw(&r2);
+        let mse = o.affine(&m, self.interior_factor(), 0.0);
+        (r, mse)
+    }
+
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        self.emit(&mut Tch, x)
+    }
+
+    pub fn mse_per_sample(&self, x: &Tensor) -> Tensor {
+        self.emit_mse(&mut Tch, x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// `op` applied to one sample's channels against its family's pointwise reference, pointwise
+    /// and as the interior mean: 1e-10 in f64.
+    fn check(op: ResidualOp, fields: &[f64]) {
+        let n = op.grid.n as i64;
+        let c = (fields.len() / op.grid.len()) as i64;
+        let reference = op.pde.family().reference_residual(op.grid, fields);
+        let x = Tensor::from_slice(fields).reshape([1, c, n, n]);
+        let got = Vec::<f64>::try_from(op.apply(&x).reshape([-1])).unwrap();
+        let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(
+            scale > 0.0,
+            "{}: a zero reference proves nothing",
+            op.pde.name()
+        );
+        for (g, e) in got.iter().zip(&reference) {
+            assert!(
+                (g - e).abs() <= 1e-10 * scale,
+                "{}: {g} vs {e}",
+                op.pde.name()
+            );
+        }
+        let mse = f64::try_from(op.mse_per_sample(&x)).unwrap();
+        let m = op.pde.family().equation_points(op.grid);
+        let expected = reference.iter().map(|v| v * v).sum::<f64>() / m as f64;
+        assert!(
+            (mse - expected).abs() <= 1e-10 * expected,
+            "{mse} vs {expected}"
+        );
+    }
+
+    /// The tensor form and the assembled stencil are one operator, for every registered family
+    /// (and Helmholtz at a second wavenumber). The first channel is drawn positive (a coefficient
+    /// where a family has one), the others of either sign.
+    #[test]
+    fn tensor_residual_matches_stencil() {
+        let n = 17;
+        let grid = Grid::new(n).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let k3 = Pde::from_parts("helmholtz", &serde_json::json!({"k": 3.0})).unwrap();
+        for pde in Pde::all().into_iter().chain([k3]) {
+            let c = pde.channels().len();
+            let fields: Vec<f64> = (0..c * n * n)
+                .map(|i| {
+                    if i < n * n {
+                        rng.random_range(1.0..12.0)
+                    } else {
+                        rng.random_range(-1.0..1.0)
+                    }
+                })
+                .collect();
+            check(ResidualOp { pde, grid }, &fields);
+        }
+    }
+}

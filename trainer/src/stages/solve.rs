@@ -1,0 +1,125 @@
+//! The solve with a one-step student: PIDDM-1, and the optimisation of eps that serves PIDDM-ref,
+//! forward, inverse and reconstruction problems alike (they differ only in the mask): the objective
+//! of `physics::objective` (misfit + lambda_infer * residual of x_mix) per sample, minimised over
+//! eps with the runtime's optimisers. With M = 0 everywhere this is PIDDM-ref.
+
+use crate::checkpoint::{CheckpointMeta, Net};
+use crate::config::InferConfig;
+use crate::data::Normalisation;
+use crate::diffusion::{edm::one_step, Edm};
+use crate::nets::UNet;
+use crate::pde::ops::Tch;
+use crate::physics::{objective::emit_loss, ResidualOp};
+use crate::util::tensor::to_f32;
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+/// A student with what it needs to speak physical units.
+pub struct Student<'a> {
+    pub net: &'a UNet,
+    pub edm: Edm,
+    pub norm: &'a Normalisation,
+    pub op: ResidualOp,
+}
+
+pub struct SolveResult {
+    /// x_mix in physical units.
+    pub x: Tensor,
+    /// The optimised eps.
+    pub eps: Tensor,
+    /// Mean loss over the batch after each step (first entry: before any step).
+    pub history: Vec<f64>,
+}
+
+impl<'a> Student<'a> {
+    /// The student of a loaded checkpoint.
+    pub fn of(net: &'a Net, meta: &'a CheckpointMeta) -> Self {
+        Student {
+            net: &net.net,
+            edm: meta.edm,
+            norm: &meta.data.normalisation,
+            op: meta.data.residual_op(),
+        }
+    }
+
+    /// PIDDM-1: physical fields from eps in one network evaluation.
+    pub fn generate(&self, eps: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        self.norm.to_physical(&one_step(&self.edm, self.net, eps))
+    }
+
+    /// Per-sample loss [B] and x_mix (physical) for eps, observations x' (physical) and mask M.
+    pub fn loss(
+        &self,
+        eps: &Tensor,
+        observed: &Tensor,
+        mask: &Tensor,
+        lambda: f64,
+    ) -> (Tensor, Tensor) {
+        let d = one_step(&self.edm, self.net, eps);
+        let lambda = Tensor::from(lambda).to_kind(d.kind()).to_device(d.device());
+        emit_loss(&mut Tch, &self.op, self.norm, &d, observed, mask, &lambda)
+    }
+
+    /// Optimises eps from `eps0` on L (`cfg.steps` steps of `cfg.optimizer`, learning rate
+    /// `cfg.lr`): the runtime's optimiser code (`piddm::optim`), with loss and gradient from tch.
+    pub fn solve(
+        &self,
+        eps0: &Tensor,
+        observed: &Tensor,
+        mask: &Tensor,
+        cfg: &InferConfig,
+    ) -> Result<SolveResult> {
+        if eps0.size() != observed.size() || mask.size() != observed.size() {
+            bail!(
+                "eps {:?}, observations {:?} and mask {:?} must have one shape",
+                eps0.size(),
+                observed.size(),
+                mask.size()
+            );
+        }
+        let observed = observed.where_self(&mask.gt(0.5), &observed.zeros_like());
+        let shape = eps0.size();
+        let n = (eps0.numel() / shape[0].max(1) as usize).max(1);
+        let (dev, kind) = (eps0.device(), eps0.kind());
+        let done = piddm::optim::minimise(
+            cfg.optimizer,
+            to_f32(eps0),
+            n,
+            cfg.steps,
+            cfg.lr,
+            |x: &[f32]| -> Result<piddm::optim::Eval> {
+                let e = Tensor::from_slice(x)
+                    .reshape(shape.as_slice())
+                    .to_kind(kind)
+                    .to_device(dev)
+                    .set_requires_grad(true);
+                let (loss, x_mix) = self.loss(&e, &observed, mask, cfg.lambda);
+                let g =
+                    Tensor::run_backward(&[&loss.sum(Kind::Float)], &[&e], false, false).remove(0);
+                Ok(piddm::optim::Eval {
+                    loss: Vec::<f64>::try_from(loss.detach().to_kind(Kind::Double))?,
+                    grad: to_f32(&g),
+                    extra: to_f32(&x_mix),
+                })
+            },
+        )?;
+        let back = |v: &[f32]| {
+            Tensor::from_slice(v)
+                .reshape(shape.as_slice())
+                .to_kind(kind)
+                .to_device(dev)
+        };
+        Ok(SolveResult {
+            x: back(&done.extra),
+            eps: back(&done.x),
+            history: done.history,
+        })
+    }
+
+    /// PIDDM-ref: a few steps lowering lambda * ||R(d(eps))||^2 alone.
+    pub fn refine(&self, eps0: &Tensor, cfg: &InferConfig) -> Result<SolveResult> {
+        let zeros = eps0.zeros_like();
+        self.solve(eps0, &zeros, &zeros, cfg)
+    }
+}

@@ -1,0 +1,86 @@
+//! The one-step student d(eps) = D(sigma_max * eps; sigma_max) (`diffusion::edm::student`) and its
+//! physics-informed distillation:
+//!   loss = || d(eps) - ODE(eps) ||^2 + lambda_train * mean R(physical(d(eps)))^2
+//! on pairs (eps, ODE(eps)) drawn from the EMA teacher's Heun probability-flow ODE.
+
+use super::pairs::{pairs, pairs_cache, Pairs};
+use crate::checkpoint::{load_role, CheckpointMeta, Role, StudentInfo, TrainState};
+use crate::config::Preset;
+use crate::diffusion::edm::one_step;
+use crate::train::{self, Outcome};
+use crate::util::seed::{batch_indices, seed_tch};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use tch::Kind;
+
+pub fn distill(
+    preset: &Preset,
+    teacher: &Path,
+    lambda_train: f64,
+    out: &Path,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> Result<Outcome> {
+    if !(lambda_train >= 0.0 && lambda_train.is_finite()) {
+        bail!("lambda_train must be finite and >= 0, got {lambda_train}");
+    }
+    let scfg = &preset.student;
+    let mut state = train::open_state(out, resume, || {
+        let (tnet, tmeta) = load_role(teacher, Role::Teacher)
+            .with_context(|| format!("loading teacher {}", teacher.display()))?;
+        let mut st = TrainState::new(CheckpointMeta {
+            role: Role::Student,
+            step: 0,
+            train: scfg.train_config(),
+            student: Some(StudentInfo {
+                lambda_train,
+                heun_steps: preset.sampler.steps,
+                teacher_train_steps: tmeta.step,
+                pairs: scfg.pairs,
+                refresh_every: scfg.refresh_every,
+            }),
+            last_loss: f64::NAN,
+            ..tmeta
+        });
+        // The student starts as the teacher evaluated at sigma_max.
+        st.model.copy_from(&tnet)?;
+        st.ema.copy_from(&tnet)?;
+        Ok(st)
+    })?;
+    state.meta.train = scfg.train_config();
+    let info = state
+        .meta
+        .student
+        .clone()
+        .with_context(|| format!("{} is not a student checkpoint", out.display()))?;
+    let (edm, seed, batch) = (state.meta.edm, state.meta.seed, state.meta.train.batch);
+    let op = state.meta.data.residual_op();
+    let norm = state.meta.data.normalisation.clone();
+    let mut current: Option<(u64, Pairs)> = None;
+    let label = format!("student (lambda_train {:e})", info.lambda_train);
+    train::run(&mut state, out, &label, stop_after, |net, step| {
+        let k = step.checked_div(info.refresh_every).unwrap_or(0);
+        if current.as_ref().map(|c| c.0) != Some(k) {
+            current = Some((
+                k,
+                pairs(
+                    teacher,
+                    k,
+                    info.pairs,
+                    info.heun_steps,
+                    Some(&pairs_cache(out, k)),
+                )?,
+            ));
+            seed_tch(seed, step);
+        }
+        let p = &current.as_ref().unwrap().1;
+        let idx = batch_indices(seed, step, info.pairs, batch).to_device(p.eps.device());
+        let (eps, x0) = (p.eps.index_select(0, &idx), p.x0.index_select(0, &idx));
+        let d = one_step(&edm, net, &eps);
+        let mut loss = (&d - x0).square().mean(Kind::Float);
+        if info.lambda_train > 0.0 {
+            loss += op.mse_per_sample(&norm.to_physical(&d)).mean(Kind::Float) * info.lambda_train;
+        }
+        Ok(loss)
+    })
+}
