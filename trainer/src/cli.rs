@@ -146,8 +146,8 @@ pub enum Cmd {
         /// An eval.json whose figures go into the model card.
         #[arg(long)]
         eval: Option<PathBuf>,
-        /// The student's amortised encoder (`amortise`): exported as the amortised part, and the
-        /// preset's [amortise.refine] become the card's solve defaults.
+        /// The student's amortised encoder (`piddm-train amortise`): exported as the amortised
+        /// part, and the preset's [amortise.refine] become the card's solve defaults.
         #[arg(long)]
         encoder: Option<PathBuf>,
     },

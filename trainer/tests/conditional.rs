@@ -68,7 +68,7 @@ fn report_matches_the_rust_api() {
     assert_eq!(forward.errors[0].label(), "rel. L2 of u");
     let got = forward.errors[0].figure.median;
     assert!(
-        (got - rel[1]).abs() <= 1e-9 * rel[1],
+        (got - rel[1]).abs() <= 1e-6 * rel[1],
         "report {got}, Rust API {}",
         rel[1]
     );

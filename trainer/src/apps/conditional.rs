@@ -6,7 +6,7 @@
 use super::capi::Handle;
 use super::examples::{card_pde, problems};
 use crate::eval::metrics::{
-    cell, columns, ensemble, part_scores, PartScores, TaskFigures, TaskSpread,
+    ensemble, part_scores, spread_words, task_table, PartScores, TableRow, TaskFigures, TaskSpread,
 };
 use crate::pde::{sparse_points, unobserved, Grid, Pde, Scored, Task, SPARSE_FRACTION};
 use crate::util::plot::{save_fields, Column};
@@ -311,65 +311,32 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
 
 pub fn markdown(r: &Report) -> String {
     let s = &r.settings;
-    let tasks: Vec<&[TaskFigures]> = r.rows.iter().map(|row| &row.tasks[..]).collect();
-    let cols = columns(&tasks);
-    let observed = |task: &str| {
-        r.rows
-            .iter()
-            .flat_map(|row| &row.tasks)
-            .find(|t| t.task == task)
-            .map_or(String::new(), |t| t.observed.clone())
-    };
+    let rows: Vec<TableRow> = r
+        .rows
+        .iter()
+        .map(|row| TableRow {
+            lead: vec![row.method.clone()],
+            tasks: &row.tasks,
+            last: format!("{:.4}", row.seconds_per_answer),
+        })
+        .collect();
     let mut t = format!(
-        "Conditional answers of `{}` through the C ABI on {} fresh {} problems (seed {}), `{}`. \
-         Each cell: median (mean) over the problems.\n\n| method |",
+        "Conditional answers of `{}` through the C ABI on {} fresh {} problems (seed {}), `{}`.\n\n{}",
         s.model.display(),
         s.problems,
         r.pde,
         s.seed,
-        r.command
+        r.command,
+        task_table(&["method"], "s per answer", &rows)
     );
-    for (task, label) in &cols {
-        t += &format!(" {task} ({}): {label} |", observed(task));
-    }
-    t += " s per answer |\n|---|";
-    t += &"---|".repeat(cols.len() + 1);
-    t += "\n";
-    for row in &r.rows {
-        t += &format!("| {} |", row.method);
-        for c in &cols {
-            t += &format!(" {} |", cell(&row.tasks, c));
-        }
-        t += &format!(" {:.4} |\n", row.seconds_per_answer);
-    }
     if let Some(sp) = &r.spread {
-        let cover: Vec<String> = sp
-            .tasks
-            .iter()
-            .map(|x| format!("{:.1} % ({})", 100.0 * x.coverage, x.task))
-            .collect();
-        let means: Vec<String> = sp
-            .tasks
-            .iter()
-            .flat_map(|x| {
-                x.mean_answer.errors.iter().map(move |e| {
-                    format!(
-                        "{} {} {:.2} % ({:.2} %)",
-                        x.task,
-                        e.label(),
-                        100.0 * e.figure.median,
-                        100.0 * e.figure.mean
-                    )
-                })
-            })
-            .collect();
+        let (cover, means) = spread_words(&sp.tasks);
         t += &format!(
             "\nSpread of {} one-call answers per observation (seeds 0 to {}): the truth lies within \
-             mean +- 2 std at {} of the unknown points. The answers' mean as the answer: {}.\n",
+             mean +- 2 std at {cover} of the unknown points. The answers' mean as the answer, \
+             median (mean): {means}.\n",
             sp.answers,
             sp.answers - 1,
-            cover.join(", "),
-            means.join("; ")
         );
     }
     t += &format!(

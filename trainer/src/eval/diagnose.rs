@@ -12,7 +12,7 @@
 //! lower and the student itself must improve. With an amortised encoder it measures the fast paths
 //! instead (one call, and a few optimiser steps after it) and the spread of several answers.
 
-use super::metrics::{cell, columns, ensemble, TaskFigures, TaskSpread};
+use super::metrics::{ensemble, spread_words, task_table, TableRow, TaskFigures, TaskSpread};
 use super::problems::ProblemTask;
 use crate::checkpoint::{load_role, Role};
 use crate::config::{InferConfig, Preset};
@@ -381,18 +381,18 @@ fn fast_paths(
 }
 
 pub fn markdown(d: &Diagnosis) -> String {
-    let rows: Vec<&[TaskFigures]> = d.rows.iter().map(|r| &r.tasks[..]).collect();
-    let cols = columns(&rows);
-    let observed = |task: &str| {
-        d.rows
-            .iter()
-            .flat_map(|r| &r.tasks)
-            .find(|t| t.task == task)
-            .map_or(String::new(), |t| t.observed.clone())
-    };
+    let rows: Vec<TableRow> = d
+        .rows
+        .iter()
+        .map(|r| TableRow {
+            lead: vec![r.method.clone(), format!("{} x {}", r.steps, r.restarts)],
+            tasks: &r.tasks,
+            last: format!("{:.2}", r.seconds_per_problem),
+        })
+        .collect();
     let mut s = format!(
         "Where the conditional answers' error comes from: {} fresh {} problems (seed {}), `{}`.\n\
-         Defaults: {} {:?} steps on eps, learning rate {}, lambda_infer {:e}.\n\n| method | steps x restarts |",
+         Defaults: {} {:?} steps on eps, learning rate {}, lambda_infer {:e}.\n\n{}",
         d.settings.problems,
         d.pde,
         d.settings.seed,
@@ -400,42 +400,16 @@ pub fn markdown(d: &Diagnosis) -> String {
         d.defaults.steps,
         d.defaults.optimizer,
         d.defaults.lr,
-        d.defaults.lambda
+        d.defaults.lambda,
+        task_table(&["method", "steps x restarts"], "s per problem", &rows)
     );
-    for (task, label) in &cols {
-        s += &format!(" {task} ({}): {label}, median (mean) |", observed(task));
-    }
-    s += " s per problem |\n|---|---|";
-    s += &"---|".repeat(cols.len() + 1);
-    s += "\n";
-    for r in &d.rows {
-        s += &format!("| {} | {} x {} |", r.method, r.steps, r.restarts);
-        for c in &cols {
-            s += &format!(" {} |", cell(&r.tasks, c));
-        }
-        s += &format!(" {:.2} |\n", r.seconds_per_problem);
-    }
     if let Some(sp) = &d.spread {
-        let cover: Vec<String> = sp
-            .tasks
-            .iter()
-            .map(|t| format!("{:.1} % ({})", 100.0 * t.coverage, t.task))
-            .collect();
-        let means: Vec<String> = sp
-            .tasks
-            .iter()
-            .flat_map(|t| {
-                t.mean_answer.errors.iter().map(move |e| {
-                    format!("{} {} {:.2} %", t.task, e.label(), 100.0 * e.figure.median)
-                })
-            })
-            .collect();
+        let (cover, means) = spread_words(&sp.tasks);
         s += &format!(
             "\nSpread of {} one-call answers (different z) per observation: the truth lies within \
-             mean +- 2 std at {} of the unknown points. Their mean as the answer (medians): {}.\n",
-            sp.answers,
-            cover.join(", "),
-            means.join("; ")
+             mean +- 2 std at {cover} of the unknown points. Their mean as the answer, median \
+             (mean): {means}.\n",
+            sp.answers
         );
     }
     s

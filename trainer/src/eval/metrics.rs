@@ -235,7 +235,7 @@ pub struct TaskSpread {
 }
 
 /// A table's columns: every (task, scored part) of `rows`, in order of first appearance.
-pub fn columns(rows: &[&[TaskFigures]]) -> Vec<(String, String)> {
+fn columns(rows: &[&[TaskFigures]]) -> Vec<(String, String)> {
     let mut cols: Vec<(String, String)> = Vec::new();
     for t in rows.iter().flat_map(|r| r.iter()) {
         for e in &t.errors {
@@ -249,7 +249,7 @@ pub fn columns(rows: &[&[TaskFigures]]) -> Vec<(String, String)> {
 }
 
 /// The cell of column `(task, label)` in a row's `tasks`: "median % (mean %)", or "-".
-pub fn cell(tasks: &[TaskFigures], (task, label): &(String, String)) -> String {
+fn cell(tasks: &[TaskFigures], (task, label): &(String, String)) -> String {
     tasks
         .iter()
         .filter(|t| &t.task == task)
@@ -262,6 +262,66 @@ pub fn cell(tasks: &[TaskFigures], (task, label): &(String, String)) -> String {
                 100.0 * e.figure.mean
             )
         })
+}
+
+/// One row of a [`task_table`]: its leading cells, its tasks' figures, its last cell.
+pub struct TableRow<'a> {
+    pub lead: Vec<String>,
+    pub tasks: &'a [TaskFigures],
+    pub last: String,
+}
+
+/// A markdown table with the columns `lead`, then one per (task, scored part) of the rows, each cell
+/// "median (mean)" over the problems, then `last`.
+pub fn task_table(lead: &[&str], last: &str, rows: &[TableRow]) -> String {
+    let tasks: Vec<&[TaskFigures]> = rows.iter().map(|r| r.tasks).collect();
+    let cols = columns(&tasks);
+    let observed = |task: &str| {
+        tasks
+            .iter()
+            .flat_map(|t| t.iter())
+            .find(|t| t.task == task)
+            .map_or(String::new(), |t| t.observed.clone())
+    };
+    let mut s = format!("| {} |", lead.join(" | "));
+    for (task, label) in &cols {
+        s += &format!(" {task} ({}): {label}, median (mean) |", observed(task));
+    }
+    s += &format!(" {last} |\n|");
+    s += &"---|".repeat(lead.len() + cols.len() + 1);
+    s += "\n";
+    for r in rows {
+        s += &format!("| {} |", r.lead.join(" | "));
+        for c in &cols {
+            s += &format!(" {} |", cell(r.tasks, c));
+        }
+        s += &format!(" {} |\n", r.last);
+    }
+    s
+}
+
+/// The spread in words: "80.7 % (forward), ..." of the truth within mean +- 2 std, and each
+/// task's mean answer's figures.
+pub fn spread_words(tasks: &[TaskSpread]) -> (String, String) {
+    let cover: Vec<String> = tasks
+        .iter()
+        .map(|t| format!("{:.1} % ({})", 100.0 * t.coverage, t.task))
+        .collect();
+    let means: Vec<String> = tasks
+        .iter()
+        .flat_map(|t| {
+            t.mean_answer.errors.iter().map(move |e| {
+                format!(
+                    "{} {} {:.2} % ({:.2} %)",
+                    t.task,
+                    e.label(),
+                    100.0 * e.figure.median,
+                    100.0 * e.figure.mean
+                )
+            })
+        })
+        .collect();
+    (cover.join(", "), means.join("; "))
 }
 
 /// K answers to the same observations: their mean, pointwise std (K - 1 in the denominator), and
