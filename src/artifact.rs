@@ -131,20 +131,34 @@ impl<'a> Scanned<'a> {
     }
 }
 
-/// One protobuf field: number and payload.
-enum Field<'a> {
-    Varint,
-    Fixed,
+/// One protobuf field's payload.
+pub(crate) enum Field<'a> {
+    Varint(u64),
+    /// 4 or 8 bytes.
+    Fixed(&'a [u8]),
     Bytes(&'a [u8]),
 }
 
-struct Reader<'a> {
+/// Reads protobuf fields one by one, checking every length against what remains.
+pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn varint(&mut self) -> std::result::Result<u64, String> {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub(crate) fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn varint(&mut self) -> std::result::Result<u64, String> {
         let mut v = 0u64;
         for i in 0..10 {
             let b = *self
@@ -177,7 +191,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next (field number, payload), or None at the end.
-    fn field(&mut self) -> std::result::Result<Option<(u64, Field<'a>)>, String> {
+    pub(crate) fn field(&mut self) -> std::result::Result<Option<(u64, Field<'a>)>, String> {
         if self.pos == self.buf.len() {
             return Ok(None);
         }
@@ -188,22 +202,13 @@ impl<'a> Reader<'a> {
             return Err(format!("field number 0 at byte {at}"));
         }
         let f = match wire {
-            0 => {
-                self.varint()?;
-                Field::Varint
-            }
-            1 => {
-                self.take(8)?;
-                Field::Fixed
-            }
+            0 => Field::Varint(self.varint()?),
+            1 => Field::Fixed(self.take(8)?),
             2 => {
                 let n = self.varint()?;
                 Field::Bytes(self.take(n)?)
             }
-            5 => {
-                self.take(4)?;
-                Field::Fixed
-            }
+            5 => Field::Fixed(self.take(4)?),
             w => return Err(format!("unsupported protobuf wire type {w} at byte {at}")),
         };
         Ok(Some((number, f)))
@@ -218,7 +223,7 @@ fn utf8<'a>(b: &'a [u8], what: &str) -> std::result::Result<&'a str, String> {
 /// are skipped (ONNX Runtime parses them); a second graph field is refused, since protobuf would
 /// merge it into the first and the digest would no longer cover what runs.
 pub fn scan(bytes: &[u8]) -> std::result::Result<Scanned<'_>, String> {
-    let mut r = Reader { buf: bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     let mut out = Scanned::default();
     while let Some((number, field)) = r.field()? {
         match (number, field) {
@@ -227,7 +232,7 @@ pub fn scan(bytes: &[u8]) -> std::result::Result<Scanned<'_>, String> {
             }
             (MODEL_GRAPH, Field::Bytes(g)) => out.graph = Some(g),
             (MODEL_METADATA_PROPS, Field::Bytes(e)) => {
-                let mut er = Reader { buf: e, pos: 0 };
+                let mut er = Reader::new(e);
                 let (mut key, mut value) = ("", "");
                 while let Some((n, f)) = er.field()? {
                     match (n, f) {
@@ -250,6 +255,87 @@ pub fn scan(bytes: &[u8]) -> std::result::Result<Scanned<'_>, String> {
         }
     }
     Ok(out)
+}
+
+/// ONNX's element type number of float32 (`TensorProto.DataType.FLOAT`).
+pub const ELEM_FLOAT: u64 = 1;
+
+/// An input or output a graph declares: its name, element type (None: not a tensor) and
+/// dimensions (None where not a fixed number, such as a named batch dimension).
+#[derive(Debug, PartialEq)]
+pub struct Port {
+    pub name: String,
+    pub elem_type: Option<u64>,
+    pub dims: Vec<Option<i64>>,
+}
+
+/// Fields `number` (length-delimited) of the message `bytes`, in order.
+fn messages(bytes: &[u8], number: u64) -> std::result::Result<Vec<&[u8]>, String> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    while let Some((n, f)) = r.field()? {
+        if n == number {
+            match f {
+                Field::Bytes(b) => out.push(b),
+                _ => return Err(format!("field {number} has the wrong wire type")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn port(value_info: &[u8]) -> std::result::Result<Port, String> {
+    let name = messages(value_info, 1)?
+        .last()
+        .map(|b| utf8(b, "a value's name").map(str::to_string))
+        .transpose()?
+        .unwrap_or_default();
+    let mut p = Port {
+        name,
+        elem_type: None,
+        dims: Vec::new(),
+    };
+    // ValueInfoProto.type (2) -> TypeProto.tensor_type (1) -> elem_type (1), shape (2) -> dim (1)
+    let Some(tensor) = messages(value_info, 2)?
+        .last()
+        .map(|t| messages(t, 1))
+        .transpose()?
+        .and_then(|v| v.last().copied())
+    else {
+        return Ok(p);
+    };
+    let mut r = Reader::new(tensor);
+    p.elem_type = Some(0);
+    while let Some((n, f)) = r.field()? {
+        match (n, f) {
+            (1, Field::Varint(t)) => p.elem_type = Some(t),
+            (2, Field::Bytes(shape)) => {
+                p.dims.clear();
+                for dim in messages(shape, 1)? {
+                    let mut d = Reader::new(dim);
+                    let mut value = None;
+                    while let Some((k, f)) = d.field()? {
+                        if let (1, Field::Varint(v)) = (k, f) {
+                            value = Some(v as i64);
+                        } else if k == 2 {
+                            value = None;
+                        }
+                    }
+                    p.dims.push(value);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// The inputs and outputs a serialised `GraphProto` declares (fields 11 and 12).
+pub fn graph_ports(graph: &[u8]) -> std::result::Result<(Vec<Port>, Vec<Port>), String> {
+    let read = |n| -> std::result::Result<Vec<Port>, String> {
+        messages(graph, n)?.into_iter().map(port).collect()
+    };
+    Ok((read(11)?, read(12)?))
 }
 
 /// sha256 (lower-case hex) of a serialised graph: what the model card's `graph_sha256` records.

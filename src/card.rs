@@ -23,9 +23,11 @@ use serde::{Deserialize, Serialize};
 pub const CARD_KEY: &str = "piddm.card";
 /// Card format written by this version. Format 2 added `graph_sha256`; format 3 the optional
 /// amortised part and the solve defaults' `start` and `optimizer`; format 4 the residual graph's
-/// `residual_mse` and PDE families besides Darcy. Readers also accept format 1,
+/// `residual_mse` and PDE families besides Darcy; format 5 `graph_structure_sha256`, both digests
+/// taken over the graph's canonical encoding ([`crate::canonical`], which the exporter writes), so
+/// that re-saving a model with the `onnx` tools keeps it verified. Readers also accept format 1,
 /// whose graphs cannot be verified, only when the caller turns verification off.
-pub const CARD_FORMAT: u32 = 4;
+pub const CARD_FORMAT: u32 = 5;
 /// The oldest card format this version reads.
 pub const CARD_FORMAT_MIN: u32 = 1;
 
@@ -92,10 +94,16 @@ pub struct ModelCard {
     /// sha256 (hex) of the student's weights as float32 little-endian, in the checkpoint's name order:
     /// ties the three files to one checkpoint.
     pub weights_sha256: String,
-    /// sha256 (hex) of each file's serialised graph (weights and operators) exactly as stored,
-    /// recomputed at load ([`crate::artifact::graph_sha256`]). Absent in format 1.
+    /// sha256 (hex) of each file's serialised graph (weights and operators), recomputed at load:
+    /// of the bytes as stored, or (format 5) of their canonical encoding, which is the same bytes
+    /// for a file the exporter wrote ([`crate::canonical::graph_digests`]). Absent in format 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph_sha256: Option<GraphDigests>,
+    /// sha256 (hex) of each graph's canonical encoding with the initializers' values left out
+    /// (operators, attributes, wiring, names and shapes): says whether an edit touched weights or
+    /// structure. Format 5 on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_structure_sha256: Option<GraphDigests>,
     /// File names (relative to the main file) of the refine and residual graphs.
     pub files: Files,
 }
@@ -238,28 +246,21 @@ impl ModelCard {
                 self.format
             ));
         }
-        match (&self.graph_sha256, self.format >= 2) {
-            (None, true) => return Err("model card: graph_sha256 is missing".into()),
-            (Some(_), false) => return Err("model card: graph_sha256 in a format 1 card".into()),
-            (Some(d), true) => {
-                if d.amortised.is_some() != self.files.amortised.is_some() {
-                    return Err("model card: the amortised part's file and digest disagree".into());
+        for (name, digests, since) in [
+            ("graph_sha256", &self.graph_sha256, 2),
+            ("graph_structure_sha256", &self.graph_structure_sha256, 5),
+        ] {
+            match (digests, self.format >= since) {
+                (None, true) => return Err(format!("model card: {name} is missing")),
+                (Some(_), false) => {
+                    return Err(format!(
+                        "model card: {name} in a format {} card",
+                        self.format
+                    ))
                 }
-                for p in self.parts() {
-                    let h = d.get(p).unwrap_or_default();
-                    if h.len() != 64
-                        || !h
-                            .bytes()
-                            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-                    {
-                        return Err(format!(
-                            "model card: graph_sha256.{p:?} is not a sha256 in hex"
-                        )
-                        .to_lowercase());
-                    }
-                }
+                (Some(d), true) => self.check_digests(name, d)?,
+                (None, false) => {}
             }
-            (None, false) => {}
         }
         let c = self.channels.len();
         if c == 0 || c > MAX_CHANNELS {
@@ -326,6 +327,26 @@ impl ModelCard {
             p.push(Part::Amortised);
         }
         p
+    }
+
+    /// Every part's digest present, and a sha256 in lower-case hex.
+    fn check_digests(&self, name: &str, d: &GraphDigests) -> Result<(), String> {
+        if d.amortised.is_some() != self.files.amortised.is_some() {
+            return Err("model card: the amortised part's file and digest disagree".into());
+        }
+        for p in self.parts() {
+            let h = d.get(p).unwrap_or_default();
+            if h.len() != 64
+                || !h
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            {
+                return Err(
+                    format!("model card: {name}.{p:?} is not a sha256 in hex").to_lowercase()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The card of another file of the same artifact, as this one would be for `part`: the three

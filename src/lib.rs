@@ -8,6 +8,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod artifact;
+pub mod canonical;
 pub mod card;
 pub mod error;
 pub mod ffi;

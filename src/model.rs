@@ -76,12 +76,19 @@ pub struct SolveReport {
 }
 
 /// Sessions of one graph. `Session::run` needs exclusive access, so concurrent callers each take
-/// a session from the pool (made on demand from the same bytes), which keeps calls on one model
-/// parallel and their results independent of scheduling.
+/// a session from the pool (made on demand from the same checked bytes), which keeps calls on one
+/// model parallel and their results independent of scheduling. A pool may start empty: the graph
+/// of a part a caller never uses (the refine graph of one that only generates) then costs no
+/// ONNX Runtime session at all.
 struct Pool {
     bytes: Vec<u8>,
     options: Options,
+    part: Part,
+    card: ModelCard,
+    main: PathBuf,
     idle: Mutex<Vec<Session>>,
+    /// Sessions made so far (for [`Model::sessions`]).
+    made: std::sync::atomic::AtomicU64,
     /// Calls that used this graph (for [`Model::graph_uses`]).
     uses: std::sync::atomic::AtomicU64,
 }
@@ -92,7 +99,18 @@ impl Pool {
         let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut s = match taken {
             Some(s) => s,
-            None => make_session(&self.bytes, &self.options)?.0,
+            None => {
+                let s = open_part(
+                    &self.main,
+                    self.part,
+                    &self.bytes,
+                    &self.card,
+                    &self.options,
+                )?
+                .0;
+                self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                s
+            }
         };
         let r = f(&mut s);
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(s);
@@ -220,12 +238,47 @@ fn read_part(main: &Path, part: Part, o: &Options) -> Result<(Vec<u8>, ModelCard
             return Err(fmt(format!("card format {} records no graph digest, so its weights cannot be verified: re-export it, or load with weight verification off", c.format)));
         };
         let want = digests.get(part).unwrap_or_default();
-        let got = artifact::graph_sha256(graph);
-        if got != want {
-            return Err(fmt(format!("its graph (weights or operators) does not match the model card's sha256 ({want} recorded, {got} found): the file was modified or corrupted")));
+        if artifact::graph_sha256(graph) != want {
+            verify_reencoded(graph, part, &c, main).map_err(fmt)?;
         }
     }
     Ok((bytes, c))
+}
+
+/// A graph whose bytes are not the ones sealed: accepted when its canonical encoding is (the file
+/// was re-saved by other tools, `onnx.save` for one), else refused, saying what differs where the
+/// card can tell (weights or structure) and how to re-seal a deliberate edit.
+fn verify_reencoded(
+    graph: &[u8],
+    part: Part,
+    c: &ModelCard,
+    main: &Path,
+) -> std::result::Result<(), String> {
+    let want = c
+        .graph_sha256
+        .as_ref()
+        .and_then(|d| d.get(part))
+        .unwrap_or_default();
+    let found = crate::canonical::graph_digests(graph);
+    if found.as_ref().is_ok_and(|d| d.graph == want) {
+        return Ok(());
+    }
+    let structure = c.graph_structure_sha256.as_ref().and_then(|d| d.get(part));
+    let what = match (&found, structure) {
+        (Ok(d), Some(s)) if d.structure == s => "its weights (initializer values) do not match the model card's sha256; its operators, attributes and wiring do",
+        (Ok(_), Some(_)) => "its operators, attributes or wiring do not match the model card's sha256",
+        (Err(_), _) => "its graph does not match the model card's sha256 and does not parse",
+        (Ok(_), None) => "its graph (weights or operators) does not match the model card's sha256",
+    };
+    let got = match &found {
+        Ok(d) => d.graph.clone(),
+        Err(_) => artifact::graph_sha256(graph),
+    };
+    Err(format!(
+        "{what} ({want} recorded, {got} found): the file was modified or corrupted. If the edit \
+         is deliberate, re-seal the model: piddm-train seal {}",
+        main.display()
+    ))
 }
 
 /// A session on a checked graph, whose interface must be the contract's for its card.
@@ -259,46 +312,93 @@ fn open_part(
     Ok((session, fell_back))
 }
 
+/// One input or output of a graph as its interface check sees it: name, whether it is a float32
+/// tensor (its type in words otherwise), and its dimensions (None where not fixed).
+struct Port {
+    name: String,
+    float32: std::result::Result<(), String>,
+    dims: Vec<Option<i64>>,
+}
+
+/// The ports' names, types and shapes must be exactly the contract's `want`.
+fn check_ports(
+    kind: &str,
+    got: &[Port],
+    want: &[card::TensorSpec],
+) -> std::result::Result<(), String> {
+    let mut names: Vec<&str> = got.iter().map(|o| o.name.as_str()).collect();
+    names.sort_unstable();
+    let mut expect: Vec<&str> = want.iter().map(|t| t.name).collect();
+    expect.sort_unstable();
+    if names != expect {
+        return Err(format!(
+            "the graph's {kind} are {names:?}, the contract says {expect:?}"
+        ));
+    }
+    for t in want {
+        let o = got.iter().find(|o| o.name == t.name).expect("names match");
+        if let Err(ty) = &o.float32 {
+            return Err(format!("{kind} '{}' is {ty}, not a float32 tensor", t.name));
+        }
+        if o.dims != t.dims {
+            return Err(format!(
+                "{kind} '{}' has shape {:?}, the card makes it {:?} (None: the batch)",
+                t.name, o.dims, t.dims
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The session's inputs and outputs must be exactly the contract's, float32, with its shapes.
 fn check_interface(s: &Session, part: Part, c: &ModelCard) -> std::result::Result<(), String> {
     let (inputs, outputs) = part.interface(c.format, c.channels.len(), c.grid.ny, c.grid.nx);
-    let check = |kind: &str, got: &[ort::value::Outlet], want: &[card::TensorSpec]| {
-        let mut names: Vec<&str> = got.iter().map(|o| o.name()).collect();
-        names.sort_unstable();
-        let mut expect: Vec<&str> = want.iter().map(|t| t.name).collect();
-        expect.sort_unstable();
-        if names != expect {
-            return Err(format!(
-                "the graph's {kind} are {names:?}, the contract says {expect:?}"
-            ));
-        }
-        for t in want {
-            let o = got
-                .iter()
-                .find(|o| o.name() == t.name)
-                .expect("names match");
-            let ty = o.dtype();
-            if ty.tensor_type() != Some(ort::value::TensorElementType::Float32) {
-                return Err(format!(
-                    "{kind} '{}' is {ty:?}, not a float32 tensor",
-                    t.name
-                ));
-            }
-            let dims: Vec<Option<i64>> = ty
-                .tensor_shape()
-                .map(|s| s.iter().map(|&d| (d >= 0).then_some(d)).collect())
-                .unwrap_or_default();
-            if dims != t.dims {
-                return Err(format!(
-                    "{kind} '{}' has shape {dims:?}, the card makes it {:?} (None: the batch)",
-                    t.name, t.dims
-                ));
-            }
-        }
-        Ok(())
+    let ports = |got: &[ort::value::Outlet]| -> Vec<Port> {
+        got.iter()
+            .map(|o| {
+                let ty = o.dtype();
+                Port {
+                    name: o.name().to_string(),
+                    float32: (ty.tensor_type() == Some(ort::value::TensorElementType::Float32))
+                        .then_some(())
+                        .ok_or_else(|| format!("{ty:?}")),
+                    dims: ty
+                        .tensor_shape()
+                        .map(|s| s.iter().map(|&d| (d >= 0).then_some(d)).collect())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
     };
-    check("inputs", s.inputs(), &inputs)?;
-    check("outputs", s.outputs(), &outputs)
+    check_ports("inputs", &ports(s.inputs()), &inputs)?;
+    check_ports("outputs", &ports(s.outputs()), &outputs)
+}
+
+/// The interface check on the graph's own declarations, before any session: what a part whose
+/// session is made on first use is held to at load.
+fn check_declared_interface(
+    graph: &[u8],
+    part: Part,
+    c: &ModelCard,
+) -> std::result::Result<(), String> {
+    let (inputs, outputs) = part.interface(c.format, c.channels.len(), c.grid.ny, c.grid.nx);
+    let (ins, outs) = artifact::graph_ports(graph)?;
+    let ports = |v: Vec<artifact::Port>| -> Vec<Port> {
+        v.into_iter()
+            .map(|p| Port {
+                name: p.name,
+                float32: (p.elem_type == Some(artifact::ELEM_FLOAT))
+                    .then_some(())
+                    .ok_or_else(|| match p.elem_type {
+                        Some(t) => format!("element type {t}"),
+                        None => "not a tensor".into(),
+                    }),
+                dims: p.dims,
+            })
+            .collect()
+    };
+    check_ports("inputs", &ports(ins), &inputs)?;
+    check_ports("outputs", &ports(outs), &outputs)
 }
 
 /// A solve's observations, checked: the values where observed (zero elsewhere) and the mask as 0/1.
@@ -348,33 +448,48 @@ impl Model {
                 ));
             }
         }
+        // Generation's session now: every caller generates, and it says whether CUDA fell back.
+        // The other parts are checked now against their own declarations and get their sessions
+        // when a call first needs them.
         let (gs, fell_back) = open_part(path, Part::Generate, &gb, &card, options)?;
-        let (rs, _) = open_part(path, Part::Refine, &rb, &rcard, options)?;
-        let (qs, _) = open_part(path, Part::Residual, &qb, &qcard, options)?;
-        let amortised = match amortised {
-            Some((ab, acard)) => Some((
-                open_part(path, Part::Amortised, &ab, &acard, options)?.0,
-                ab,
-            )),
-            None => None,
-        };
+        for (bytes, c, part) in [(&rb, &rcard, Part::Refine), (&qb, &qcard, Part::Residual)]
+            .into_iter()
+            .chain(amortised.iter().map(|(b, c)| (b, c, Part::Amortised)))
+        {
+            let graph = artifact::scan(bytes)
+                .ok()
+                .and_then(|s| s.graph)
+                .unwrap_or_default();
+            check_declared_interface(graph, part, c).map_err(|m| {
+                err!(
+                    PIDDM_ERR_FORMAT,
+                    "{}: {m}",
+                    card::sibling(path, part).display()
+                )
+            })?;
+        }
         let shape = [card.channels.len(), card.grid.ny, card.grid.nx];
-        let pool = |bytes: Vec<u8>, s: Session| Pool {
+        let pool = |bytes: Vec<u8>, part: Part, c: &ModelCard, s: Option<Session>| Pool {
             bytes,
             options: options.clone(),
-            idle: Mutex::new(vec![s]),
+            part,
+            card: c.clone(),
+            main: path.to_path_buf(),
+            made: (s.is_some() as u64).into(),
+            idle: Mutex::new(s.into_iter().collect()),
             uses: Default::default(),
         };
+        let generate = pool(gb, Part::Generate, &card, Some(gs));
         let card_json = std::ffi::CString::new(card.to_json())
             .map_err(|_| err!(PIDDM_ERR_FORMAT, "model card holds a NUL byte"))?;
         Ok(Model {
             card,
             card_json,
             path: path.to_path_buf(),
-            generate: pool(gb, gs),
-            refine: pool(rb, rs),
-            residual: pool(qb, qs),
-            amortised: amortised.map(|(s, b)| pool(b, s)),
+            generate,
+            refine: pool(rb, Part::Refine, &rcard, None),
+            residual: pool(qb, Part::Residual, &qcard, None),
+            amortised: amortised.map(|(b, c)| pool(b, Part::Amortised, &c, None)),
             shape,
             fell_back_to_cpu: fell_back,
         })
@@ -404,6 +519,18 @@ impl Model {
             Part::Amortised => self.amortised.as_ref(),
         };
         pool.map_or(0, |p| p.uses.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// How many ONNX Runtime sessions of the graph of `part` this model holds or held: 0 until a
+    /// call first needs a part other than generation (their sessions are made on first use).
+    pub fn sessions(&self, part: Part) -> u64 {
+        let pool = match part {
+            Part::Generate => Some(&self.generate),
+            Part::Refine => Some(&self.refine),
+            Part::Residual => Some(&self.residual),
+            Part::Amortised => self.amortised.as_ref(),
+        };
+        pool.map_or(0, |p| p.made.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether the artifact has the amortised encoder (the one-call conditional answer).

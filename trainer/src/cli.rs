@@ -164,6 +164,12 @@ pub enum Cmd {
     },
     /// Print the model card of an exported ONNX file.
     Inspect { file: PathBuf },
+    /// Re-seal an exported model after a deliberate edit of its graphs: each graph's digests are
+    /// recomputed into the model card and every file is rewritten canonically.
+    Seal {
+        /// The main file (NAME.onnx); its sibling graphs are sealed with it.
+        file: PathBuf,
+    },
     /// Write fresh Darcy problems (a, the solver's u, f) for the solver examples as a field file.
     Problems {
         #[arg(long, default_value = "examples/models/darcy32.onnx")]
@@ -355,6 +361,16 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
         }
         Cmd::Inspect { file } => {
             print!("{}", export::inspect(&file)?);
+            Ok(())
+        }
+        Cmd::Seal { file } => {
+            let card = export::reseal(&file)?;
+            eprintln!(
+                "sealed {} ({} graphs, card format {})",
+                file.display(),
+                card.parts().len(),
+                card.format
+            );
             Ok(())
         }
         Cmd::Problems {

@@ -32,8 +32,10 @@ struct Args {
     out: Option<PathBuf>,
 }
 
-/// What verifying the weights costs at load: whole loads with and without it (alternating, medians
-/// over 9 each) and the hashing alone over the three files' graphs.
+/// What loading costs: whole loads with and without verifying the weights (alternating, medians
+/// over 9 each), the hashing alone over the graphs, and what the first call needing each other
+/// part adds (its session is made then): the first residual, one-call answer and default solve
+/// against a second one.
 fn load_cost(model: &std::path::Path) -> Result<String> {
     let opts = |verify: bool| piddm::Options {
         verify_weights: verify,
@@ -52,8 +54,10 @@ fn load_cost(model: &std::path::Path) -> Result<String> {
         on.push(load(true)?);
         off.push(load(false)?);
     }
-    let mut bytes = 0usize;
-    let files: Vec<Vec<u8>> = piddm::card::Part::all()
+    let m = piddm::Model::load(model, &opts(true)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let files: Vec<Vec<u8>> = m
+        .card()
+        .parts()
         .iter()
         .map(|&p| std::fs::read(piddm::card::sibling(model, p)))
         .collect::<std::io::Result<_>>()?;
@@ -63,17 +67,66 @@ fn load_cost(model: &std::path::Path) -> Result<String> {
             std::hint::black_box(piddm::artifact::graph_sha256(g));
         }
     });
-    for f in &files {
-        bytes += piddm::artifact::scan(f).unwrap().graph.unwrap().len();
+    let bytes: usize = files
+        .iter()
+        .map(|f| piddm::artifact::scan(f).unwrap().graph.unwrap().len())
+        .sum();
+    // first calls against second ones, on a fresh model each round (medians over 5)
+    let field = m.field_len();
+    let plane = m.shape().1 * m.shape().2;
+    let mut x = vec![0f32; field];
+    m.generate(1, 1, &mut x)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mask: Vec<u8> = (0..field).map(|i| (i < plane) as u8).collect();
+    let one = piddm::SolveParams {
+        steps: 0,
+        start: piddm::card::Start::Amortised,
+        ..m.default_solve_params()
+    };
+    let defaults = m.default_solve_params();
+    let e = |e: piddm::Error| anyhow::anyhow!("{e}");
+    let (mut residual, mut one_call, mut solve) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let fresh = piddm::Model::load(model, &opts(true)).map_err(e)?;
+        let mut out = vec![0f32; field];
+        let mut r = vec![0f32; plane];
+        let twice = |f: &mut dyn FnMut() -> piddm::Result<()>| -> Result<f64> {
+            let t = Instant::now();
+            f().map_err(e)?;
+            let first = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            f().map_err(e)?;
+            Ok(first - t.elapsed().as_secs_f64())
+        };
+        residual.push(twice(&mut || fresh.residual(&x, 1, &mut r).map(drop))?);
+        if fresh.has_amortised() {
+            one_call.push(twice(&mut || {
+                fresh.solve(&x, &mask, 1, &one, &mut out).map(drop)
+            })?);
+        }
+        solve.push(twice(&mut || {
+            fresh.solve(&x, &mask, 1, &defaults, &mut out).map(drop)
+        })?);
     }
     let (on, off) = (median(&mut on), median(&mut off));
+    let first = |v: &mut Vec<f64>| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:+.1} ms", 1e3 * median(v))
+        }
+    };
     Ok(format!(
-        "\nLoad (three graphs, {:.1} MB of graph bytes), medians of 9 alternating loads: weights verified {:.1} ms, not verified {:.1} ms (difference {:+.1} ms); sha256 of the three graphs alone {:.1} ms.\n",
+        "\nLoad ({} graphs, {:.1} MB of graph bytes; the session of generation only, the others made on first use), medians of 9 alternating loads: weights verified {:.1} ms, not verified {:.1} ms (difference {:+.1} ms); sha256 of the graphs alone {:.1} ms. What the first call needing another part adds over a second one (medians of 5 fresh loads): residual {}, one-call answer {}, the card's default solve {}.\n",
+        files.len(),
         bytes as f64 / 1e6,
         1e3 * on,
         1e3 * off,
         1e3 * (on - off),
-        1e3 * hash
+        1e3 * hash,
+        first(&mut residual),
+        first(&mut one_call),
+        first(&mut solve),
     ))
 }
 

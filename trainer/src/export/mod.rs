@@ -137,8 +137,16 @@ fn part_model(g: Graph, part: Part, chw: [usize; 3]) -> ModelProto {
     model(g, &name, &io(inputs), &io(outputs))
 }
 
-/// Records each graph's sha256, as serialised, in the card (which the runtime recomputes at load)
-/// and writes the card, with its part, into each file.
+/// The bytes of a model file: `m` in the canonical encoding (`piddm::canonical`), what the
+/// reference serialisers and `onnx.save` write.
+pub fn encode(m: &ModelProto) -> Result<Vec<u8>> {
+    let bytes = m.write_to_bytes().context("serialising the ONNX model")?;
+    piddm::canonical::canonical_model(&bytes).map_err(anyhow::Error::msg)
+}
+
+/// Records each graph's digests (of the whole graph and of its structure, over the canonical
+/// encoding: what the runtime recomputes at load) in the card and writes the card, with its part,
+/// into each file.
 pub fn seal(models: &mut [ModelProto], card: &mut ModelCard) -> Result<()> {
     let parts = card.parts();
     if parts.len() != models.len() {
@@ -150,15 +158,21 @@ pub fn seal(models: &mut [ModelProto], card: &mut ModelCard) -> Result<()> {
     }
     let mut digests = Vec::new();
     for m in models.iter() {
-        let bytes = m.write_to_bytes().context("serialising the ONNX model")?;
-        digests.push(piddm::artifact::model_graph_sha256(&bytes).map_err(anyhow::Error::msg)?);
+        let bytes = encode(m)?;
+        let graph = piddm::artifact::scan(&bytes)
+            .map_err(anyhow::Error::msg)?
+            .graph
+            .context("the model has no graph")?;
+        digests.push(piddm::canonical::graph_digests(graph).map_err(anyhow::Error::msg)?);
     }
-    card.graph_sha256 = Some(card::GraphDigests {
-        generate: digests[0].clone(),
-        refine: digests[1].clone(),
-        residual: digests[2].clone(),
-        amortised: digests.get(3).cloned(),
-    });
+    let of = |f: fn(&piddm::canonical::Digests) -> &String| card::GraphDigests {
+        generate: f(&digests[0]).clone(),
+        refine: f(&digests[1]).clone(),
+        residual: f(&digests[2]).clone(),
+        amortised: digests.get(3).map(|d| f(d).clone()),
+    };
+    card.graph_sha256 = Some(of(|d| &d.graph));
+    card.graph_structure_sha256 = Some(of(|d| &d.structure));
     card.validate().map_err(anyhow::Error::msg)?;
     for (m, part) in models.iter_mut().zip(parts) {
         let c = card.for_part(part);
@@ -275,6 +289,7 @@ pub fn card_for(
         evaluation,
         weights_sha256: weights_sha256(net),
         graph_sha256: None,
+        graph_structure_sha256: None,
         files: card::Files {
             refine: name(Part::Refine),
             residual: name(Part::Residual),
@@ -389,10 +404,48 @@ pub fn export(
     let defaults = encoder.map_or(infer, |e| e.1);
     let mut card = card_for(&meta, &net, defaults, enc.is_some(), evaluation, out)?;
     let models = build(&net, &meta, enc.as_ref().map(|e| &e.net), &mut card)?;
+    write_parts(&models, &card, out)?;
+    Ok(card)
+}
+
+/// Writes each part of a sealed model beside the main file `main`, canonically and atomically.
+fn write_parts(models: &[ModelProto], card: &ModelCard, main: &Path) -> Result<()> {
     for (m, part) in models.iter().zip(card.parts()) {
-        let bytes = m.write_to_bytes().context("serialising the ONNX model")?;
-        crate::util::fs::write_atomic(&card::sibling(out, part), &bytes)?;
+        crate::util::fs::write_atomic(&card::sibling(main, part), &encode(m)?)?;
     }
+    Ok(())
+}
+
+/// `piddm-train seal`: re-seals the model at `main` after a deliberate edit of its graphs (or
+/// after a tool re-wrote them): each part's digests recomputed into the card, every part rewritten
+/// canonically. The card's other fields are kept; cards before format 4 (another interface) are
+/// refused: re-export those.
+pub fn reseal(main: &Path) -> Result<ModelCard> {
+    let (mut card, _) = read_card(main)?;
+    if card.format < 4 {
+        bail!(
+            "{} has a format {} card, whose graphs have another interface: re-export it from its checkpoint",
+            main.display(),
+            card.format
+        );
+    }
+    card.format = card::CARD_FORMAT;
+    card.part = Part::Generate;
+    let mut models = Vec::new();
+    for part in card.parts() {
+        let path = card::sibling(main, part);
+        let (c, m) = read_card(&path)?;
+        if c.part != part {
+            bail!(
+                "{} holds the {:?} graph, not the {part:?} graph",
+                path.display(),
+                c.part
+            );
+        }
+        models.push(m);
+    }
+    seal(&mut models, &mut card)?;
+    write_parts(&models, &card, main)?;
     Ok(card)
 }
 
