@@ -325,8 +325,8 @@ fn bad_input_gets_its_status() {
 
 /// A graph whose shapes come out negative (a Pad by -1000 points, the kind of file tests/fuzz.rs
 /// made from a mutated pads constant) made the `ort` binding panic while it read the session's
-/// outputs. Sealed with a matching digest, as an author who recomputes it would, the file is refused
-/// with a status naming it.
+/// outputs. Sealed with a matching digest, as an author who recomputes it would, the graph is refused
+/// with a status naming it when its session is made (its first use).
 #[test]
 fn graph_with_negative_shapes_is_a_status_not_a_panic() {
     use onnx_protobuf::{Message, ModelProto};
@@ -360,11 +360,20 @@ fn graph_with_negative_shapes_is_a_status_not_a_panic() {
     for (m, p) in models.iter().zip(parts) {
         std::fs::write(card::sibling(&main, p), m.write_to_bytes().unwrap()).unwrap();
     }
-    let e = Model::load(&main, &Options::default())
+    // Its digest and declared interface are the card's, so it loads; the residual graph's session
+    // is made when a call first needs it, and that call gets the status.
+    let m = Model::load(&main, &Options::default()).unwrap();
+    let (c, ny, nx) = m.shape();
+    let mut x = vec![0f32; c * ny * nx];
+    m.generate(1, 1, &mut x).unwrap();
+    let e = m
+        .residual(&x, 1, &mut vec![0f32; ny * nx])
         .err()
         .expect("refused");
     assert_eq!(e.status, Status::PIDDM_ERR_FORMAT, "{}", e.message);
     assert!(e.message.contains("bad.residual.onnx"), "{}", e.message);
+    // and again on the next call: no session was kept
+    assert!(m.residual(&x, 1, &mut vec![0f32; ny * nx]).is_err());
 }
 
 /// Every model shipped in examples/models loads, and its card's defaults answer its family's
