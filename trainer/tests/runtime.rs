@@ -368,8 +368,7 @@ fn graph_with_negative_shapes_is_a_status_not_a_panic() {
     m.generate(1, 1, &mut x).unwrap();
     let e = m
         .residual(&x, 1, &mut vec![0f32; ny * nx])
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(e.status, Status::PIDDM_ERR_FORMAT, "{}", e.message);
     assert!(e.message.contains("bad.residual.onnx"), "{}", e.message);
     // and again on the next call: no session was kept
