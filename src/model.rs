@@ -204,7 +204,8 @@ pub struct Model {
 }
 
 /// Reads and checks one graph of an artifact: the file (regular, size-capped), its card
-/// (validated) and the graph's digest against the card. ONNX Runtime sees nothing yet.
+/// (validated), the graph's digest and its declared inputs and outputs against the card. ONNX
+/// Runtime sees nothing yet.
 fn read_part(main: &Path, part: Part, o: &Options) -> Result<(Vec<u8>, ModelCard)> {
     let path = card::sibling(main, part);
     let what = match part {
@@ -242,6 +243,7 @@ fn read_part(main: &Path, part: Part, o: &Options) -> Result<(Vec<u8>, ModelCard
             verify_reencoded(graph, part, &c, main).map_err(fmt)?;
         }
     }
+    check_declared_interface(graph, part, &c).map_err(fmt)?;
     Ok((bytes, c))
 }
 
@@ -449,25 +451,9 @@ impl Model {
             }
         }
         // Generation's session now: every caller generates, and it says whether CUDA fell back.
-        // The other parts are checked now against their own declarations and get their sessions
-        // when a call first needs them.
+        // The other parts were checked against their own declarations by `read_part` and get
+        // their sessions when a call first needs them.
         let (gs, fell_back) = open_part(path, Part::Generate, &gb, &card, options)?;
-        for (bytes, c, part) in [(&rb, &rcard, Part::Refine), (&qb, &qcard, Part::Residual)]
-            .into_iter()
-            .chain(amortised.iter().map(|(b, c)| (b, c, Part::Amortised)))
-        {
-            let graph = artifact::scan(bytes)
-                .ok()
-                .and_then(|s| s.graph)
-                .unwrap_or_default();
-            check_declared_interface(graph, part, c).map_err(|m| {
-                err!(
-                    PIDDM_ERR_FORMAT,
-                    "{}: {m}",
-                    card::sibling(path, part).display()
-                )
-            })?;
-        }
         let shape = [card.channels.len(), card.grid.ny, card.grid.nx];
         let pool = |bytes: Vec<u8>, part: Part, c: &ModelCard, s: Option<Session>| Pool {
             bytes,
@@ -512,25 +498,25 @@ impl Model {
     /// How many calls on this model have used the graph of `part` so far (0 for a part the
     /// artifact lacks): what a call touched, e.g. that the one-call answer runs no refine graph.
     pub fn graph_uses(&self, part: Part) -> u64 {
-        let pool = match part {
+        self.pool(part)
+            .map_or(0, |p| p.uses.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The sessions of `part`'s graph (None for a part the artifact lacks).
+    fn pool(&self, part: Part) -> Option<&Pool> {
+        match part {
             Part::Generate => Some(&self.generate),
             Part::Refine => Some(&self.refine),
             Part::Residual => Some(&self.residual),
             Part::Amortised => self.amortised.as_ref(),
-        };
-        pool.map_or(0, |p| p.uses.load(std::sync::atomic::Ordering::Relaxed))
+        }
     }
 
     /// How many ONNX Runtime sessions of the graph of `part` this model holds or held: 0 until a
     /// call first needs a part other than generation (their sessions are made on first use).
     pub fn sessions(&self, part: Part) -> u64 {
-        let pool = match part {
-            Part::Generate => Some(&self.generate),
-            Part::Refine => Some(&self.refine),
-            Part::Residual => Some(&self.residual),
-            Part::Amortised => self.amortised.as_ref(),
-        };
-        pool.map_or(0, |p| p.made.load(std::sync::atomic::Ordering::Relaxed))
+        self.pool(part)
+            .map_or(0, |p| p.made.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Whether the artifact has the amortised encoder (the one-call conditional answer).
