@@ -5,17 +5,18 @@
 
 use super::capi::Handle;
 use super::examples::{card_pde, problems};
-use crate::eval::metrics::{
-    ensemble, part_scores, spread_words, task_table, PartScores, TableRow, TaskFigures, TaskSpread,
-};
-use crate::pde::{sparse_points, unobserved, Grid, Pde, Scored, Task, SPARSE_FRACTION};
+use crate::eval::metrics::{ensemble, spread_words, task_table, TableRow, TaskFigures, TaskSpread};
+use crate::eval::problems::ProblemTask;
+use crate::pde::{sparse_points, unobserved, Grid, Pde, Task, SPARSE_FRACTION};
 use crate::util::plot::{save_fields, Column};
+use crate::util::tensor::to_f32;
 use anyhow::{ensure, Result};
 use piddm::ffi;
 use rand::SeedableRng;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+use tch::Tensor;
 
 #[derive(Clone, Debug, Serialize, clap::Args)]
 pub struct Settings {
@@ -65,56 +66,31 @@ pub struct Report {
     pub figure: String,
 }
 
-/// One task over the problems: masks ([P][C][plane], 1 where observed) and what is scored.
-struct CTask {
-    name: &'static str,
-    observed: String,
-    mask: Vec<u8>,
-    scored: Option<Vec<Scored>>,
-}
-
-impl CTask {
-    fn scores(&self, pde: &Pde, x: &[f32], truth: &[f32], plane: usize) -> Vec<PartScores> {
-        let m: Vec<f32> = self.mask.iter().map(|&v| v as f32).collect();
-        part_scores(pde, x, truth, plane, self.scored.as_deref(), &m)
-    }
-}
-
-/// The family's forward and inverse tasks over `count` problems, and the sparse inverse: what the
-/// inverse observes at a `sparse` share of the points, drawn from `seed ^ 0x5A5E`.
-fn tasks(pde: &Pde, grid: Grid, count: usize, sparse: f64, seed: u64) -> Vec<CTask> {
-    let family = pde.family();
-    let task = |t: Task| CTask {
-        name: t.name(),
-        observed: family.given(t),
-        mask: family
-            .task_mask(t, grid)
-            .iter()
-            .map(|&v| (v > 0.0) as u8)
-            .cycle()
-            .take(count * pde.channels().len() * grid.len())
-            .collect(),
-        scored: Some(family.scored(t, grid)),
-    };
-    let (forward, inverse) = (task(Task::Forward), task(Task::Inverse));
+/// The family's forward and inverse tasks over `count` problems and the sparse inverse (what the
+/// inverse observes at a `sparse` share of the points, drawn from `seed ^ 0x5A5E`), each with its
+/// mask as the C ABI takes it ([P][C][plane], 1 where observed).
+fn tasks(
+    pde: &Pde,
+    grid: Grid,
+    count: usize,
+    sparse: f64,
+    seed: u64,
+) -> Vec<(ProblemTask, Vec<u8>)> {
+    let (p, n, cpu) = (count as i64, grid.n as i64, tch::Device::Cpu);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5A5E);
     let points = sparse_points(&mut rng, count * grid.len(), sparse);
-    let plane = grid.len();
-    let field = pde.channels().len() * plane;
-    let mask = inverse
-        .mask
-        .iter()
-        .enumerate()
-        .map(|(i, &m)| m * (points[(i / field) * plane + i % plane] > 0.0) as u8)
-        .collect();
-    let words = inverse.observed.trim_start_matches("all of ").to_string();
-    let sparse = CTask {
-        name: "sparse",
-        observed: format!("{:.0} % of {words}", 100.0 * sparse),
-        mask,
-        scored: None,
-    };
-    vec![forward, inverse, sparse]
+    let points = Tensor::from_slice(&points).reshape([p, 1, n, n]);
+    [
+        ProblemTask::of(pde, Task::Forward, p, grid, cpu),
+        ProblemTask::of(pde, Task::Inverse, p, grid, cpu),
+        ProblemTask::sparse(pde, &points, grid, sparse),
+    ]
+    .into_iter()
+    .map(|t| {
+        let mask = to_f32(&t.mask).iter().map(|&v| (v > 0.5) as u8).collect();
+        (t, mask)
+    })
+    .collect()
 }
 
 pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
@@ -128,6 +104,17 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
     let field = c * plane;
     let grid = Grid::new(nx)?;
     let tasks = tasks(&pde, grid, s.problems, s.sparse, s.seed);
+    let as_tensor = |v: &[f32]| {
+        Tensor::from_slice(v).reshape([s.problems as i64, c as i64, ny as i64, nx as i64])
+    };
+    let truth_t = as_tensor(&truth);
+    let figures = |t: &ProblemTask, x: &[f32]| {
+        TaskFigures::of(
+            t.name,
+            &t.observed,
+            &t.part_scores(&pde, &as_tensor(x), &truth_t),
+        )
+    };
     let observe = |m: &[u8]| -> Vec<f32> {
         truth
             .iter()
@@ -182,7 +169,7 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
         let t = Instant::now();
         let answers: Vec<Vec<f32>> = tasks
             .iter()
-            .map(|m| h.solve(&observe(&m.mask), &m.mask, s.problems, p))
+            .map(|(_, m)| h.solve(&observe(m), m, s.problems, p))
             .collect::<Result<_>>()?;
         let secs = t.elapsed().as_secs_f64() / (tasks.len() * s.problems) as f64;
         rows.push(Row {
@@ -193,9 +180,7 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             tasks: tasks
                 .iter()
                 .zip(&answers)
-                .map(|(t, x)| {
-                    TaskFigures::of(t.name, &t.observed, &t.scores(&pde, x, &truth, plane))
-                })
+                .map(|((t, _), x)| figures(t, x))
                 .collect(),
             seconds_per_answer: secs,
         });
@@ -207,26 +192,22 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
     let spread = if s.answers >= 2 {
         eprintln!("conditional: spread of {} one-call answers", s.answers);
         let mut spread = Vec::new();
-        for t in &tasks {
+        for (t, mask) in &tasks {
             let draws: Vec<Vec<f32>> = (0..s.answers as u64)
                 .map(|seed| {
                     let p = ffi::piddm_solve_params {
                         seed,
                         ..methods[0].1
                     };
-                    h.solve(&observe(&t.mask), &t.mask, s.problems, &p)
+                    h.solve(&observe(mask), mask, s.problems, &p)
                 })
                 .collect::<Result<_>>()?;
-            let unknown: Vec<bool> = t.mask.iter().map(|&k| k == 0).collect();
+            let unknown: Vec<bool> = mask.iter().map(|&k| k == 0).collect();
             let e = ensemble(&draws, &truth, &unknown);
             spread.push(TaskSpread {
                 task: t.name.to_string(),
                 coverage: e.coverage,
-                mean_answer: TaskFigures::of(
-                    t.name,
-                    &t.observed,
-                    &t.scores(&pde, &e.mean, &truth, plane),
-                ),
+                mean_answer: figures(t, &e.mean),
             });
             stds.push(e.std);
         }
@@ -245,8 +226,8 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
     let pick = |v: &[f32], p: usize, ch: usize| {
         v[p * field + ch * plane..p * field + (ch + 1) * plane].to_vec()
     };
-    let wanted = |t: &CTask| -> Vec<usize> {
-        let first: Vec<f32> = t.mask[..field].iter().map(|&v| v as f32).collect();
+    let wanted = |(t, mask): &(ProblemTask, Vec<u8>)| -> Vec<usize> {
+        let first: Vec<f32> = mask[..field].iter().map(|&v| v as f32).collect();
         let mut ch: Vec<usize> = match &t.scored {
             Some(parts) => parts.iter().map(|p| p.channel).collect(),
             None => unobserved(pde.channels(), &first, plane)
@@ -262,7 +243,7 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
         columns_fig.extend(
             wanted(t)
                 .iter()
-                .map(|&k| Column::field(format!("{} {}", t.name, names[k]))),
+                .map(|&k| Column::field(format!("{} {}", t.0.name, names[k]))),
         );
     }
     let fwd = wanted(&tasks[0]);

@@ -159,7 +159,7 @@ fn problems(
     let tasks = vec![
         ProblemTask::of(pde, Task::Forward, p, grid, dev),
         ProblemTask::of(pde, Task::Inverse, p, grid, dev),
-        ProblemTask::sparse(pde, &points, grid),
+        ProblemTask::sparse(pde, &points, grid, SPARSE_FRACTION),
     ];
     Ok((truth, tasks))
 }

@@ -41,8 +41,8 @@ impl ProblemTask {
     }
 
     /// The sparse task: what the inverse task observes, at `points` only ([P, 1, n, n], 1 where
-    /// observed, a [`SPARSE_FRACTION`] of the points); scored where each problem is unobserved.
-    pub fn sparse(pde: &Pde, points: &Tensor, grid: Grid) -> ProblemTask {
+    /// observed, a `fraction` of the points); scored where each problem is unobserved.
+    pub fn sparse(pde: &Pde, points: &Tensor, grid: Grid, fraction: f64) -> ProblemTask {
         let p = points.size()[0];
         let inverse = ProblemTask::of(pde, Task::Inverse, p, grid, points.device());
         ProblemTask {
@@ -50,7 +50,7 @@ impl ProblemTask {
             mask: inverse.mask * points,
             observed: format!(
                 "{:.0} % of {}",
-                100.0 * SPARSE_FRACTION,
+                100.0 * fraction,
                 inverse.observed.trim_start_matches("all of ")
             ),
             scored: None,
@@ -131,7 +131,7 @@ pub fn draws(
             tasks: vec![
                 ProblemTask::of(&pde, Task::Forward, p, grid, dev),
                 ProblemTask::of(&pde, Task::Inverse, p, grid, dev),
-                ProblemTask::sparse(&pde, &sparse, grid),
+                ProblemTask::sparse(&pde, &sparse, grid, SPARSE_FRACTION),
             ],
         },
     ))

@@ -421,7 +421,8 @@ fn write_parts(models: &[ModelProto], card: &ModelCard, main: &Path) -> Result<(
 /// canonically. The card's other fields are kept; cards before format 4 (another interface) are
 /// refused: re-export those.
 pub fn reseal(main: &Path) -> Result<ModelCard> {
-    let (mut card, _) = read_card(main)?;
+    let (mut card, generate) = read_card(main)?;
+    let mut generate = Some(generate);
     if card.format < 4 {
         bail!(
             "{} has a format {} card, whose graphs have another interface: re-export it from its checkpoint",
@@ -430,11 +431,13 @@ pub fn reseal(main: &Path) -> Result<ModelCard> {
         );
     }
     card.format = card::CARD_FORMAT;
-    card.part = Part::Generate;
     let mut models = Vec::new();
     for part in card.parts() {
         let path = card::sibling(main, part);
-        let (c, m) = read_card(&path)?;
+        let (c, m) = match part {
+            Part::Generate => (card.clone(), generate.take().context("one generate part")?),
+            _ => read_card(&path)?,
+        };
         if c.part != part {
             bail!(
                 "{} holds the {:?} graph, not the {part:?} graph",
