@@ -2,8 +2,8 @@
 //! what this produces (a test checks); set PIDDM_WRITE_HEADER=1 to rewrite it.
 
 fn main() {
-    println!("cargo:rerun-if-changed=src/ffi.rs");
-    println!("cargo:rerun-if-changed=src/error.rs");
+    // cbindgen reads every public constant of the crate, not just ffi.rs: any source may change it.
+    println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=PIDDM_WRITE_HEADER");
     println!("cargo:rerun-if-env-changed=PIDDM_ORT_LIBRARY");

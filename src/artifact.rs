@@ -258,7 +258,7 @@ pub fn scan(bytes: &[u8]) -> std::result::Result<Scanned<'_>, String> {
 }
 
 /// ONNX's element type number of float32 (`TensorProto.DataType.FLOAT`).
-pub const ELEM_FLOAT: u64 = 1;
+pub(crate) const ELEM_FLOAT: u64 = 1;
 
 /// An input or output a graph declares: its name, element type (None: not a tensor) and
 /// dimensions (None where not a fixed number, such as a named batch dimension).
