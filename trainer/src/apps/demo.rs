@@ -27,6 +27,9 @@ pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<
     let res_truth = model
         .residual(&truth, problems, &mut vec![0f32; problems * plane])
         .map_err(e)?;
+    let grid = crate::pde::Grid::new(nx)?;
+    let gen64: Vec<f64> = gen.iter().map(|&v| v as f64).collect();
+    let (rel_gen, cons_gen) = crate::eval::metrics::physical(&pde, grid, &gen64)?;
     let params_solve = model.default_solve_params();
     let pick = |v: &[f32], p: usize, ch: usize| {
         v[p * field + ch * plane..p * field + (ch + 1) * plane].to_vec()
@@ -34,7 +37,6 @@ pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<
     let mut rows = String::new();
     let mut answers = Vec::new();
     let t = std::time::Instant::now();
-    let grid = crate::pde::Grid::new(nx)?;
     for (task, name) in [(Task::Forward, "forward"), (Task::Inverse, "inverse")] {
         let one = family.task_mask(task, grid);
         let mask: Vec<u8> = (0..problems * field)
@@ -104,11 +106,14 @@ pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<
          | quantity | value |\n|---|---|\n\
          | residual of one-step samples (mean R^2, interior) | {res_gen:.3e} |\n\
          | residual of the solver's solutions | {res_truth:.3e} |\n\
+         | relative residual of one-step samples, ||R|| / ||source term||, median (mean) | {} |\n\
+         | consistency of one-step samples, ||u - S(input)|| / ||S(input)||, S the solver, median (mean) | {} |\n\
          {rows}\
          | seconds per answer (the card's defaults: {} start, {} {:?} steps, lambda_infer {:e}) | {solve_s:.4} |\n\
          | total time | {:.1} s |\n\
          figure: {} (rows: problems; columns: {})\n",
         model_path.display(), nx, ny, pde.name(), card.lambda_train,
+        rel_gen.percent(), cons_gen.percent(),
         if model.has_amortised() { "amortised" } else { "random" },
         params_solve.steps, params_solve.optimizer, params_solve.lambda_infer,
         t0.elapsed().as_secs_f64(), out.join("demo.png").display(), columns.join(", ")

@@ -9,7 +9,7 @@
 //! the observed entries (x_mix), as the runtime's do.
 
 use super::method::Method;
-use super::metrics::{gen_metrics, test_reference, ChannelError, GenMetrics, BATCH};
+use super::metrics::{gen_metrics, test_reference, ChannelError, Figure, GenMetrics, BATCH};
 use super::problems::{draws, ProblemTask, Problems};
 use crate::checkpoint::{load_for, CheckpointMeta, Net, PidmInfo, Role};
 use crate::config::{InferConfig, Preset};
@@ -134,6 +134,12 @@ pub struct GenRow {
     pub residual_std: f64,
     pub mmse: f64,
     pub smse: f64,
+    /// ||R|| / ||source term|| per sample, median (mean); absent in reports written before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_residual: Option<Figure>,
+    /// ||u - S(input)|| / ||S(input)|| per sample, median (mean); absent in older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<Figure>,
     pub nfe: usize,
     pub seconds_per_sample: f64,
     /// DiffusionPDE only: the cost at its published step count, extrapolated linearly.
@@ -148,6 +154,8 @@ impl GenRow {
             residual_std: m.residual_std,
             mmse: m.mmse,
             smse: m.smse,
+            relative_residual: Some(m.relative_residual),
+            consistency: Some(m.consistency),
             nfe: m.nfe,
             seconds_per_sample: m.seconds_per_sample,
             seconds_per_sample_at_published_steps: None,
@@ -275,7 +283,7 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
             if !bool::try_from(x.isfinite().all())? {
                 eprintln!("baselines: {name} produced non-finite values");
             }
-            let mut r = GenRow::of(gen_metrics(&x, &reference, norm, &op, nfe, secs));
+            let mut r = GenRow::of(gen_metrics(&x, &reference, norm, &op, nfe, secs)?);
             if name == Method::DiffusionPde {
                 r.seconds_per_sample_at_published_steps = Some(
                     r.seconds_per_sample * DIFFUSIONPDE_PUBLISHED_STEPS as f64
@@ -541,7 +549,9 @@ pub fn markdown(all: &BTreeMap<String, FamilyReport>) -> String {
         s += &format!(
             "\n## {pde}\n\nProduced by `{}` (preset `{}`). Teacher: {} Heun steps. DiffusionPDE: {} Heun \
              steps, zeta_obs {:e}, zeta_pde {:e}. ECI: {} steps. PIDDM-ref: {} Adam steps at lambda_infer \
-             {:e}. Students' solves: {} steps, lambda_infer {:e}. PIDM: {}. Test set's own residual: {:.2e}.\n\n",
+             {:e}. Students' solves: {} steps, lambda_infer {:e}. PIDM: {}. Test set's own residual: {:.2e}. \
+             Relative residual: ||R|| / ||source term||; consistency: ||u - S(input)|| / ||S(input)||, S the \
+             family's solver of the sample's own input; per sample, median (mean).\n\n",
             r.command,
             r.preset,
             r.heun_steps,
@@ -562,7 +572,7 @@ pub fn markdown(all: &BTreeMap<String, FamilyReport>) -> String {
             },
             r.test_residual
         );
-        s += "| method | NFE | residual | MMSE | SMSE | s / sample |\n|---|---|---|---|---|---|\n";
+        s += "| method | NFE | residual | MMSE | SMSE | relative residual | consistency | s / sample |\n|---|---|---|---|---|---|---|---|\n";
         for m in Method::ALL {
             let Some(g) = r.generation.get(m.name()) else {
                 continue;
@@ -571,9 +581,17 @@ pub fn markdown(all: &BTreeMap<String, FamilyReport>) -> String {
                 .seconds_per_sample_at_published_steps
                 .map(|v| format!(" ({v:.1} at {DIFFUSIONPDE_PUBLISHED_STEPS} steps)"))
                 .unwrap_or_default();
+            let pct = |f: &Option<Figure>| f.as_ref().map_or("-".into(), Figure::percent);
             s += &format!(
-                "| {m} | {} | {:.3e} ± {:.2e} | {:.3e} | {:.3e} | {:.4}{extra} |\n",
-                g.nfe, g.residual, g.residual_std, g.mmse, g.smse, g.seconds_per_sample
+                "| {m} | {} | {:.3e} ± {:.2e} | {:.3e} | {:.3e} | {} | {} | {:.4}{extra} |\n",
+                g.nfe,
+                g.residual,
+                g.residual_std,
+                g.mmse,
+                g.smse,
+                pct(&g.relative_residual),
+                pct(&g.consistency),
+                g.seconds_per_sample
             );
         }
         let g = &r.generation;

@@ -3,7 +3,7 @@
 //! spread of several answers to one observation.
 
 use crate::data::{Dataset, Normalisation};
-use crate::pde::{Metric, Pde, Scored};
+use crate::pde::{Grid, Metric, Pde, Scored};
 use crate::physics::ResidualOp;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -16,6 +16,10 @@ pub struct GenMetrics {
     pub residual_std: f64,
     pub mmse: f64,
     pub smse: f64,
+    /// Per sample ||R|| / ||source term|| ([`crate::pde::Consistency`]), over the samples.
+    pub relative_residual: Figure,
+    /// Per sample ||u - S(input)|| / ||S(input)||, S the family's own solver, over the samples.
+    pub consistency: Figure,
     pub seconds_per_sample: f64,
 }
 
@@ -58,7 +62,8 @@ pub fn moments(x_norm: &Tensor) -> Moments {
 }
 
 /// Residual (mean and std over samples of the per-sample mean R^2), MMSE and SMSE against the
-/// test set's moments (normalised units) of physical samples `x_phys`.
+/// test set's moments (normalised units), and the samples' [`physical`] consistency, of physical
+/// samples `x_phys`.
 pub fn gen_metrics(
     x_phys: &Tensor,
     reference: &Moments,
@@ -66,18 +71,64 @@ pub fn gen_metrics(
     op: &ResidualOp,
     nfe: usize,
     secs: f64,
-) -> GenMetrics {
+) -> anyhow::Result<GenMetrics> {
     let r = op.mse_per_sample(&x_phys.to_kind(Kind::Double));
     let m = moments(&norm.to_normalised(x_phys));
     let sq = |a: &Tensor, b: &Tensor| f64::try_from((a - b).square().mean(Kind::Double)).unwrap();
-    GenMetrics {
+    let flat: Vec<f64> = Vec::try_from(x_phys.to_kind(Kind::Double).flatten(0, -1))?;
+    let (relative_residual, consistency) = physical(&op.pde, op.grid, &flat)?;
+    Ok(GenMetrics {
         nfe,
         residual_mse: f64::try_from(r.mean(Kind::Double)).unwrap(),
         residual_std: f64::try_from(r.std(false)).unwrap(),
         mmse: sq(&m.mean, &reference.mean),
         smse: sq(&m.std, &reference.std),
+        relative_residual,
+        consistency,
         seconds_per_sample: secs / x_phys.size()[0] as f64,
+    })
+}
+
+/// The relative residual and the consistency error of every sample of `flat` ([B][C][n * n],
+/// physical), each as a [`Figure`] over the samples; the family's solver runs once per sample,
+/// in parallel. A sample that is not finite, or whose input the solver refuses, counts as NaN (so
+/// the mean shows it) and is reported on stderr rather than ending the report.
+pub fn physical(pde: &Pde, grid: Grid, flat: &[f64]) -> anyhow::Result<(Figure, Figure)> {
+    use rayon::prelude::*;
+    let family = pde.family();
+    let resolver = family.resolver(grid)?;
+    let field = pde.channels().len() * grid.len();
+    let b = flat.len() / field;
+    let each: Vec<Result<crate::pde::Consistency, String>> = flat
+        .par_chunks(field)
+        .map(|x| {
+            if x.iter().any(|v| !v.is_finite()) {
+                return Err("not finite".to_string());
+            }
+            crate::pde::consistency(family, resolver.as_ref(), grid, x)
+                .map_err(|e| format!("{e:#}"))
+        })
+        .collect();
+    let failed: Vec<(usize, &String)> = each
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.as_ref().err().map(|e| (i, e)))
+        .collect();
+    if let Some((i, e)) = failed.first() {
+        eprintln!(
+            "consistency: {} of {b} samples not measured (sample {i}: {e}); they count as NaN",
+            failed.len()
+        );
     }
+    let pick = |f: fn(&crate::pde::Consistency) -> f64| -> Vec<f64> {
+        each.iter()
+            .map(|c| c.as_ref().map_or(f64::NAN, f))
+            .collect()
+    };
+    Ok((
+        figure(&pick(|c| c.relative_residual)),
+        figure(&pick(|c| c.error)),
+    ))
 }
 
 /// Samples a generator handles at once.
@@ -167,10 +218,17 @@ pub fn part_scores(
 }
 
 /// Median and mean of one metric over the problems.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Figure {
     pub median: f64,
     pub mean: f64,
+}
+
+impl Figure {
+    /// "median % (mean %)", the cell every table shows a relative figure in.
+    pub fn percent(&self) -> String {
+        format!("{:.2} % ({:.2} %)", 100.0 * self.median, 100.0 * self.mean)
+    }
 }
 
 /// One scored part's [`Figure`].
@@ -255,13 +313,7 @@ fn cell(tasks: &[TaskFigures], (task, label): &(String, String)) -> String {
         .filter(|t| &t.task == task)
         .flat_map(|t| &t.errors)
         .find(|e| &e.label() == label)
-        .map_or("-".into(), |e| {
-            format!(
-                "{:.2} % ({:.2} %)",
-                100.0 * e.figure.median,
-                100.0 * e.figure.mean
-            )
-        })
+        .map_or("-".into(), |e| e.figure.percent())
 }
 
 /// One row of a [`task_table`]: its leading cells, its tasks' figures, its last cell.

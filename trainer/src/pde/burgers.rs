@@ -11,7 +11,7 @@
 //! Forward: row 0 given, the rest wanted; inverse: the second half of the rows given, the initial
 //! condition (and the first half) wanted.
 
-use super::{Boundary, Family, Geometry, Grid, Metric, Residual, Sampler, Solved, Task};
+use super::{Boundary, Family, Geometry, Grid, Metric, Residual, Resolver, Sampler, Solved, Task};
 use super::ops::FieldOps;
 use anyhow::{bail, Result};
 use rand::Rng;
@@ -198,6 +198,19 @@ pub fn solve(nu: f64, dx: f64, dt: f64, rows: usize, u0: &[f64]) -> Result<(Vec<
     Ok((out, worst))
 }
 
+/// The integration of a sample's own initial row.
+struct BurgersResolver {
+    params: BurgersParams,
+    grid: Grid,
+}
+
+impl Resolver for BurgersResolver {
+    fn resolve(&self, fields: &[f64]) -> Result<Vec<f64>> {
+        let (p, g) = (&self.params, self.grid);
+        Ok(solve(p.nu, p.dx(g), p.dt(g), g.n, &fields[..g.n])?.0)
+    }
+}
+
 struct BurgersSampler {
     params: BurgersParams,
     grid: Grid,
@@ -270,6 +283,21 @@ impl Family for BurgersParams {
             params: *self,
             grid,
         }))
+    }
+    fn resolver(&self, grid: Grid) -> Result<Box<dyn Resolver>> {
+        self.validate()?;
+        Ok(Box::new(BurgersResolver {
+            params: *self,
+            grid,
+        }))
+    }
+    /// ||(u_k - u_{k-1}) / dt|| over rows k >= 1: the time derivative the residual balances.
+    fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64 {
+        let (n, dt) = (grid.n, self.dt(grid));
+        (n..n * n)
+            .map(|p| ((fields[p] - fields[p - n]) / dt).powi(2))
+            .sum::<f64>()
+            .sqrt()
     }
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {
         let n = grid.n;

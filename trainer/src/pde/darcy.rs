@@ -8,7 +8,7 @@
 //! defined on interior points; the boundary rows and columns hold u = 0. Fields are row-major `[y][x]`.
 
 use super::{
-    grf::GrfParams, grf::GrfSampler, Family, Grid, Metric, Residual, Sampler, Solved, Task,
+    grf::GrfParams, grf::GrfSampler, Family, Grid, Metric, Residual, Resolver, Sampler, Solved, Task,
 };
 use super::ops::{FieldOps, CROSS_KERNEL, LAPLACE_KERNEL};
 use anyhow::{bail, Context, Result};
@@ -192,6 +192,26 @@ pub fn sample<R: Rng>(
     Ok((a, u, rel))
 }
 
+/// The solve of a sample's own permeability, clamped into [a_lo, a_hi]: a generated a is not
+/// binary, and the solver needs it positive; inside the range it is the residual's own a.
+struct DarcyResolver {
+    params: DarcyParams,
+    solver: DarcySolver,
+}
+
+impl Resolver for DarcyResolver {
+    fn resolve(&self, fields: &[f64]) -> Result<Vec<f64>> {
+        let n = fields.len() / 2;
+        let (lo, hi) = (self.params.a_lo.min(self.params.a_hi), self.params.a_lo.max(self.params.a_hi));
+        if fields[..n].iter().any(|v| !v.is_finite()) {
+            bail!("permeability must be finite");
+        }
+        let a: Vec<f64> = fields[..n].iter().map(|v| v.clamp(lo, hi)).collect();
+        let (u, _) = self.solver.solve(&a, &vec![self.params.source; n])?;
+        Ok([fields[..n].to_vec(), u].concat())
+    }
+}
+
 struct DarcySampler {
     params: DarcyParams,
     grf: GrfSampler,
@@ -239,6 +259,16 @@ impl Family for DarcyParams {
             grf: GrfSampler::new(self.grf, grid.n),
             solver: DarcySolver::new(grid)?,
         }))
+    }
+    fn resolver(&self, grid: Grid) -> Result<Box<dyn Resolver>> {
+        Ok(Box::new(DarcyResolver {
+            params: *self,
+            solver: DarcySolver::new(grid)?,
+        }))
+    }
+    /// The constant source over the interior.
+    fn source_norm(&self, grid: Grid, _fields: &[f64]) -> f64 {
+        self.source.abs() * ((grid.n - 2) as f64)
     }
     /// Forward: a given, u wanted; inverse: u given, a wanted.
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {

@@ -10,7 +10,7 @@
 //! refused rather than solved by a method that could fail silently.
 
 use super::{
-    grf::GrfParams, grf::GrfSampler, Family, Grid, Metric, Residual, Sampler, Solved, Task,
+    grf::GrfParams, grf::GrfSampler, Family, Grid, Metric, Residual, Resolver, Sampler, Solved, Task,
 };
 use super::ops::{FieldOps, LAPLACE_KERNEL};
 use anyhow::{bail, Context, Result};
@@ -206,6 +206,26 @@ impl Sampler for SourceSampler {
     }
 }
 
+impl Resolver for Solver {
+    fn resolve(&self, fields: &[f64]) -> Result<Vec<f64>> {
+        let f = &fields[..self.grid.len()];
+        let (u, _) = self.solve(f)?;
+        Ok([f.to_vec(), u].concat())
+    }
+}
+
+/// ||f|| over the interior of a sample's (f, u) channels: the scale of the residual Lap u + k^2 u - f.
+pub fn source_norm(grid: Grid, fields: &[f64]) -> f64 {
+    let n = grid.n;
+    let mut s = 0.0;
+    for j in 1..n - 1 {
+        for i in 1..n - 1 {
+            s += fields[j * n + i].powi(2);
+        }
+    }
+    s.sqrt()
+}
+
 /// Forward: f given, u wanted; inverse: u given, f wanted (both channels scored by relative L2).
 pub fn observed(task: Task) -> &'static [usize] {
     match task {
@@ -239,6 +259,12 @@ impl Family for HelmholtzParams {
     }
     fn sampler(&self, grid: Grid) -> Result<Box<dyn Sampler>> {
         Ok(Box::new(SourceSampler::new(self.grf, grid, self.k)?))
+    }
+    fn resolver(&self, grid: Grid) -> Result<Box<dyn Resolver>> {
+        Ok(Box::new(Solver::new(grid, self.k)?))
+    }
+    fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64 {
+        source_norm(grid, fields)
     }
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {
         super::channel_mask(2, observed(task), grid)

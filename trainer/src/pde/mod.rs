@@ -186,6 +186,49 @@ pub trait Sampler: Sync {
     fn sample(&self, rng: &mut ChaCha8Rng) -> Result<Solved>;
 }
 
+/// The family's data solver applied to a given sample's own input (coefficient, source or initial
+/// condition), on one grid: what a sample's physical consistency is measured against.
+pub trait Resolver: Sync {
+    /// One sample's channels (physical, concatenated planes) with the solved part (the forward
+    /// task's wanted points) replaced by the solver's answer to the sample's input.
+    fn resolve(&self, fields: &[f64]) -> Result<Vec<f64>>;
+}
+
+/// One sample's physical consistency, the two figures a user judges a generated field by.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Consistency {
+    /// ||R|| over the equation's points / the family's [`Family::source_norm`].
+    pub relative_residual: f64,
+    /// ||x - S(x)|| / ||S(x)|| over the forward task's wanted points, S the family's solver of the
+    /// sample's own input ([`Resolver`]).
+    pub error: f64,
+}
+
+/// [`Consistency`] of one sample's physical channels (concatenated planes).
+pub fn consistency(
+    family: &dyn Family,
+    resolver: &dyn Resolver,
+    grid: Grid,
+    fields: &[f64],
+) -> Result<Consistency> {
+    let r = family.reference_residual(grid, fields);
+    let relative_residual = r.iter().map(|v| v * v).sum::<f64>().sqrt()
+        / family.source_norm(grid, fields).max(f64::MIN_POSITIVE);
+    let solved = resolver.resolve(fields)?;
+    let wanted = family.task_mask(Task::Forward, grid);
+    let (mut num, mut den) = (0.0, 0.0);
+    for ((x, s), m) in fields.iter().zip(&solved).zip(&wanted) {
+        if *m == 0.0 {
+            num += (x - s).powi(2);
+            den += s * s;
+        }
+    }
+    Ok(Consistency {
+        relative_residual,
+        error: (num / den.max(f64::MIN_POSITIVE)).sqrt(),
+    })
+}
+
 /// What every family provides, object-safe; the residual, generic over the back-end, is
 /// [`Residual`].
 pub trait Family: Sync {
@@ -197,6 +240,12 @@ pub trait Family: Sync {
     /// Refuses parameters out of range, naming them.
     fn validate(&self) -> Result<()>;
     fn sampler(&self, grid: Grid) -> Result<Box<dyn Sampler>>;
+    /// The data solver as a [`Resolver`] of given samples.
+    fn resolver(&self, grid: Grid) -> Result<Box<dyn Resolver>>;
+    /// The norm of the term the residual balances, over the points that carry an equation, of one
+    /// sample's channels: the scale of ||R|| in the relative residual ||R|| / this. The source
+    /// (Darcy's constant, Poisson's and Helmholtz's f), Burgers' time derivative.
+    fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64;
     /// A task's mask over one sample, [C, n, n] flattened: 1 where observed, 0 where wanted.
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32>;
     /// What a task gives, in words ("all of f").
@@ -442,6 +491,85 @@ pub fn parse_settings(settings: &[String]) -> Result<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+
+    /// Every family's consistency against fields with a known answer: its own data (error at the
+    /// solver's tolerance), the wanted part scaled by 1.1 (error exactly 0.1, and for the linear
+    /// families a relative residual of exactly 0.1, R = 0.1 f), and one wanted point moved.
+    #[test]
+    fn consistency_of_fields_with_known_answers() {
+        let grid = Grid::new(16).unwrap();
+        for pde in Pde::all() {
+            let fam = pde.family();
+            let solver = fam.resolver(grid).unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            let truth = fam.sampler(grid).unwrap().sample(&mut rng).unwrap().fields;
+            let c = consistency(fam, solver.as_ref(), grid, &truth).unwrap();
+            assert!(c.error < 1e-10, "{}: own data {c:?}", pde.name());
+            assert!(c.relative_residual < 1e-9, "{}: own data {c:?}", pde.name());
+
+            let wanted = fam.task_mask(Task::Forward, grid);
+            let scaled: Vec<f64> = truth
+                .iter()
+                .zip(&wanted)
+                .map(|(x, m)| if *m == 0.0 { 1.1 * x } else { *x })
+                .collect();
+            let c = consistency(fam, solver.as_ref(), grid, &scaled).unwrap();
+            assert!((c.error - 0.1).abs() < 1e-9, "{}: scaled {c:?}", pde.name());
+            if !matches!(pde, Pde::Burgers(_)) {
+                assert!(
+                    (c.relative_residual - 0.1).abs() < 1e-8,
+                    "{}: scaled {c:?}",
+                    pde.name()
+                );
+            }
+
+            // one wanted interior point off by d: the error is |d| / ||S(x)|| over the wanted part
+            let p = (0..truth.len())
+                .find(|&p| wanted[p] == 0.0 && (p % grid.len()) == grid.n + 2)
+                .unwrap();
+            let mut moved = truth.clone();
+            moved[p] += 0.01;
+            let norm: f64 = truth
+                .iter()
+                .zip(&wanted)
+                .filter(|(_, m)| **m == 0.0)
+                .map(|(x, _)| x * x)
+                .sum::<f64>()
+                .sqrt();
+            let c = consistency(fam, solver.as_ref(), grid, &moved).unwrap();
+            assert!(
+                (c.error - 0.01 / norm).abs() < 1e-9 * (1.0 + 0.01 / norm),
+                "{}: moved {c:?}, want {}",
+                pde.name(),
+                0.01 / norm
+            );
+            assert!(c.relative_residual > 0.0);
+        }
+    }
+
+    /// Darcy solves a generated permeability clamped into [a_lo, a_hi]: a = 20 where a_hi = 12 is
+    /// solved as 12, so a field that is the solve of the clamped a is consistent.
+    #[test]
+    fn darcy_consistency_clamps_the_permeability() {
+        let grid = Grid::new(12).unwrap();
+        let p = darcy::DarcyParams::default();
+        let solver = p.resolver(grid).unwrap();
+        let a_gen: Vec<f64> = (0..grid.len())
+            .map(|k| if k % 3 == 0 { 20.0 } else { 0.5 })
+            .collect();
+        let a_clamped: Vec<f64> = a_gen.iter().map(|v| v.clamp(p.a_lo, p.a_hi)).collect();
+        let (u, _) = darcy::DarcySolver::new(grid)
+            .unwrap()
+            .solve(&a_clamped, &vec![p.source; grid.len()])
+            .unwrap();
+        let c = consistency(&p, solver.as_ref(), grid, &[a_gen, u].concat()).unwrap();
+        assert!(c.error < 1e-12, "{c:?}");
+        let e = solver
+            .resolve(&[vec![f64::NAN; grid.len()], vec![0.0; grid.len()]].concat())
+            .unwrap_err();
+        assert!(e.to_string().contains("finite"), "{e}");
+    }
 
     #[test]
     fn families_parse_and_refuse_unknown_names_and_parameters() {

@@ -2,7 +2,7 @@
 //! (f, u). The operator, stencil and solver are Helmholtz's with k = 0 ([`super::helmholtz`]).
 
 use super::helmholtz::{self, SourceSampler};
-use super::{grf::GrfParams, Family, Grid, Metric, Residual, Sampler, Task};
+use super::{grf::GrfParams, Family, Grid, Metric, Residual, Resolver, Sampler, Task};
 use super::ops::FieldOps;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -40,6 +40,12 @@ impl Family for PoissonParams {
     }
     fn sampler(&self, grid: Grid) -> Result<Box<dyn Sampler>> {
         Ok(Box::new(SourceSampler::new(self.grf, grid, 0.0)?))
+    }
+    fn resolver(&self, grid: Grid) -> Result<Box<dyn Resolver>> {
+        Ok(Box::new(helmholtz::Solver::new(grid, 0.0)?))
+    }
+    fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64 {
+        helmholtz::source_norm(grid, fields)
     }
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {
         super::channel_mask(2, helmholtz::observed(task), grid)
