@@ -85,6 +85,10 @@ pub struct ModelCard {
     /// reader can interpret observation misfits, which the refine loss measures in normalised units.
     pub normalisation: Normalisation,
     pub lambda_train: f64,
+    /// Weight of the student's defect term (its residual mapped back to the solved field, in that
+    /// field's normalised units); 0, and absent from the card, where it was not trained with one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lambda_consistency: f64,
     pub defaults: SolveDefaults,
     /// Heun steps of the teacher the student was distilled from (NFE 2N - 1).
     pub teacher_steps: usize,
@@ -223,6 +227,10 @@ pub struct Files {
     pub amortised: Option<String>,
 }
 
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
 impl ModelCard {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("card serialises")
@@ -295,8 +303,13 @@ impl ModelCard {
         {
             return Err("model card: grid spacing and domain must be finite (spacing > 0)".into());
         }
-        if self.pde.threshold.is_some_and(|t| !t.is_finite()) || !self.lambda_train.is_finite() {
-            return Err("model card: threshold and lambda_train must be finite".into());
+        if self.pde.threshold.is_some_and(|t| !t.is_finite())
+            || !self.lambda_train.is_finite()
+            || !self.lambda_consistency.is_finite()
+        {
+            return Err(
+                "model card: threshold, lambda_train and lambda_consistency must be finite".into(),
+            );
         }
         let d = &self.defaults;
         if d.steps as u64 > MAX_STEPS {

@@ -92,6 +92,9 @@ impl DataSummary {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StudentInfo {
     pub lambda_train: f64,
+    /// Weight of the defect term (`physics::defect`); absent (0) in students trained before it.
+    #[serde(default)]
+    pub lambda_consistency: f64,
     pub heun_steps: usize,
     pub teacher_train_steps: u64,
     pub pairs: usize,

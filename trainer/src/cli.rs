@@ -57,6 +57,9 @@ pub enum Cmd {
         /// Residual weight (default: the preset's; 0 is plain distillation).
         #[arg(long)]
         lambda_train: Option<f64>,
+        /// Weight of the residual mapped back to the solved field (default: the preset's).
+        #[arg(long)]
+        lambda_consistency: Option<f64>,
         #[arg(long)]
         resume: bool,
         #[arg(long)]
@@ -258,12 +261,16 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
             teacher,
             out,
             lambda_train,
+            lambda_consistency,
             resume,
             stop_after,
         } => {
             let p = preset(&p)?;
-            let lambda = lambda_train.unwrap_or(p.student.lambda_train);
-            student::distill(&p, &teacher, lambda, &out, resume, stop_after).map(drop)
+            let physics = student::Physics {
+                lambda_train: lambda_train.unwrap_or(p.student.lambda_train),
+                lambda_consistency: lambda_consistency.unwrap_or(p.student.lambda_consistency),
+            };
+            student::distill(&p, &teacher, physics, &out, resume, stop_after).map(drop)
         }
         Cmd::Pidm {
             preset: p,

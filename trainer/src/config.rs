@@ -88,6 +88,10 @@ pub struct StudentConfig {
     pub warmup: u64,
     pub ema: f64,
     pub lambda_train: f64,
+    /// Weight of the residual mapped back to the solved field (`physics::defect`), in its
+    /// normalised units; 0 (the default) leaves it out.
+    #[serde(default)]
+    pub lambda_consistency: f64,
     pub checkpoint_every: u64,
 }
 

@@ -41,8 +41,14 @@ pub fn run(preset: &Preset, dir: &Path, command: String) -> Result<Option<Report
         return Ok(None);
     }
     stage("student, lambda_train = 0");
-    if student::distill(preset, &p.teacher, 0.0, &p.student_lambda0, true, None)?
-        == Outcome::Stopped
+    if student::distill(
+        preset,
+        &p.teacher,
+        student::Physics::NONE,
+        &p.student_lambda0,
+        true,
+        None,
+    )? == Outcome::Stopped
     {
         return Ok(None);
     }
@@ -50,7 +56,7 @@ pub fn run(preset: &Preset, dir: &Path, command: String) -> Result<Option<Report
     if student::distill(
         preset,
         &p.teacher,
-        preset.student.lambda_train,
+        student::Physics::of(preset),
         &p.student,
         true,
         None,

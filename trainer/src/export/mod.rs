@@ -270,6 +270,7 @@ pub fn card_for(
             scale: d.normalisation.scale.clone(),
         },
         lambda_train: info.lambda_train,
+        lambda_consistency: info.lambda_consistency,
         defaults: card::SolveDefaults {
             lambda_infer: infer.lambda,
             steps: infer.steps,

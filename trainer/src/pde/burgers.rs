@@ -11,7 +11,7 @@
 //! Forward: row 0 given, the rest wanted; inverse: the second half of the rows given, the initial
 //! condition (and the first half) wanted.
 
-use super::{Boundary, Family, Geometry, Grid, Metric, Residual, Resolver, Sampler, Solved, Task};
+use super::{Boundary, Defect, Family, Geometry, Grid, Metric, Residual, Resolver, Sampler, Solved, Task};
 use super::ops::FieldOps;
 use anyhow::{bail, Result};
 use rand::Rng;
@@ -298,6 +298,9 @@ impl Family for BurgersParams {
             .map(|p| ((fields[p] - fields[p - n]) / dt).powi(2))
             .sum::<f64>()
             .sqrt()
+    }
+    fn defect(&self, grid: Grid) -> Defect {
+        Defect::TimeIntegral { dt: self.dt(grid) }
     }
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {
         let n = grid.n;

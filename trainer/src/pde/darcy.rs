@@ -8,7 +8,7 @@
 //! defined on interior points; the boundary rows and columns hold u = 0. Fields are row-major `[y][x]`.
 
 use super::{
-    grf::GrfParams, grf::GrfSampler, Family, Grid, Metric, Residual, Resolver, Sampler, Solved, Task,
+    grf::GrfParams, grf::GrfSampler, Family, Grid, Metric, Defect, Residual, Resolver, Sampler, Solved, Task,
 };
 use super::ops::{FieldOps, CROSS_KERNEL, LAPLACE_KERNEL};
 use anyhow::{bail, Context, Result};
@@ -269,6 +269,13 @@ impl Family for DarcyParams {
     /// The constant source over the interior.
     fn source_norm(&self, grid: Grid, _fields: &[f64]) -> f64 {
         self.source.abs() * ((grid.n - 2) as f64)
+    }
+    /// -div(a grad e) = R with a at the two phases' mean.
+    fn defect(&self, _grid: Grid) -> Defect {
+        Defect::Dirichlet {
+            shift: 0.0,
+            scale: -2.0 / (self.a_hi + self.a_lo),
+        }
     }
     /// Forward: a given, u wanted; inverse: u given, a wanted.
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {

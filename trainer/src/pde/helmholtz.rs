@@ -10,7 +10,7 @@
 //! refused rather than solved by a method that could fail silently.
 
 use super::{
-    grf::GrfParams, grf::GrfSampler, Family, Grid, Metric, Residual, Resolver, Sampler, Solved, Task,
+    grf::GrfParams, grf::GrfSampler, Family, Grid, Metric, Defect, Residual, Resolver, Sampler, Solved, Task,
 };
 use super::ops::{FieldOps, LAPLACE_KERNEL};
 use anyhow::{bail, Context, Result};
@@ -265,6 +265,12 @@ impl Family for HelmholtzParams {
     }
     fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64 {
         source_norm(grid, fields)
+    }
+    fn defect(&self, _grid: Grid) -> Defect {
+        Defect::Dirichlet {
+            shift: self.k * self.k,
+            scale: 1.0,
+        }
     }
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {
         super::channel_mask(2, observed(task), grid)

@@ -229,6 +229,19 @@ pub fn consistency(
     })
 }
 
+/// An approximate inverse of a family's operator (its Jacobian in the solved field): maps a
+/// residual R back to the solved field's own units, e ~ u - S(input), so that a loss on e weighs
+/// every scale as the solution's error does (R itself weighs grid-scale noise by 1 / h^2).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Defect {
+    /// e = scale * (Lap + shift)^(-1) R on the interior, e = 0 on the Dirichlet ring: exact for
+    /// Lap u + shift u = f (Poisson, Helmholtz), and for Darcy with its permeability's mean.
+    Dirichlet { shift: f64, scale: f64 },
+    /// e_k = dt * sum_{j <= k} R_j over rows (times), e_0 = 0: the drift each step's residual
+    /// leaves, the stepping operator's inverse without its spatial part.
+    TimeIntegral { dt: f64 },
+}
+
 /// What every family provides, object-safe; the residual, generic over the back-end, is
 /// [`Residual`].
 pub trait Family: Sync {
@@ -246,6 +259,8 @@ pub trait Family: Sync {
     /// sample's channels: the scale of ||R|| in the relative residual ||R|| / this. The source
     /// (Darcy's constant, Poisson's and Helmholtz's f), Burgers' time derivative.
     fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64;
+    /// How a residual maps back to the solved field ([`Defect`]).
+    fn defect(&self, grid: Grid) -> Defect;
     /// A task's mask over one sample, [C, n, n] flattened: 1 where observed, 0 where wanted.
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32>;
     /// What a task gives, in words ("all of f").

@@ -2,7 +2,7 @@
 //! (f, u). The operator, stencil and solver are Helmholtz's with k = 0 ([`super::helmholtz`]).
 
 use super::helmholtz::{self, SourceSampler};
-use super::{grf::GrfParams, Family, Grid, Metric, Residual, Resolver, Sampler, Task};
+use super::{grf::GrfParams, Defect, Family, Grid, Metric, Residual, Resolver, Sampler, Task};
 use super::ops::FieldOps;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,12 @@ impl Family for PoissonParams {
     }
     fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64 {
         helmholtz::source_norm(grid, fields)
+    }
+    fn defect(&self, _grid: Grid) -> Defect {
+        Defect::Dirichlet {
+            shift: 0.0,
+            scale: 1.0,
+        }
     }
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {
         super::channel_mask(2, helmholtz::observed(task), grid)

@@ -1,7 +1,9 @@
 //! The physics the models are held to: a family's residual on a grid, and the solve's objective
 //! (observation misfit plus the residual of the answer), each written once over `FieldOps`.
 
+pub mod defect;
 pub mod objective;
 pub mod residual;
 
+pub use defect::DefectOp;
 pub use residual::ResidualOp;

@@ -1,28 +1,61 @@
 //! The one-step student d(eps) = D(sigma_max * eps; sigma_max) (`diffusion::edm::student`) and its
 //! physics-informed distillation:
 //!   loss = || d(eps) - ODE(eps) ||^2 + lambda_train * mean R(physical(d(eps)))^2
-//! on pairs (eps, ODE(eps)) drawn from the EMA teacher's Heun probability-flow ODE.
+//!          + lambda_consistency * mean (e / s_u)^2
+//! on pairs (eps, ODE(eps)) drawn from the EMA teacher's Heun probability-flow ODE; e ~ u - S(input)
+//! is the defect (`physics::defect`: the residual mapped back to the solved field u, S the family's
+//! solver), s_u u's normalisation scale, so the last term weighs the coarse scales and the boundary
+//! values that R alone leaves loose.
 
 use super::pairs::{pairs, pairs_cache, Pairs};
 use crate::checkpoint::{load_role, CheckpointMeta, Role, StudentInfo, TrainState};
 use crate::config::Preset;
 use crate::diffusion::edm::one_step;
+use crate::physics::DefectOp;
 use crate::train::{self, Outcome};
 use crate::util::seed::{batch_indices, seed_tch};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use tch::Kind;
 
+/// The physics terms' weights of a student's loss.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Physics {
+    pub lambda_train: f64,
+    pub lambda_consistency: f64,
+}
+
+impl Physics {
+    /// Plain distillation.
+    pub const NONE: Physics = Physics {
+        lambda_train: 0.0,
+        lambda_consistency: 0.0,
+    };
+
+    /// The preset's weights.
+    pub fn of(preset: &Preset) -> Physics {
+        Physics {
+            lambda_train: preset.student.lambda_train,
+            lambda_consistency: preset.student.lambda_consistency,
+        }
+    }
+}
+
 pub fn distill(
     preset: &Preset,
     teacher: &Path,
-    lambda_train: f64,
+    physics: Physics,
     out: &Path,
     resume: bool,
     stop_after: Option<u64>,
 ) -> Result<Outcome> {
-    if !(lambda_train >= 0.0 && lambda_train.is_finite()) {
-        bail!("lambda_train must be finite and >= 0, got {lambda_train}");
+    for (name, v) in [
+        ("lambda_train", physics.lambda_train),
+        ("lambda_consistency", physics.lambda_consistency),
+    ] {
+        if !(v >= 0.0 && v.is_finite()) {
+            bail!("{name} must be finite and >= 0, got {v}");
+        }
     }
     let scfg = &preset.student;
     let mut state = train::open_state(out, resume, || {
@@ -33,7 +66,8 @@ pub fn distill(
             step: 0,
             train: scfg.train_config(),
             student: Some(StudentInfo {
-                lambda_train,
+                lambda_train: physics.lambda_train,
+                lambda_consistency: physics.lambda_consistency,
                 heun_steps: preset.sampler.steps,
                 teacher_train_steps: tmeta.step,
                 pairs: scfg.pairs,
@@ -57,7 +91,12 @@ pub fn distill(
     let op = state.meta.data.residual_op();
     let norm = state.meta.data.normalisation.clone();
     let mut current: Option<(u64, Pairs)> = None;
-    let label = format!("student (lambda_train {:e})", info.lambda_train);
+    let solved = crate::physics::defect::solved_channel(&op.pde, op.grid);
+    let defect = DefectOp::new(&op, norm.scale[solved]);
+    let label = format!(
+        "student (lambda_train {:e}, lambda_consistency {:e})",
+        info.lambda_train, info.lambda_consistency
+    );
     train::run(&mut state, out, &label, stop_after, |net, step| {
         let k = step.checked_div(info.refresh_every).unwrap_or(0);
         if current.as_ref().map(|c| c.0) != Some(k) {
@@ -78,8 +117,12 @@ pub fn distill(
         let (eps, x0) = (p.eps.index_select(0, &idx), p.x0.index_select(0, &idx));
         let d = one_step(&edm, net, &eps);
         let mut loss = (&d - x0).square().mean(Kind::Float);
-        if info.lambda_train > 0.0 {
-            loss += op.mse_per_sample(&norm.to_physical(&d)).mean(Kind::Float) * info.lambda_train;
+        if info.lambda_train > 0.0 || info.lambda_consistency > 0.0 {
+            let x = norm.to_physical(&d);
+            loss += op.mse_per_sample(&x).mean(Kind::Float) * info.lambda_train;
+            if info.lambda_consistency > 0.0 {
+                loss += defect.mse_per_sample(&x).mean(Kind::Float) * info.lambda_consistency;
+            }
         }
         Ok(loss)
     })
