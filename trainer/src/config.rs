@@ -229,6 +229,7 @@ impl Preset {
         p.data.pde = full.data.pde;
         p.model.channels = full.model.channels;
         p.student.lambda_train = full.student.lambda_train;
+        p.student.lambda_consistency = full.student.lambda_consistency;
         p.infer.lambda = full.infer.lambda;
         Ok(p)
     }

@@ -49,6 +49,8 @@ fn tiny_pipeline_every_stage(family: &str) {
             m.residual_std,
             m.mmse,
             m.smse,
+            m.relative_residual.median,
+            m.consistency.median,
             m.seconds_per_sample,
         ] {
             assert!(v.is_finite() && v >= 0.0, "{m:?}");
