@@ -654,6 +654,53 @@ fn inspect_rejects_foreign_and_corrupt_files() {
     }
 }
 
+/// The graphs of two files agree: nodes (operators, inputs, outputs, attributes) equal, initializers
+/// of the same names and shapes with float32 values within 1e-6 relative.
+fn same_graph(a: &Path, b: &Path) {
+    use onnx_protobuf::ModelProto;
+    let read = |p: &Path| ModelProto::parse_from_bytes(&std::fs::read(p).unwrap()).unwrap();
+    let (ma, mb) = (read(a), read(b));
+    let (ga, gb) = (ma.graph.as_ref().unwrap(), mb.graph.as_ref().unwrap());
+    assert_eq!(ga.node, gb.node, "{}: nodes differ", b.display());
+    assert_eq!(
+        ga.initializer.len(),
+        gb.initializer.len(),
+        "{}",
+        b.display()
+    );
+    let values = |t: &onnx_protobuf::TensorProto| -> Vec<f32> {
+        if t.raw_data.is_empty() {
+            t.float_data.clone()
+        } else {
+            t.raw_data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }
+    };
+    let mut worst = 0.0f32;
+    for (x, y) in ga.initializer.iter().zip(&gb.initializer) {
+        assert_eq!(
+            (&x.name, &x.dims, x.data_type),
+            (&y.name, &y.dims, y.data_type),
+            "{}",
+            b.display()
+        );
+        if x.data_type != 1 {
+            assert_eq!(x.raw_data, y.raw_data, "{}: {}", b.display(), x.name);
+            continue;
+        }
+        for (u, v) in values(x).iter().zip(values(y).iter()) {
+            worst = worst.max((u - v).abs() / v.abs().max(1.0));
+        }
+    }
+    assert!(
+        worst <= 1e-6,
+        "{}: initializers differ by {worst:e}",
+        b.display()
+    );
+}
+
 /// The shipped model is what its committed checkpoint exports to, and ONNX Runtime reproduces the
 /// checkpoint's tch student on it (the same checks as above, on the real model).
 #[test]
@@ -677,10 +724,19 @@ fn shipped_model_matches_its_checkpoint() {
         card.evaluation.clone(),
     )
     .unwrap();
-    assert_eq!(
-        fresh.graph_sha256, card.graph_sha256,
-        "the shipped graphs are not what the committed checkpoints export to"
-    );
+    // Bitwise equal where this machine's libtorch rounds as the exporting one did; otherwise the
+    // same operators and initializers, the constants folded in float32 (the time embedding at
+    // sigma_max through its linear layers) within a few ulp.
+    if fresh.graph_sha256 != card.graph_sha256 {
+        for part in [
+            Part::Generate,
+            Part::Refine,
+            Part::Residual,
+            Part::Amortised,
+        ] {
+            same_graph(&card::sibling(&again, part), &card::sibling(&shipped, part));
+        }
+    }
     assert_eq!(
         fresh.weights_sha256, card.weights_sha256,
         "the shipped model was not exported from the committed checkpoint"
