@@ -89,6 +89,11 @@ pub struct ModelCard {
     /// field's normalised units); 0, and absent from the card, where it was not trained with one.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lambda_consistency: f64,
+    /// Defect corrections in the student's graphs: its solved field u <- u - D R(x), D the
+    /// family's inverse of its operator at a constant coefficient; 0, and absent from the card,
+    /// where the graphs have none.
+    #[serde(default, skip_serializing_if = "is_zero_count")]
+    pub corrections: usize,
     pub defaults: SolveDefaults,
     /// Heun steps of the teacher the student was distilled from (NFE 2N - 1).
     pub teacher_steps: usize,
@@ -229,6 +234,10 @@ pub struct Files {
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
+}
+
+fn is_zero_count(v: &usize) -> bool {
+    *v == 0
 }
 
 impl ModelCard {

@@ -95,6 +95,10 @@ pub struct StudentInfo {
     /// Weight of the defect term (`physics::defect`); absent (0) in students trained before it.
     #[serde(default)]
     pub lambda_consistency: f64,
+    /// Defect corrections of the output (`physics::correction`); absent (0) in students trained
+    /// before them.
+    #[serde(default)]
+    pub corrections: usize,
     pub heun_steps: usize,
     pub teacher_train_steps: u64,
     pub pairs: usize,
@@ -325,6 +329,11 @@ pub fn load_ema(path: &Path) -> Result<(Net, CheckpointMeta)> {
 pub fn load_role(path: &Path, role: Role) -> Result<(Net, CheckpointMeta)> {
     let (net, meta) = load_ema(path)?;
     meta.expect_role(role, path)?;
+    if let Some(s) = meta.student.as_ref().filter(|s| s.corrections > 0) {
+        let op = meta.data.residual_op();
+        crate::physics::Correction::new(op, &meta.data.normalisation, s.corrections)
+            .with_context(|| format!("{}", path.display()))?;
+    }
     Ok((net, meta))
 }
 

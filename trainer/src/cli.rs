@@ -60,6 +60,9 @@ pub enum Cmd {
         /// Weight of the residual mapped back to the solved field (default: the preset's).
         #[arg(long)]
         lambda_consistency: Option<f64>,
+        /// Defect corrections of the output (default: the preset's; 0 leaves it as the network's).
+        #[arg(long)]
+        corrections: Option<usize>,
         #[arg(long)]
         resume: bool,
         #[arg(long)]
@@ -262,6 +265,7 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
             out,
             lambda_train,
             lambda_consistency,
+            corrections,
             resume,
             stop_after,
         } => {
@@ -269,6 +273,7 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
             let physics = student::Physics {
                 lambda_train: lambda_train.unwrap_or(p.student.lambda_train),
                 lambda_consistency: lambda_consistency.unwrap_or(p.student.lambda_consistency),
+                corrections: corrections.unwrap_or(p.student.corrections),
             };
             student::distill(&p, &teacher, physics, &out, resume, stop_after).map(drop)
         }

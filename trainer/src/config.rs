@@ -92,6 +92,10 @@ pub struct StudentConfig {
     /// normalised units; 0 (the default) leaves it out.
     #[serde(default)]
     pub lambda_consistency: f64,
+    /// Defect corrections of the student's output (`physics::correction`); 0 (the default)
+    /// leaves the network's output as it is.
+    #[serde(default)]
+    pub corrections: usize,
     pub checkpoint_every: u64,
 }
 
@@ -230,6 +234,7 @@ impl Preset {
         p.model.channels = full.model.channels;
         p.student.lambda_train = full.student.lambda_train;
         p.student.lambda_consistency = full.student.lambda_consistency;
+        p.student.corrections = full.student.corrections;
         p.infer.lambda = full.infer.lambda;
         Ok(p)
     }

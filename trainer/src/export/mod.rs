@@ -7,7 +7,6 @@ pub mod graph;
 
 use crate::checkpoint::{load_role, weights_sha256, CheckpointMeta, Net, Role};
 use crate::config::InferConfig;
-use crate::diffusion::{edm::student, Edm};
 use crate::nets::UNet;
 use crate::pde::ops::FieldOps;
 use crate::physics::objective::emit_loss;
@@ -87,11 +86,11 @@ impl FieldOps for Graph {
     }
 }
 
-/// The student d(eps) in normalised units as graph nodes: `diffusion::edm::student`, the code that trains,
-/// run over the folding builder.
-fn student_nodes(g: &mut Graph, net: &UNet, edm: &Edm, eps: &str) -> String {
+/// The student d(eps) in normalised units as graph nodes: `Student::emit_one_step`, the code that
+/// trains, run over the folding builder.
+fn student_nodes(g: &mut Graph, st: &Student, eps: &str) -> String {
     let mut f = Folding::new(g);
-    let d = student(&mut f, edm, net, &Gv::Node(eps.into()));
+    let d = st.emit_one_step(&mut f, &Gv::Node(eps.into()));
     f.name(&d)
 }
 
@@ -271,6 +270,7 @@ pub fn card_for(
         },
         lambda_train: info.lambda_train,
         lambda_consistency: info.lambda_consistency,
+        corrections: info.corrections,
         defaults: card::SolveDefaults {
             lambda_infer: infer.lambda,
             steps: infer.steps,
@@ -318,11 +318,12 @@ pub fn build(
     ];
     let op = meta.data.residual_op();
     let norm = &meta.data.normalisation;
+    let st = Student::of(net, meta);
 
     // generate: eps -> x (physical), residual
     let mut g = Graph::new();
     g.chw.insert(io::EPS.into(), chw);
-    let d = student_nodes(&mut g, &net.net, &meta.edm, io::EPS);
+    let d = student_nodes(&mut g, &st, io::EPS);
     let x = g.affine_channels(&d, &norm.scale, &norm.mean);
     let r = op.emit(&mut g, &x);
     g.rename(&x, io::X);
@@ -334,7 +335,7 @@ pub fn build(
     g.input_diff(io::EPS, chw);
     g.chw.insert(io::OBSERVED.into(), chw);
     g.chw.insert(io::MASK.into(), chw);
-    let d = student_nodes(&mut g, &net.net, &meta.edm, io::EPS);
+    let d = student_nodes(&mut g, &st, io::EPS);
     let (obs, mask, lambda) = (
         io::OBSERVED.to_string(),
         io::MASK.to_string(),
@@ -373,7 +374,7 @@ pub fn build(
         let node = |n: &str| Gv::Node(n.into());
         let (eps, x) = encoder::answer(
             &mut f,
-            &Student::of(net, meta),
+            &st,
             enc,
             &node(io::OBSERVED),
             &node(io::MASK),

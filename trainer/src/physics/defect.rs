@@ -31,29 +31,37 @@ pub fn solved_channel(pde: &Pde, grid: Grid) -> usize {
         .unwrap_or(0)
 }
 
+/// The orthonormal sine basis of a Dirichlet grid's interior (m x m, m = n - 2, symmetric: it is
+/// its own inverse) and scale / (mu_i + mu_j + shift), mu the eigenvalues of the 1-D second
+/// difference with Dirichlet ends: (Lap + shift)^(-1) scale = V diag(that) V in two dimensions.
+pub fn dirichlet_basis(grid: Grid, shift: f64, scale: f64) -> (Vec<f64>, Vec<f64>) {
+    let m = grid.n - 2;
+    let (h, l) = (grid.h(), (m + 1) as f64);
+    let pi = std::f64::consts::PI;
+    let v: Vec<f64> = (0..m * m)
+        .map(|p| {
+            let (i, j) = ((p / m + 1) as f64, (p % m + 1) as f64);
+            (2.0 / l).sqrt() * (pi * i * j / l).sin()
+        })
+        .collect();
+    let mu: Vec<f64> = (1..=m)
+        .map(|i| -4.0 / (h * h) * (pi * i as f64 / (2.0 * l)).sin().powi(2))
+        .collect();
+    let inv: Vec<f64> = (0..m * m)
+        .map(|p| scale / (mu[p / m] + mu[p % m] + shift))
+        .collect();
+    (v, inv)
+}
+
 impl DefectOp {
     /// `scale`: the normalisation scale of the solved channel (e is divided by it).
     pub fn new(op: &ResidualOp, scale: f64) -> Self {
         let defect = op.pde.family().defect(op.grid);
         let basis = match defect {
             Defect::Dirichlet { shift, scale } => {
-                let m = op.grid.n - 2;
-                let (h, l) = (op.grid.h(), (m + 1) as f64);
-                let pi = std::f64::consts::PI;
-                let v: Vec<f64> = (0..m * m)
-                    .map(|p| {
-                        let (i, j) = ((p / m + 1) as f64, (p % m + 1) as f64);
-                        (2.0 / l).sqrt() * (pi * i * j / l).sin()
-                    })
-                    .collect();
-                // eigenvalues of the 1-D second difference with Dirichlet ends
-                let mu: Vec<f64> = (1..=m)
-                    .map(|i| -4.0 / (h * h) * (pi * i as f64 / (2.0 * l)).sin().powi(2))
-                    .collect();
-                let inv: Vec<f64> = (0..m * m)
-                    .map(|p| scale / (mu[p / m] + mu[p % m] + shift))
-                    .collect();
-                let t = |v: &[f64]| Tensor::from_slice(v).reshape([m as i64, m as i64]);
+                let m = (op.grid.n - 2) as i64;
+                let (v, inv) = dirichlet_basis(op.grid, shift, scale);
+                let t = |v: &[f64]| Tensor::from_slice(v).reshape([m, m]);
                 Some((t(&v), t(&inv)))
             }
             Defect::TimeIntegral { .. } => None,

@@ -14,7 +14,6 @@ use crate::checkpoint::{
 };
 use crate::config::{AmortiseConfig, Preset};
 use crate::data::{Dataset, Normalisation};
-use crate::diffusion::edm::student;
 use crate::nets::{NetOps, UNet, UNetConfig};
 use crate::pde::ops::Tch;
 use crate::pde::{Grid, Pde, Task};
@@ -65,7 +64,7 @@ pub fn answer<B: NetOps>(
 ) -> (B::V, B::V) {
     let norm = st.norm;
     let eps = encode(b, enc, norm, observed, mask, z);
-    let d = student(b, &st.edm, st.net, &eps);
+    let d = st.emit_one_step(b, &eps);
     let phys = norm.emit_physical(b, &d);
     (eps, emit_x_mix(b, &phys, observed, mask))
 }
@@ -194,7 +193,7 @@ pub fn train_encoder(
         let (observed, mask) = (observed.repeat([2, 1, 1, 1]), mask.repeat([2, 1, 1, 1]));
         let z = observed.randn_like();
         let eps = encode(&mut Tch, enc, &norm, &observed, &mask, &z);
-        let d = student(&mut Tch, &st.edm, st.net, &eps);
+        let d = st.one_step(&eps);
         let (alg3, _) = emit_loss(&mut Tch, &st.op, &norm, &d, &observed, &mask, &lambda_t);
         let halves = d.chunk(2, 0);
         let y = norm.to_normalised(&truth);

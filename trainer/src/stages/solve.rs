@@ -6,10 +6,11 @@
 use crate::checkpoint::{CheckpointMeta, Net};
 use crate::config::InferConfig;
 use crate::data::Normalisation;
-use crate::diffusion::{edm::one_step, Edm};
+use crate::diffusion::{edm::student, Edm};
+use crate::nets::NetOps;
 use crate::nets::UNet;
 use crate::pde::ops::Tch;
-use crate::physics::{objective::emit_loss, ResidualOp};
+use crate::physics::{objective::emit_loss, Correction, ResidualOp};
 use crate::util::tensor::to_f32;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
@@ -20,6 +21,8 @@ pub struct Student<'a> {
     pub edm: Edm,
     pub norm: &'a Normalisation,
     pub op: ResidualOp,
+    /// The defect corrections its output goes through (`physics::correction`), if any.
+    pub correction: Option<Correction>,
 }
 
 pub struct SolveResult {
@@ -39,13 +42,38 @@ impl<'a> Student<'a> {
             edm: meta.edm,
             norm: &meta.data.normalisation,
             op: meta.data.residual_op(),
+            // `load_role` refused a checkpoint whose corrections its family cannot make.
+            correction: meta.student.as_ref().and_then(|s| {
+                Correction::new(
+                    meta.data.residual_op(),
+                    &meta.data.normalisation,
+                    s.corrections,
+                )
+                .ok()
+                .flatten()
+            }),
         }
+    }
+
+    /// d(eps) in normalised units, on any backend: the network at sigma_max
+    /// (`diffusion::edm::student`), then its defect corrections.
+    pub fn emit_one_step<B: NetOps>(&self, b: &mut B, eps: &B::V) -> B::V {
+        let d = student(b, &self.edm, self.net, eps);
+        match &self.correction {
+            Some(c) => c.emit(b, &d),
+            None => d,
+        }
+    }
+
+    /// [`Student::emit_one_step`] on tch tensors.
+    pub fn one_step(&self, eps: &Tensor) -> Tensor {
+        self.emit_one_step(&mut Tch, eps)
     }
 
     /// PIDDM-1: physical fields from eps in one network evaluation.
     pub fn generate(&self, eps: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
-        self.norm.to_physical(&one_step(&self.edm, self.net, eps))
+        self.norm.to_physical(&self.one_step(eps))
     }
 
     /// Per-sample loss [B] and x_mix (physical) for eps, observations x' (physical) and mask M.
@@ -56,7 +84,7 @@ impl<'a> Student<'a> {
         mask: &Tensor,
         lambda: f64,
     ) -> (Tensor, Tensor) {
-        let d = one_step(&self.edm, self.net, eps);
+        let d = self.one_step(eps);
         let lambda = Tensor::from(lambda).to_kind(d.kind()).to_device(d.device());
         emit_loss(&mut Tch, &self.op, self.norm, &d, observed, mask, &lambda)
     }

@@ -5,24 +5,28 @@
 //! on pairs (eps, ODE(eps)) drawn from the EMA teacher's Heun probability-flow ODE; e ~ u - S(input)
 //! is the defect (`physics::defect`: the residual mapped back to the solved field u, S the family's
 //! solver), s_u u's normalisation scale, so the last term weighs the coarse scales and the boundary
-//! values that R alone leaves loose.
+//! values that R alone leaves loose. With `corrections` > 0, d(eps) is the network's output after
+//! that many defect corrections (`physics::correction`), and the targets ODE(eps) are corrected
+//! alike: the student learns the teacher's samples made consistent with their own input.
 
 use super::pairs::{pairs, pairs_cache, Pairs};
 use crate::checkpoint::{load_role, CheckpointMeta, Role, StudentInfo, TrainState};
 use crate::config::Preset;
 use crate::diffusion::edm::one_step;
-use crate::physics::DefectOp;
+use crate::physics::{Correction, DefectOp};
 use crate::train::{self, Outcome};
 use crate::util::seed::{batch_indices, seed_tch};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
-use tch::Kind;
+use tch::{Kind, Tensor};
 
 /// The physics terms' weights of a student's loss.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Physics {
     pub lambda_train: f64,
     pub lambda_consistency: f64,
+    /// Defect corrections of the output (`physics::correction`).
+    pub corrections: usize,
 }
 
 impl Physics {
@@ -30,6 +34,7 @@ impl Physics {
     pub const NONE: Physics = Physics {
         lambda_train: 0.0,
         lambda_consistency: 0.0,
+        corrections: 0,
     };
 
     /// The preset's weights.
@@ -37,6 +42,7 @@ impl Physics {
         Physics {
             lambda_train: preset.student.lambda_train,
             lambda_consistency: preset.student.lambda_consistency,
+            corrections: preset.student.corrections,
         }
     }
 }
@@ -68,6 +74,7 @@ pub fn distill(
             student: Some(StudentInfo {
                 lambda_train: physics.lambda_train,
                 lambda_consistency: physics.lambda_consistency,
+                corrections: physics.corrections,
                 heun_steps: preset.sampler.steps,
                 teacher_train_steps: tmeta.step,
                 pairs: scfg.pairs,
@@ -93,29 +100,33 @@ pub fn distill(
     let mut current: Option<(u64, Pairs)> = None;
     let solved = crate::physics::defect::solved_channel(&op.pde, op.grid);
     let defect = DefectOp::new(&op, norm.scale[solved]);
+    let correction = Correction::new(op, &norm, info.corrections)?;
+    let correct = |d: Tensor| match &correction {
+        Some(c) => c.apply(&d),
+        None => d,
+    };
     let label = format!(
-        "student (lambda_train {:e}, lambda_consistency {:e})",
-        info.lambda_train, info.lambda_consistency
+        "student (lambda_train {:e}, lambda_consistency {:e}, corrections {})",
+        info.lambda_train, info.lambda_consistency, info.corrections
     );
     train::run(&mut state, out, &label, stop_after, |net, step| {
         let k = step.checked_div(info.refresh_every).unwrap_or(0);
         if current.as_ref().map(|c| c.0) != Some(k) {
-            current = Some((
+            let mut p = pairs(
+                teacher,
                 k,
-                pairs(
-                    teacher,
-                    k,
-                    info.pairs,
-                    info.heun_steps,
-                    Some(&pairs_cache(out, k)),
-                )?,
-            ));
+                info.pairs,
+                info.heun_steps,
+                Some(&pairs_cache(out, k)),
+            )?;
+            p.x0 = tch::no_grad(|| correct(p.x0));
+            current = Some((k, p));
             seed_tch(seed, step);
         }
         let p = &current.as_ref().unwrap().1;
         let idx = batch_indices(seed, step, info.pairs, batch).to_device(p.eps.device());
         let (eps, x0) = (p.eps.index_select(0, &idx), p.x0.index_select(0, &idx));
-        let d = one_step(&edm, net, &eps);
+        let d = correct(one_step(&edm, net, &eps));
         let mut loss = (&d - x0).square().mean(Kind::Float);
         if info.lambda_train > 0.0 || info.lambda_consistency > 0.0 {
             let x = norm.to_physical(&d);

@@ -1,0 +1,231 @@
+//! Defect correction of the student's output: u <- u - D R(x), repeated, D the family's
+//! approximate inverse of its operator (`pde::Defect::Dirichlet`, the sine-basis inverse of
+//! Lap + shift) and the solved field's Dirichlet ring set to its value. Written once over
+//! [`NetOps`], so training, evaluation and the exported graphs (forward and reverse pass) run the
+//! same operator.
+//!
+//! Why: a generated u is a few percent away from the solve of its own input, and the error sits
+//! in the lowest modes (`trainer/results/consistency.md`): the non-local part of the solution
+//! operator that a U-Net of 3 x 3 convolutions represents poorly. D is that non-local part,
+//! exactly for Poisson and Helmholtz (one iteration gives u = S(f) to rounding), and for Darcy
+//! with the phases' mean permeability (each iteration contracts the error by at most
+//! (a_hi - a_lo) / (a_hi + a_lo), 0.6 for a in {3, 12}).
+
+use super::defect::{dirichlet_basis, solved_channel};
+use super::ResidualOp;
+use crate::data::Normalisation;
+use crate::nets::NetOps;
+use crate::pde::ops::Tch;
+use crate::pde::Defect;
+use tch::Tensor;
+
+/// `iterations` defect corrections of the solved channel of normalised fields.
+pub struct Correction {
+    op: ResidualOp,
+    norm: Normalisation,
+    iterations: usize,
+    solved: i64,
+    channels: i64,
+    /// [1, 1, n, n]: 0 on the solved channel's Dirichlet ring, 1 inside.
+    keep: Tensor,
+    /// The orthonormal sine basis of the interior [1, m, m] (symmetric), and
+    /// scale / (mu_i + mu_j + shift) [1, m, m].
+    basis: Tensor,
+    inverse: Tensor,
+}
+
+impl Correction {
+    /// None when `iterations` is 0; an error naming the family when it has no Dirichlet inverse.
+    pub fn new(
+        op: ResidualOp,
+        norm: &Normalisation,
+        iterations: usize,
+    ) -> anyhow::Result<Option<Self>> {
+        if iterations == 0 {
+            return Ok(None);
+        }
+        let (shift, scale) = match op.pde.family().defect(op.grid) {
+            Defect::Dirichlet { shift, scale } => (shift, scale),
+            d => anyhow::bail!(
+                "{} has no defect correction (its operator's inverse is {d:?}, not a Dirichlet \
+                 sine-basis inverse); train it with corrections = 0",
+                op.pde.name()
+            ),
+        };
+        let (n, m) = (op.grid.n as i64, op.grid.n as i64 - 2);
+        let (v, inv) = dirichlet_basis(op.grid, shift, scale);
+        let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let keep: Vec<f32> = (0..n * n)
+            .map(|p| {
+                let (i, j) = (p / n, p % n);
+                (i > 0 && j > 0 && i < n - 1 && j < n - 1) as u8 as f32
+            })
+            .collect();
+        Ok(Some(Correction {
+            op,
+            norm: norm.clone(),
+            iterations,
+            solved: solved_channel(&op.pde, op.grid) as i64,
+            channels: op.pde.channels().len() as i64,
+            keep: Tensor::from_slice(&keep).reshape([1, 1, n, n]),
+            basis: Tensor::from_slice(&f32s(&v)).reshape([1, m, m]),
+            inverse: Tensor::from_slice(&f32s(&inv)).reshape([1, m, m]),
+        }))
+    }
+
+    pub fn iterations(&self) -> usize {
+        self.iterations
+    }
+
+    /// The corrected normalised fields `d` [B, C, n, n]; the other channels pass unchanged.
+    pub fn emit<B: NetOps>(&self, b: &mut B, d: &B::V) -> B::V {
+        let s = self.solved as usize;
+        let x = self.norm.emit_physical(b, d);
+        let keep = b.constant(&self.keep);
+        let mut u = b.channel(&x, self.solved);
+        for _ in 0..self.iterations {
+            let inner = b.mul(&u, &keep);
+            let xi = self.with_solved(b, &x, &inner);
+            let r = self.op.emit(b, &xi);
+            let e = self.inverse(b, &r);
+            u = b.sub(&inner, &e);
+        }
+        let u_n = b.affine(
+            &u,
+            1.0 / self.norm.scale[s],
+            -self.norm.mean[s] / self.norm.scale[s],
+        );
+        self.with_solved(b, d, &u_n)
+    }
+
+    /// [`Correction::emit`] on tch tensors.
+    pub fn apply(&self, d: &Tensor) -> Tensor {
+        self.emit(&mut Tch, d)
+    }
+
+    /// `x` with its solved channel replaced by `u` [B, 1, n, n].
+    fn with_solved<B: NetOps>(&self, b: &mut B, x: &B::V, u: &B::V) -> B::V {
+        let (s, c) = (self.solved, self.channels);
+        let before = (s > 0).then(|| b.channels(x, 0, s));
+        let after = (s + 1 < c).then(|| b.channels(x, s + 1, c - s - 1));
+        let parts: Vec<&B::V> = before.iter().chain([u]).chain(after.iter()).collect();
+        b.concat(&parts)
+    }
+
+    /// D r of residuals r [B, 1, n, n]: V ((V r V) * inverse) V on the interior, 0 on the ring.
+    fn inverse<B: NetOps>(&self, b: &mut B, r: &B::V) -> B::V {
+        let m = self.op.grid.n as i64 - 2;
+        let v = b.constant(&self.basis);
+        let inv = b.constant(&self.inverse);
+        let ri = b.crop1(r);
+        let r3 = b.reshape(&ri, &[-1, m, m]);
+        let t = b.matmul(&v, &r3);
+        let t = b.matmul(&t, &v);
+        let t = b.mul(&t, &inv);
+        let t = b.matmul(&v, &t);
+        let t = b.matmul(&t, &v);
+        let t4 = b.reshape(&t, &[-1, 1, m, m]);
+        b.pad1(&t4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pde::{Grid, Pde};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// A perturbed sample of `pde` (u off by a rough field, its ring too) in normalised units, and
+    /// the solve of its own input (S, the family's sparse solver: a second implementation).
+    fn perturbed(pde: Pde, grid: Grid, norm: &Normalisation) -> (Tensor, Vec<f64>) {
+        let fam = pde.family();
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut x = fam.sampler(grid).unwrap().sample(&mut rng).unwrap().fields;
+        let solved = fam.resolver(grid).unwrap().resolve(&x).unwrap();
+        let scale = x[grid.len()..].iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for p in 0..grid.len() {
+            x[grid.len() + p] += 0.2 * scale * (rng.random::<f64>() - 0.5);
+        }
+        let n = grid.n as i64;
+        let t = Tensor::from_slice(&x)
+            .reshape([1, 2, n, n])
+            .to_kind(tch::Kind::Float);
+        (norm.to_normalised(&t), solved)
+    }
+
+    fn rel_error(corr: &Correction, d: &Tensor, norm: &Normalisation, want: &[f64]) -> f64 {
+        let x = norm.to_physical(&corr.apply(d));
+        let got = Vec::<f64>::try_from(x.to_kind(tch::Kind::Double).reshape([-1])).unwrap();
+        let len = want.len() / 2;
+        let (mut num, mut den) = (0.0, 0.0);
+        for p in len..2 * len {
+            num += (got[p] - want[p]).powi(2);
+            den += want[p].powi(2);
+        }
+        (num / den).sqrt()
+    }
+
+    /// Poisson and Helmholtz: one iteration gives the solve of the field's own f (float32
+    /// rounding), whatever u was; f passes bit for bit.
+    #[test]
+    fn one_iteration_solves_the_linear_families() {
+        let grid = Grid::new(24).unwrap();
+        let norm = Normalisation {
+            mean: vec![0.1, -0.2],
+            scale: vec![2.0, 0.05],
+        };
+        for name in ["poisson", "helmholtz"] {
+            let pde = Pde::parse(name).unwrap();
+            let (d, want) = perturbed(pde, grid, &norm);
+            let op = ResidualOp { pde, grid };
+            let corr = Correction::new(op, &norm, 1).unwrap().unwrap();
+            let err = rel_error(&corr, &d, &norm, &want);
+            assert!(err < 1e-5, "{name}: {err}");
+            let out = corr.apply(&d);
+            assert!(
+                out.narrow(1, 0, 1).equal(&d.narrow(1, 0, 1)),
+                "{name}: f changed"
+            );
+        }
+    }
+
+    /// Darcy: the error to the solve of the sample's own a falls by at least the predicted
+    /// contraction (a_hi - a_lo) / (a_hi + a_lo) per iteration (up to a constant of the norms).
+    #[test]
+    fn darcy_iterations_contract() {
+        let grid = Grid::new(24).unwrap();
+        let norm = Normalisation {
+            mean: vec![7.5, 0.02],
+            scale: vec![9.0, 0.02],
+        };
+        let pde = Pde::parse("darcy").unwrap();
+        let (d, want) = perturbed(pde, grid, &norm);
+        let op = ResidualOp { pde, grid };
+        let errs: Vec<f64> = (1..=8)
+            .map(|k| {
+                let c = Correction::new(op, &norm, k).unwrap().unwrap();
+                rel_error(&c, &d, &norm, &want)
+            })
+            .collect();
+        assert!(errs.windows(2).all(|w| w[1] < w[0]), "{errs:?}");
+        assert!(errs[7] < 3.0 * errs[0] * 0.6f64.powi(7), "{errs:?}");
+        assert!(errs[7] < 1e-2, "{errs:?}");
+    }
+
+    #[test]
+    fn burgers_and_zero_iterations() {
+        let grid = Grid::new(16).unwrap();
+        let norm = Normalisation {
+            mean: vec![0.0],
+            scale: vec![1.0],
+        };
+        let op = ResidualOp {
+            pde: Pde::parse("burgers").unwrap(),
+            grid,
+        };
+        let err = Correction::new(op, &norm, 2).err().unwrap().to_string();
+        assert!(err.contains("burgers"), "{err}");
+        assert!(Correction::new(op, &norm, 0).unwrap().is_none());
+    }
+}
