@@ -68,6 +68,17 @@ pub enum Cmd {
         #[arg(long)]
         stop_after: Option<u64>,
     },
+    /// Give a trained student defect corrections of its output (`physics::correction`) without
+    /// retraining it: a copy at --out whose generation, solve and export apply them. Its weights,
+    /// and so an encoder's tie to them, are unchanged.
+    Correct {
+        #[arg(long)]
+        student: PathBuf,
+        #[arg(long)]
+        corrections: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// PIDM: continue a teacher's training with a residual loss on its clean estimate D(x; sigma).
     Pidm {
         #[arg(long)]
@@ -277,6 +288,11 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
             };
             student::distill(&p, &teacher, physics, &out, resume, stop_after).map(drop)
         }
+        Cmd::Correct {
+            student: s,
+            corrections,
+            out,
+        } => student::with_corrections(&s, corrections, &out),
         Cmd::Pidm {
             preset: p,
             data,

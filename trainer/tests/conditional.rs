@@ -73,3 +73,55 @@ fn report_matches_the_rust_api() {
         rel[1]
     );
 }
+
+/// The report runs on every family's exported model with its encoder (tiny presets): each task
+/// scored on what the family's tasks want, finite errors, coverage a share, and the figure.
+#[test]
+fn report_runs_on_every_family() {
+    use piddm_trainer::config::Preset;
+    use piddm_trainer::stages::RunPaths;
+    use piddm_trainer::{export, pipeline};
+    for family in ["poisson", "helmholtz", "burgers"] {
+        let dir = tempfile::tempdir().unwrap();
+        let preset = Preset::tiny_of(family).unwrap();
+        pipeline::run(&preset, dir.path(), "test".into()).unwrap();
+        let paths = RunPaths::new(dir.path());
+        let model = dir.path().join("tiny.onnx");
+        let refine = &preset.amortise.as_ref().unwrap().refine;
+        export::export(
+            &paths.student,
+            &model,
+            &preset.infer,
+            Some((paths.encoder.as_path(), refine)),
+            serde_json::json!({}),
+        )
+        .unwrap();
+        let s = Settings {
+            model,
+            problems: 2,
+            seed: 5,
+            sparse: 0.1,
+            answers: 2,
+            published: false,
+        };
+        let out = dir.path().join("report");
+        let r = conditional::run(&s, "test".into(), &out).unwrap();
+        assert_eq!(r.pde, family);
+        assert_eq!(r.rows.len(), 2, "{family}");
+        for row in &r.rows {
+            let tasks: Vec<&str> = row.tasks.iter().map(|t| t.task.as_str()).collect();
+            assert_eq!(tasks, ["forward", "inverse", "sparse"], "{family}");
+            for e in row.tasks.iter().flat_map(|t| &t.errors) {
+                assert!(
+                    e.figure.median.is_finite() && e.figure.median > 0.0,
+                    "{family}: {}",
+                    e.label()
+                );
+            }
+        }
+        let sp = r.spread.as_ref().unwrap();
+        assert!(sp.tasks.iter().all(|t| (0.0..=1.0).contains(&t.coverage)));
+        assert!(out.join("conditional.png").exists(), "{family}");
+        assert!(conditional::markdown(&r).contains(&format!("fresh {family} problems")));
+    }
+}

@@ -109,55 +109,81 @@ fn diagnosis_rows_and_its_properties() {
     assert!(wins.iter().all(|&w| w), "the chosen loss is one restart's");
 }
 
-/// The diagnosis runs on any family, here Poisson's tiny model with its amortised encoder: the
-/// fast paths score every task on what the family's tasks want, with the spread per task.
+/// The diagnosis runs on any family (tiny models of the other three with their amortised
+/// encoders): the fast paths score every task on what the family's tasks want, with the spread
+/// per task.
 #[test]
-fn diagnosis_of_another_family_with_its_encoder() {
-    let dir = tempfile::tempdir().unwrap();
-    let preset = Preset::tiny_of("poisson").unwrap();
-    pipeline::run(&preset, dir.path(), "test".into()).unwrap();
-    let paths = RunPaths::new(dir.path());
-    let s = Settings {
-        problems: 3,
-        seed: 5,
-        fit_steps: 5,
-        fit_restarts: 1,
-        long_steps: 5,
-        long_restarts: 1,
-        encoder: Some(paths.encoder),
-        answers: 2,
-    };
-    let d = diagnose::diagnose(&paths.student, &preset, &s, "test".into()).unwrap();
-    assert_eq!(d.pde, "poisson");
-    assert_eq!(
-        d.rows.len(),
-        7,
-        "one call and three step counts of two optimisers"
-    );
-    for r in &d.rows {
-        let tasks: Vec<&str> = r.tasks.iter().map(|t| t.task.as_str()).collect();
-        assert_eq!(tasks, ["forward", "inverse", "sparse"]);
-        assert_eq!(r.tasks[0].errors[0].label(), "rel. L2 of u");
-        assert_eq!(r.tasks[1].errors[0].label(), "rel. L2 of f");
-        // the sparse task observes 3 % of u: f everywhere and the rest of u are scored
-        let sparse: Vec<String> = r.tasks[2].errors.iter().map(|e| e.label()).collect();
-        assert_eq!(sparse, ["rel. L2 of f", "rel. L2 of u"]);
-        for e in r.tasks.iter().flat_map(|t| &t.errors) {
-            assert!(
-                e.figure.median.is_finite() && e.figure.median > 0.0,
-                "{r:?}"
-            );
+fn diagnosis_of_every_other_family_with_its_encoder() {
+    // what each task scores: (forward, inverse, sparse) labels
+    let wanted: [(&str, [&[&str]; 3]); 3] = [
+        (
+            "poisson",
+            [
+                &["rel. L2 of u"],
+                &["rel. L2 of f"],
+                &["rel. L2 of f", "rel. L2 of u"],
+            ],
+        ),
+        (
+            "helmholtz",
+            [
+                &["rel. L2 of u"],
+                &["rel. L2 of f"],
+                &["rel. L2 of f", "rel. L2 of u"],
+            ],
+        ),
+        (
+            "burgers",
+            [
+                &["rel. L2 of u for t > 0"],
+                &["rel. L2 of u at t = 0"],
+                &["rel. L2 of u"],
+            ],
+        ),
+    ];
+    for (family, labels) in wanted {
+        let dir = tempfile::tempdir().unwrap();
+        let preset = Preset::tiny_of(family).unwrap();
+        pipeline::run(&preset, dir.path(), "test".into()).unwrap();
+        let paths = RunPaths::new(dir.path());
+        let s = Settings {
+            problems: 3,
+            seed: 5,
+            fit_steps: 5,
+            fit_restarts: 1,
+            long_steps: 5,
+            long_restarts: 1,
+            encoder: Some(paths.encoder),
+            answers: 2,
+        };
+        let d = diagnose::diagnose(&paths.student, &preset, &s, "test".into()).unwrap();
+        assert_eq!(d.pde, family);
+        assert_eq!(
+            d.rows.len(),
+            7,
+            "one call and three step counts of two optimisers"
+        );
+        for r in &d.rows {
+            let tasks: Vec<&str> = r.tasks.iter().map(|t| t.task.as_str()).collect();
+            assert_eq!(tasks, ["forward", "inverse", "sparse"]);
+            for (t, want) in r.tasks.iter().zip(labels) {
+                let got: Vec<String> = t.errors.iter().map(|e| e.label()).collect();
+                assert_eq!(got, want, "{family}, {}", t.task);
+            }
+            for e in r.tasks.iter().flat_map(|t| &t.errors) {
+                assert!(
+                    e.figure.median.is_finite() && e.figure.median > 0.0,
+                    "{r:?}"
+                );
+            }
         }
+        let spread = d.spread.as_ref().unwrap();
+        assert_eq!(spread.tasks.len(), 3);
+        assert!(spread
+            .tasks
+            .iter()
+            .all(|t| (0.0..=1.0).contains(&t.coverage)));
+        let md = diagnose::markdown(&d);
+        assert!(md.contains(&format!("fresh {family} problems")), "{md}");
     }
-    let spread = d.spread.as_ref().unwrap();
-    assert_eq!(spread.tasks.len(), 3);
-    assert!(spread
-        .tasks
-        .iter()
-        .all(|t| (0.0..=1.0).contains(&t.coverage)));
-    let md = diagnose::markdown(&d);
-    assert!(
-        md.contains("fresh poisson problems") && md.contains("sparse (3 % of u)"),
-        "{md}"
-    );
 }

@@ -138,3 +138,30 @@ pub fn distill(
         Ok(loss)
     })
 }
+
+/// Writes `student` to `out` with `corrections` defect corrections of its output, weights and
+/// optimiser state unchanged.
+pub fn with_corrections(student: &Path, corrections: usize, out: &Path) -> Result<()> {
+    let mut st = TrainState::load(student)?;
+    st.meta.expect_role(Role::Student, student)?;
+    let info = st
+        .meta
+        .student
+        .as_mut()
+        .with_context(|| format!("{} has no student information", student.display()))?;
+    let was = info.corrections;
+    info.corrections = corrections;
+    let meta = &st.meta;
+    Correction::new(
+        meta.data.residual_op(),
+        &meta.data.normalisation,
+        corrections,
+    )?;
+    st.save(out)?;
+    eprintln!(
+        "wrote {} ({} -> {corrections} defect corrections)",
+        out.display(),
+        was
+    );
+    Ok(())
+}
