@@ -139,10 +139,12 @@ pub enum Cmd {
     Eval {
         #[arg(long)]
         preset: String,
+        /// The teacher (its row is left out without it).
         #[arg(long)]
-        teacher: PathBuf,
+        teacher: Option<PathBuf>,
+        /// The plain student (its row is left out without it).
         #[arg(long)]
-        student_lambda0: PathBuf,
+        student_lambda0: Option<PathBuf>,
         #[arg(long)]
         student: PathBuf,
         #[arg(long)]
@@ -352,8 +354,8 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
             out,
         } => {
             let inputs = evaluate::EvalInputs {
-                teacher: &teacher,
-                student_lambda0: &student_lambda0,
+                teacher: teacher.as_deref(),
+                student_lambda0: student_lambda0.as_deref(),
                 student: &student,
                 test: &test,
                 out: &out,

@@ -75,8 +75,8 @@ pub fn run(preset: &Preset, dir: &Path, command: String) -> Result<Option<Report
     drop(train);
     stage("evaluation");
     let inputs = EvalInputs {
-        teacher: &p.teacher,
-        student_lambda0: &p.student_lambda0,
+        teacher: Some(&p.teacher),
+        student_lambda0: Some(&p.student_lambda0),
         student: &p.student,
         test: &p.test,
         out: &p.eval,

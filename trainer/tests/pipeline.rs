@@ -112,6 +112,26 @@ fn tiny_pipeline_every_stage(family: &str) {
     ] {
         assert!(p.eval.join(f).metadata().unwrap().len() > 100, "{f}");
     }
+    // The PIDDM student evaluated alone: its row and problems as beside the others (same draws).
+    let alone = dir.path().join("alone");
+    let inputs = piddm_trainer::eval::evaluate::EvalInputs {
+        teacher: None,
+        student_lambda0: None,
+        student: &p.student,
+        test: &p.test,
+        out: &alone,
+        command: "test".into(),
+    };
+    let r = piddm_trainer::eval::evaluate::evaluate(&preset, &inputs).unwrap();
+    let keys: Vec<&String> = r.generation.keys().collect();
+    assert_eq!(keys, ["piddm_1"]);
+    let a = &r.generation["piddm_1"];
+    assert_eq!(
+        (a.residual_mse, a.mmse, a.smse),
+        (piddm.residual_mse, piddm.mmse, piddm.smse)
+    );
+    assert_eq!(r.forward.errors[0].value, report.forward.errors[0].value);
+    assert!(alone.join("samples.png").exists());
 }
 
 #[test]

@@ -30,6 +30,10 @@ struct Args {
     /// Write the table (markdown) here as well.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Further models whose solve path is timed in the same run (repeatable): every shipped
+    /// model's answers against its own generation.
+    #[arg(long = "solve-path")]
+    solve_path: Vec<PathBuf>,
 }
 
 /// What loading costs: whole loads with and without verifying the weights (alternating, medians
@@ -203,9 +207,15 @@ fn time_per_call(seconds: f64, mut f: impl FnMut()) -> f64 {
 /// The solve path beside generation, per sample: `piddm_generate`, the one-call answer and the
 /// card's defaults alternate in rounds (medians); the published solve (random start, 200 Adam
 /// steps) is timed once per batch.
-fn solve_path(handle: &Handle, field: usize, seconds: f64) -> Result<String> {
+fn solve_path(model: &std::path::Path, seconds: f64) -> Result<String> {
+    let handle = Handle::load(model)?;
+    let (c, ny, nx) = handle.shape()?;
+    let field = c * ny * nx;
     if !handle.has_amortised()? {
-        return Ok("\nSolve path: the model has no amortised part.\n".into());
+        return Ok(format!(
+            "\nSolve path: {} has no amortised part.\n",
+            model.display()
+        ));
     }
     let d = handle.defaults()?;
     let one = ffi::piddm_solve_params {
@@ -221,8 +231,9 @@ fn solve_path(handle: &Handle, field: usize, seconds: f64) -> Result<String> {
         ..d
     };
     let mut s = format!(
-        "\nSolve path through the C ABI (forward problem: channel 0 observed), ms per answer; the card's defaults are {} {} step(s) from the amortised start (learning rate {}, lambda_infer {:e}). Medians over 9 rounds in which generate, one call and defaults alternate; the published solve timed once.\n\n\
+        "\nSolve path of {} through the C ABI (forward problem: the first half of each sample observed, channel 0 of two), ms per answer; the card's defaults are {} {} step(s) from the amortised start (learning rate {}, lambda_infer {:e}). Medians over 9 rounds in which generate, one call and defaults alternate; the published solve timed once.\n\n\
          | batch | generate | one call (steps 0) | one call / generate | card's defaults | defaults / generate | published solve (200 Adam steps) |\n|---|---|---|---|---|---|---|\n",
+        model.display(),
         d.steps,
         if d.optimizer == ffi::piddm_optimizer::PIDDM_OPTIMIZER_LBFGS as i32 { "L-BFGS" } else { "Adam" },
         d.learning_rate,
@@ -370,7 +381,9 @@ fn main() -> Result<()> {
         );
     }
     s += &load_cost(&args.model)?;
-    s += &solve_path(&handle, field, args.seconds)?;
+    for m in std::iter::once(&args.model).chain(&args.solve_path) {
+        s += &solve_path(m, args.seconds)?;
+    }
     s += "\nC ABI: `piddm_generate` (noise drawn inside, seed fixed); C ABI vs ort: median over 15 alternating rounds of (C ABI / ort direct - 1); noise draw: the time `piddm_generate` spends drawing eps (its own work beyond ONNX Runtime; argument checks and the panic guard are below a microsecond), as a share of the call; ort direct: the same generate graph through `ort` with a prepared eps; tch: the student checkpoint in libtorch. Threads: each library's default (all cores).\n";
     print!("{s}");
     if let Some(p) = args.out {

@@ -71,8 +71,10 @@ fn panels(data: &[Vec<(String, Vec<f32>, bool)>]) -> Vec<Vec<Panel<'_>>> {
 }
 
 pub struct EvalInputs<'a> {
-    pub teacher: &'a Path,
-    pub student_lambda0: &'a Path,
+    /// The teacher and the plain student, whose rows stand beside the PIDDM student's when given
+    /// (a student evaluated alone, such as one given corrections afterwards, has neither).
+    pub teacher: Option<&'a Path>,
+    pub student_lambda0: Option<&'a Path>,
     pub student: &'a Path,
     pub test: &'a Path,
     pub out: &'a Path,
@@ -81,13 +83,19 @@ pub struct EvalInputs<'a> {
 
 pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     let test = Dataset::load(inp.test)?;
-    let (teacher, tmeta) = load_for(inp.teacher, Role::Teacher, &test.meta)?;
-    let (s0, s0meta) = load_for(inp.student_lambda0, Role::Student, &test.meta)?;
+    let teacher = inp
+        .teacher
+        .map(|p| load_for(p, Role::Teacher, &test.meta))
+        .transpose()?;
+    let s0 = inp
+        .student_lambda0
+        .map(|p| load_for(p, Role::Student, &test.meta))
+        .transpose()?;
     let (s1, s1meta) = load_for(inp.student, Role::Student, &test.meta)?;
-    let norm = &tmeta.data.normalisation;
-    let op = tmeta.data.residual_op();
-    let dev = teacher.vs.device();
-    let edm = tmeta.edm;
+    let norm = &s1meta.data.normalisation;
+    let op = s1meta.data.residual_op();
+    let dev = s1.vs.device();
+    let edm = s1meta.edm;
     let n = test.meta.grid.n as i64;
     let c = test.meta.channels.len() as i64;
     let count = preset
@@ -98,19 +106,29 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
 
     let (eps, problems) = draws(preset, &test, count, dev)?;
     let steps = s1meta.heun_steps(preset.sampler.steps);
-    eprintln!(
-        "eval: teacher, {count} samples x {} NFE",
-        Edm::heun_nfe(steps)
-    );
-    let (xt, tt) = batched(&eps, |e| {
-        norm.to_physical(&heun_sample(&edm, &teacher.net, e, steps))
-    });
-    let (st0, st1) = (Student::of(&s0, &s0meta), Student::of(&s1, &s1meta));
-    let (x0, t0) = batched(&eps, |e| st0.generate(e));
+    // (row, figure label, samples, metrics) of each model evaluated
+    let mut models = Vec::new();
+    if let Some((teacher, _)) = &teacher {
+        eprintln!(
+            "eval: teacher, {count} samples x {} NFE",
+            Edm::heun_nfe(steps)
+        );
+        let (xt, tt) = batched(&eps, |e| {
+            norm.to_physical(&heun_sample(&edm, &teacher.net, e, steps))
+        });
+        let m = gen_metrics(&xt, &reference, norm, &op, Edm::heun_nfe(steps), tt)?;
+        models.push((Method::Teacher, "teacher", xt, m));
+    }
+    if let Some((s0, s0meta)) = &s0 {
+        let st0 = Student::of(s0, s0meta);
+        let (x0, t0) = batched(&eps, |e| st0.generate(e));
+        let m = gen_metrics(&x0, &reference, norm, &op, 1, t0)?;
+        models.push((Method::StudentLambda0, "student, lambda 0", x0, m));
+    }
+    let st1 = Student::of(&s1, &s1meta);
     let (x1, t1) = batched(&eps, |e| st1.generate(e));
-    let teacher_m = gen_metrics(&xt, &reference, norm, &op, Edm::heun_nfe(steps), tt)?;
-    let s0_m = gen_metrics(&x0, &reference, norm, &op, 1, t0)?;
-    let s1_m = gen_metrics(&x1, &reference, norm, &op, 1, t1)?;
+    let m = gen_metrics(&x1, &reference, norm, &op, 1, t1)?;
+    models.push((Method::Piddm1, "PIDDM student", x1, m));
 
     // Forward, inverse and sparse problems on the first test samples.
     let cfg = &preset.infer;
@@ -125,7 +143,7 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
         let t = Instant::now();
         let r = st1.solve(&problems.eps, &problems.truth, &task.mask, cfg)?;
         let secs = t.elapsed().as_secs_f64() / p as f64;
-        let errors = problems.score(&tmeta.data.pde, &r.x, task)?;
+        let errors = problems.score(&s1meta.data.pde, &r.x, task)?;
         metrics.push(ProblemMetrics {
             problems: p as usize,
             steps: cfg.steps,
@@ -151,14 +169,10 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
         preset: preset.name.clone(),
         test_samples: count as usize,
         ground_truth_residual_mse: gt_res,
-        generation: [
-            (Method::Teacher, teacher_m),
-            (Method::StudentLambda0, s0_m),
-            (Method::Piddm1, s1_m),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.name().to_string(), v))
-        .collect(),
+        generation: models
+            .iter()
+            .map(|(k, _, _, v)| (k.name().to_string(), v.clone()))
+            .collect(),
         lambda_train: s1meta.student.as_ref().map_or(f64::NAN, |s| s.lambda_train),
         forward,
         inverse,
@@ -174,12 +188,9 @@ pub fn evaluate(preset: &Preset, inp: &EvalInputs) -> Result<Report> {
     // Figures: rows are models (two samples each), panels their channels and residual.
     let nn = n as usize;
     let with_res = |x: &Tensor| (x.shallow_clone(), op.apply(x));
-    let gens = [
-        ("test set", with_res(&truth)),
-        ("teacher", with_res(&xt)),
-        ("student, lambda 0", with_res(&x0)),
-        ("PIDDM student", with_res(&x1)),
-    ];
+    let gens: Vec<(&str, (Tensor, Tensor))> = std::iter::once(("test set", with_res(&truth)))
+        .chain(models.iter().map(|(_, name, x, _)| (*name, with_res(x))))
+        .collect();
     let data: Vec<Vec<(String, Vec<f32>, bool)>> = gens
         .iter()
         .map(|(name, (x, r))| {
@@ -295,13 +306,14 @@ pub fn families_table(dir: &Path) -> Result<String> {
     for f in files {
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&f)?)?;
         let num = |m: Method, k: &str| v["generation"][m.name()][k].as_f64();
-        let (Some(t), Some(z), Some(p)) = (
-            num(Method::Teacher, "residual_mse"),
-            num(Method::StudentLambda0, "residual_mse"),
-            num(Method::Piddm1, "residual_mse"),
-        ) else {
+        let Some(p) = num(Method::Piddm1, "residual_mse") else {
             continue;
         };
+        let (t, z) = (
+            num(Method::Teacher, "residual_mse"),
+            num(Method::StudentLambda0, "residual_mse"),
+        );
+        let e3 = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3e}"));
         let ratio = |k: &str| match (num(Method::Piddm1, k), num(Method::Teacher, k)) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "-".into(),
@@ -324,9 +336,11 @@ pub fn families_table(dir: &Path) -> Result<String> {
                 .unwrap_or_else(|| "-".into())
         };
         s += &format!(
-            "| {} | {t:.3e} / {z:.3e} / {p:.3e} | {:.3} | {}, {} | {} | {} |\n",
+            "| {} | {} / {} / {p:.3e} | {} | {}, {} | {} | {} |\n",
             f.file_stem().unwrap_or_default().to_string_lossy(),
-            p / t,
+            e3(t),
+            e3(z),
+            t.map_or("-".into(), |t| format!("{:.3}", p / t)),
             ratio("mmse"),
             ratio("smse"),
             errors("forward"),
