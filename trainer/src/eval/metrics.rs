@@ -225,9 +225,19 @@ pub struct Figure {
 }
 
 impl Figure {
-    /// "median % (mean %)", the cell every table shows a relative figure in.
+    /// "median % (mean %)", the cell every table shows a relative figure in; a figure below
+    /// 0.005 % (a corrected sample's rounding) in two significant digits rather than as 0.00.
     pub fn percent(&self) -> String {
-        format!("{:.2} % ({:.2} %)", 100.0 * self.median, 100.0 * self.mean)
+        format!("{} % ({} %)", percent(self.median), percent(self.mean))
+    }
+}
+
+fn percent(v: f64) -> String {
+    let p = 100.0 * v;
+    if p != 0.0 && p.abs() < 5e-3 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.2}")
     }
 }
 
@@ -415,6 +425,14 @@ pub fn ensemble(draws: &[Vec<f32>], truth: &[f32], unknown: &[bool]) -> Ensemble
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percent_cells_keep_small_figures_visible() {
+        let f = |median, mean| Figure { median, mean }.percent();
+        assert_eq!(f(0.0525, 0.06), "5.25 % (6.00 %)");
+        assert_eq!(f(2.1e-9, 0.0), "2.1e-7 % (0.00 %)");
+        assert_eq!(f(4.9e-5, 5e-5), "4.9e-3 % (0.01 %)");
+    }
 
     /// Parts fixed by the task and parts found per problem from its mask score the same points.
     #[test]
