@@ -7,7 +7,7 @@
 //!   and `residual` [B, 1, H, W] (the PDE residual of `x`, zero on the boundary ring).
 //! - `NAME.refine.onnx` — **refine**: `eps`, `observed` [B, C, H, W] (physical units), `mask`
 //!   [B, C, H, W] (1 where observed, else 0), `lambda` [1] → `loss` [B], `grad` = d loss / d eps
-//!   [B, C, H, W], `x_mix` [B, C, H, W].
+//!   [B, C, H, W], `x_mix` [B, C, H, W] (the answer: the observations where observed).
 //! - `NAME.residual.onnx` — **residual**: `x` [B, C, H, W] → `residual` [B, 1, H, W] and (card
 //!   format 4) `residual_mse` [B], the per-sample mean of R^2 over the points where the PDE holds,
 //!   so a reader needs to know nothing of the PDE's boundary to score a field.
@@ -91,7 +91,9 @@ pub struct ModelCard {
     pub lambda_consistency: f64,
     /// Defect corrections in the student's graphs: its solved field u <- u - D R(x), D the
     /// family's inverse of its operator at a constant coefficient; 0, and absent from the card,
-    /// where the graphs have none.
+    /// where the graphs have none. With corrections, `x_mix` is the answer settled against the
+    /// observations through the PDE (u corrected against the observed input; a pointwise source
+    /// balanced where u is observed on the whole stencil), the observed entries kept.
     #[serde(default, skip_serializing_if = "is_zero_count")]
     pub corrections: usize,
     pub defaults: SolveDefaults,

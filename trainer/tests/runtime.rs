@@ -94,18 +94,9 @@ fn reproduces_the_trainer(family: &str) {
         "generate: {}",
         rel(&x, &to_vec(&xt))
     );
-    // R of a corrected student is float32 rounding noise: compared on the scale of the source
-    // term it balances (R with the solved channel zeroed), which sets that rounding.
-    let solved = piddm_trainer::physics::defect::solved_channel(&st.op.pde, st.op.grid) as i64;
+    // R of a corrected student is float32 rounding noise: compared on the scale that sets it.
     let r_t = to_vec(&st.op.apply(&xt));
-    let source = to_vec(
-        &st.op
-            .apply(&xt.index_fill(1, &Tensor::from_slice(&[solved]), 0.0)),
-    );
-    let scale = r_t
-        .iter()
-        .chain(&source)
-        .fold(0.0f64, |m, v| m.max(v.abs() as f64));
+    let scale = st.op.rounding_scale(&xt);
     let err = r
         .iter()
         .zip(&r_t)

@@ -207,6 +207,7 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             spread.push(TaskSpread {
                 task: t.name.to_string(),
                 coverage: e.coverage,
+                determined: e.determined,
                 mean_answer: figures(t, &e.mean),
             });
             stds.push(e.std);

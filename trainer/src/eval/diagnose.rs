@@ -368,6 +368,7 @@ fn fast_paths(
         spread.push(TaskSpread {
             task: t.name.to_string(),
             coverage: e.coverage,
+            determined: e.determined,
             mean_answer: TaskFigures::of(t.name, &t.observed, &t.part_scores(pde, &mean, truth)),
         });
     }

@@ -299,6 +299,8 @@ impl TaskFigures {
 pub struct TaskSpread {
     pub task: String,
     pub coverage: f64,
+    /// Share of the unknown entries every answer agrees on ([`Ensemble`]), left out of coverage.
+    pub determined: f64,
     pub mean_answer: TaskFigures,
 }
 
@@ -367,7 +369,20 @@ pub fn task_table(lead: &[&str], last: &str, rows: &[TableRow]) -> String {
 pub fn spread_words(tasks: &[TaskSpread]) -> (String, String) {
     let cover: Vec<String> = tasks
         .iter()
-        .map(|t| format!("{:.1} % ({})", 100.0 * t.coverage, t.task))
+        .map(|t| {
+            if t.determined >= 0.999 {
+                format!("- ({}: its unknown points determined)", t.task)
+            } else if t.determined > 0.0 {
+                format!(
+                    "{:.1} % ({}; {:.1} % of its unknown points determined, left out)",
+                    100.0 * t.coverage,
+                    t.task,
+                    100.0 * t.determined
+                )
+            } else {
+                format!("{:.1} % ({})", 100.0 * t.coverage, t.task)
+            }
+        })
         .collect();
     let means: Vec<String> = tasks
         .iter()
@@ -386,12 +401,16 @@ pub fn spread_words(tasks: &[TaskSpread]) -> (String, String) {
     (cover.join(", "), means.join("; "))
 }
 
-/// K answers to the same observations: their mean, pointwise std (K - 1 in the denominator), and
-/// the share of the `unknown` entries where the truth lies within mean +- 2 std.
+/// K answers to the same observations: their mean, pointwise std (K - 1 in the denominator), the
+/// share of the `unknown` entries the observations determine (every answer the same to float32
+/// rounding: std <= 1e-4 |mean|; an answer settled through the PDE has such points), and the
+/// share of the other unknown entries where the truth lies within mean +- 2 std: a band of width
+/// zero has no spread to calibrate.
 pub struct Ensemble {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
     pub coverage: f64,
+    pub determined: f64,
 }
 
 pub fn ensemble(draws: &[Vec<f32>], truth: &[f32], unknown: &[bool]) -> Ensemble {
@@ -408,9 +427,14 @@ pub fn ensemble(draws: &[Vec<f32>], truth: &[f32], unknown: &[bool]) -> Ensemble
             (v / (k - 1.0)).sqrt() as f32
         })
         .collect();
-    let (mut inside, mut total) = (0usize, 0usize);
+    let (mut inside, mut total, mut fixed) = (0usize, 0usize, 0usize);
     for i in 0..truth.len() {
-        if unknown[i] {
+        if !unknown[i] {
+            continue;
+        }
+        if std[i] <= 1e-4 * mean[i].abs() {
+            fixed += 1;
+        } else {
             total += 1;
             inside += ((mean[i] - truth[i]).abs() <= 2.0 * std[i]) as usize;
         }
@@ -419,12 +443,37 @@ pub fn ensemble(draws: &[Vec<f32>], truth: &[f32], unknown: &[bool]) -> Ensemble
         mean,
         std,
         coverage: inside as f64 / total.max(1) as f64,
+        determined: fixed as f64 / (fixed + total).max(1) as f64,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three answers over six entries worked by hand: an observed entry is skipped, entries the
+    /// answers agree on are determined and left out, the rest covered or not by mean +- 2 std.
+    #[test]
+    fn ensemble_coverage_by_hand() {
+        let draws = vec![
+            vec![1.0, 2.0, 0.0, 5.0, 3.0, 9.0],
+            vec![1.0, 2.0, 2.0, 5.0, 3.0, 9.0],
+            vec![1.0, 2.0, 4.0, 5.0, 6.0, 9.0],
+        ];
+        // means 1, 2, 2, 5, 4, 9; std 0, 0, 2, 0, sqrt 3, 0
+        let truth = [7.0, 2.0, 5.0, 5.5, 5.0, 9.0];
+        let unknown = [false, true, true, true, true, true];
+        let e = ensemble(&draws, &truth, &unknown);
+        assert_eq!(e.mean, vec![1.0, 2.0, 2.0, 5.0, 4.0, 9.0]);
+        assert!((e.std[4] - 3f32.sqrt()).abs() < 1e-6);
+        // determined: entries 1, 3 and 5 (3 of 5 unknown); covered: entry 2 (|3| <= 4) and
+        // entry 4 (|1| <= 3.46)
+        assert!((e.determined - 0.6).abs() < 1e-12, "{}", e.determined);
+        assert!((e.coverage - 1.0).abs() < 1e-12, "{}", e.coverage);
+        let far = [7.0, 2.0, 7.0, 5.5, 5.0, 9.0]; // entry 2 now 5 away, 2 std = 4
+        let e = ensemble(&draws, &far, &unknown);
+        assert!((e.coverage - 0.5).abs() < 1e-12, "{}", e.coverage);
+    }
 
     #[test]
     fn percent_cells_keep_small_figures_visible() {

@@ -9,7 +9,6 @@ use crate::checkpoint::{load_role, weights_sha256, CheckpointMeta, Net, Role};
 use crate::config::InferConfig;
 use crate::nets::UNet;
 use crate::pde::ops::FieldOps;
-use crate::physics::objective::emit_loss;
 use crate::stages::encoder::{self, load_encoder};
 use crate::stages::solve::Student;
 use anyhow::{bail, Context, Result};
@@ -335,13 +334,19 @@ pub fn build(
     g.input_diff(io::EPS, chw);
     g.chw.insert(io::OBSERVED.into(), chw);
     g.chw.insert(io::MASK.into(), chw);
-    let d = student_nodes(&mut g, &st, io::EPS);
-    let (obs, mask, lambda) = (
-        io::OBSERVED.to_string(),
-        io::MASK.to_string(),
-        io::LAMBDA.to_string(),
-    );
-    let (loss, x_mix) = emit_loss(&mut g, &op, norm, &d, &obs, &mask, &lambda);
+    let (loss, x_mix) = {
+        let mut f = Folding::new(&mut g);
+        let node = |n: &str| Gv::Node(n.into());
+        let d = st.emit_one_step(&mut f, &node(io::EPS));
+        let (loss, x) = st.emit_loss(
+            &mut f,
+            &d,
+            &node(io::OBSERVED),
+            &node(io::MASK),
+            &node(io::LAMBDA),
+        );
+        (f.name(&loss), f.name(&x))
+    };
     let loss_shape = g.node("Shape", &[&loss], vec![]);
     let seed_value = tensor_f32("one", &[1], &[1.0]);
     let seed = g.node(

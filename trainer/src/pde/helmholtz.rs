@@ -266,6 +266,9 @@ impl Family for HelmholtzParams {
     fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64 {
         source_norm(grid, fields)
     }
+    fn source_channel(&self) -> Option<usize> {
+        Some(0)
+    }
     fn defect(&self, _grid: Grid) -> Defect {
         Defect::Dirichlet {
             shift: self.k * self.k,

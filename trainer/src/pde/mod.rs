@@ -261,14 +261,38 @@ pub trait Family: Sync {
     fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64;
     /// How a residual maps back to the solved field ([`Defect`]).
     fn defect(&self, grid: Grid) -> Defect;
+    /// The channel f that R holds pointwise as R = L(the other channels) - f, if any: where the
+    /// others are known on R's whole stencil, f = f + R exactly (Poisson's and Helmholtz's source).
+    fn source_channel(&self) -> Option<usize> {
+        None
+    }
     /// A task's mask over one sample, [C, n, n] flattened: 1 where observed, 0 where wanted.
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32>;
     /// What a task gives, in words ("all of f").
     fn given(&self, task: Task) -> String;
     /// What a task's answer is scored on: by default every channel the task does not observe
     /// everywhere, on its unobserved points.
+    /// The parts a task's answer is scored on: every unobserved channel on its unobserved points,
+    /// and, for an inverse task whose wanted channel is a pointwise source, that source where the
+    /// PDE holds as well (what the observed solution determines; the boundary ring is not).
     fn scored(&self, task: Task, grid: Grid) -> Vec<Scored> {
-        unobserved(self.channels(), &self.task_mask(task, grid), grid.len())
+        let mut parts = unobserved(self.channels(), &self.task_mask(task, grid), grid.len());
+        if let Some(src) = self.source_channel() {
+            if task == Task::Inverse && parts.iter().any(|p| p.channel == src) {
+                let n = grid.n;
+                parts.push(Scored {
+                    channel: src,
+                    label: format!("{} where the PDE holds", self.channels()[src].0),
+                    region: (0..grid.len())
+                        .map(|p| {
+                            let (i, j) = (p / n, p % n);
+                            i > 0 && j > 0 && i < n - 1 && j < n - 1
+                        })
+                        .collect(),
+                });
+            }
+        }
+        parts
     }
     /// How a wanted channel is scored.
     fn metric(&self, channel: usize) -> Metric;

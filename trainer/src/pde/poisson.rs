@@ -47,6 +47,9 @@ impl Family for PoissonParams {
     fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64 {
         helmholtz::source_norm(grid, fields)
     }
+    fn source_channel(&self) -> Option<usize> {
+        Some(0)
+    }
     fn defect(&self, _grid: Grid) -> Defect {
         Defect::Dirichlet {
             shift: 0.0,

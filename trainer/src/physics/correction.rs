@@ -12,6 +12,7 @@
 //! (a_hi - a_lo) / (a_hi + a_lo), 0.6 for a in {3, 12}).
 
 use super::defect::{dirichlet_basis, solved_channel};
+use super::objective::emit_x_mix;
 use super::ResidualOp;
 use crate::data::Normalisation;
 use crate::nets::NetOps;
@@ -25,6 +26,8 @@ pub struct Correction {
     norm: Normalisation,
     iterations: usize,
     solved: i64,
+    /// The channel R holds pointwise as its source term (`Family::source_channel`), if any.
+    source: Option<i64>,
     channels: i64,
     /// [1, 1, n, n]: 0 on the solved channel's Dirichlet ring, 1 inside.
     keep: Tensor,
@@ -66,6 +69,7 @@ impl Correction {
             norm: norm.clone(),
             iterations,
             solved: solved_channel(&op.pde, op.grid) as i64,
+            source: op.pde.family().source_channel().map(|c| c as i64),
             channels: op.pde.channels().len() as i64,
             keep: Tensor::from_slice(&keep).reshape([1, 1, n, n]),
             basis: Tensor::from_slice(&f32s(&v)).reshape([1, m, m]),
@@ -81,21 +85,63 @@ impl Correction {
     pub fn emit<B: NetOps>(&self, b: &mut B, d: &B::V) -> B::V {
         let s = self.solved as usize;
         let x = self.norm.emit_physical(b, d);
-        let keep = b.constant(&self.keep);
-        let mut u = b.channel(&x, self.solved);
-        for _ in 0..self.iterations {
-            let inner = b.mul(&u, &keep);
-            let xi = self.with_solved(b, &x, &inner);
-            let r = self.op.emit(b, &xi);
-            let e = self.inverse(b, &r);
-            u = b.sub(&inner, &e);
-        }
+        let u = self.corrected(b, &x);
         let u_n = b.affine(
             &u,
             1.0 / self.norm.scale[s],
             -self.norm.mean[s] / self.norm.scale[s],
         );
         self.with_solved(b, d, &u_n)
+    }
+
+    /// [`Correction::emit`] on physical fields `x`: the solved channel corrected against the
+    /// other channels as they are (an answer's observed input, for one).
+    pub fn emit_physical<B: NetOps>(&self, b: &mut B, x: &B::V) -> B::V {
+        let u = self.corrected(b, x);
+        self.with_solved(b, x, &u)
+    }
+
+    /// An answer `x_mix` (physical: the observations where `mask` is 1) settled against what is
+    /// observed through the PDE, the observations kept: its solved channel corrected against its
+    /// input (a forward problem's answer is then the correction of the student's u against the
+    /// given input: the solve of it for Poisson and Helmholtz), and, where the family has a
+    /// pointwise source term, the unobserved source set to R's balance wherever u is observed on
+    /// R's whole stencil (an inverse problem's source is then determined where the PDE holds; a
+    /// sparse observation seldom observes a whole stencil, and is left as it was).
+    pub fn settle<B: NetOps>(&self, b: &mut B, x_mix: &B::V, observed: &B::V, mask: &B::V) -> B::V {
+        let x = self.emit_physical(b, x_mix);
+        let x = emit_x_mix(b, &x, observed, mask);
+        let Some(src) = self.source else {
+            return x;
+        };
+        let m_u = b.channel(mask, self.solved);
+        let mut w = b.dup(&m_u);
+        for (axis, by) in [(2, 1), (2, -1), (3, 1), (3, -1)] {
+            let s = b.shift(&m_u, axis, by, false);
+            w = b.mul(&w, &s);
+        }
+        let m_f = b.channel(mask, src);
+        let free = b.affine(&m_f, -1.0, 1.0);
+        let w = b.mul(&w, &free);
+        let r = self.op.emit(b, &x);
+        let f = b.channel(&x, src);
+        let wr = b.mul(&w, &r);
+        let f = b.add(&f, &wr);
+        self.with_channel(b, &x, src, &f)
+    }
+
+    /// The corrected solved channel [B, 1, n, n] (physical) of physical fields `x`.
+    fn corrected<B: NetOps>(&self, b: &mut B, x: &B::V) -> B::V {
+        let keep = b.constant(&self.keep);
+        let mut u = b.channel(x, self.solved);
+        for _ in 0..self.iterations {
+            let inner = b.mul(&u, &keep);
+            let xi = self.with_solved(b, x, &inner);
+            let r = self.op.emit(b, &xi);
+            let e = self.inverse(b, &r);
+            u = b.sub(&inner, &e);
+        }
+        u
     }
 
     /// [`Correction::emit`] on tch tensors.
@@ -105,7 +151,12 @@ impl Correction {
 
     /// `x` with its solved channel replaced by `u` [B, 1, n, n].
     fn with_solved<B: NetOps>(&self, b: &mut B, x: &B::V, u: &B::V) -> B::V {
-        let (s, c) = (self.solved, self.channels);
+        self.with_channel(b, x, self.solved, u)
+    }
+
+    /// `x` with channel `s` replaced by `u` [B, 1, n, n].
+    fn with_channel<B: NetOps>(&self, b: &mut B, x: &B::V, s: i64, u: &B::V) -> B::V {
+        let c = self.channels;
         let before = (s > 0).then(|| b.channels(x, 0, s));
         let after = (s + 1 < c).then(|| b.channels(x, s + 1, c - s - 1));
         let parts: Vec<&B::V> = before.iter().chain([u]).chain(after.iter()).collect();

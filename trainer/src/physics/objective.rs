@@ -3,7 +3,9 @@
 //!   x_mix = x' * M + x * (1 - M)
 //!   L = mean over C, H, W of (M * (d - x'_n))^2   (normalised units)
 //!     + lambda_infer * mean where the PDE holds of R(x_mix)^2   (physical units)
-//! per sample, for a clean normalised estimate d, observations x' (physical) and mask M.
+//! per sample, for a clean normalised estimate d, observations x' (physical) and mask M. A student
+//! with defect corrections answers with x_mix whose solved channel is corrected against the
+//! observed input (`stages::solve::Student::emit_answer`); the terms take that answer as given.
 
 use super::residual::ResidualOp;
 use crate::data::Normalisation;
@@ -37,13 +39,28 @@ pub fn emit_terms<O: FieldOps>(
     observed: &O::V,
     mask: &O::V,
 ) -> Terms<O::V> {
+    let phys = norm.emit_physical(o, d);
+    let x_mix = emit_x_mix(o, &phys, observed, mask);
+    emit_terms_of(o, op, norm, d, observed, mask, x_mix)
+}
+
+/// [`Terms`] with the answer `x_mix` (physical) made by the caller from `d`: a corrected
+/// student's settles its solved channel against the observed input
+/// (`stages::solve::Student::emit_answer`).
+pub fn emit_terms_of<O: FieldOps>(
+    o: &mut O,
+    op: &ResidualOp,
+    norm: &Normalisation,
+    d: &O::V,
+    observed: &O::V,
+    mask: &O::V,
+    x_mix: O::V,
+) -> Terms<O::V> {
     let obs_n = norm.emit_normalised(o, observed);
     let diff = o.sub(d, &obs_n);
     let md = o.mul(mask, &diff);
     let md2 = o.mul(&md, &md);
     let misfit = o.mean_chw(&md2);
-    let phys = norm.emit_physical(o, d);
-    let x_mix = emit_x_mix(o, &phys, observed, mask);
     let residual = op.emit_mse(o, &x_mix);
     Terms {
         misfit,
@@ -52,18 +69,9 @@ pub fn emit_terms<O: FieldOps>(
     }
 }
 
-/// The loss L [B] and x_mix, from the student's normalised output `d`, observations (physical),
-/// mask and lambda_infer: what the solve minimises and the exported refine graph differentiates.
-pub fn emit_loss<O: FieldOps>(
-    o: &mut O,
-    op: &ResidualOp,
-    norm: &Normalisation,
-    d: &O::V,
-    observed: &O::V,
-    mask: &O::V,
-    lambda: &O::V,
-) -> (O::V, O::V) {
-    let t = emit_terms(o, op, norm, d, observed, mask);
+/// The loss L [B] = misfit + lambda_infer * residual and x_mix, from the terms of the student's
+/// normalised output: what the solve minimises and the exported refine graph differentiates.
+pub fn emit_loss<O: FieldOps>(o: &mut O, t: Terms<O::V>, lambda: &O::V) -> (O::V, O::V) {
     let weighted = o.mul(lambda, &t.residual);
     (o.add(&t.misfit, &weighted), t.x_mix)
 }

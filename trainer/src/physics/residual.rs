@@ -48,6 +48,16 @@ impl ResidualOp {
     pub fn mse_per_sample(&self, x: &Tensor) -> Tensor {
         self.emit_mse(&mut Tch, x)
     }
+
+    /// The scale that float32 rounding of R(x) is measured on: the largest |R| or |source term|,
+    /// the source term being R of `x` with its solved channel zeroed. R of a corrected student is
+    /// rounding noise whose size is set by the terms that cancel, not by R itself.
+    pub fn rounding_scale(&self, x: &Tensor) -> f64 {
+        let solved = super::defect::solved_channel(&self.pde, self.grid) as i64;
+        let zeroed = x.index_fill(1, &Tensor::from_slice(&[solved]).to_device(x.device()), 0.0);
+        let (r, source) = (self.apply(x), self.apply(&zeroed));
+        f64::try_from(r.abs().max().max_other(&source.abs().max())).unwrap_or(f64::NAN)
+    }
 }
 
 #[cfg(test)]
@@ -107,5 +117,38 @@ mod tests {
                 .collect();
             check(ResidualOp { pde, grid }, &fields);
         }
+    }
+
+    /// `Family::source_channel`: R = L(the rest) - f pointwise, so f + R balances the rest and R
+    /// of the fields so settled is 0 (1e-10 of R's scale) where the equation holds.
+    #[test]
+    fn source_channel_balances_the_residual() {
+        let n = 13;
+        let grid = Grid::new(n).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut settled = 0;
+        for pde in Pde::all() {
+            let Some(src) = pde.family().source_channel() else {
+                continue;
+            };
+            let c = pde.channels().len() as i64;
+            let fields: Vec<f64> = (0..c as usize * n * n)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let op = ResidualOp { pde, grid };
+            let x = Tensor::from_slice(&fields).reshape([1, c, n as i64, n as i64]);
+            let r = op.apply(&x);
+            let f = x.narrow(1, src as i64, 1) + &r;
+            let y = x.index_copy(1, &Tensor::from_slice(&[src as i64]), &f);
+            let scale = f64::try_from(r.abs().max()).unwrap();
+            let left = f64::try_from(op.apply(&y).abs().max()).unwrap();
+            assert!(
+                scale > 1.0 && left <= 1e-10 * scale,
+                "{}: {left}",
+                pde.name()
+            );
+            settled += 1;
+        }
+        assert!(settled >= 2, "Poisson and Helmholtz have a source channel");
     }
 }

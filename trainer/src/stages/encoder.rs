@@ -1,5 +1,5 @@
 //! Amortised inference: an encoder E that answers an observation in one evaluation,
-//!   eps = z + E([M * x'_n, M, z]),   x = x_mix(d(eps))
+//!   eps = z + E([M * x'_n, M, z]),   x = the answer of d(eps) (`Student::emit_answer`)
 //! (x'_n the observation in normalised units, M its mask, z a standard normal draw), so that one
 //! encoder call and one student call replace the optimisation of eps. E is trained with the student
 //! frozen, on a distribution of tasks (forward, inverse, sparse masks of either or both channels), by
@@ -17,7 +17,6 @@ use crate::data::{Dataset, Normalisation};
 use crate::nets::{NetOps, UNet, UNetConfig};
 use crate::pde::ops::Tch;
 use crate::pde::{Grid, Pde, Task};
-use crate::physics::objective::{emit_loss, emit_x_mix};
 use crate::train::{self, Outcome};
 use crate::util::seed::batch_indices;
 use anyhow::{bail, Context, Result};
@@ -52,8 +51,8 @@ pub fn encode<B: NetOps>(
     b.add(z, &e)
 }
 
-/// The one-call answer of `st` with encoder `enc`: eps and x_mix (physical: the observation where
-/// observed, the student's field elsewhere), on any backend.
+/// The one-call answer of `st` with encoder `enc`: eps and the answer (physical,
+/// [`Student::emit_answer`]), on any backend.
 pub fn answer<B: NetOps>(
     b: &mut B,
     st: &Student,
@@ -65,8 +64,7 @@ pub fn answer<B: NetOps>(
     let norm = st.norm;
     let eps = encode(b, enc, norm, observed, mask, z);
     let d = st.emit_one_step(b, &eps);
-    let phys = norm.emit_physical(b, &d);
-    (eps, emit_x_mix(b, &phys, observed, mask))
+    (eps, st.emit_answer(b, &d, observed, mask))
 }
 
 /// The family's forward and inverse masks of one sample, [1, C, H, W], on `device`.
@@ -194,7 +192,7 @@ pub fn train_encoder(
         let z = observed.randn_like();
         let eps = encode(&mut Tch, enc, &norm, &observed, &mask, &z);
         let d = st.one_step(&eps);
-        let (alg3, _) = emit_loss(&mut Tch, &st.op, &norm, &d, &observed, &mask, &lambda_t);
+        let (alg3, _) = st.emit_loss(&mut Tch, &d, &observed, &mask, &lambda_t);
         let halves = d.chunk(2, 0);
         let y = norm.to_normalised(&truth);
         let score = crps2(&halves[0], &halves[1], &y);

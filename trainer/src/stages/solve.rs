@@ -10,7 +10,8 @@ use crate::diffusion::{edm::student, Edm};
 use crate::nets::NetOps;
 use crate::nets::UNet;
 use crate::pde::ops::Tch;
-use crate::physics::{objective::emit_loss, Correction, ResidualOp};
+use crate::physics::objective::{emit_loss, emit_terms_of, emit_x_mix};
+use crate::physics::{Correction, ResidualOp};
 use crate::util::tensor::to_f32;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
@@ -26,7 +27,7 @@ pub struct Student<'a> {
 }
 
 pub struct SolveResult {
-    /// x_mix in physical units.
+    /// The answer ([`Student::emit_answer`]) in physical units.
     pub x: Tensor,
     /// The optimised eps.
     pub eps: Tensor,
@@ -70,13 +71,49 @@ impl<'a> Student<'a> {
         self.emit_one_step(&mut Tch, eps)
     }
 
+    /// The answer (physical) of the student's output `d` to observations (physical) under `mask`:
+    /// x_mix, the observations where observed and d elsewhere; with corrections, settled against
+    /// the observations through the PDE ([`Correction::settle`]: a forward problem of Poisson or
+    /// Helmholtz is answered by the solve of the given source, an inverse one by the source that
+    /// balances the given u where the PDE holds).
+    pub fn emit_answer<B: NetOps>(
+        &self,
+        b: &mut B,
+        d: &B::V,
+        observed: &B::V,
+        mask: &B::V,
+    ) -> B::V {
+        let phys = self.norm.emit_physical(b, d);
+        let x = emit_x_mix(b, &phys, observed, mask);
+        match &self.correction {
+            Some(c) => c.settle(b, &x, observed, mask),
+            None => x,
+        }
+    }
+
+    /// Per-sample loss [B] of `physics::objective` and the answer (physical) for the student's
+    /// output `d`, on any backend.
+    pub fn emit_loss<B: NetOps>(
+        &self,
+        b: &mut B,
+        d: &B::V,
+        observed: &B::V,
+        mask: &B::V,
+        lambda: &B::V,
+    ) -> (B::V, B::V) {
+        let x = self.emit_answer(b, d, observed, mask);
+        let t = emit_terms_of(b, &self.op, self.norm, d, observed, mask, x);
+        emit_loss(b, t, lambda)
+    }
+
     /// PIDDM-1: physical fields from eps in one network evaluation.
     pub fn generate(&self, eps: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
         self.norm.to_physical(&self.one_step(eps))
     }
 
-    /// Per-sample loss [B] and x_mix (physical) for eps, observations x' (physical) and mask M.
+    /// Per-sample loss [B] and the answer (physical) for eps, observations x' (physical) and
+    /// mask M.
     pub fn loss(
         &self,
         eps: &Tensor,
@@ -86,7 +123,7 @@ impl<'a> Student<'a> {
     ) -> (Tensor, Tensor) {
         let d = self.one_step(eps);
         let lambda = Tensor::from(lambda).to_kind(d.kind()).to_device(d.device());
-        emit_loss(&mut Tch, &self.op, self.norm, &d, observed, mask, &lambda)
+        self.emit_loss(&mut Tch, &d, observed, mask, &lambda)
     }
 
     /// Optimises eps from `eps0` on L (`cfg.steps` steps of `cfg.optimizer`, learning rate
