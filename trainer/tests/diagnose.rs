@@ -120,7 +120,7 @@ fn diagnosis_of_every_other_family_with_its_encoder() {
             "poisson",
             [
                 &["rel. L2 of u"],
-                &["rel. L2 of f"],
+                &["rel. L2 of f", "rel. L2 of f where the PDE holds"],
                 &["rel. L2 of f", "rel. L2 of u"],
             ],
         ),
@@ -128,7 +128,7 @@ fn diagnosis_of_every_other_family_with_its_encoder() {
             "helmholtz",
             [
                 &["rel. L2 of u"],
-                &["rel. L2 of f"],
+                &["rel. L2 of f", "rel. L2 of f where the PDE holds"],
                 &["rel. L2 of f", "rel. L2 of u"],
             ],
         ),
