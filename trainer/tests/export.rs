@@ -798,20 +798,31 @@ fn same_graph(a: &Path, b: &Path) {
     );
 }
 
-/// The shipped model is what its committed checkpoint exports to, and ONNX Runtime reproduces the
-/// checkpoint's tch student on it (the same checks as above, on the real model).
+/// Every shipped model with an encoder is what its committed checkpoints export to, and ONNX
+/// Runtime reproduces the checkpoints' tch student and encoder on it (the same checks as above, on
+/// the real models).
 #[test]
 fn shipped_model_matches_its_checkpoint() {
+    for (name, preset) in [
+        ("darcy32", "cpu"),
+        ("poisson32", "poisson"),
+        ("helmholtz32", "helmholtz"),
+    ] {
+        shipped_matches(name, preset);
+    }
+}
+
+fn shipped_matches(name: &str, preset: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let (ckpt, shipped) = (
-        root.join("trainer/results/darcy32-student.ckpt"),
-        root.join("examples/models/darcy32.onnx"),
+        root.join(format!("trainer/results/{name}-student.ckpt")),
+        root.join(format!("examples/models/{name}.onnx")),
     );
     let (card, _) = export::read_card(&shipped).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let again = dir.path().join("darcy32.onnx");
-    let preset = Preset::load("cpu").unwrap();
-    let encoder = root.join("trainer/results/darcy32-encoder.ckpt");
+    let again = dir.path().join(format!("{name}.onnx"));
+    let preset = Preset::load(preset).unwrap();
+    let encoder = root.join(format!("trainer/results/{name}-encoder.ckpt"));
     let refine = &preset.amortise.as_ref().unwrap().refine;
     let fresh = export::export(
         &ckpt,
@@ -836,7 +847,7 @@ fn shipped_model_matches_its_checkpoint() {
     }
     assert_eq!(
         fresh.weights_sha256, card.weights_sha256,
-        "the shipped model was not exported from the committed checkpoint"
+        "{name}: the shipped model was not exported from the committed checkpoint"
     );
     let (net, meta) = checkpoint::load_ema(&ckpt).unwrap();
     let st = Student::of(&net, &meta);
