@@ -1,6 +1,7 @@
 //! Latency of one-step generation, side by side in one run: through the C ABI, through `ort`
 //! directly on the same graph, and the tch student; plus the achieved GFLOP/s of generate against
-//! the fp32 GEMM rate measured here (a 2048^3 matmul in libtorch). Then the solve path through the
+//! the best fp32 sgemm measured here (2048^3 in libtorch, in ONNX Runtime's MatMul, in numpy's BLAS),
+//! with the processor and its vector extensions. Then the solve path through the
 //! C ABI beside `piddm_generate` in the same rounds: the one-call answer, the card's defaults and the
 //! published solve, per sample, at batch 1 and 16.
 //!
@@ -281,18 +282,121 @@ fn solve_path(model: &std::path::Path, seconds: f64) -> Result<String> {
     Ok(s)
 }
 
+/// The processor's model name and the vector extensions the kernels can use, from /proc/cpuinfo.
+fn cpu_words() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |k: &str| {
+        info.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_string())
+    };
+    let flags = field("flags").unwrap_or_default();
+    let wanted = [
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512_vnni",
+        "avx512_bf16",
+        "avx_vnni",
+        "amx_bf16",
+        "amx_int8",
+    ];
+    let have: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|w| flags.split_whitespace().any(|f| f == *w))
+        .collect();
+    format!(
+        "{} ({} logical cores; {})",
+        field("model name").unwrap_or_else(|| "unknown CPU".into()),
+        info.lines().filter(|l| l.starts_with("processor")).count(),
+        if have.is_empty() {
+            "no AVX2".into()
+        } else {
+            have.join(", ")
+        }
+    )
+}
+
+/// GFLOP/s of a 2048^3 fp32 matmul, each way this machine offers one in the same run: libtorch's,
+/// ONNX Runtime's MatMul (MLAS) with the runtime's session settings (optimisation level 3, default
+/// threads), and numpy's BLAS through the set-up's Python (`PIDDM_PYTHON`) where there is one.
+/// Generation is measured against the best: the floor the machine really has.
+fn gemm_floor(seconds: f64) -> Result<Vec<(&'static str, f64)>> {
+    let n = 2048usize;
+    let flop = 2.0 * (n as f64).powi(3);
+    let a = Tensor::randn([n as i64, n as i64], tch::kind::FLOAT_CPU);
+    let b = Tensor::randn([n as i64, n as i64], tch::kind::FLOAT_CPU);
+    let mut out = vec![(
+        "libtorch",
+        flop / time_per_call(seconds, || {
+            let _ = a.matmul(&b);
+        }) / 1e9,
+    )];
+
+    let mut g = piddm_trainer::export::graph::Graph::new();
+    let y = g.node("MatMul", &["a", "b"], vec![]);
+    g.rename(&y, "y");
+    let dims = vec![Some(n as i64), Some(n as i64)];
+    let m = piddm_trainer::export::model(
+        g,
+        "gemm",
+        &[("a", dims.clone()), ("b", dims.clone())],
+        &[("y", dims)],
+    );
+    let env = piddm::ort_environment(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut session = ort::session::Session::builder(env)?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .commit_from_memory(&m.write_to_bytes()?)?;
+    let (av, bv) = (
+        Vec::<f32>::try_from(a.reshape([-1]))?,
+        Vec::<f32>::try_from(b.reshape([-1]))?,
+    );
+    let t = time_per_call(seconds, || {
+        let ta = ort::value::TensorRef::from_array_view(([n, n], av.as_slice())).unwrap();
+        let tb = ort::value::TensorRef::from_array_view(([n, n], bv.as_slice())).unwrap();
+        let o = session.run(ort::inputs!["a" => ta, "b" => tb]).unwrap();
+        std::hint::black_box(&o["y"]);
+    });
+    out.push(("ONNX Runtime MatMul", flop / t / 1e9));
+
+    if let Ok(py) = std::env::var("PIDDM_PYTHON") {
+        let script = format!(
+            "import numpy as np, time\n\
+             a = np.random.rand({n}, {n}).astype(np.float32); b = np.random.rand({n}, {n}).astype(np.float32)\n\
+             a @ b\n\
+             t = time.perf_counter(); k = 0\n\
+             while time.perf_counter() - t < {seconds}: a @ b; k += 1\n\
+             print({flop} * k / (time.perf_counter() - t) / 1e9)\n"
+        );
+        let run = std::process::Command::new(py)
+            .arg("-c")
+            .arg(script)
+            .output();
+        if let Ok(o) = run {
+            if let Ok(v) = String::from_utf8_lossy(&o.stdout).trim().parse::<f64>() {
+                out.push(("numpy (its wheel's OpenBLAS)", v));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let flops = conv_flops(&args.model)?;
 
-    // fp32 GEMM rate of this machine, same process.
-    let a = Tensor::randn([2048, 2048], tch::kind::FLOAT_CPU);
-    let b = Tensor::randn([2048, 2048], tch::kind::FLOAT_CPU);
-    let gemm = 2.0 * 2048f64.powi(3)
-        / time_per_call(args.seconds, || {
-            let _ = a.matmul(&b);
-        })
-        / 1e9;
+    // The machine's fp32 floor, same process.
+    let floors = gemm_floor(args.seconds)?;
+    let (best_name, best) =
+        floors
+            .iter()
+            .copied()
+            .fold(("none", 0.0), |m, f| if f.1 > m.1 { f } else { m });
+    let gemm = floors[0].1;
 
     // The C ABI.
     let handle = Handle::load(&args.model)?;
@@ -361,20 +465,23 @@ fn main() -> Result<()> {
         });
         rows.push((batch, capi, direct, tch_t, overhead, noise));
     }
+    let floor_words: Vec<String> = floors.iter().map(|(k, v)| format!("{k} {v:.1}")).collect();
     let mut s = format!(
-        "One-step generation, {} ({}x{}, {} channels): {:.3} GFLOP per sample (convolutions); fp32 GEMM (2048^3, libtorch) {:.1} GFLOP/s.\n\n\
-         | batch | C ABI ms/sample | ort direct ms/sample | tch ms/sample | C ABI GFLOP/s | fraction of GEMM | C ABI vs ort | noise draw, % of call |\n|---|---|---|---|---|---|---|---|\n",
-        args.model.display(), ny, nx, c, flops / 1e9, gemm
+        "One-step generation, {} ({}x{}, {} channels): {:.3} GFLOP per sample (convolutions). \
+         Machine: {}. fp32 sgemm 2048^3, GFLOP/s: {}; the best, {best_name}, is the floor.\n\n\
+         | batch | C ABI ms/sample | ort direct ms/sample | tch ms/sample | C ABI GFLOP/s | fraction of the best sgemm | fraction of libtorch's GEMM | C ABI vs ort | noise draw, % of call |\n|---|---|---|---|---|---|---|---|---|\n",
+        args.model.display(), ny, nx, c, flops / 1e9, cpu_words(), floor_words.join(", ")
     );
     for (batch, capi, direct, tch_t, overhead, noise) in &rows {
         let per = |t: f64| 1e3 * t / *batch as f64;
         let gf = flops * *batch as f64 / capi / 1e9;
         s += &format!(
-            "| {batch} | {:.3} | {:.3} | {} | {:.1} | {:.2} | {:+.1} % | {:.3} % |\n",
+            "| {batch} | {:.3} | {:.3} | {} | {:.1} | {:.2} | {:.2} | {:+.1} % | {:.3} % |\n",
             per(*capi),
             per(*direct),
             tch_t.map_or("-".into(), |t| format!("{:.3}", per(t))),
             gf,
+            gf / best,
             gf / gemm,
             100.0 * overhead,
             100.0 * noise / capi
