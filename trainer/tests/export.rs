@@ -807,6 +807,7 @@ fn shipped_model_matches_its_checkpoint() {
         ("darcy32", "cpu"),
         ("poisson32", "poisson"),
         ("helmholtz32", "helmholtz"),
+        ("burgers", "burgers"),
     ] {
         shipped_matches(name, preset);
     }
@@ -851,16 +852,16 @@ fn shipped_matches(name: &str, preset: &str) {
     );
     let (net, meta) = checkpoint::load_ema(&ckpt).unwrap();
     let st = Student::of(&net, &meta);
-    let n = meta.data.grid.n as i64;
+    let (n, c) = (meta.data.grid.n as i64, meta.unet.channels);
     tch::manual_seed(5);
-    let eps = Tensor::randn([2, 2, n, n], tch::kind::FLOAT_CPU);
+    let eps = Tensor::randn([2, c, n, n], tch::kind::FLOAT_CPU);
     let x = st.generate(&eps);
     let r = st.op.apply(&x);
     let (got, _) = ort_run(
         dir.path(),
         &shipped,
         &[(io::EPS, &eps)],
-        &[(io::X, vec![2, 2, n, n]), (io::RESIDUAL, vec![2, 1, n, n])],
+        &[(io::X, vec![2, c, n, n]), (io::RESIDUAL, vec![2, 1, n, n])],
         true,
         None,
     );
@@ -890,13 +891,16 @@ fn shipped_matches(name: &str, preset: &str) {
     let report = run_script(dir.path(), &json!({"check": files, "runs": []}));
     assert_eq!(report["checked"].as_array().unwrap().len(), 3);
     // and the amortised graph reproduces the checkpoints' tch answer
-    let mask = Tensor::cat(
-        &[
-            Tensor::ones([2, 1, n, n], tch::kind::FLOAT_CPU),
-            Tensor::zeros([2, 1, n, n], tch::kind::FLOAT_CPU),
-        ],
-        1,
-    );
+    // the family's forward task: what its solvers would ask
+    let mask = Tensor::from_slice(
+        &meta
+            .data
+            .pde
+            .family()
+            .task_mask(piddm_trainer::pde::Task::Forward, meta.data.grid),
+    )
+    .reshape([1, c, n, n])
+    .repeat([2, 1, 1, 1]);
     let observed = &x * &mask;
     check_amortised(dir.path(), &shipped, &encoder, &net, &st, &observed, &mask);
 }
