@@ -178,8 +178,8 @@ fn answers_settle_against_the_given_input(
             .reshape([1, c, n, n])
             .to_kind(Kind::Float)
     };
-    let mask = Tensor::from_slice(&fam.task_mask(piddm_trainer::pde::Task::Forward, grid))
-        .reshape([1, c, n, n]);
+    let [mask, inverse] =
+        piddm_trainer::stages::encoder::family_masks(&pde, grid, tch::Device::Cpu);
     let observed = to_t(&truth) * &mask;
     let want = to_t(&want);
     let eps = Tensor::randn([1, c, n, n], tch::kind::FLOAT_CPU);
@@ -205,7 +205,6 @@ fn answers_settle_against_the_given_input(
     // The inverse problem (all of u given): Poisson's source where the PDE holds is the one that
     // balances u, the data's own f up to float32 rounding of the Laplacian; its ring (where no
     // equation holds) is the student's. Darcy's coefficient is not pointwise: left as it was.
-    let inverse = 1.0 - &mask;
     let (got, _) = run_refine(
         dir.path(),
         &out,
@@ -430,14 +429,11 @@ fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
         .gt(0.7)
         .to_kind(Kind::Float);
     // the first problem the family's inverse task: a corrected answer settles its whole source
-    let inverse = Tensor::from_slice(
-        &meta
-            .data
-            .pde
-            .family()
-            .task_mask(piddm_trainer::pde::Task::Inverse, meta.data.grid),
-    )
-    .reshape([1, c, n, n]);
+    let [_, inverse] = piddm_trainer::stages::encoder::family_masks(
+        &meta.data.pde,
+        meta.data.grid,
+        tch::Device::Cpu,
+    );
     let mask = Tensor::cat(&[inverse, mask.narrow(0, 1, 2)], 0);
     let observed = &observed * &mask;
     let lambda = preset.infer.lambda * 10.0;
@@ -892,15 +888,12 @@ fn shipped_matches(name: &str, preset: &str) {
     assert_eq!(report["checked"].as_array().unwrap().len(), 3);
     // and the amortised graph reproduces the checkpoints' tch answer
     // the family's forward task: what its solvers would ask
-    let mask = Tensor::from_slice(
-        &meta
-            .data
-            .pde
-            .family()
-            .task_mask(piddm_trainer::pde::Task::Forward, meta.data.grid),
-    )
-    .reshape([1, c, n, n])
-    .repeat([2, 1, 1, 1]);
+    let [forward, _] = piddm_trainer::stages::encoder::family_masks(
+        &meta.data.pde,
+        meta.data.grid,
+        tch::Device::Cpu,
+    );
+    let mask = forward.repeat([2, 1, 1, 1]);
     let observed = &x * &mask;
     check_amortised(dir.path(), &shipped, &encoder, &net, &st, &observed, &mask);
 }
