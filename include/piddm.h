@@ -170,6 +170,21 @@ typedef enum {
 } piddm_optimizer;
 
 /**
+ * The arithmetic of the networks a model runs.
+ */
+typedef enum {
+  /**
+   * float32 throughout.
+   */
+  PIDDM_PRECISION_FP32 = 0,
+  /**
+   * The networks in int8 (weights per output channel, activations per tensor, calibrated when
+   * the model was exported); the physics and the refine gradient stay float32.
+   */
+  PIDDM_PRECISION_INT8 = 1,
+} piddm_precision;
+
+/**
  * A loaded model (opaque). Handles made by `piddm_model_clone` share it.
  */
 typedef struct piddm_model piddm_model;
@@ -209,6 +224,17 @@ typedef struct {
    * does not match its model card. 0 skips the check (and accepts cards that predate it).
    */
   int32_t verify_weights;
+  /**
+   * A piddm_precision: the networks' arithmetic (PIDDM_PRECISION_FP32 by default). INT8 loads
+   * the model's int8 graphs and fails with PIDDM_ERR_INVALID_ARGUMENT where it has none.
+   * Appended to ABI 2 with `reserved`: a program built against a piddm.h without them passes
+   * the shorter size and gets fp32.
+   */
+  int32_t precision;
+  /**
+   * 0. (It keeps this size apart from the earlier one, whose last 4 bytes were padding.)
+   */
+  int32_t reserved;
 } piddm_options;
 
 /**

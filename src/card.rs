@@ -14,6 +14,9 @@
 //! - `NAME.amortised.onnx` (optional, card format 3) — **amortised**: `observed`, `mask` and `z`
 //!   [B, C, H, W] (z standard normal) → `eps` [B, C, H, W] (the amortised encoder's start) and
 //!   `x_mix` (the student's answer from it): a conditional answer in one call.
+//! - `NAME.int8.onnx`, `NAME.amortised.int8.onnx` (optional, named in `files` only when the export
+//!   was asked for them) — **generate** and **amortised** with their networks in int8
+//!   ([`Precision::Int8`]); same interfaces. A card without them is the same as before they existed.
 //!
 //! Every file carries the same model card as JSON under the metadata key [`CARD_KEY`].
 
@@ -60,6 +63,8 @@ pub fn sibling(main: &std::path::Path, part: Part) -> std::path::PathBuf {
         Part::Refine => main.with_file_name(format!("{stem}.refine.onnx")),
         Part::Residual => main.with_file_name(format!("{stem}.residual.onnx")),
         Part::Amortised => main.with_file_name(format!("{stem}.amortised.onnx")),
+        Part::GenerateInt8 => main.with_file_name(format!("{stem}.int8.onnx")),
+        Part::AmortisedInt8 => main.with_file_name(format!("{stem}.amortised.int8.onnx")),
     }
 }
 
@@ -70,6 +75,52 @@ pub enum Part {
     Refine,
     Residual,
     Amortised,
+    /// The generate graph with its network in int8 (`Precision::Int8`).
+    #[serde(rename = "generate_int8")]
+    GenerateInt8,
+    /// The amortised graph with its networks in int8.
+    #[serde(rename = "amortised_int8")]
+    AmortisedInt8,
+}
+
+/// The arithmetic of the networks in the graphs a model loads. The physics (residual,
+/// corrections, settling) and the refine gradient stay float32 in every mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// Conv, Add, Mul, Sigmoid, Concat and Resize of the networks quantised to 8 bits (weights
+    /// int8 per output channel, activations uint8 per tensor, calibrated at export): the parts
+    /// `GenerateInt8` and `AmortisedInt8`, exported only when asked for.
+    Int8,
+}
+
+impl Precision {
+    /// Its name in the card, the command line and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Precision, String> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(format!("unknown precision {s:?} (fp32 or int8)")),
+        }
+    }
+
+    /// The part that stands for `part` in this precision (the same part where it has no other).
+    pub fn part(self, part: Part) -> Part {
+        match (self, part) {
+            (Precision::Int8, Part::Generate) => Part::GenerateInt8,
+            (Precision::Int8, Part::Amortised) => Part::AmortisedInt8,
+            _ => part,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,6 +262,10 @@ pub struct GraphDigests {
     pub residual: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amortised: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_int8: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amortised_int8: Option<String>,
 }
 
 impl GraphDigests {
@@ -220,6 +275,8 @@ impl GraphDigests {
             Part::Refine => Some(&self.refine),
             Part::Residual => Some(&self.residual),
             Part::Amortised => self.amortised.as_deref(),
+            Part::GenerateInt8 => self.generate_int8.as_deref(),
+            Part::AmortisedInt8 => self.amortised_int8.as_deref(),
         }
     }
 }
@@ -232,6 +289,26 @@ pub struct Files {
     /// The amortised encoder's graph, when the artifact has one (format 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amortised: Option<String>,
+    /// The int8 generate graph, when the export was asked for it (`Precision::Int8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate_int8: Option<String>,
+    /// The int8 amortised graph (with `generate_int8`, where the artifact has an encoder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amortised_int8: Option<String>,
+}
+
+impl Files {
+    /// The file name of `part`, where the artifact has it (the main file's is not recorded).
+    pub fn get(&self, part: Part) -> Option<&str> {
+        match part {
+            Part::Generate => None,
+            Part::Refine => Some(&self.refine),
+            Part::Residual => Some(&self.residual),
+            Part::Amortised => self.amortised.as_deref(),
+            Part::GenerateInt8 => self.generate_int8.as_deref(),
+            Part::AmortisedInt8 => self.amortised_int8.as_deref(),
+        }
+    }
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -281,6 +358,7 @@ impl ModelCard {
                 (None, false) => {}
             }
         }
+        self.check_precision_parts()?;
         let c = self.channels.len();
         if c == 0 || c > MAX_CHANNELS {
             return Err(format!(
@@ -344,19 +422,45 @@ impl ModelCard {
         Ok(())
     }
 
-    /// The parts this artifact has: the three every artifact has, and the amortised one if named.
+    /// The parts this artifact has: the three every artifact has, then those the card names
+    /// (amortised, the int8 generate and amortised graphs), in that order.
     pub fn parts(&self) -> Vec<Part> {
         let mut p = Part::all().to_vec();
-        if self.files.amortised.is_some() {
-            p.push(Part::Amortised);
+        for q in [Part::Amortised, Part::GenerateInt8, Part::AmortisedInt8] {
+            if self.files.get(q).is_some() {
+                p.push(q);
+            }
         }
         p
     }
 
+    /// Whether the artifact has the graphs `precision` loads.
+    pub fn has_precision(&self, precision: Precision) -> bool {
+        let parts = self.parts();
+        [Part::Generate, Part::Amortised]
+            .into_iter()
+            .filter(|p| parts.contains(p))
+            .all(|p| parts.contains(&precision.part(p)))
+    }
+
+    /// The int8 graphs come as a set: the generate one, and the amortised one exactly where the
+    /// artifact has an encoder.
+    fn check_precision_parts(&self) -> Result<(), String> {
+        let f = &self.files;
+        match (&f.generate_int8, &f.amortised_int8, &f.amortised) {
+            (None, None, _) | (Some(_), None, None) | (Some(_), Some(_), Some(_)) => Ok(()),
+            _ => Err("model card: the int8 graphs must be the generate one and, where the artifact has an encoder, the amortised one".into()),
+        }
+    }
+
     /// Every part's digest present, and a sha256 in lower-case hex.
     fn check_digests(&self, name: &str, d: &GraphDigests) -> Result<(), String> {
-        if d.amortised.is_some() != self.files.amortised.is_some() {
-            return Err("model card: the amortised part's file and digest disagree".into());
+        for q in [Part::Amortised, Part::GenerateInt8, Part::AmortisedInt8] {
+            if d.get(q).is_some() != self.files.get(q).is_some() {
+                return Err(
+                    format!("model card: the {q:?} part's file and digest disagree").to_lowercase(),
+                );
+            }
         }
         for p in self.parts() {
             let h = d.get(p).unwrap_or_default();
@@ -437,7 +541,10 @@ impl Part {
                 vec![t(io::RESIDUAL, &one), t(io::RESIDUAL_MSE, &[None])],
             ),
             Part::Residual => (vec![t(io::X, &full)], vec![t(io::RESIDUAL, &one)]),
-            Part::Amortised => (
+            Part::GenerateInt8 => {
+                Part::Generate.interface(format, c as usize, ny as usize, nx as usize)
+            }
+            Part::Amortised | Part::AmortisedInt8 => (
                 vec![t(io::OBSERVED, &full), t(io::MASK, &full), t(io::Z, &full)],
                 vec![t(io::EPS, &full), t(io::X_MIX, &full)],
             ),

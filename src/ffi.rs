@@ -9,7 +9,7 @@
 #![allow(non_camel_case_types, clippy::missing_safety_doc)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use crate::card::Start;
+use crate::card::{Precision, Start};
 use crate::error::{err, panic_message, piddm_status, Result};
 use crate::model::{Device, Model, Options, SolveParams};
 use crate::optim::Optimizer;
@@ -148,6 +148,24 @@ pub struct piddm_options {
     /// Nonzero (the default): recompute each graph's sha256 at load and refuse a file whose graph
     /// does not match its model card. 0 skips the check (and accepts cards that predate it).
     pub verify_weights: i32,
+    /// A piddm_precision: the networks' arithmetic (PIDDM_PRECISION_FP32 by default). INT8 loads
+    /// the model's int8 graphs and fails with PIDDM_ERR_INVALID_ARGUMENT where it has none.
+    /// Appended to ABI 2 with `reserved`: a program built against a piddm.h without them passes
+    /// the shorter size and gets fp32.
+    pub precision: i32,
+    /// 0. (It keeps this size apart from the earlier one, whose last 4 bytes were padding.)
+    pub reserved: i32,
+}
+
+/// The arithmetic of the networks a model runs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum piddm_precision {
+    /// float32 throughout.
+    PIDDM_PRECISION_FP32 = 0,
+    /// The networks in int8 (weights per output channel, activations per tensor, calibrated when
+    /// the model was exported); the physics and the refine gradient stay float32.
+    PIDDM_PRECISION_INT8 = 1,
 }
 
 /// Parameters of `piddm_solve`. `piddm_solve_params_init` fills the model card's defaults.
@@ -180,7 +198,15 @@ impl Versioned for piddm_solve_params {
         ]
     }
 }
-impl Versioned for piddm_options {}
+impl Versioned for piddm_options {
+    fn sizes() -> Vec<usize> {
+        vec![
+            // ABI 2 before `precision`: its last field and the padding after it.
+            std::mem::offset_of!(piddm_options, precision).next_multiple_of(8),
+            std::mem::size_of::<Self>(),
+        ]
+    }
+}
 impl Versioned for piddm_solve_report {}
 
 /// Where `piddm_solve` starts.
@@ -343,11 +369,54 @@ pub unsafe extern "C" fn piddm_options_init(opts: *mut piddm_options, size: usiz
             intra_op_threads: 0,
             ort_library: std::ptr::null(),
             verify_weights: Options::default().verify_weights as i32,
+            precision: piddm_precision::PIDDM_PRECISION_FP32 as i32,
+            reserved: 0,
         };
-        // SAFETY: non-null, and the caller's struct is `size` = sizeof(piddm_options) bytes.
-        unsafe { opts.write(d) };
+        // SAFETY: non-null; the caller's struct holds `size` bytes, a prefix of this layout
+        // (checked above), and `d` is a live value of at least that size.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&d as *const piddm_options).cast::<u8>(),
+                opts.cast::<u8>(),
+                size,
+            )
+        };
         Ok(())
     })
+}
+
+/// The caller's options of `size` bytes (a size [`check_size`] accepted), the fields an earlier
+/// layout lacks at their defaults.
+///
+/// # Safety
+/// `opts` points at `size` readable bytes.
+unsafe fn read_options(opts: *const piddm_options, size: usize) -> piddm_options {
+    let mut c = piddm_options {
+        size,
+        device: 0,
+        device_id: 0,
+        cuda_fallback_to_cpu: 0,
+        intra_op_threads: 0,
+        ort_library: std::ptr::null(),
+        verify_weights: 1,
+        precision: piddm_precision::PIDDM_PRECISION_FP32 as i32,
+        reserved: 0,
+    };
+    // SAFETY: `size` bytes are readable at `opts` and at most sizeof(piddm_options) fit in `c`;
+    // an earlier layout is a prefix of this one.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            opts.cast::<u8>(),
+            (&mut c as *mut piddm_options).cast::<u8>(),
+            size.min(std::mem::size_of::<piddm_options>()),
+        )
+    };
+    if size < std::mem::size_of::<piddm_options>() {
+        // the earlier layout's padding, not fields
+        c.precision = piddm_precision::PIDDM_PRECISION_FP32 as i32;
+        c.reserved = 0;
+    }
+    c
 }
 
 /// # Safety
@@ -381,9 +450,10 @@ pub unsafe extern "C" fn piddm_model_load(
         let mut o = Options::default();
         if !opts.is_null() {
             // SAFETY: non-null; the header requires a piddm_options, which starts with its size.
-            unsafe { check_size(opts, "opts", "piddm_options_init") }?;
-            // SAFETY: its size says it is this library's piddm_options.
-            let c = unsafe { *opts };
+            let size = unsafe { check_size(opts, "opts", "piddm_options_init") }?;
+            // SAFETY: its size says it is this library's piddm_options or the earlier one, which
+            // ends before `precision`; only the fields that size holds are read.
+            let c = unsafe { read_options(opts, size) };
             o.device = match c.device {
                 0 => Device::Cpu,
                 1 => Device::Cuda {
@@ -401,6 +471,23 @@ pub unsafe extern "C" fn piddm_model_load(
             o.intra_op_threads = c.intra_op_threads as usize;
             o.cuda_fallback_to_cpu = c.cuda_fallback_to_cpu != 0;
             o.verify_weights = c.verify_weights != 0;
+            o.precision = match (c.precision, c.reserved) {
+                (0, 0) => Precision::Fp32,
+                (1, 0) => Precision::Int8,
+                (_, 0) => {
+                    return Err(err!(
+                    PIDDM_ERR_INVALID_ARGUMENT,
+                    "opts->precision is {}, not a piddm_precision (PIDDM_PRECISION_FP32 or _INT8)",
+                    c.precision
+                ))
+                }
+                (_, r) => {
+                    return Err(err!(
+                        PIDDM_ERR_INVALID_ARGUMENT,
+                        "opts->reserved is {r}; it must be 0"
+                    ))
+                }
+            };
             if !c.ort_library.is_null() {
                 // SAFETY: a non-NULL ort_library is a NUL-terminated path, as documented.
                 let lib = unsafe { cstr(c.ort_library, "opts->ort_library") }?;
@@ -765,6 +852,57 @@ fn abi1(old: &str, new: &str) -> crate::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Options of the size before `precision` (40 bytes, its last 4 padding): init writes only
+    /// those bytes, load reads them and takes fp32 whatever the padding holds. The full size
+    /// refuses a precision or a `reserved` it does not know, naming the field, before any file is
+    /// read.
+    #[test]
+    fn options_before_precision_stay_accepted() {
+        let old = std::mem::offset_of!(piddm_options, precision).next_multiple_of(8);
+        assert_eq!(old, 40);
+        assert!(std::mem::size_of::<piddm_options>() > old);
+        let mut buf = [0xABu8; std::mem::size_of::<piddm_options>()];
+        let opts = buf.as_mut_ptr().cast::<piddm_options>();
+        // SAFETY: the buffer holds a whole piddm_options; init and read_options copy bytes, so
+        // its alignment does not matter.
+        let s = unsafe { piddm_options_init(opts, old) };
+        assert_eq!(s, piddm_status::PIDDM_OK);
+        assert!(
+            buf[old..].iter().all(|&b| b == 0xAB),
+            "init wrote past the caller's size"
+        );
+        // SAFETY: `old` readable bytes at `opts`.
+        let c = unsafe { read_options(opts, old) };
+        assert_eq!((c.precision, c.reserved, c.verify_weights), (0, 0, 1));
+        let path = CString::new("/nonexistent/model.onnx").unwrap();
+        let load = |o: &piddm_options| {
+            let mut m = std::ptr::null_mut();
+            // SAFETY: valid C string, options and out-pointer.
+            let s = unsafe { piddm_model_load(path.as_ptr(), o, &mut m) };
+            assert!(m.is_null());
+            // SAFETY: piddm_last_error never returns NULL and its string is NUL-terminated.
+            let msg = unsafe { CStr::from_ptr(piddm_last_error()) };
+            (s, msg.to_string_lossy().into_owned())
+        };
+        // SAFETY: a whole piddm_options.
+        let mut o: piddm_options = unsafe { std::mem::zeroed() };
+        // SAFETY: as above, this library's size.
+        unsafe { piddm_options_init(&mut o, std::mem::size_of_val(&o)) };
+        assert_eq!(o.precision, piddm_precision::PIDDM_PRECISION_FP32 as i32);
+        let (s, _) = load(&o);
+        assert_eq!(
+            s,
+            piddm_status::PIDDM_ERR_IO,
+            "a valid precision reaches the file"
+        );
+        let (s, msg) = load(&piddm_options { precision: 7, ..o });
+        assert_eq!(s, piddm_status::PIDDM_ERR_INVALID_ARGUMENT);
+        assert!(msg.contains("precision is 7"), "{msg}");
+        let (s, msg) = load(&piddm_options { reserved: 1, ..o });
+        assert_eq!(s, piddm_status::PIDDM_ERR_INVALID_ARGUMENT);
+        assert!(msg.contains("reserved"), "{msg}");
+    }
 
     /// Every start and optimiser has a C value and comes back from it; other values are refused.
     #[test]

@@ -2,7 +2,7 @@
 //! Fields are float32 in physical units, laid out [batch][channel][ny][nx].
 
 use crate::artifact;
-use crate::card::{self, io, ModelCard, Part, Start};
+use crate::card::{self, io, ModelCard, Part, Precision, Start};
 use crate::error::{err, Result};
 use crate::limits::{CHUNK_SAMPLES, CHUNK_VALUES, MAX_BATCH, MAX_STEPS, MAX_THREADS, MAX_VALUES};
 use crate::optim::{self, Optimizer};
@@ -33,6 +33,9 @@ pub struct Options {
     /// skips the hashing (a few ms per MB of weights) and accepts format 1 cards, which have no
     /// digests.
     pub verify_weights: bool,
+    /// The networks' arithmetic: int8 loads the artifact's int8 generate and amortised graphs
+    /// (refused where it has none); the refine and residual graphs are float32 in every mode.
+    pub precision: Precision,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             intra_op_threads: 0,
             ort_library: None,
             verify_weights: true,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -430,19 +434,37 @@ impl Model {
                 options.intra_op_threads
             ));
         }
-        let (gb, card) = read_part(path, Part::Generate, options)?;
+        let (mut gb, card) = read_part(path, Part::Generate, options)?;
+        let precision = options.precision;
+        if !card.has_precision(precision) {
+            return Err(err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "{} has no {p} graphs; export them with piddm-train export --precision {p}, or load it in fp32",
+                path.display(),
+                p = precision.name()
+            ));
+        }
+        let gpart = precision.part(Part::Generate);
+        let mut others = Vec::new();
+        if gpart != Part::Generate {
+            let (b, c) = read_part(path, gpart, options)?;
+            gb = b;
+            others.push((c, gpart));
+        }
         let (rb, rcard) = read_part(path, Part::Refine, options)?;
         let (qb, qcard) = read_part(path, Part::Residual, options)?;
+        let apart = precision.part(Part::Amortised);
         let amortised = match card.files.amortised {
-            Some(_) => Some(read_part(path, Part::Amortised, options)?),
+            Some(_) => Some(read_part(path, apart, options)?),
             None => None,
         };
-        let mut others = vec![(&rcard, Part::Refine), (&qcard, Part::Residual)];
+        others.push((rcard.clone(), Part::Refine));
+        others.push((qcard.clone(), Part::Residual));
         if let Some((_, acard)) = &amortised {
-            others.push((acard, Part::Amortised));
+            others.push((acard.clone(), apart));
         }
         for (other, part) in others {
-            if *other != card.for_part(part) {
+            if other != card.for_part(part) {
                 return Err(err!(
                     PIDDM_ERR_FORMAT,
                     "the graphs beside {} come from a different model (their model cards differ)",
@@ -453,7 +475,8 @@ impl Model {
         // Generation's session now: every caller generates, and it says whether CUDA fell back.
         // The other parts were checked against their own declarations by `read_part` and get
         // their sessions when a call first needs them.
-        let (gs, fell_back) = open_part(path, Part::Generate, &gb, &card, options)?;
+        let gcard = card.for_part(gpart);
+        let (gs, fell_back) = open_part(path, gpart, &gb, &gcard, options)?;
         let shape = [card.channels.len(), card.grid.ny, card.grid.nx];
         let pool = |bytes: Vec<u8>, part: Part, c: &ModelCard, s: Option<Session>| Pool {
             bytes,
@@ -465,7 +488,7 @@ impl Model {
             idle: Mutex::new(s.into_iter().collect()),
             uses: Default::default(),
         };
-        let generate = pool(gb, Part::Generate, &card, Some(gs));
+        let generate = pool(gb, gpart, &gcard, Some(gs));
         let card_json = std::ffi::CString::new(card.to_json())
             .map_err(|_| err!(PIDDM_ERR_FORMAT, "model card holds a NUL byte"))?;
         Ok(Model {
@@ -475,7 +498,7 @@ impl Model {
             generate,
             refine: pool(rb, Part::Refine, &rcard, None),
             residual: pool(qb, Part::Residual, &qcard, None),
-            amortised: amortised.map(|(b, c)| pool(b, Part::Amortised, &c, None)),
+            amortised: amortised.map(|(b, c)| pool(b, apart, &c, None)),
             shape,
             fell_back_to_cpu: fell_back,
         })
@@ -502,14 +525,26 @@ impl Model {
             .map_or(0, |p| p.uses.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// The sessions of `part`'s graph (None for a part the artifact lacks).
+    /// The sessions of `part`'s graph (None for a part the artifact lacks or this load's
+    /// precision does not use).
     fn pool(&self, part: Part) -> Option<&Pool> {
-        match part {
-            Part::Generate => Some(&self.generate),
-            Part::Refine => Some(&self.refine),
-            Part::Residual => Some(&self.residual),
-            Part::Amortised => self.amortised.as_ref(),
-        }
+        [
+            Some(&self.generate),
+            Some(&self.refine),
+            Some(&self.residual),
+            self.amortised.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|p| p.part == part)
+    }
+
+    /// The precision of the networks this model was loaded with.
+    pub fn precision(&self) -> Precision {
+        self.options().precision
+    }
+    fn options(&self) -> &Options {
+        &self.generate.options
     }
 
     /// How many ONNX Runtime sessions of the graph of `part` this model holds or held: 0 until a

@@ -41,6 +41,7 @@ struct options {
     options &threads(int n) { raw.intra_op_threads = n; return *this; }
     options &ort_library(const char *path) { raw.ort_library = path; return *this; }
     options &verify_weights(bool on) { raw.verify_weights = on ? 1 : 0; return *this; }
+    options &precision(piddm_precision p) { raw.precision = p; return *this; }
 };
 
 struct shape_t {

@@ -21,6 +21,7 @@ module piddm
   integer(c_int32_t), parameter, public :: PIDDM_START_AUTO = 0, PIDDM_START_RANDOM = 1, &
     PIDDM_START_AMORTISED = 2
   integer(c_int32_t), parameter, public :: PIDDM_OPTIMIZER_ADAM = 0, PIDDM_OPTIMIZER_LBFGS = 1
+  integer(c_int32_t), parameter, public :: PIDDM_PRECISION_FP32 = 0, PIDDM_PRECISION_INT8 = 1
 
   type, bind(c), public :: piddm_options
     integer(c_size_t) :: size = 0
@@ -30,6 +31,8 @@ module piddm
     integer(c_int32_t) :: intra_op_threads = 0
     type(c_ptr) :: ort_library = c_null_ptr
     integer(c_int32_t) :: verify_weights = 0
+    integer(c_int32_t) :: precision = PIDDM_PRECISION_FP32
+    integer(c_int32_t) :: reserved = 0
   end type
 
   ! steps is signed: a negative count is refused (PIDDM_ERR_INVALID_ARGUMENT), never a huge one

@@ -9,6 +9,7 @@ int main(void) {
     F(piddm_options, size); F(piddm_options, device); F(piddm_options, device_id);
     F(piddm_options, cuda_fallback_to_cpu); F(piddm_options, intra_op_threads);
     F(piddm_options, ort_library); F(piddm_options, verify_weights);
+    F(piddm_options, precision); F(piddm_options, reserved);
     S(piddm_solve_params);
     F(piddm_solve_params, size); F(piddm_solve_params, steps); F(piddm_solve_params, learning_rate);
     F(piddm_solve_params, lambda_infer); F(piddm_solve_params, seed);

@@ -28,7 +28,7 @@ int main(int argc, char **argv) {
     CHECK(strcmp(piddm_version(), PIDDM_VERSION) == 0, "version %s", piddm_version());
 
     piddm_options opts;
-    CHECK(piddm_options_init(&opts, sizeof opts) == PIDDM_OK && opts.size == sizeof opts && opts.verify_weights == 1, "defaults");
+    CHECK(piddm_options_init(&opts, sizeof opts) == PIDDM_OK && opts.size == sizeof opts && opts.verify_weights == 1 && opts.precision == PIDDM_PRECISION_FP32, "defaults");
     opts.intra_op_threads = 1;
     piddm_model *m = NULL;
     piddm_status s = piddm_model_load(argv[1], &opts, &m);

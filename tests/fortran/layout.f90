@@ -14,6 +14,8 @@ program layout
   call off("piddm_options.intra_op_threads", c_loc(o), c_loc(o%intra_op_threads))
   call off("piddm_options.ort_library", c_loc(o), c_loc(o%ort_library))
   call off("piddm_options.verify_weights", c_loc(o), c_loc(o%verify_weights))
+  call off("piddm_options.precision", c_loc(o), c_loc(o%precision))
+  call off("piddm_options.reserved", c_loc(o), c_loc(o%reserved))
   print '(a,1x,i0)', "piddm_solve_params", c_sizeof(p)
   call off("piddm_solve_params.size", c_loc(p), c_loc(p%size))
   call off("piddm_solve_params.steps", c_loc(p), c_loc(p%steps))

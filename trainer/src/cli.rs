@@ -169,6 +169,10 @@ pub enum Cmd {
         /// part, and the preset's [amortise.refine] become the card's solve defaults.
         #[arg(long)]
         encoder: Option<PathBuf>,
+        /// int8: also write the generate and amortised graphs with their networks quantised
+        /// (NAME.int8.onnx, NAME.amortised.int8.onnx), loaded with the runtime's int8 precision.
+        #[arg(long, default_value = "fp32", value_parser = piddm::card::Precision::parse)]
+        precision: piddm::card::Precision,
     },
     /// The end-to-end demo on an exported model, through the runtime.
     Demo {
@@ -180,6 +184,10 @@ pub enum Cmd {
         seed: u64,
         #[arg(long, default_value = "runs/demo")]
         out: PathBuf,
+        /// The networks' arithmetic the model is loaded with (int8 needs graphs exported with
+        /// `--precision int8`).
+        #[arg(long, default_value = "fp32", value_parser = piddm::card::Precision::parse)]
+        precision: piddm::card::Precision,
     },
     /// Print the model card of an exported ONNX file.
     Inspect { file: PathBuf },
@@ -373,20 +381,23 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
             preset: p,
             eval,
             encoder,
+            precision,
         } => export::export_files(
             &student,
             &out,
             &preset(&p)?,
             eval.as_deref(),
             encoder.as_deref(),
+            precision,
         ),
         Cmd::Demo {
             model,
             problems,
             seed,
             out,
+            precision,
         } => {
-            print!("{}", demo::run(&model, problems, seed, &out)?);
+            print!("{}", demo::run(&model, problems, seed, &out, precision)?);
             Ok(())
         }
         Cmd::Inspect { file } => {

@@ -17,6 +17,7 @@ fn report_matches_the_rust_api() {
         sparse: 0.1,
         answers: 3,
         published: false,
+        precision: piddm::card::Precision::Fp32,
     };
     let r = conditional::run(&s, "test".into(), dir.path()).unwrap();
     assert_eq!(r.rows.len(), 2);
@@ -103,6 +104,7 @@ fn report_runs_on_every_family() {
             sparse: 0.1,
             answers: 2,
             published: false,
+            precision: piddm::card::Precision::Fp32,
         };
         let out = dir.path().join("report");
         let r = conditional::run(&s, "test".into(), &out).unwrap();

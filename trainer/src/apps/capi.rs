@@ -38,6 +38,29 @@ impl Handle {
         Ok(Handle(h))
     }
 
+    /// `piddm_model_load` with the default options but the networks' `precision`.
+    pub fn load_precision(path: &Path, precision: piddm::card::Precision) -> Result<Self> {
+        let c = CString::new(path.to_str().context("model path")?)?;
+        // SAFETY: all-zero is a valid value of this plain C struct; init then fills it.
+        let mut o: ffi::piddm_options = unsafe { std::mem::zeroed() };
+        // SAFETY: struct of this library's size.
+        check(
+            unsafe { ffi::piddm_options_init(&mut o, std::mem::size_of_val(&o)) },
+            "piddm_options_init",
+        )?;
+        o.precision = match precision {
+            piddm::card::Precision::Fp32 => ffi::piddm_precision::PIDDM_PRECISION_FP32,
+            piddm::card::Precision::Int8 => ffi::piddm_precision::PIDDM_PRECISION_INT8,
+        } as i32;
+        let mut h = std::ptr::null_mut();
+        // SAFETY: valid C string, initialised options, out-pointer to a local.
+        check(
+            unsafe { ffi::piddm_model_load(c.as_ptr(), &o, &mut h) },
+            "piddm_model_load",
+        )?;
+        Ok(Handle(h))
+    }
+
     /// (channels, ny, nx).
     pub fn shape(&self) -> Result<(usize, usize, usize)> {
         let (mut c, mut ny, mut nx) = (0usize, 0usize, 0usize);

@@ -36,6 +36,10 @@ pub struct Settings {
     /// Also run the published solve (random start, 200 Adam steps, learning rate 0.05).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub published: bool,
+    /// The networks' arithmetic the model is loaded with (int8 needs graphs exported with
+    /// `--precision int8`).
+    #[arg(long, default_value = "fp32", value_parser = piddm::card::Precision::parse)]
+    pub precision: piddm::card::Precision,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -95,7 +99,7 @@ fn tasks(
 
 pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
     ensure!(s.problems >= 1, "at least one problem");
-    let h = Handle::load(&s.model)?;
+    let h = Handle::load_precision(&s.model, s.precision)?;
     let card = crate::export::read_card(&s.model)?.0;
     let pde = card_pde(&card)?;
     let truth = problems(&card, s.problems, s.seed)?.data;

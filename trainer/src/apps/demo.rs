@@ -8,9 +8,19 @@ use anyhow::Result;
 use piddm::{Model, Options};
 use std::path::Path;
 
-pub fn run(model_path: &Path, problems: usize, seed: u64, out: &Path) -> Result<String> {
+pub fn run(
+    model_path: &Path,
+    problems: usize,
+    seed: u64,
+    out: &Path,
+    precision: piddm::card::Precision,
+) -> Result<String> {
     let t0 = std::time::Instant::now();
-    let model = Model::load(model_path, &Options::default()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let options = Options {
+        precision,
+        ..Options::default()
+    };
+    let model = Model::load(model_path, &options).map_err(|e| anyhow::anyhow!("{e}"))?;
     let card = model.card();
     let pde = super::examples::card_pde(card)?;
     let family = pde.family();

@@ -10,6 +10,7 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use onnx_protobuf::{Message, ModelProto};
+use piddm::card::Precision;
 use piddm::ffi;
 use piddm_trainer::apps::capi::Handle;
 use piddm_trainer::stages::solve::Student;
@@ -282,6 +283,202 @@ fn solve_path(model: &std::path::Path, seconds: f64) -> Result<String> {
     Ok(s)
 }
 
+/// Generation's kernel time by operator: ONNX Runtime's profiler over 10 calls at `batch` of the
+/// generate graph of `precision` (all cores, the runtime's optimisation level). Returns the
+/// wall time per call and (operator, share of the kernels' time), largest first.
+fn profile(
+    model: &std::path::Path,
+    precision: Precision,
+    batch: usize,
+) -> Result<(f64, Vec<(String, f64)>)> {
+    let part = precision.part(piddm::card::Part::Generate);
+    let bytes = std::fs::read(piddm::card::sibling(model, part))?;
+    let dir = std::env::temp_dir().join(format!("piddm-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let env = piddm::ort_environment(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut session = ort::session::Session::builder(env)?
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_profiling(dir.join("generate"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .commit_from_memory(&bytes)?;
+    let field = {
+        let m = piddm::Model::load(model, &piddm::Options::default())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (c, ny, nx) = m.shape();
+        [batch, c, ny, nx]
+    };
+    let eps: Vec<f32> = (0..field.iter().product::<usize>())
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let mut call = || {
+        let t = ort::value::TensorRef::from_array_view((field, eps.as_slice())).unwrap();
+        std::hint::black_box(session.run(ort::inputs!["eps" => t]).unwrap());
+    };
+    call();
+    let t = Instant::now();
+    for _ in 0..9 {
+        call();
+    }
+    let per_call = t.elapsed().as_secs_f64() / 9.0;
+    let path = session.end_profiling()?;
+    let events: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    std::fs::remove_dir_all(&dir).ok();
+    let mut by_op: HashMap<String, f64> = HashMap::new();
+    for e in events.as_array().context("a profile is a JSON array")? {
+        let kernel = e["cat"] == "Node"
+            && e["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("_kernel_time"));
+        if let (true, Some(op), Some(d)) =
+            (kernel, e["args"]["op_name"].as_str(), e["dur"].as_f64())
+        {
+            *by_op.entry(op.to_string()).or_default() += d;
+        }
+    }
+    let total: f64 = by_op.values().sum();
+    let mut shares: Vec<(String, f64)> = by_op.into_iter().map(|(k, v)| (k, v / total)).collect();
+    shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok((per_call, shares))
+}
+
+/// Where fp32 generation's time goes at batch 64 and what bounds it: the convolutions' own rate
+/// against the floor, and the share of everything else; the int8 graphs' profile beside it.
+fn profile_section(model: &std::path::Path, flops: f64, best: f64, int8: bool) -> Result<String> {
+    let batch = 64;
+    let (t32, p32) = profile(model, Precision::Fp32, batch)?;
+    let q = if int8 {
+        Some(profile(model, Precision::Int8, batch)?)
+    } else {
+        None
+    };
+    let share = |p: &[(String, f64)], ops: &[&str]| -> f64 {
+        p.iter()
+            .filter(|(k, _)| ops.contains(&k.as_str()))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let conv = share(&p32, &["Conv", "FusedConv"]);
+    let conv_rate = flops * batch as f64 / (conv * t32) / 1e9;
+    // If the convolutions ran at the floor's rate and the rest took what it takes now.
+    let other = (1.0 - conv) * t32;
+    let at_floor = flops * batch as f64 / (best * 1e9);
+    let bound = at_floor / (at_floor + other);
+    let mut s =
+        format!(
+        "\nWhere generation's time goes (ONNX Runtime's profiler, 10 calls at batch {batch}, the \
+         generate graph, kernel time by operator): in fp32 the convolutions take {:.1} % of it and \
+         run at {conv_rate:.1} GFLOP/s, {:.2} of the best sgemm; the other {:.1} % is the work \
+         between them (below), which alone bounds generation at {bound:.2} of the floor even with \
+         the convolutions at the floor's rate.\n\n| operator | fp32 share |{}\n|---|---|{}\n",
+        100.0 * conv,
+        conv_rate / best,
+        100.0 * (1.0 - conv),
+        if q.is_some() { " int8 share | int8 operator |" } else { "" },
+        if q.is_some() { "---|---|" } else { "" },
+    );
+    for i in 0..10 {
+        let a = p32.get(i);
+        let b = q.as_ref().and_then(|(_, p)| p.get(i));
+        if a.is_none() && b.is_none() {
+            break;
+        }
+        let cell = |x: Option<&(String, f64)>| {
+            x.map_or(("-".to_string(), "-".to_string()), |(k, v)| {
+                (k.clone(), format!("{:.1} %", 100.0 * v))
+            })
+        };
+        let (ka, va) = cell(a);
+        s += &format!("| {ka} | {va} |");
+        if q.is_some() {
+            let (kb, vb) = cell(b);
+            s += &format!(" {vb} | {kb} |");
+        }
+        s += "\n";
+    }
+    s += &format!(
+        "\nWall time per call in the profiled session: fp32 {:.2} ms per sample{}.\n",
+        1e3 * t32 / batch as f64,
+        q.as_ref().map_or(String::new(), |(t, _)| format!(
+            ", int8 {:.2} ms per sample",
+            1e3 * t / batch as f64
+        ))
+    );
+    Ok(s)
+}
+
+/// fp32 against int8 through the C ABI, the two models alternating in rounds: generation at
+/// batch 1, 8 and 64, the one-call answer (forward problem) at batch 1 and 16; ms per sample.
+fn precision_table(model: &std::path::Path, seconds: f64) -> Result<String> {
+    let h32 = Handle::load_precision(model, Precision::Fp32)?;
+    let h8 = Handle::load_precision(model, Precision::Int8)?;
+    let (c, ny, nx) = h32.shape()?;
+    let field = c * ny * nx;
+    let amortised = h32.has_amortised()?;
+    let mut s = format!(
+        "\nReduced precision, {} through the C ABI (`piddm_options.precision`), ms per sample; \
+         medians over 9 rounds in which the two alternate.\n\n| call | batch | fp32 | int8 | int8 speed-up |\n|---|---|---|---|---|\n",
+        model.display()
+    );
+    let mut row =
+        |what: &str, batch: usize, f32_call: &mut dyn FnMut(), i8_call: &mut dyn FnMut()| {
+            let per = seconds / 9.0 / 2.0;
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            for r in 0..9 {
+                if r % 2 == 0 {
+                    a.push(time_per_call(per, &mut *f32_call));
+                    b.push(time_per_call(per, &mut *i8_call));
+                } else {
+                    b.push(time_per_call(per, &mut *i8_call));
+                    a.push(time_per_call(per, &mut *f32_call));
+                }
+            }
+            let (a, b) = (median(&mut a), median(&mut b));
+            s += &format!(
+                "| {what} | {batch} | {:.3} | {:.3} | {:.2}x |\n",
+                1e3 * a / batch as f64,
+                1e3 * b / batch as f64,
+                a / b
+            );
+        };
+    for batch in [1usize, 8, 64] {
+        let (mut o1, mut o2) = (vec![0f32; batch * field], vec![0f32; batch * field]);
+        row(
+            "generate",
+            batch,
+            &mut || h32.generate(1, batch, &mut o1).expect("piddm_generate"),
+            &mut || h8.generate(1, batch, &mut o2).expect("piddm_generate"),
+        );
+    }
+    if amortised {
+        let one = ffi::piddm_solve_params {
+            steps: 0,
+            start: ffi::piddm_start::PIDDM_START_AMORTISED as i32,
+            ..h32.defaults()?
+        };
+        for batch in [1usize, 16] {
+            let n = batch * field;
+            let mut x = vec![0f32; n];
+            h32.generate(5, batch, &mut x)?;
+            let mask: Vec<u8> = (0..n).map(|i| ((i % field) < field / 2) as u8).collect();
+            let (mut o1, mut o2) = (vec![0f32; n], vec![0f32; n]);
+            row(
+                "one call",
+                batch,
+                &mut || {
+                    h32.solve_into(&x, &mask, batch, &one, &mut o1)
+                        .expect("piddm_solve");
+                },
+                &mut || {
+                    h8.solve_into(&x, &mask, batch, &one, &mut o2)
+                        .expect("piddm_solve");
+                },
+            );
+        }
+    }
+    Ok(s)
+}
+
 /// The processor's model name and the vector extensions the kernels can use, from /proc/cpuinfo.
 fn cpu_words() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -486,6 +683,14 @@ fn main() -> Result<()> {
             100.0 * overhead,
             100.0 * noise / capi
         );
+    }
+    let int8 = piddm::Model::load(&args.model, &piddm::Options::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .card()
+        .has_precision(Precision::Int8);
+    s += &profile_section(&args.model, flops, best, int8)?;
+    if int8 {
+        s += &precision_table(&args.model, args.seconds)?;
     }
     s += &load_cost(&args.model)?;
     for m in std::iter::once(&args.model).chain(&args.solve_path) {

@@ -159,6 +159,9 @@ impl FieldOps for Folding<'_> {
 
 /// The network's operations, folding known values.
 impl NetOps for Folding<'_> {
+    fn network(&mut self, open: bool) {
+        self.g.network(open);
+    }
     fn dup(&mut self, x: &Gv) -> Gv {
         match x {
             Gv::Node(n) => Gv::Node(n.clone()),

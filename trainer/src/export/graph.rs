@@ -221,6 +221,10 @@ pub struct Graph {
     pub chw: HashMap<String, Chw>,
     counter: usize,
     consts_i64: HashMap<Vec<i64>, String>,
+    /// Names of the nodes written inside a network (`NetOps::network`): what reduced precision
+    /// may touch.
+    pub net_nodes: HashSet<String>,
+    net_depth: usize,
 }
 
 impl Default for Graph {
@@ -239,6 +243,8 @@ impl Graph {
             chw: HashMap::new(),
             counter: 0,
             consts_i64: HashMap::new(),
+            net_nodes: HashSet::new(),
+            net_depth: 0,
         }
     }
 
@@ -279,9 +285,21 @@ impl Graph {
         name
     }
 
+    /// Opens or closes a network's nodes (nested networks count once).
+    pub fn network(&mut self, open: bool) {
+        if open {
+            self.net_depth += 1;
+        } else {
+            self.net_depth = self.net_depth.saturating_sub(1);
+        }
+    }
+
     /// Emits a raw node with one output.
     pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
         let y = self.fresh(&op.to_lowercase());
+        if self.net_depth > 0 {
+            self.net_nodes.insert(y.clone());
+        }
         self.nodes.push(NodeProto {
             op_type: op.into(),
             name: y.clone(),

@@ -4,6 +4,7 @@
 
 pub mod fold;
 pub mod graph;
+pub mod quantise;
 
 use crate::checkpoint::{load_role, weights_sha256, CheckpointMeta, Net, Role};
 use crate::config::InferConfig;
@@ -18,7 +19,7 @@ use onnx_protobuf::{
     tensor_proto::DataType, tensor_shape_proto::dimension, type_proto, Message, ModelProto,
     OperatorSetIdProto, StringStringEntryProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
-use piddm::card::{self, io, ModelCard, Part};
+use piddm::card::{self, io, ModelCard, Part, Precision};
 use std::path::Path;
 
 /// ONNX opset and IR version written (ONNX Runtime 1.31 reads both).
@@ -163,11 +164,21 @@ pub fn seal(models: &mut [ModelProto], card: &mut ModelCard) -> Result<()> {
             .context("the model has no graph")?;
         digests.push(piddm::canonical::graph_digests(graph).map_err(anyhow::Error::msg)?);
     }
-    let of = |f: fn(&piddm::canonical::Digests) -> &String| card::GraphDigests {
-        generate: f(&digests[0]).clone(),
-        refine: f(&digests[1]).clone(),
-        residual: f(&digests[2]).clone(),
-        amortised: digests.get(3).map(|d| f(d).clone()),
+    let of = |f: fn(&piddm::canonical::Digests) -> &String| {
+        let get = |p: Part| {
+            parts
+                .iter()
+                .position(|q| *q == p)
+                .map(|i| f(&digests[i]).clone())
+        };
+        card::GraphDigests {
+            generate: f(&digests[0]).clone(),
+            refine: f(&digests[1]).clone(),
+            residual: f(&digests[2]).clone(),
+            amortised: get(Part::Amortised),
+            generate_int8: get(Part::GenerateInt8),
+            amortised_int8: get(Part::AmortisedInt8),
+        }
     };
     card.graph_sha256 = Some(of(|d| &d.graph));
     card.graph_structure_sha256 = Some(of(|d| &d.structure));
@@ -294,8 +305,60 @@ pub fn card_for(
             refine: name(Part::Refine),
             residual: name(Part::Residual),
             amortised: amortised.then(|| name(Part::Amortised)),
+            generate_int8: None,
+            amortised_int8: None,
         },
     })
+}
+
+/// Names the graphs of `precision` in `card` (the main file `main`), so that [`build`] writes them.
+pub fn add_precision(card: &mut ModelCard, precision: Precision, main: &Path) {
+    let name = |p: Part| {
+        card::sibling(main, p)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    if precision == Precision::Int8 {
+        card.files.generate_int8 = Some(name(Part::GenerateInt8));
+        card.files.amortised_int8 = card
+            .files
+            .amortised
+            .is_some()
+            .then(|| name(Part::AmortisedInt8));
+    }
+}
+
+/// Calibration batches of the int8 graphs (4 batches of 16 samples, a fixed seed): for generation
+/// standard normal eps; for the amortised graph the student's own samples observed through the
+/// encoder's training tasks (forward, inverse, sparse), z standard normal.
+fn calibration_feeds(st: &Student, meta: &CheckpointMeta, part: Part) -> Vec<quantise::Feed> {
+    let _g = tch::no_grad_guard();
+    tch::manual_seed(20_251_204);
+    let (c, n) = (meta.unet.channels, meta.data.grid.n as i64);
+    let dims = vec![16, c, n, n];
+    let vals = |t: &tch::Tensor| Vec::<f32>::try_from(t.reshape([-1])).expect("float tensor");
+    (0..4)
+        .map(|_| {
+            let eps = tch::Tensor::randn(dims.clone(), (tch::Kind::Float, tch::Device::Cpu));
+            match part {
+                Part::Generate => vec![(io::EPS.to_string(), dims.clone(), vals(&eps))],
+                _ => {
+                    let x = st.generate(&eps);
+                    let tasks =
+                        encoder::family_masks(&meta.data.pde, meta.data.grid, tch::Device::Cpu);
+                    let mask = encoder::task_masks(&x, &tasks);
+                    let z = tch::Tensor::randn(dims.clone(), (tch::Kind::Float, tch::Device::Cpu));
+                    vec![
+                        (io::OBSERVED.to_string(), dims.clone(), vals(&(&x * &mask))),
+                        (io::MASK.to_string(), dims.clone(), vals(&mask)),
+                        (io::Z.to_string(), dims.clone(), vals(&z)),
+                    ]
+                }
+            }
+        })
+        .collect()
 }
 
 /// The graphs of a student, as protobuf messages in the order of `card.parts()` (main, refine,
@@ -327,6 +390,7 @@ pub fn build(
     let r = op.emit(&mut g, &x);
     g.rename(&x, io::X);
     g.rename(&r, io::RESIDUAL);
+    let generate_net = std::mem::take(&mut g.net_nodes);
     let generate = part_model(g, Part::Generate, shape);
 
     // refine: eps, observed, mask, lambda -> loss, grad, x_mix
@@ -368,6 +432,7 @@ pub fn build(
     g.rename(&mse, io::RESIDUAL_MSE);
     let residual = part_model(g, Part::Residual, shape);
     let mut models = vec![generate, refine, residual];
+    let mut nets = vec![(0usize, generate_net)];
 
     // amortised: observed, mask, z -> eps, x_mix
     if let Some(enc) = encoder {
@@ -388,7 +453,26 @@ pub fn build(
         let (eps, x) = (f.name(&eps), f.name(&x));
         g.rename(&eps, io::EPS);
         g.rename(&x, io::X_MIX);
+        let amortised_net = std::mem::take(&mut g.net_nodes);
         models.push(part_model(g, Part::Amortised, shape));
+        nets.push((3, amortised_net));
+    }
+    if card.files.generate_int8.is_some() {
+        for (i, net) in &nets {
+            let fp32 = &models[*i];
+            let part = if *i == 0 {
+                Part::Generate
+            } else {
+                Part::Amortised
+            };
+            let tensors = quantise::calibrated_tensors(fp32, net);
+            let ranges = quantise::calibrate(fp32, &tensors, &calibration_feeds(&st, meta, part))?;
+            let mut q = quantise::quantise(fp32, net, &ranges)?;
+            if let Some(g) = q.graph.as_mut() {
+                g.name = format!("{:?}", Precision::Int8.part(part)).to_lowercase();
+            }
+            models.push(q);
+        }
     }
     seal(&mut models, card)?;
     Ok(models)
@@ -403,6 +487,19 @@ pub fn export(
     encoder: Option<(&Path, &InferConfig)>,
     evaluation: serde_json::Value,
 ) -> Result<ModelCard> {
+    export_precision(student, out, infer, encoder, evaluation, Precision::Fp32)
+}
+
+/// [`export`], with the graphs of `precision` beside the float32 ones (int8: the generate and
+/// amortised graphs with their networks quantised).
+pub fn export_precision(
+    student: &Path,
+    out: &Path,
+    infer: &InferConfig,
+    encoder: Option<(&Path, &InferConfig)>,
+    evaluation: serde_json::Value,
+    precision: Precision,
+) -> Result<ModelCard> {
     let (net, meta) = load_role(student, Role::Student)?;
     if out.extension().and_then(|e| e.to_str()) != Some("onnx") {
         bail!("the output file must end in .onnx, got {}", out.display());
@@ -410,6 +507,7 @@ pub fn export(
     let enc = encoder.map(|(p, _)| load_encoder(p, &net)).transpose()?;
     let defaults = encoder.map_or(infer, |e| e.1);
     let mut card = card_for(&meta, &net, defaults, enc.is_some(), evaluation, out)?;
+    add_precision(&mut card, precision, out);
     let models = build(&net, &meta, enc.as_ref().map(|e| &e.net), &mut card)?;
     write_parts(&models, &card, out)?;
     Ok(card)
@@ -489,6 +587,7 @@ pub fn export_files(
     preset: &crate::config::Preset,
     eval: Option<&Path>,
     encoder: Option<&Path>,
+    precision: Precision,
 ) -> Result<()> {
     let evaluation = match eval {
         Some(p) => serde_json::from_str(
@@ -501,12 +600,11 @@ pub fn export_files(
         (Some(_), None) => bail!("preset {} has no [amortise] section", preset.name),
         (None, _) => None,
     };
-    let card = export(student, out, &preset.infer, fast, evaluation)?;
-    let siblings: Vec<&str> = [Some(&card.files.refine), Some(&card.files.residual)]
+    let card = export_precision(student, out, &preset.infer, fast, evaluation, precision)?;
+    let siblings: Vec<&str> = card
+        .parts()
         .into_iter()
-        .chain([card.files.amortised.as_ref()])
-        .flatten()
-        .map(String::as_str)
+        .filter_map(|p| card.files.get(p))
         .collect();
     eprintln!(
         "wrote {} (+ {}); weights sha256 {}",

@@ -48,6 +48,10 @@ pub trait NetOps: FieldOps {
     fn transpose(&mut self, x: &Self::V) -> Self::V;
     /// Softmax over the last axis.
     fn softmax(&mut self, x: &Self::V) -> Self::V;
+    /// Opens (`true`) or closes the nodes of one network (`UNet::apply`). A backend that writes
+    /// graphs records them, so that a reduced-precision export touches the networks only, never
+    /// the physics or the preconditioning around them; the others ignore it.
+    fn network(&mut self, _open: bool) {}
 }
 
 /// The network on tch tensors.

@@ -267,6 +267,7 @@ impl UNet {
 
     /// F(x; c_noise) on any backend: x [B, C, H, W], c_noise [B].
     pub fn apply<B: NetOps>(&self, b: &mut B, x: &B::V, c_noise: &B::V) -> B::V {
+        b.network(true);
         let emb = self.embed(b, c_noise);
         let mut h = b.conv(x, &self.conv_in, 1);
         let mut skips = vec![b.dup(&h)];
@@ -299,7 +300,9 @@ impl UNet {
         }
         let h = b.group_norm(&h, &self.norm_out);
         let h = b.silu(&h);
-        b.conv(&h, &self.conv_out, 1)
+        let y = b.conv(&h, &self.conv_out, 1);
+        b.network(false);
+        y
     }
 
     /// The device of the weights.
