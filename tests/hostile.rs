@@ -144,6 +144,7 @@ fn callers_built_against_abi_1() {
     expect("params_v1", None, "PIDDM_ERR_ABI", "params->size");
     expect("report_v1", None, "PIDDM_ERR_ABI", "report->size");
     expect("options_init_size", None, "PIDDM_ERR_ABI", "piddm_options");
+    expect("options_init_first_layout", None, "PIDDM_OK", "");
     expect(
         "params_init_size",
         None,

@@ -93,8 +93,19 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "options_init_size")) {
         piddm_options o;
         memset(&o, 0x5a, sizeof o);
-        piddm_status s = keep(piddm_options_init(&o, sizeof o - 8));
+        /* 44 bytes: neither the first layout (40) nor the current one (48). */
+        piddm_status s = keep(piddm_options_init(&o, sizeof o - 4));
         if (o.size != 0x5a5a5a5a5a5a5a5aull) { printf("status wrote past a refused size\n"); return 0; }
+        return report(s);
+    }
+    if (!strcmp(c, "options_init_first_layout")) {
+        /* A caller built before `precision` passes 40 bytes: those are filled, nothing after. */
+        piddm_options o;
+        memset(&o, 0x5a, sizeof o);
+        piddm_status s = keep(piddm_options_init(&o, 40));
+        if (o.size != 40 || o.verify_weights != 1) { printf("status first layout not filled\n"); return 0; }
+        /* precision sits in the first layout's padding; reserved starts past its 40 bytes */
+        if (o.reserved != 0x5a5a5a5a) { printf("status wrote past the first layout\n"); return 0; }
         return report(s);
     }
     piddm_model *m = load(path);

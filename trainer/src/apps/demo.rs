@@ -112,7 +112,7 @@ pub fn run(
         .collect();
     save_fields(&out.join("demo.png"), &figs, nx, &titles, 4)?;
     let report = format!(
-        "piddm demo: {} ({}x{} {}, lambda_train {:e}), {problems} fresh problems from the solver (seed {seed})\n\
+        "piddm demo: {} ({}x{} {}, lambda_train {:e}, networks in {}), {problems} fresh problems from the solver (seed {seed})\n\
          | quantity | value |\n|---|---|\n\
          | residual of one-step samples (mean R^2, interior) | {res_gen:.3e} |\n\
          | residual of the solver's solutions | {res_truth:.3e} |\n\
@@ -122,7 +122,7 @@ pub fn run(
          | seconds per answer (the card's defaults: {} start, {} {:?} steps, lambda_infer {:e}) | {solve_s:.4} |\n\
          | total time | {:.1} s |\n\
          figure: {} (rows: problems; columns: {})\n",
-        model_path.display(), nx, ny, pde.name(), card.lambda_train,
+        model_path.display(), nx, ny, pde.name(), card.lambda_train, precision.name(),
         rel_gen.percent(), cons_gen.percent(),
         if model.has_amortised() { "amortised" } else { "random" },
         params_solve.steps, params_solve.optimizer, params_solve.lambda_infer,
