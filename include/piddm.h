@@ -211,8 +211,10 @@ typedef struct {
    */
   int32_t cuda_fallback_to_cpu;
   /**
-   * ONNX Runtime intra-op threads per call, 0 to PIDDM_MAX_THREADS; 0 = one per core. Set it
-   * under MPI so ranks sharing a node do not oversubscribe.
+   * Threads per call, 0 to PIDDM_MAX_THREADS; 0 = one per core. A single sample runs on ONNX
+   * Runtime's intra-op threads; a batch is split into that many parts run side by side, each
+   * single-threaded (the same numbers, faster for networks this small). Set it under MPI so
+   * ranks sharing a node do not oversubscribe.
    */
   int32_t intra_op_threads;
   /**

@@ -140,8 +140,10 @@ pub struct piddm_options {
     pub device_id: i32,
     /// Nonzero: if CUDA cannot be used, run on the CPU instead of failing with PIDDM_ERR_DEVICE.
     pub cuda_fallback_to_cpu: i32,
-    /// ONNX Runtime intra-op threads per call, 0 to PIDDM_MAX_THREADS; 0 = one per core. Set it
-    /// under MPI so ranks sharing a node do not oversubscribe.
+    /// Threads per call, 0 to PIDDM_MAX_THREADS; 0 = one per core. A single sample runs on ONNX
+    /// Runtime's intra-op threads; a batch is split into that many parts run side by side, each
+    /// single-threaded (the same numbers, faster for networks this small). Set it under MPI so
+    /// ranks sharing a node do not oversubscribe.
     pub intra_op_threads: i32,
     /// Path of libonnxruntime.so, or NULL: then PIDDM_ORT_LIBRARY, then the location recorded at set-up.
     pub ort_library: *const c_char,

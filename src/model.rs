@@ -25,7 +25,8 @@ pub struct Options {
     pub device: Device,
     /// With `Device::Cuda`: run on the CPU instead of failing when CUDA cannot be used.
     pub cuda_fallback_to_cpu: bool,
-    /// ONNX Runtime intra-op threads per call (0: ONNX Runtime's default, one per core).
+    /// Threads per call (0: one per core): ONNX Runtime's intra-op threads for a single sample,
+    /// the number of single-threaded parts a batch is split into ([`Model::over_batch`]).
     pub intra_op_threads: usize,
     /// Path to libonnxruntime; see [`ortlib`] for the search order when absent.
     pub ort_library: Option<PathBuf>,
@@ -83,7 +84,9 @@ pub struct SolveReport {
 /// a session from the pool (made on demand from the same checked bytes), which keeps calls on one
 /// model parallel and their results independent of scheduling. A pool may start empty: the graph
 /// of a part a caller never uses (the refine graph of one that only generates) then costs no
-/// ONNX Runtime session at all.
+/// ONNX Runtime session at all. Sessions come in two kinds: with the caller's intra-op threads
+/// (one run uses every core), and single-threaded ones that the workers of a batch split across
+/// the cores run side by side ([`Model::over_batch`]).
 struct Pool {
     bytes: Vec<u8>,
     options: Options,
@@ -91,6 +94,7 @@ struct Pool {
     card: ModelCard,
     main: PathBuf,
     idle: Mutex<Vec<Session>>,
+    idle_single: Mutex<Vec<Session>>,
     /// Sessions made so far (for [`Model::sessions`]).
     made: std::sync::atomic::AtomicU64,
     /// Calls that used this graph (for [`Model::graph_uses`]).
@@ -100,24 +104,32 @@ struct Pool {
 impl Pool {
     fn with<R>(&self, f: impl FnOnce(&mut Session) -> Result<R>) -> Result<R> {
         self.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        self.take(false, f)
+    }
+
+    /// `f` on an idle session of the kind asked for (single-threaded or not), made if none is.
+    fn take<R>(&self, single: bool, f: impl FnOnce(&mut Session) -> Result<R>) -> Result<R> {
+        let idle = if single {
+            &self.idle_single
+        } else {
+            &self.idle
+        };
+        let taken = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut s = match taken {
             Some(s) => s,
             None => {
-                let s = open_part(
-                    &self.main,
-                    self.part,
-                    &self.bytes,
-                    &self.card,
-                    &self.options,
-                )?
-                .0;
+                let one = Options {
+                    intra_op_threads: 1,
+                    ..self.options.clone()
+                };
+                let o = if single { &one } else { &self.options };
+                let s = open_part(&self.main, self.part, &self.bytes, &self.card, o)?.0;
                 self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 s
             }
         };
         let r = f(&mut s);
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+        idle.lock().unwrap_or_else(|p| p.into_inner()).push(s);
         r
     }
 }
@@ -486,6 +498,7 @@ impl Model {
             main: path.to_path_buf(),
             made: (s.is_some() as u64).into(),
             idle: Mutex::new(s.into_iter().collect()),
+            idle_single: Mutex::new(Vec::new()),
             uses: Default::default(),
         };
         let generate = pool(gb, gpart, &gcard, Some(gs));
@@ -580,9 +593,77 @@ impl Model {
         (CHUNK_VALUES / self.field_len()).clamp(1, CHUNK_SAMPLES)
     }
 
-    fn chunks(&self, batch: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    fn chunks(&self, part: std::ops::Range<usize>) -> impl Iterator<Item = std::ops::Range<usize>> {
         let k = self.chunk();
-        (0..batch).step_by(k).map(move |s| s..(s + k).min(batch))
+        (part.start..part.end)
+            .step_by(k)
+            .map(move |s| s..(s + k).min(part.end))
+    }
+
+    /// How many workers a batch of `batch` samples is split across: on the CPU, one per intra-op
+    /// thread the caller allows (0: one per core), at most one per sample. A network this small
+    /// keeps two cores busier as two single-threaded runs on halves of a batch than as one run
+    /// whose every operator is split in two (`trainer/results/bench.md`); a single sample keeps
+    /// ONNX Runtime's own threads.
+    fn workers(&self, batch: usize) -> usize {
+        let o = self.options();
+        if matches!(o.device, Device::Cuda { .. }) && !self.fell_back_to_cpu {
+            return 1;
+        }
+        let threads = match o.intra_op_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            t => t,
+        };
+        threads.min(batch).max(1)
+    }
+
+    /// `step` over the chunks of a batch, in order: the results with their sample ranges. A batch
+    /// that [`Model::workers`] splits runs as that many contiguous parts side by side, each on a
+    /// single-threaded session of `pool`; every sample is computed alone either way, so the split
+    /// changes no answer.
+    fn over_batch<T: Send>(
+        &self,
+        pool: &Pool,
+        batch: usize,
+        step: impl Fn(&mut Session, std::ops::Range<usize>) -> Result<T> + Sync,
+    ) -> Result<Vec<(std::ops::Range<usize>, T)>> {
+        let run = |s: &mut Session, part: std::ops::Range<usize>| -> Result<Vec<_>> {
+            self.chunks(part)
+                .map(|r| step(s, r.clone()).map(|t| (r, t)))
+                .collect()
+        };
+        let w = self.workers(batch);
+        if w == 1 {
+            return pool.with(|s| run(s, 0..batch));
+        }
+        pool.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let parts: Vec<_> = (0..w).map(|i| batch * i / w..batch * (i + 1) / w).collect();
+        let results: Vec<Result<Vec<_>>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = parts[1..]
+                .iter()
+                .map(|p| {
+                    let (p, run) = (p.clone(), &run);
+                    sc.spawn(move || pool.take(true, |s| run(s, p)))
+                })
+                .collect();
+            let first = pool.take(true, |s| run(s, parts[0].clone()));
+            std::iter::once(first)
+                .chain(handles.into_iter().map(|h| {
+                    h.join().unwrap_or_else(|p| {
+                        Err(err!(
+                            PIDDM_ERR_PANIC,
+                            "a batch worker panicked: {}",
+                            crate::error::panic_message(p.as_ref())
+                        ))
+                    })
+                }))
+                .collect()
+        });
+        let mut all = Vec::with_capacity(batch.div_ceil(self.chunk()));
+        for r in results {
+            all.extend(r?);
+        }
+        Ok(all)
     }
 
     /// A batch is 1 to MAX_BATCH samples whose arrays hold at most MAX_VALUES values each.
@@ -644,21 +725,27 @@ impl Model {
         }
         finite("eps", eps)?;
         let (f, p) = (self.field_len(), self.plane());
-        let mut residual = residual;
-        self.generate.with(|s| {
-            for r in self.chunks(batch) {
-                let input = TensorRef::from_array_view((
-                    self.dims(r.len(), c),
-                    &eps[r.start * f..r.end * f],
-                ))?;
-                let outs = s.run(ort::inputs![io::EPS => input])?;
-                copy_out(&outs[io::X], &mut out[r.start * f..r.end * f])?;
-                if let Some(res) = residual.as_deref_mut() {
-                    copy_out(&outs[io::RESIDUAL], &mut res[r.start * p..r.end * p])?;
-                }
+        let want_residual = residual.is_some();
+        let done = self.over_batch(&self.generate, batch, |s, r| {
+            let input =
+                TensorRef::from_array_view((self.dims(r.len(), c), &eps[r.start * f..r.end * f]))?;
+            let outs = s.run(ort::inputs![io::EPS => input])?;
+            let mut x = vec![0f32; r.len() * f];
+            copy_out(&outs[io::X], &mut x)?;
+            let mut res = vec![0f32; if want_residual { r.len() * p } else { 0 }];
+            if want_residual {
+                copy_out(&outs[io::RESIDUAL], &mut res)?;
             }
-            Ok(())
-        })
+            Ok((x, res))
+        })?;
+        let mut residual = residual;
+        for (r, (x, res)) in done {
+            out[r.start * f..r.end * f].copy_from_slice(&x);
+            if let Some(all) = residual.as_deref_mut() {
+                all[r.start * p..r.end * p].copy_from_slice(&res);
+            }
+        }
+        Ok(())
     }
 
     /// One-step generation with eps drawn from `seed`.
@@ -680,20 +767,26 @@ impl Model {
         // the reader, whose PDE held on the interior.
         let graph_mse = self.card.format >= 4;
         let mut mse = vec![0f32; if graph_mse { batch } else { 0 }];
-        self.residual.with(|s| {
-            for r in self.chunks(batch) {
-                let input = TensorRef::from_array_view((
-                    self.dims(r.len(), c),
-                    &fields[r.start * f..r.end * f],
-                ))?;
-                let outs = s.run(ort::inputs![io::X => input])?;
-                copy_out(&outs[io::RESIDUAL], &mut residual[r.start * p..r.end * p])?;
-                if graph_mse {
-                    copy_out(&outs[io::RESIDUAL_MSE], &mut mse[r.clone()])?;
-                }
+        let done = self.over_batch(&self.residual, batch, |s, r| {
+            let input = TensorRef::from_array_view((
+                self.dims(r.len(), c),
+                &fields[r.start * f..r.end * f],
+            ))?;
+            let outs = s.run(ort::inputs![io::X => input])?;
+            let mut res = vec![0f32; r.len() * p];
+            copy_out(&outs[io::RESIDUAL], &mut res)?;
+            let mut ms = vec![0f32; if graph_mse { r.len() } else { 0 }];
+            if graph_mse {
+                copy_out(&outs[io::RESIDUAL_MSE], &mut ms)?;
             }
-            Ok(())
+            Ok((res, ms))
         })?;
+        for (r, (res, ms)) in done {
+            residual[r.start * p..r.end * p].copy_from_slice(&res);
+            if graph_mse {
+                mse[r].copy_from_slice(&ms);
+            }
+        }
         if graph_mse {
             return Ok(mse.iter().map(|&v| v as f64).sum::<f64>() / batch as f64);
         }
@@ -846,19 +939,22 @@ impl Model {
         let pool = self.amortised.as_ref().expect("start() checked the part");
         let (c, f) = (self.shape[0], self.field_len());
         let mut eps = zeros::<f32>(noise.len(), "eps")?;
-        pool.with(|s| {
-            for r in self.chunks(batch) {
-                let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
-                let outs = s.run(ort::inputs![
-                    io::OBSERVED => TensorRef::from_array_view((dims, &o.values[at.clone()]))?,
-                    io::MASK => TensorRef::from_array_view((dims, &o.mask[at.clone()]))?,
-                    io::Z => TensorRef::from_array_view((dims, &noise[at.clone()]))?,
-                ])?;
-                copy_out(&outs[io::EPS], &mut eps[at.clone()])?;
-                copy_out(&outs[io::X_MIX], &mut out[at])?;
-            }
-            Ok(())
+        let done = self.over_batch(pool, batch, |s, r| {
+            let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
+            let outs = s.run(ort::inputs![
+                io::OBSERVED => TensorRef::from_array_view((dims, &o.values[at.clone()]))?,
+                io::MASK => TensorRef::from_array_view((dims, &o.mask[at.clone()]))?,
+                io::Z => TensorRef::from_array_view((dims, &noise[at.clone()]))?,
+            ])?;
+            let (mut e, mut x) = (vec![0f32; at.len()], vec![0f32; at.len()]);
+            copy_out(&outs[io::EPS], &mut e)?;
+            copy_out(&outs[io::X_MIX], &mut x)?;
+            Ok((e, x))
         })?;
+        for (r, (e, x)) in done {
+            eps[r.start * f..r.end * f].copy_from_slice(&e);
+            out[r.start * f..r.end * f].copy_from_slice(&x);
+        }
         finite("the amortised encoder's eps", &eps)?;
         Ok(eps)
     }
@@ -877,36 +973,41 @@ impl Model {
         let c = self.shape[0];
         let lambda = [params.lambda_infer as f32];
         let f = self.field_len();
-        let done = self.refine.with(|s| {
-            optim::minimise(
-                params.optimizer,
-                eps,
-                f,
-                params.steps,
-                params.learning_rate,
-                |x: &[f32]| -> Result<optim::Eval> {
-                    let mut e = optim::Eval {
-                        loss: Vec::with_capacity(batch),
-                        grad: zeros::<f32>(x.len(), "the gradient")?,
-                        extra: zeros::<f32>(x.len(), "the answer")?,
-                    };
-                    for r in self.chunks(batch) {
-                        let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
-                        let outs = s.run(ort::inputs![
-                            io::EPS => TensorRef::from_array_view((dims, &x[at.clone()]))?,
-                            io::OBSERVED => TensorRef::from_array_view((dims, &o.values[at.clone()]))?,
-                            io::MASK => TensorRef::from_array_view((dims, &o.mask[at.clone()]))?,
-                            io::LAMBDA => TensorRef::from_array_view(([1usize], &lambda[..]))?,
-                        ])?;
-                        let (_, loss) = outs[io::LOSS].try_extract_tensor::<f32>()?;
-                        e.loss.extend(loss.iter().map(|&l| l as f64));
-                        copy_out(&outs[io::GRAD], &mut e.grad[at.clone()])?;
-                        copy_out(&outs[io::X_MIX], &mut e.extra[at])?;
-                    }
-                    Ok(e)
-                },
-            )
-        })?;
+        let done = optim::minimise(
+            params.optimizer,
+            eps,
+            f,
+            params.steps,
+            params.learning_rate,
+            |x: &[f32]| -> Result<optim::Eval> {
+                let mut e = optim::Eval {
+                    loss: Vec::with_capacity(batch),
+                    grad: zeros::<f32>(x.len(), "the gradient")?,
+                    extra: zeros::<f32>(x.len(), "the answer")?,
+                };
+                let parts = self.over_batch(&self.refine, batch, |s, r| {
+                    let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
+                    let outs = s.run(ort::inputs![
+                        io::EPS => TensorRef::from_array_view((dims, &x[at.clone()]))?,
+                        io::OBSERVED => TensorRef::from_array_view((dims, &o.values[at.clone()]))?,
+                        io::MASK => TensorRef::from_array_view((dims, &o.mask[at.clone()]))?,
+                        io::LAMBDA => TensorRef::from_array_view(([1usize], &lambda[..]))?,
+                    ])?;
+                    let (_, loss) = outs[io::LOSS].try_extract_tensor::<f32>()?;
+                    let loss: Vec<f64> = loss.iter().map(|&l| l as f64).collect();
+                    let (mut g, mut a) = (vec![0f32; at.len()], vec![0f32; at.len()]);
+                    copy_out(&outs[io::GRAD], &mut g)?;
+                    copy_out(&outs[io::X_MIX], &mut a)?;
+                    Ok((loss, g, a))
+                })?;
+                for (r, (loss, g, a)) in parts {
+                    e.loss.extend(loss);
+                    e.grad[r.start * f..r.end * f].copy_from_slice(&g);
+                    e.extra[r.start * f..r.end * f].copy_from_slice(&a);
+                }
+                Ok(e)
+            },
+        )?;
         if let Some(t) = done.history.iter().position(|l| !l.is_finite()) {
             return Err(err!(
                 PIDDM_ERR_NONFINITE,

@@ -224,14 +224,20 @@ x.astype(np.float32).tofile(out)
 }
 
 /// A caller that only generates gets no session of the other graphs; each is made when a call
-/// first needs it (checked at load against its declarations all the same).
+/// first needs it (checked at load against its declarations all the same). With two threads, a
+/// batch of two runs as two single-threaded halves side by side: two more sessions of the graph
+/// it uses, and the same numbers as one session running the whole batch.
 #[test]
 fn sessions_are_made_when_a_call_first_needs_them() {
     let main = shipped()
         .into_iter()
         .find(|p| p.ends_with("darcy32.onnx"))
         .unwrap();
-    let m = Model::load(&main, &Options::default()).unwrap();
+    let two = Options {
+        intra_op_threads: 2,
+        ..Options::default()
+    };
+    let m = Model::load(&main, &two).unwrap();
     let sessions = |m: &Model| {
         [
             Part::Generate,
@@ -245,11 +251,13 @@ fn sessions_are_made_when_a_call_first_needs_them() {
     let (c, ny, nx) = m.shape();
     let n = 2 * c * ny * nx;
     let mut x = vec![0f32; n];
-    m.generate(1, 2, &mut x).unwrap();
+    m.generate(1, 1, &mut x[..n / 2]).unwrap();
     assert_eq!(sessions(&m), [1, 0, 0, 0]);
+    m.generate(1, 2, &mut x).unwrap();
+    assert_eq!(sessions(&m), [3, 0, 0, 0]);
     let mut r = vec![0f32; 2 * ny * nx];
     m.residual(&x, 2, &mut r).unwrap();
-    assert_eq!(sessions(&m), [1, 0, 1, 0]);
+    assert_eq!(sessions(&m), [3, 0, 2, 0]);
     let mask: Vec<u8> = (0..n)
         .map(|i| (i % (c * ny * nx) < ny * nx) as u8)
         .collect();
@@ -260,9 +268,30 @@ fn sessions_are_made_when_a_call_first_needs_them() {
     };
     let mut out = vec![0f32; n];
     m.solve(&x, &mask, 2, &one_call, &mut out).unwrap();
-    assert_eq!(sessions(&m)[1..], [0, 1, 1]);
+    assert_eq!(sessions(&m)[1..], [0, 2, 2]);
     let defaults = m.default_solve_params();
     assert!(defaults.steps > 0);
     m.solve(&x, &mask, 2, &defaults, &mut out).unwrap();
-    assert_eq!(sessions(&m)[1], 1);
+    assert_eq!(sessions(&m)[1], 2);
+
+    // the split changes no number: one single-threaded session over the whole batch
+    let one = Model::load(
+        &main,
+        &Options {
+            intra_op_threads: 1,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let (mut y, mut out1) = (vec![0f32; n], vec![0f32; n]);
+    one.generate(1, 2, &mut y).unwrap();
+    assert_eq!(x, y);
+    let mut r1 = vec![0f32; 2 * ny * nx];
+    one.residual(&x, 2, &mut r1).unwrap();
+    assert_eq!(r, r1);
+    let rep = m.solve(&x, &mask, 2, &defaults, &mut out).unwrap();
+    let rep1 = one.solve(&x, &mask, 2, &defaults, &mut out1).unwrap();
+    assert_eq!(out, out1);
+    assert_eq!(rep.loss_history, rep1.loss_history);
+    assert_eq!(sessions(&one), [1, 1, 1, 1]);
 }

@@ -5,6 +5,7 @@
 //! parsing, the tiny pipeline) then covers it.
 
 pub mod grf;
+pub mod navier_stokes;
 pub mod ops;
 
 use anyhow::{bail, Result};
