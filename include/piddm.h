@@ -366,6 +366,12 @@ void piddm_model_free(piddm_model **model);
 piddm_status piddm_model_shape(const piddm_model *m, size_t *channels, size_t *ny, size_t *nx);
 
 /**
+ * The channels of the model's residual map (`piddm_residual`): 1, or, for a family whose
+ * channels are time levels (Navier-Stokes), one per level.
+ */
+piddm_status piddm_model_residual_channels(const piddm_model *m, size_t *residual_channels);
+
+/**
  * The model card (JSON, UTF-8) of the model: PDE, grid, channel names and units, normalisation,
  * defaults, provenance, evaluation figures. Owned by the model; valid until its last handle is freed.
  */
@@ -385,8 +391,10 @@ piddm_status piddm_generate(const piddm_model *m,
 
 /**
  * The PDE residual of caller fields: `fields` [batch][channels][ny][nx], `residual` receives
- * [batch][1][ny][nx] (zero on the boundary). `mean_sq` (may be NULL) receives the mean over the
- * batch of each sample's mean squared residual over the interior.
+ * [batch][residual_channels][ny][nx] (`piddm_model_residual_channels`: 1 but for a model whose
+ * channels are time levels), zero where no equation holds (the boundary ring, a first level).
+ * `mean_sq` (may be NULL) receives the mean over the batch of each sample's mean squared residual
+ * over the points where one holds.
  */
 piddm_status piddm_residual(const piddm_model *m,
                             const float *fields,

@@ -147,6 +147,11 @@ pub struct ModelCard {
     /// balanced where u is observed on the whole stencil), the observed entries kept.
     #[serde(default, skip_serializing_if = "is_zero_count")]
     pub corrections: usize,
+    /// Channels of the residual the graphs output ([B, residual_channels, ny, nx]): 1, and absent
+    /// from the card, unless the family's field holds several time levels as channels, each with
+    /// its own equation (Navier-Stokes: one per level, the first zero).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub residual_channels: usize,
     pub defaults: SolveDefaults,
     /// Heun steps of the teacher the student was distilled from (NFE 2N - 1).
     pub teacher_steps: usize,
@@ -319,6 +324,14 @@ fn is_zero_count(v: &usize) -> bool {
     *v == 0
 }
 
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
 impl ModelCard {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("card serialises")
@@ -363,6 +376,12 @@ impl ModelCard {
         if c == 0 || c > MAX_CHANNELS {
             return Err(format!(
                 "model card: {c} channels (1 to {MAX_CHANNELS} allowed)"
+            ));
+        }
+        if !(1..=c).contains(&self.residual_channels) {
+            return Err(format!(
+                "model card: residual_channels {} (1 to the {c} channels allowed)",
+                self.residual_channels
             ));
         }
         let norm = &self.normalisation;
@@ -501,23 +520,24 @@ impl Part {
         [Part::Generate, Part::Refine, Part::Residual]
     }
 
-    /// The inputs and outputs a graph of this part has, for fields of `c` channels on ny x nx:
-    /// the exporter declares exactly these and the runtime checks them at load.
-    /// The inputs and outputs of this part in an artifact of card `format`.
+    /// The inputs and outputs a graph of this part has in an artifact of card `format`, for fields
+    /// of `c` channels on ny x nx whose residual has `rc` channels: the exporter declares exactly
+    /// these and the runtime checks them at load.
     pub fn interface(
         self,
         format: u32,
         c: usize,
+        rc: usize,
         ny: usize,
         nx: usize,
     ) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
-        let (c, ny, nx) = (c as i64, ny as i64, nx as i64);
+        let (c, rc, ny, nx) = (c as i64, rc as i64, ny as i64, nx as i64);
         let t = |name, dims: &[Option<i64>]| TensorSpec {
             name,
             dims: dims.to_vec(),
         };
         let full = [None, Some(c), Some(ny), Some(nx)];
-        let one = [None, Some(1), Some(ny), Some(nx)];
+        let one = [None, Some(rc), Some(ny), Some(nx)];
         match self {
             Part::Generate => (
                 vec![t(io::EPS, &full)],
@@ -542,7 +562,7 @@ impl Part {
             ),
             Part::Residual => (vec![t(io::X, &full)], vec![t(io::RESIDUAL, &one)]),
             Part::GenerateInt8 => {
-                Part::Generate.interface(format, c as usize, ny as usize, nx as usize)
+                Part::Generate.interface(format, c as usize, rc as usize, ny as usize, nx as usize)
             }
             Part::Amortised | Part::AmortisedInt8 => (
                 vec![t(io::OBSERVED, &full), t(io::MASK, &full), t(io::Z, &full)],

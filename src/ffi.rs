@@ -585,6 +585,23 @@ pub unsafe extern "C" fn piddm_model_shape(
     })
 }
 
+/// The channels of the model's residual map (`piddm_residual`): 1, or, for a family whose
+/// channels are time levels (Navier-Stokes), one per level.
+#[no_mangle]
+pub unsafe extern "C" fn piddm_model_residual_channels(
+    m: *const piddm_model,
+    residual_channels: *mut usize,
+) -> piddm_status {
+    wrap(|| {
+        // SAFETY: `m` is NULL or a live handle.
+        let m = unsafe { model_ref(m) }?;
+        non_null(residual_channels, "residual_channels")?;
+        // SAFETY: checked non-null; points at the caller's size_t.
+        unsafe { *residual_channels = m.residual_channels() };
+        Ok(())
+    })
+}
+
 /// The model card (JSON, UTF-8) of the model: PDE, grid, channel names and units, normalisation,
 /// defaults, provenance, evaluation figures. Owned by the model; valid until its last handle is freed.
 #[no_mangle]
@@ -623,8 +640,10 @@ pub unsafe extern "C" fn piddm_generate(
 }
 
 /// The PDE residual of caller fields: `fields` [batch][channels][ny][nx], `residual` receives
-/// [batch][1][ny][nx] (zero on the boundary). `mean_sq` (may be NULL) receives the mean over the
-/// batch of each sample's mean squared residual over the interior.
+/// [batch][residual_channels][ny][nx] (`piddm_model_residual_channels`: 1 but for a model whose
+/// channels are time levels), zero where no equation holds (the boundary ring, a first level).
+/// `mean_sq` (may be NULL) receives the mean over the batch of each sample's mean squared residual
+/// over the points where one holds.
 #[no_mangle]
 pub unsafe extern "C" fn piddm_residual(
     m: *const piddm_model,

@@ -109,28 +109,45 @@ impl Pool {
 
     /// `f` on an idle session of the kind asked for (single-threaded or not), made if none is.
     fn take<R>(&self, single: bool, f: impl FnOnce(&mut Session) -> Result<R>) -> Result<R> {
-        let idle = if single {
+        let mut s = self.checkout(single)?;
+        let r = f(&mut s);
+        self.checkin(single, s);
+        r
+    }
+
+    fn idle(&self, single: bool) -> &Mutex<Vec<Session>> {
+        if single {
             &self.idle_single
         } else {
             &self.idle
+        }
+    }
+
+    /// An idle session of the kind asked for, made if none is.
+    fn checkout(&self, single: bool) -> Result<Session> {
+        let taken = self
+            .idle(single)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        if let Some(s) = taken {
+            return Ok(s);
+        }
+        let one = Options {
+            intra_op_threads: 1,
+            ..self.options.clone()
         };
-        let taken = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut s = match taken {
-            Some(s) => s,
-            None => {
-                let one = Options {
-                    intra_op_threads: 1,
-                    ..self.options.clone()
-                };
-                let o = if single { &one } else { &self.options };
-                let s = open_part(&self.main, self.part, &self.bytes, &self.card, o)?.0;
-                self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                s
-            }
-        };
-        let r = f(&mut s);
-        idle.lock().unwrap_or_else(|p| p.into_inner()).push(s);
-        r
+        let o = if single { &one } else { &self.options };
+        let s = open_part(&self.main, self.part, &self.bytes, &self.card, o)?.0;
+        self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(s)
+    }
+
+    fn checkin(&self, single: bool, s: Session) {
+        self.idle(single)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(s);
     }
 }
 
@@ -370,7 +387,13 @@ fn check_ports(
 
 /// The session's inputs and outputs must be exactly the contract's, float32, with its shapes.
 fn check_interface(s: &Session, part: Part, c: &ModelCard) -> std::result::Result<(), String> {
-    let (inputs, outputs) = part.interface(c.format, c.channels.len(), c.grid.ny, c.grid.nx);
+    let (inputs, outputs) = part.interface(
+        c.format,
+        c.channels.len(),
+        c.residual_channels,
+        c.grid.ny,
+        c.grid.nx,
+    );
     let ports = |got: &[ort::value::Outlet]| -> Vec<Port> {
         got.iter()
             .map(|o| {
@@ -399,7 +422,13 @@ fn check_declared_interface(
     part: Part,
     c: &ModelCard,
 ) -> std::result::Result<(), String> {
-    let (inputs, outputs) = part.interface(c.format, c.channels.len(), c.grid.ny, c.grid.nx);
+    let (inputs, outputs) = part.interface(
+        c.format,
+        c.channels.len(),
+        c.residual_channels,
+        c.grid.ny,
+        c.grid.nx,
+    );
     let (ins, outs) = artifact::graph_ports(graph)?;
     let ports = |v: Vec<artifact::Port>| -> Vec<Port> {
         v.into_iter()
@@ -575,6 +604,11 @@ impl Model {
     pub fn fell_back_to_cpu(&self) -> bool {
         self.fell_back_to_cpu
     }
+    /// Channels of the residual map ([batch][residual_channels][ny][nx]): 1 but for a family
+    /// whose channels are time levels (Navier-Stokes: one per level).
+    pub fn residual_channels(&self) -> usize {
+        self.card.residual_channels
+    }
     pub fn field_len(&self) -> usize {
         self.shape.iter().product()
     }
@@ -638,32 +672,60 @@ impl Model {
         }
         pool.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let parts: Vec<_> = (0..w).map(|i| batch * i / w..batch * (i + 1) / w).collect();
-        let results: Vec<Result<Vec<_>>> = std::thread::scope(|sc| {
+        // one session per worker, taken before any starts: as many sessions as workers, however
+        // the workers are scheduled
+        let mut sessions = Vec::with_capacity(w);
+        for _ in 0..w {
+            match pool.checkout(true) {
+                Ok(s) => sessions.push(s),
+                Err(e) => {
+                    sessions.into_iter().for_each(|s| pool.checkin(true, s));
+                    return Err(e);
+                }
+            }
+        }
+        let results: Vec<(Result<Vec<_>>, Option<Session>)> = std::thread::scope(|sc| {
+            let mut own = sessions.into_iter();
+            let mut first = own.next().expect("w >= 2 sessions");
             let handles: Vec<_> = parts[1..]
                 .iter()
-                .map(|p| {
+                .zip(own)
+                .map(|(p, mut s)| {
                     let (p, run) = (p.clone(), &run);
-                    sc.spawn(move || pool.take(true, |s| run(s, p)))
+                    sc.spawn(move || (run(&mut s, p), s))
                 })
                 .collect();
-            let first = pool.take(true, |s| run(s, parts[0].clone()));
-            std::iter::once(first)
-                .chain(handles.into_iter().map(|h| {
-                    h.join().unwrap_or_else(|p| {
+            let r0 = run(&mut first, parts[0].clone());
+            std::iter::once((r0, Some(first)))
+                .chain(handles.into_iter().map(|h| match h.join() {
+                    Ok((r, s)) => (r, Some(s)),
+                    // the session went down with the worker
+                    Err(p) => (
                         Err(err!(
                             PIDDM_ERR_PANIC,
                             "a batch worker panicked: {}",
                             crate::error::panic_message(p.as_ref())
-                        ))
-                    })
+                        )),
+                        None,
+                    ),
                 }))
                 .collect()
         });
         let mut all = Vec::with_capacity(batch.div_ceil(self.chunk()));
-        for r in results {
-            all.extend(r?);
+        let mut failed = None;
+        for (r, s) in results {
+            if let Some(s) = s {
+                pool.checkin(true, s);
+            }
+            match r {
+                Ok(v) => all.extend(v),
+                Err(e) => failed = failed.or(Some(e)),
+            }
         }
-        Ok(all)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(all),
+        }
     }
 
     /// A batch is 1 to MAX_BATCH samples whose arrays hold at most MAX_VALUES values each.
@@ -720,11 +782,12 @@ impl Model {
         let c = self.shape[0];
         self.check_len("eps", eps.len(), batch, c)?;
         self.check_len("output buffer", out.len(), batch, c)?;
+        let rc = self.residual_channels();
         if let Some(r) = &residual {
-            self.check_len("residual buffer", r.len(), batch, 1)?;
+            self.check_len("residual buffer", r.len(), batch, rc)?;
         }
         finite("eps", eps)?;
-        let (f, p) = (self.field_len(), self.plane());
+        let (f, p) = (self.field_len(), rc * self.plane());
         let want_residual = residual.is_some();
         let done = self.over_batch(&self.generate, batch, |s, r| {
             let input =
@@ -754,15 +817,17 @@ impl Model {
         self.generate_from(&eps, batch, out, None)
     }
 
-    /// The PDE residual map of `fields` into `residual` ([batch][1][ny][nx], zero on the boundary);
-    /// returns the mean over the batch of each sample's mean squared residual over the interior.
+    /// The PDE residual map of `fields` into `residual` ([batch][residual_channels][ny][nx], zero
+    /// where no equation holds); returns the mean over the batch of each sample's mean squared
+    /// residual over the points where one holds.
     pub fn residual(&self, fields: &[f32], batch: usize, residual: &mut [f32]) -> Result<f64> {
         self.check_batch(batch)?;
         let c = self.shape[0];
         self.check_len("fields", fields.len(), batch, c)?;
-        self.check_len("residual buffer", residual.len(), batch, 1)?;
+        let rc = self.residual_channels();
+        self.check_len("residual buffer", residual.len(), batch, rc)?;
         finite("fields", fields)?;
-        let (f, p) = (self.field_len(), self.plane());
+        let (f, p) = (self.field_len(), rc * self.plane());
         // Format 4 graphs score each sample where their PDE holds; older (Darcy) ones leave it to
         // the reader, whose PDE held on the interior.
         let graph_mse = self.card.format >= 4;
@@ -1029,7 +1094,10 @@ impl Model {
         params: &SolveParams,
         out: &[f32],
     ) -> Result<SolveReport> {
-        let mut r = zeros::<f32>(batch * self.plane(), "the residual")?;
+        let mut r = zeros::<f32>(
+            batch * self.residual_channels() * self.plane(),
+            "the residual",
+        )?;
         let residual = self.residual(out, batch, &mut r)?;
         let (mut se, mut cnt) = (0.0f64, 0usize);
         for ((&x, &v), &m) in out.iter().zip(&o.values).zip(&o.mask) {

@@ -102,11 +102,18 @@ class model {
         generate(seed, batch, v.data(), v.size());
         return v;
     }
-    // Residual map of `fields` (batch samples); returns the mean squared residual over the interior.
+    // Channels of the residual map: 1, or one per time level for a family whose channels are levels.
+    std::size_t residual_channels() const {
+        std::size_t rc = 0;
+        check(piddm_model_residual_channels(m_, &rc), "piddm_model_residual_channels");
+        return rc;
+    }
+    // Residual map of `fields` (batch samples, [batch][residual_channels][ny][nx]); returns the
+    // mean squared residual over the points where an equation holds.
     double residual(const std::vector<float> &fields, std::size_t batch, std::vector<float> &map) const {
         shape_t s = shape();
         values(batch, "piddm::model::residual");
-        map.resize(batch * s.ny * s.nx);
+        map.resize(batch * residual_channels() * s.ny * s.nx);
         double ms = 0;
         check(piddm_residual(m_, fields.data(), batch, map.data(), map.size(), &ms), "piddm_residual");
         return ms;

@@ -57,7 +57,8 @@ module piddm
 
   type, public :: piddm_model
     type(c_ptr) :: handle = c_null_ptr
-    integer :: nc = 0, ny = 0, nx = 0
+    ! nr: channels of the residual map (1, or one per time level for Navier-Stokes)
+    integer :: nc = 0, ny = 0, nx = 0, nr = 1
   contains
     procedure :: load => model_load
     procedure :: free => model_free
@@ -140,6 +141,12 @@ module piddm
       integer(c_size_t), value :: size
       integer(c_int) :: s
     end function
+    function c_residual_channels(m, rc) bind(c, name="piddm_model_residual_channels") result(s)
+      import :: c_ptr, c_size_t, c_int
+      type(c_ptr), value :: m
+      integer(c_size_t), intent(out) :: rc
+      integer(c_int) :: s
+    end function
     function c_has_amortised(m, has) bind(c, name="piddm_model_has_amortised") result(s)
       import :: c_ptr, c_int, c_int32_t
       type(c_ptr), value :: m
@@ -206,7 +213,7 @@ contains
     type(piddm_options), intent(in), optional :: opts
     integer, intent(out), optional :: stat
     type(piddm_options) :: o
-    integer(c_size_t) :: c, ny, nx
+    integer(c_size_t) :: c, ny, nx, rc
     integer(c_int) :: s
     if (present(opts)) then
       o = opts
@@ -218,6 +225,10 @@ contains
     if (s == PIDDM_OK) then
       s = c_shape(self%handle, c, ny, nx)
       self%nc = int(c); self%ny = int(ny); self%nx = int(nx)
+    end if
+    if (s == PIDDM_OK) then
+      s = c_residual_channels(self%handle, rc)
+      self%nr = int(rc)
     end if
     call piddm_check(s, "piddm load "//path, stat)
   end subroutine
@@ -300,7 +311,8 @@ contains
     call gen_any(self, seed, x, size(x, kind=c_size_t), stat)
   end subroutine
 
-  ! residual: r (one channel per sample) of fields x; mean_sq over the interior
+  ! residual: r (nr channels per sample: r(:, :, batch) for nr = 1, else pass r flat, the rank-1
+  ! form) of fields x; mean_sq over the points where an equation holds
   subroutine res_any(self, x, n, r, nr, mean_sq, stat)
     class(piddm_model), intent(in) :: self
     integer(c_size_t), intent(in) :: n, nr

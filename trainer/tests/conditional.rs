@@ -82,7 +82,7 @@ fn report_runs_on_every_family() {
     use piddm_trainer::config::Preset;
     use piddm_trainer::stages::RunPaths;
     use piddm_trainer::{export, pipeline};
-    for family in ["poisson", "helmholtz", "burgers"] {
+    for family in ["poisson", "helmholtz", "burgers", "navier_stokes"] {
         let dir = tempfile::tempdir().unwrap();
         let preset = Preset::tiny_of(family).unwrap();
         pipeline::run(&preset, dir.path(), "test".into()).unwrap();

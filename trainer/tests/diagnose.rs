@@ -109,13 +109,13 @@ fn diagnosis_rows_and_its_properties() {
     assert!(wins.iter().all(|&w| w), "the chosen loss is one restart's");
 }
 
-/// The diagnosis runs on any family (tiny models of the other three with their amortised
+/// The diagnosis runs on any family (tiny models of the others with their amortised
 /// encoders): the fast paths score every task on what the family's tasks want, with the spread
 /// per task.
 #[test]
 fn diagnosis_of_every_other_family_with_its_encoder() {
     // what each task scores: (forward, inverse, sparse) labels
-    let wanted: [(&str, [&[&str]; 3]); 3] = [
+    let wanted: [(&str, [&[&str]; 3]); 4] = [
         (
             "poisson",
             [
@@ -138,6 +138,14 @@ fn diagnosis_of_every_other_family_with_its_encoder() {
                 &["rel. L2 of u for t > 0"],
                 &["rel. L2 of u at t = 0"],
                 &["rel. L2 of u"],
+            ],
+        ),
+        (
+            "navier_stokes",
+            [
+                &["rel. L2 of w for t > 0"],
+                &["rel. L2 of w at t = 0"],
+                &["rel. L2 of w"],
             ],
         ),
     ];

@@ -130,7 +130,7 @@ fn exported_student_matches_tch_and_passes_the_checker() {
 /// The other families' students export, pass the checker and match tch in every graph.
 #[test]
 fn every_family_exports_and_matches_tch() {
-    for family in ["poisson", "helmholtz", "burgers"] {
+    for family in ["poisson", "helmholtz", "burgers", "navier_stokes"] {
         let dir = tempfile::tempdir().unwrap();
         let preset = Preset::tiny_of(family).unwrap();
         pipeline::run(&preset, dir.path(), "test".into()).unwrap();
@@ -378,6 +378,7 @@ fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
     let st = Student::of(&net, &meta);
     let n = meta.data.grid.n as i64;
     let c = meta.unet.channels;
+    let rc = op.pde.family().residual_channels() as i64;
     tch::manual_seed(3);
     let eps = Tensor::randn([3, c, n, n], tch::kind::FLOAT_CPU);
 
@@ -388,7 +389,7 @@ fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
         dir.path(),
         &out,
         &[(io::EPS, &eps)],
-        &[(io::X, vec![3, c, n, n]), (io::RESIDUAL, vec![3, 1, n, n])],
+        &[(io::X, vec![3, c, n, n]), (io::RESIDUAL, vec![3, rc, n, n])],
         true,
         None,
     );
@@ -408,7 +409,7 @@ fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
         &card::sibling(&out, Part::Residual),
         &[(io::X, &x)],
         &[
-            (io::RESIDUAL, vec![3, 1, n, n]),
+            (io::RESIDUAL, vec![3, rc, n, n]),
             (io::RESIDUAL_MSE, vec![3]),
         ],
         true,
@@ -617,13 +618,43 @@ fn each_adjoint_alone_matches_tch_autograd() {
         |g, x| g.group_norm(x, &gv, &bv, 4, 1e-5),
         |x| x.group_norm(4, Some(&gamma), Some(&beta), 1e-5, false),
     );
-    for (axis, by, periodic) in [(2, 1, false), (2, -1, false), (3, 1, true), (3, -1, true)] {
+    for (axis, by, periodic) in [
+        (1, 1, false),
+        (1, -1, false),
+        (2, 1, false),
+        (2, -1, false),
+        (3, 1, true),
+        (3, -1, true),
+    ] {
         check_adjoint(
             &format!("Shift axis {axis} by {by} periodic {periodic}"),
-            &rnd(&[2, 1, 5, 6]),
-            &[2, 1, 5, 6],
+            &rnd(&[2, 3, 5, 6]),
+            &[2, 3, 5, 6],
             |g, x| g.shift(x, axis, by, periodic),
             |x| piddm_trainer::pde::ops::Tch.shift(x, axis, by, periodic),
+        );
+    }
+    {
+        use piddm_trainer::pde::FieldOps;
+        // a non-symmetric matrix, so that a transposed adjoint would show
+        let m: Vec<f64> = (0..25).map(|p| ((p * 7 % 11) as f64 - 5.0) / 4.0).collect();
+        for axis in [2, 3] {
+            check_adjoint(
+                &format!("MatMul by a constant along axis {axis}"),
+                &rnd(&[2, 3, 5, 5]),
+                &[2, 3, 5, 5],
+                |g, x| g.matmul_axis(&x.to_string(), axis, &m),
+                |x| piddm_trainer::pde::ops::Tch.matmul_axis(x, axis, &m),
+            );
+        }
+        let k: Vec<f64> = (0..30).map(|p| (p as f64 * 0.37).sin()).collect();
+        let b: Vec<f64> = (0..30).map(|p| (p as f64 * 0.11).cos()).collect();
+        check_adjoint(
+            "affine per point of the plane",
+            &rnd(&[2, 3, 5, 6]),
+            &[2, 3, 5, 6],
+            |g, x| g.affine_plane(&x.to_string(), &k, &b),
+            |x| piddm_trainer::pde::ops::Tch.affine_plane(x, &k, &b),
         );
     }
     check_adjoint(
@@ -711,11 +742,15 @@ fn residual_adjoint_matches_tch_autograd() {
             pde,
             grid: piddm_trainer::pde::Grid::new(9).unwrap(),
         };
-        let x = Tensor::rand([2, 2, 9, 9], tch::kind::FLOAT_CPU) * 3.0 + 1.0;
+        let (c, rc) = (
+            pde.channels().len() as i64,
+            pde.family().residual_channels() as i64,
+        );
+        let x = Tensor::rand([2, c, 9, 9], tch::kind::FLOAT_CPU) * 3.0 + 1.0;
         check_adjoint(
             &format!("{} residual", pde.name()),
             &x,
-            &[2, 1, 9, 9],
+            &[2, rc, 9, 9],
             |g, x| op.emit(g, &x.to_string()),
             |x| op.apply(x),
         );

@@ -154,6 +154,11 @@ fn tiny_pipeline_burgers() {
     tiny_pipeline_every_stage("burgers");
 }
 
+#[test]
+fn tiny_pipeline_navier_stokes() {
+    tiny_pipeline_every_stage("navier_stokes");
+}
+
 fn tensors_equal(a: &Path, b: &Path) {
     let (ta, _) = piddm_trainer::util::st::read(a, checkpoint::META_KEY, "checkpoint").unwrap();
     let (tb, _) = piddm_trainer::util::st::read(b, checkpoint::META_KEY, "checkpoint").unwrap();

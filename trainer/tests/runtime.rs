@@ -23,11 +23,13 @@ fn fixture_of(family: &str) -> &'static Fixture {
     static P: OnceLock<Fixture> = OnceLock::new();
     static H: OnceLock<Fixture> = OnceLock::new();
     static B: OnceLock<Fixture> = OnceLock::new();
+    static N: OnceLock<Fixture> = OnceLock::new();
     let cell = match family {
         "darcy" => &D,
         "poisson" => &P,
         "helmholtz" => &H,
         "burgers" => &B,
+        "navier_stokes" => &N,
         f => panic!("no fixture for {f}"),
     };
     cell.get_or_init(|| {
@@ -67,7 +69,7 @@ fn rel(a: &[f32], b: &[f32]) -> f64 {
 /// an inverse solve).
 #[test]
 fn runtime_reproduces_the_trainer() {
-    for family in ["darcy", "poisson", "helmholtz", "burgers"] {
+    for family in ["darcy", "poisson", "helmholtz", "burgers", "navier_stokes"] {
         reproduces_the_trainer(family);
     }
 }
@@ -85,8 +87,10 @@ fn reproduces_the_trainer(family: &str) {
     let eps_t = Tensor::from_slice(&eps).reshape([batch as i64, c as i64, ny as i64, nx as i64]);
 
     // generate: the same eps gives the tch student's output to 1e-5
+    let rc = m.residual_channels();
+    assert_eq!(rc, meta.data.pde.family().residual_channels());
     let mut x = vec![0.0; batch * m.field_len()];
-    let mut r = vec![0.0; batch * ny * nx];
+    let mut r = vec![0.0; batch * rc * ny * nx];
     m.generate_from(&eps, batch, &mut x, Some(&mut r)).unwrap();
     let xt = st.generate(&eps_t);
     assert!(
@@ -113,7 +117,7 @@ fn reproduces_the_trainer(family: &str) {
     assert_eq!(a, x);
 
     // residual of given fields and its mean square against tch
-    let mut r2 = vec![0.0; batch * ny * nx];
+    let mut r2 = vec![0.0; batch * rc * ny * nx];
     let ms = m.residual(&x, batch, &mut r2).unwrap();
     let ms_t = f64::try_from(
         st.op
@@ -421,8 +425,8 @@ fn shipped_models_answer_their_forward_problem() {
             let metric = pde.family().metric(s.channel);
             let err = (0..problems)
                 .map(|p| {
-                    let at = p * field + s.channel * plane;
-                    metric.on(&x[at..at + plane], &truth[at..at + plane], &s.region)
+                    let at = |v: &[f32]| s.pick(&v[p * field..(p + 1) * field], plane);
+                    metric.of(&at(&x), &at(&truth))
                 })
                 .sum::<f64>()
                 / problems as f64;

@@ -7,7 +7,7 @@ use super::capi::Handle;
 use super::examples::{card_pde, problems};
 use crate::eval::metrics::{ensemble, spread_words, task_table, TableRow, TaskFigures, TaskSpread};
 use crate::eval::problems::ProblemTask;
-use crate::pde::{sparse_points, unobserved, Grid, Pde, Task, SPARSE_FRACTION};
+use crate::pde::{sparse_points, Grid, Pde, Task, SPARSE_FRACTION};
 use crate::util::plot::{save_fields, Column};
 use crate::util::tensor::to_f32;
 use anyhow::{ensure, Result};
@@ -234,10 +234,12 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
     let wanted = |(t, mask): &(ProblemTask, Vec<u8>)| -> Vec<usize> {
         let first: Vec<f32> = mask[..field].iter().map(|&v| v as f32).collect();
         let mut ch: Vec<usize> = match &t.scored {
-            Some(parts) => parts.iter().map(|p| p.channel).collect(),
-            None => unobserved(pde.channels(), &first, plane)
+            Some(parts) => parts.iter().flat_map(|p| p.channels()).collect(),
+            None => pde
+                .family()
+                .unobserved_parts(&first, plane)
                 .iter()
-                .map(|p| p.channel)
+                .flat_map(|p| p.channels())
                 .collect(),
         };
         ch.dedup();

@@ -61,11 +61,8 @@ pub fn run(
             let metric = family.metric(s.channel);
             let v = (0..problems)
                 .map(|p| {
-                    metric.on(
-                        &pick(&x, p, s.channel),
-                        &pick(&truth, p, s.channel),
-                        &s.region,
-                    )
+                    let at = |v: &[f32]| s.pick(&v[p * field..(p + 1) * field], plane);
+                    metric.of(&at(&x), &at(&truth))
                 })
                 .sum::<f64>()
                 / problems as f64;
@@ -77,7 +74,7 @@ pub fn run(
                 100.0 * v
             );
         }
-        let mut wanted: Vec<usize> = scored.iter().map(|s| s.channel).collect();
+        let mut wanted: Vec<usize> = scored.iter().flat_map(|s| s.channels()).collect();
         wanted.dedup();
         answers.push((x, wanted));
     }

@@ -192,18 +192,14 @@ pub fn part_scores(
         let parts = match scored {
             Some(s) => s,
             None => {
-                own = crate::pde::unobserved(
-                    pde.channels(),
-                    &masks[i * field..(i + 1) * field],
-                    plane,
-                );
+                own = family.unobserved_parts(&masks[i * field..(i + 1) * field], plane);
                 &own[..]
             }
         };
         for (j, s) in parts.iter().enumerate() {
-            let at = |v: &[f32]| v[i * field + s.channel * plane..][..plane].to_vec();
+            let at = |v: &[f32]| s.pick(&v[i * field..(i + 1) * field], plane);
             let metric = family.metric(s.channel);
-            let v = metric.on(&at(x), &at(truth), &s.region);
+            let v = metric.of(&at(x), &at(truth));
             if i == 0 {
                 out.push(PartScores {
                     channel: s.label.clone(),

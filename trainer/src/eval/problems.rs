@@ -40,18 +40,34 @@ impl ProblemTask {
         }
     }
 
-    /// The sparse task: what the inverse task observes, at `points` only ([P, 1, n, n], 1 where
-    /// observed, a `fraction` of the points); scored where each problem is unobserved.
+    /// The sparse task: what the family's sparse task draws from (by default what the inverse
+    /// task observes), at `points` only ([P, 1, n, n], 1 where observed, a `fraction` of the
+    /// points); scored where each problem is unobserved.
     pub fn sparse(pde: &Pde, points: &Tensor, grid: Grid, fraction: f64) -> ProblemTask {
         let p = points.size()[0];
-        let inverse = ProblemTask::of(pde, Task::Inverse, p, grid, points.device());
+        let family = pde.family();
+        let source = family.sparse_source(grid);
+        let inverse = family.task_mask(Task::Inverse, grid);
+        let (c, n) = (pde.channels().len() as i64, grid.n as i64);
+        let observed = if source == inverse {
+            family.given(Task::Inverse)
+        } else {
+            let k: Vec<usize> = (0..c as usize)
+                .filter(|&k| source[k * grid.len()..(k + 1) * grid.len()].contains(&1.0))
+                .collect();
+            crate::pde::channel_words(pde.channels(), &k)
+        };
         ProblemTask {
             name: "sparse",
-            mask: inverse.mask * points,
+            mask: Tensor::from_slice(&source)
+                .reshape([1, c, n, n])
+                .to_device(points.device())
+                .expand([p, c, n, n], false)
+                * points,
             observed: format!(
                 "{:.0} % of {}",
                 100.0 * fraction,
-                inverse.observed.trim_start_matches("all of ")
+                observed.trim_start_matches("all of ")
             ),
             scored: None,
         }

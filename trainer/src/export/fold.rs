@@ -89,6 +89,18 @@ impl FieldOps for Folding<'_> {
             Gv::Node(n) => Gv::Node(self.g.pad1(n)),
         }
     }
+    fn matmul_axis(&mut self, x: &Gv, axis: i64, m: &[f64]) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(Tch.matmul_axis(t, axis, m)),
+            Gv::Node(n) => Gv::Node(self.g.matmul_axis(n, axis, m)),
+        }
+    }
+    fn affine_plane(&mut self, x: &Gv, k: &[f64], b: &[f64]) -> Gv {
+        match x {
+            Gv::Const(t) => Gv::Const(Tch.affine_plane(t, k, b)),
+            Gv::Node(n) => Gv::Node(self.g.affine_plane(n, k, b)),
+        }
+    }
     fn shift(&mut self, x: &Gv, axis: i64, by: i64, periodic: bool) -> Gv {
         match x {
             Gv::Const(t) => Gv::Const(Tch.shift(t, axis, by, periodic)),

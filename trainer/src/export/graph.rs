@@ -113,6 +113,15 @@ enum Entry {
         x: String,
         y: String,
     },
+    /// A constant matrix applied along H (`left`: y = M x) or W (y = x M^T); `adjoint` holds the
+    /// n x n values the reverse pass multiplies by on the same side (M^T or M).
+    MatConst {
+        x: String,
+        left: bool,
+        adjoint: Vec<f32>,
+        n: i64,
+        y: String,
+    },
     /// A node whose adjoint this exporter does not know: differentiating through it is an error.
     Opaque {
         op: String,
@@ -140,6 +149,7 @@ impl Entry {
             | Entry::Transpose { y, .. }
             | Entry::MatMul { y, .. }
             | Entry::Softmax { y, .. }
+            | Entry::MatConst { y, .. }
             | Entry::Opaque { y, .. } => y,
         }
     }
@@ -647,7 +657,7 @@ impl Graph {
 
     /// y[.., i] = x[.., i - by] along H (2) or W (3), periodic or zero-filled.
     pub fn shift(&mut self, x: &str, axis: i64, by: i64, periodic: bool) -> String {
-        assert!((by == 1 || by == -1) && (axis == 2 || axis == 3));
+        assert!((by == 1 || by == -1) && (1..=3).contains(&axis));
         let y = self.shift_nodes(x, axis, by, periodic);
         let chw = self.chw[x];
         self.set_chw(&y, Some(chw));
@@ -708,6 +718,41 @@ impl Graph {
         self.record(
             Entry::Transpose {
                 x: x.into(),
+                y: y.clone(),
+            },
+            &[x],
+        );
+        y
+    }
+
+    /// A constant n x n matrix `m` (row-major) applied along H (`axis` 2) or W (3) of a 4-D value:
+    /// [`FieldOps::matmul_axis`](crate::pde::FieldOps::matmul_axis).
+    pub fn matmul_const(&mut self, x: &str, axis: i64, m: &[f64]) -> String {
+        assert!(axis == 2 || axis == 3, "matmul along H (2) or W (3)");
+        let n = crate::pde::ops::matrix_side(m.len());
+        let at = |i: i64, j: i64| m[(i * n + j) as usize] as f32;
+        let plain: Vec<f32> = (0..n * n).map(|p| at(p / n, p % n)).collect();
+        let transposed: Vec<f32> = (0..n * n).map(|p| at(p % n, p / n)).collect();
+        let left = axis == 2;
+        let (fwd, adjoint) = if left {
+            (plain, transposed)
+        } else {
+            (transposed, plain)
+        };
+        let c = self.constant("matrix", &[n, n], &fwd);
+        let y = if left {
+            self.node("MatMul", &[&c, x], vec![])
+        } else {
+            self.node("MatMul", &[x, &c], vec![])
+        };
+        let chw = self.chw.get(x).copied();
+        self.set_chw(&y, chw);
+        self.record(
+            Entry::MatConst {
+                x: x.into(),
+                left,
+                adjoint,
+                n,
                 y: y.clone(),
             },
             &[x],
@@ -928,6 +973,22 @@ impl Graph {
                         let gb = self.node("MatMul", &[&at, &g], vec![]);
                         push(self, b, gb);
                     }
+                }
+                Entry::MatConst {
+                    x,
+                    left,
+                    adjoint,
+                    n,
+                    ..
+                } => {
+                    let (x, left, n) = (x.clone(), *left, *n);
+                    let c = self.constant("matrix_adjoint", &[n, n], &adjoint.clone());
+                    let gx = if left {
+                        self.node("MatMul", &[&c, &g], vec![])
+                    } else {
+                        self.node("MatMul", &[&g, &c], vec![])
+                    };
+                    push(self, &x, gx);
                 }
                 Entry::Softmax { x, y } => {
                     let gy = self.node("Mul", &[&g, y], vec![]);

@@ -84,6 +84,17 @@ impl FieldOps for Graph {
     fn mean_chw(&mut self, x: &String) -> String {
         self.reduce_mean(x, &[1, 2, 3])
     }
+    fn matmul_axis(&mut self, x: &String, axis: i64, m: &[f64]) -> String {
+        self.matmul_const(x, axis, m)
+    }
+    fn affine_plane(&mut self, x: &String, k: &[f64], b: &[f64]) -> String {
+        let [_, h, w] = self.chw[x];
+        let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<_>>();
+        let kc = self.constant("plane_scale", &[1, 1, h, w], &f32s(k));
+        let bc = self.constant("plane_shift", &[1, 1, h, w], &f32s(b));
+        let y = Graph::mul(self, x, &kc);
+        Graph::add(self, &y, &bc)
+    }
 }
 
 /// The student d(eps) in normalised units as graph nodes: `Student::emit_one_step`, the code that
@@ -129,8 +140,8 @@ fn value_info(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
 pub type Io<'a> = (&'a str, Vec<Option<i64>>);
 
 /// Wraps the graph of one artifact part with the interface the contract gives it (`Part::interface`).
-fn part_model(g: Graph, part: Part, chw: [usize; 3]) -> ModelProto {
-    let (inputs, outputs) = part.interface(card::CARD_FORMAT, chw[0], chw[1], chw[2]);
+fn part_model(g: Graph, part: Part, chw: [usize; 3], rc: usize) -> ModelProto {
+    let (inputs, outputs) = part.interface(card::CARD_FORMAT, chw[0], rc, chw[1], chw[2]);
     let io = |v: Vec<card::TensorSpec>| v.into_iter().map(|t| (t.name, t.dims)).collect::<Vec<_>>();
     let name = format!("{part:?}").to_lowercase();
     model(g, &name, &io(inputs), &io(outputs))
@@ -281,6 +292,7 @@ pub fn card_for(
         lambda_train: info.lambda_train,
         lambda_consistency: info.lambda_consistency,
         corrections: info.corrections,
+        residual_channels: d.pde.family().residual_channels(),
         defaults: card::SolveDefaults {
             lambda_infer: infer.lambda,
             steps: infer.steps,
@@ -379,6 +391,7 @@ pub fn build(
         meta.data.grid.n,
     ];
     let op = meta.data.residual_op();
+    let rc = op.pde.family().residual_channels();
     let norm = &meta.data.normalisation;
     let st = Student::of(net, meta);
 
@@ -391,7 +404,7 @@ pub fn build(
     g.rename(&x, io::X);
     g.rename(&r, io::RESIDUAL);
     let generate_net = std::mem::take(&mut g.net_nodes);
-    let generate = part_model(g, Part::Generate, shape);
+    let generate = part_model(g, Part::Generate, shape, rc);
 
     // refine: eps, observed, mask, lambda -> loss, grad, x_mix
     let mut g = Graph::new();
@@ -422,7 +435,7 @@ pub fn build(
     g.rename(&loss, io::LOSS);
     g.rename(&grad, io::GRAD);
     g.rename(&x_mix, io::X_MIX);
-    let refine = part_model(g, Part::Refine, shape);
+    let refine = part_model(g, Part::Refine, shape, rc);
 
     // residual: x -> residual, residual_mse
     let mut g = Graph::new();
@@ -430,7 +443,7 @@ pub fn build(
     let (r, mse) = op.emit_with_mse(&mut g, &io::X.to_string());
     g.rename(&r, io::RESIDUAL);
     g.rename(&mse, io::RESIDUAL_MSE);
-    let residual = part_model(g, Part::Residual, shape);
+    let residual = part_model(g, Part::Residual, shape, rc);
     let mut models = vec![generate, refine, residual];
     let mut nets = vec![(0usize, generate_net)];
 
@@ -454,7 +467,7 @@ pub fn build(
         g.rename(&eps, io::EPS);
         g.rename(&x, io::X_MIX);
         let amortised_net = std::mem::take(&mut g.net_nodes);
-        models.push(part_model(g, Part::Amortised, shape));
+        models.push(part_model(g, Part::Amortised, shape, rc));
         nets.push((3, amortised_net));
     }
     if card.files.generate_int8.is_some() {

@@ -330,6 +330,7 @@ impl Family for BurgersParams {
         };
         vec![super::Scored {
             channel: 0,
+            count: 1,
             label: label.into(),
             region: (0..n * n).map(|p| (p / n == 0) == first).collect(),
         }]

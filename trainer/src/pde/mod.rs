@@ -5,7 +5,6 @@
 //! parsing, the tiny pipeline) then covers it.
 
 pub mod grf;
-pub mod navier_stokes;
 pub mod ops;
 
 use anyhow::{bail, Result};
@@ -91,18 +90,6 @@ impl Metric {
         }
     }
 
-    /// The metric over the points of `region` of one sample's channel.
-    pub fn on(self, got: &[f32], truth: &[f32], region: &[bool]) -> f64 {
-        let pick = |v: &[f32]| -> Vec<f32> {
-            v.iter()
-                .zip(region)
-                .filter(|(_, &r)| r)
-                .map(|(x, _)| *x)
-                .collect()
-        };
-        self.of(&pick(got), &pick(truth))
-    }
-
     /// The metric of one sample's channel (slices of equal length).
     pub fn of(self, got: &[f32], truth: &[f32]) -> f64 {
         match self {
@@ -126,11 +113,33 @@ impl Metric {
     }
 }
 
-/// A part of an answer that is scored: a channel, its label, and the points ([n * n]) counted.
+/// A part of an answer that is scored: `count` consecutive channels from `channel` (time levels
+/// scored as one), its label, and the points of each ([n * n]) counted.
 pub struct Scored {
     pub channel: usize,
+    pub count: usize,
     pub label: String,
     pub region: Vec<bool>,
+}
+
+impl Scored {
+    /// The scored values of one sample's channels (`sample`, [C, plane]): each scored channel's
+    /// region, in order.
+    pub fn pick<T: Copy>(&self, sample: &[T], plane: usize) -> Vec<T> {
+        (self.channel..self.channel + self.count)
+            .flat_map(|k| {
+                sample[k * plane..(k + 1) * plane]
+                    .iter()
+                    .zip(&self.region)
+                    .filter(|(_, &r)| r)
+                    .map(|(v, _)| *v)
+            })
+            .collect()
+    }
+    /// The channels scored.
+    pub fn channels(&self) -> std::ops::Range<usize> {
+        self.channel..self.channel + self.count
+    }
 }
 
 /// Every channel of `mask` (one sample, [C, plane]) with unobserved points, on those points.
@@ -140,6 +149,7 @@ pub fn unobserved(channels: &[(&str, &str)], mask: &[f32], plane: usize) -> Vec<
         .filter(|(_, m)| m.contains(&0.0))
         .map(|(k, m)| Scored {
             channel: k,
+            count: 1,
             label: channels[k].0.to_string(),
             region: m.iter().map(|&v| v == 0.0).collect(),
         })
@@ -241,6 +251,9 @@ pub enum Defect {
     /// e_k = dt * sum_{j <= k} R_j over rows (times), e_0 = 0: the drift each step's residual
     /// leaves, the stepping operator's inverse without its spatial part.
     TimeIntegral { dt: f64 },
+    /// e_k = dt * sum_{j <= k} R_j over channels (time levels), e_0 = 0: [`Defect::TimeIntegral`]
+    /// for a family whose levels are its channels.
+    LevelIntegral { dt: f64 },
 }
 
 /// What every family provides, object-safe; the residual, generic over the back-end, is
@@ -262,6 +275,11 @@ pub trait Family: Sync {
     fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64;
     /// How a residual maps back to the solved field ([`Defect`]).
     fn defect(&self, grid: Grid) -> Defect;
+    /// Channels of the residual R: one equation per point, unless the family's field holds
+    /// several time levels as channels, each with its own (Navier-Stokes).
+    fn residual_channels(&self) -> usize {
+        1
+    }
     /// The channel f that R holds pointwise as R = L(the other channels) - f, if any: where the
     /// others are known on R's whole stencil, f = f + R exactly (Poisson's and Helmholtz's source).
     fn source_channel(&self) -> Option<usize> {
@@ -283,6 +301,7 @@ pub trait Family: Sync {
                 let n = grid.n;
                 parts.push(Scored {
                     channel: src,
+                    count: 1,
                     label: format!("{} where the PDE holds", self.channels()[src].0),
                     region: (0..grid.len())
                         .map(|p| {
@@ -294,6 +313,16 @@ pub trait Family: Sync {
             }
         }
         parts
+    }
+    /// What the sparse task observes a share of, [C, n, n] flattened: by default what the inverse
+    /// task observes.
+    fn sparse_source(&self, grid: Grid) -> Vec<f32> {
+        self.task_mask(Task::Inverse, grid)
+    }
+    /// The parts an answer to the observation `mask` (one sample, [C, plane]) is scored on when
+    /// its task names none (the sparse task): by default each channel with unobserved points.
+    fn unobserved_parts(&self, mask: &[f32], plane: usize) -> Vec<Scored> {
+        unobserved(self.channels(), mask, plane)
     }
     /// How a wanted channel is scored.
     fn metric(&self, channel: usize) -> Metric;
@@ -330,8 +359,9 @@ pub trait Family: Sync {
     fn preset(&self) -> (&'static str, &'static str);
 }
 
-/// The discrete residual R of physical fields x [B, C, H, W] -> [B, 1, H, W], zero where no
-/// equation holds (the Dirichlet ring). Written once over [`FieldOps`].
+/// The discrete residual R of physical fields x [B, C, H, W] -> [B, Cr, H, W] (Cr the family's
+/// [`Family::residual_channels`]), zero where no equation holds (the Dirichlet ring, a first time
+/// level). Written once over [`FieldOps`].
 pub trait Residual {
     fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, x: &O::V) -> O::V;
 }
@@ -368,7 +398,7 @@ macro_rules! register {
 
         /// A PDE family with its parameters. Serialised with its name under `family`.
         #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-        #[serde(tag = "family", rename_all = "lowercase")]
+        #[serde(tag = "family", rename_all = "snake_case")]
         pub enum Pde {
             $($variant($module::$ty)),*
         }
@@ -479,6 +509,7 @@ register!(
     poisson: Poisson(PoissonParams),
     helmholtz: Helmholtz(HelmholtzParams),
     burgers: Burgers(BurgersParams),
+    navier_stokes: NavierStokes(NavierStokesParams),
 );
 
 /// Rewrites metadata written before families carried their parameters (`"pde": "darcy"` beside
@@ -556,7 +587,8 @@ mod tests {
                 .collect();
             let c = consistency(fam, solver.as_ref(), grid, &scaled).unwrap();
             assert!((c.error - 0.1).abs() < 1e-9, "{}: scaled {c:?}", pde.name());
-            if !matches!(pde, Pde::Burgers(_)) {
+            // the linear families: R scales with the wanted part (the nonlinear ones do not)
+            if !matches!(pde, Pde::Burgers(_) | Pde::NavierStokes(_)) {
                 assert!(
                     (c.relative_residual - 0.1).abs() < 1e-8,
                     "{}: scaled {c:?}",

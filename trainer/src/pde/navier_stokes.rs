@@ -15,7 +15,11 @@
 //! at exactly the scheme's rate, which the tests check.
 
 use super::grf::{GrfParams, GrfSampler};
-use super::Grid;
+use super::ops::FieldOps;
+use super::{
+    Boundary, Defect, Family, Geometry, Grid, Metric, Residual, Resolver, Sampler, Scored, Solved,
+    Task,
+};
 use anyhow::{bail, Result};
 use rustfft::{num_complex::Complex, Fft, FftPlanner};
 use serde::{Deserialize, Serialize};
@@ -28,6 +32,42 @@ pub const MIN_LEVELS: usize = 4;
 pub const MAX_LEVELS: usize = 32;
 /// The smallest grid a side.
 pub const MIN_GRID: usize = 8;
+const UNITS: &str = "vorticity (1/s); channel k is the level t = k t_end / (levels - 1)";
+/// The channels of the most levels; a field of `levels` levels has the first `levels`.
+static CHANNELS: [(&str, &str); MAX_LEVELS] = [
+    ("w0", UNITS),
+    ("w1", UNITS),
+    ("w2", UNITS),
+    ("w3", UNITS),
+    ("w4", UNITS),
+    ("w5", UNITS),
+    ("w6", UNITS),
+    ("w7", UNITS),
+    ("w8", UNITS),
+    ("w9", UNITS),
+    ("w10", UNITS),
+    ("w11", UNITS),
+    ("w12", UNITS),
+    ("w13", UNITS),
+    ("w14", UNITS),
+    ("w15", UNITS),
+    ("w16", UNITS),
+    ("w17", UNITS),
+    ("w18", UNITS),
+    ("w19", UNITS),
+    ("w20", UNITS),
+    ("w21", UNITS),
+    ("w22", UNITS),
+    ("w23", UNITS),
+    ("w24", UNITS),
+    ("w25", UNITS),
+    ("w26", UNITS),
+    ("w27", UNITS),
+    ("w28", UNITS),
+    ("w29", UNITS),
+    ("w30", UNITS),
+    ("w31", UNITS),
+];
 /// Fixed-point iterations per step before the solver gives up.
 const MAX_ITERATIONS: usize = 200;
 /// Relative change of w at which a step's iterations stop.
@@ -346,16 +386,222 @@ impl NavierStokesSampler {
         })
     }
 
-    /// One field ([levels][n][n]) from a draw of w0, and the solver's relative residual.
-    pub fn sample(&self, rng: &mut rand_chacha::ChaCha8Rng) -> Result<(Vec<f64>, f64)> {
-        let w0 = self.grf.sample(rng);
-        self.solve(&w0)
-    }
-
     /// The levels that follow `w0`.
     pub fn solve(&self, w0: &[f64]) -> Result<(Vec<f64>, f64)> {
         let p = &self.params;
         integrate(p, &self.ops, p.dt(), p.levels - 1, w0)
+    }
+}
+
+impl Sampler for NavierStokesSampler {
+    /// One field ([levels][n][n]) from a draw of w0, and the solver's relative residual.
+    fn sample(&self, rng: &mut rand_chacha::ChaCha8Rng) -> Result<Solved> {
+        let w0 = self.grf.sample(rng);
+        let (fields, solver_residual) = self.solve(&w0)?;
+        Ok(Solved {
+            fields,
+            solver_residual,
+        })
+    }
+}
+
+/// The integration of a sample's own first level.
+impl Resolver for NavierStokesSampler {
+    fn resolve(&self, fields: &[f64]) -> Result<Vec<f64>> {
+        Ok(self.solve(&fields[..self.ops.n * self.ops.n])?.0)
+    }
+}
+
+/// The real orthonormal Fourier basis of `n` periodic points (columns: the constant, then cos and
+/// sin of each wavenumber 1 .. (n-1)/2, then (-1)^j for even n; row-major [point][column]) and the
+/// periodic second difference's eigenvalue of each column: Q diag(mu) Q^T is that difference.
+pub fn fourier_basis(n: usize) -> (Vec<f64>, Vec<f64>) {
+    let nf = n as f64;
+    let mu_of = |k: usize| -4.0 * nf * nf * (PI * k as f64 / nf).sin().powi(2);
+    let mut cols: Vec<(Vec<f64>, f64)> = vec![(vec![1.0 / nf.sqrt(); n], 0.0)];
+    for k in 1..n.div_ceil(2) {
+        let a = (2.0 / nf).sqrt();
+        let w = |j: usize| 2.0 * PI * (k * j) as f64 / nf;
+        cols.push(((0..n).map(|j| a * w(j).cos()).collect(), mu_of(k)));
+        cols.push(((0..n).map(|j| a * w(j).sin()).collect(), mu_of(k)));
+    }
+    if n.is_multiple_of(2) {
+        let v = (0..n)
+            .map(|j| if j.is_multiple_of(2) { 1.0 } else { -1.0 } / nf.sqrt())
+            .collect();
+        cols.push((v, mu_of(n / 2)));
+    }
+    let q = (0..n * n).map(|p| cols[p % n].0[p / n]).collect();
+    (q, cols.iter().map(|c| c.1).collect())
+}
+
+impl Family for NavierStokesParams {
+    fn name(&self) -> &'static str {
+        "navier_stokes"
+    }
+    fn channels(&self) -> &'static [(&'static str, &'static str)] {
+        &CHANNELS[..self.levels.clamp(1, MAX_LEVELS)]
+    }
+    fn equation(&self) -> String {
+        format!(
+            "w_t + v . grad w = nu Lap w + f, v = (psi_y, -psi_x), Lap psi = -w on the periodic unit square, \
+             t in [0,{}] ({} levels), nu = {}, f = {} (sin 2 pi (x + y) + cos 2 pi (x + y))",
+            self.t_end, self.levels, self.nu, self.forcing
+        )
+    }
+    fn validate(&self) -> Result<()> {
+        self.check()
+    }
+    fn sampler(&self, grid: Grid) -> Result<Box<dyn Sampler>> {
+        Ok(Box::new(NavierStokesSampler::new(*self, grid)?))
+    }
+    fn resolver(&self, grid: Grid) -> Result<Box<dyn Resolver>> {
+        Ok(Box::new(NavierStokesSampler::new(*self, grid)?))
+    }
+    /// ||(w_k - w_{k-1}) / dt|| over levels k >= 1: the time derivative the residual balances.
+    fn source_norm(&self, grid: Grid, fields: &[f64]) -> f64 {
+        let (plane, dt) = (grid.len(), self.dt());
+        (plane..fields.len())
+            .map(|p| ((fields[p] - fields[p - plane]) / dt).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    }
+    fn defect(&self, _grid: Grid) -> Defect {
+        Defect::LevelIntegral { dt: self.dt() }
+    }
+    fn residual_channels(&self) -> usize {
+        self.levels
+    }
+    /// Forward: the first level given; inverse: the last.
+    fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {
+        let seen = match task {
+            Task::Forward => 0,
+            Task::Inverse => self.levels - 1,
+        };
+        super::channel_mask(self.levels, &[seen], grid)
+    }
+    fn given(&self, task: Task) -> String {
+        match task {
+            Task::Forward => "w at t = 0".into(),
+            Task::Inverse => format!("w at t = {}", self.t_end),
+        }
+    }
+    /// Forward: every later level as one; inverse: the first level.
+    fn scored(&self, task: Task, grid: Grid) -> Vec<Scored> {
+        let (channel, count, label) = match task {
+            Task::Forward => (1, self.levels - 1, "w for t > 0"),
+            Task::Inverse => (0, 1, "w at t = 0"),
+        };
+        vec![Scored {
+            channel,
+            count,
+            label: label.into(),
+            region: vec![true; grid.len()],
+        }]
+    }
+    /// The sparse task observes a share of the points of every level.
+    fn sparse_source(&self, grid: Grid) -> Vec<f32> {
+        vec![1.0; self.levels * grid.len()]
+    }
+    /// Levels that leave the same points unobserved are scored as one field ("w"), the others
+    /// level by level.
+    fn unobserved_parts(&self, mask: &[f32], plane: usize) -> Vec<Scored> {
+        let first = &mask[..plane];
+        if first.contains(&0.0) && mask.chunks(plane).all(|m| m == first) {
+            return vec![Scored {
+                channel: 0,
+                count: self.levels,
+                label: "w".into(),
+                region: first.iter().map(|&v| v == 0.0).collect(),
+            }];
+        }
+        super::unobserved(self.channels(), mask, plane)
+    }
+    fn metric(&self, _channel: usize) -> Metric {
+        Metric::RelL2
+    }
+    fn geometry(&self, grid: Grid) -> Geometry {
+        let h = self.h(grid);
+        Geometry {
+            domain: [[0.0, 1.0], [0.0, 1.0]],
+            spacing: [h, h],
+            boundary: [Boundary::Periodic, Boundary::Periodic],
+        }
+    }
+    fn equation_points(&self, grid: Grid) -> usize {
+        (self.levels - 1) * grid.len()
+    }
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("plain parameters serialise")
+    }
+    fn reference_residual(&self, grid: Grid, fields: &[f64]) -> Vec<f64> {
+        residual_levels(self, &Periodic::new(grid.n), fields)
+    }
+    fn preset(&self) -> (&'static str, &'static str) {
+        (
+            "navier_stokes",
+            include_str!("../../presets/navier_stokes.toml"),
+        )
+    }
+}
+
+/// R of every level at once ([B, levels, n, n]; level 0 zero), the levels as channels: psi by
+/// the exact periodic inverse in the real Fourier basis (four constant matrix products and a
+/// pointwise scaling), derivatives by shifts, the time difference by a shift across channels.
+impl Residual for NavierStokesParams {
+    fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, w: &O::V) -> O::V {
+        let n = grid.n;
+        let (nf, dt, nu) = (n as f64, self.dt(), self.nu);
+        let (q, mu) = fourier_basis(n);
+        let qt: Vec<f64> = (0..n * n).map(|p| q[(p % n) * n + p / n]).collect();
+        // psi = -L^+ w = Q (S * (Q^T w Q)) Q^T, S = -1 / (mu_i + mu_j), 0 for the mean mode
+        let s: Vec<f64> = (0..n * n)
+            .map(|p| {
+                let l = mu[p / n] + mu[p % n];
+                if p == 0 {
+                    0.0
+                } else {
+                    -1.0 / l
+                }
+            })
+            .collect();
+        let zero = vec![0.0; n * n];
+        let a = o.matmul_axis(w, 2, &qt);
+        let a = o.matmul_axis(&a, 3, &qt);
+        let a = o.affine_plane(&a, &s, &zero);
+        let a = o.matmul_axis(&a, 2, &q);
+        let psi = o.matmul_axis(&a, 3, &q);
+        let central = |o: &mut O, v: &O::V, axis: i64| {
+            let e = o.shift(v, axis, -1, true);
+            let west = o.shift(v, axis, 1, true);
+            let d = o.sub(&e, &west);
+            o.affine(&d, 0.5 * nf, 0.0)
+        };
+        let (wx, wy) = (central(o, w, 3), central(o, w, 2));
+        let (px, py) = (central(o, &psi, 3), central(o, &psi, 2));
+        let t1 = o.mul(&py, &wx);
+        let t2 = o.mul(&px, &wy);
+        let adv = o.sub(&t1, &t2);
+        let mut sum = o.affine(w, -4.0, 0.0);
+        for (axis, by) in [(3, -1), (3, 1), (2, -1), (2, 1)] {
+            let sh = o.shift(w, axis, by, true);
+            sum = o.add(&sum, &sh);
+        }
+        let diffusion = o.affine(&sum, -nu * nf * nf, 0.0);
+        let op = o.add(&adv, &diffusion);
+        // Crank-Nicolson between each level and the one before (zero enters before level 0)
+        let w_prev = o.shift(w, 1, 1, false);
+        let op_prev = o.shift(&op, 1, 1, false);
+        let dw = o.sub(w, &w_prev);
+        let dwdt = o.affine(&dw, 1.0 / dt, 0.0);
+        let ops = o.add(&op, &op_prev);
+        let avg = o.affine(&ops, 0.5, 0.0);
+        let r = o.add(&dwdt, &avg);
+        let minus_f: Vec<f64> = self.force(n).iter().map(|v| -v).collect();
+        let r = o.affine_plane(&r, &vec![1.0; n * n], &minus_f);
+        // level 0 carries no equation: shift across channels up then down zeroes it
+        let up = o.shift(&r, 1, -1, false);
+        o.shift(&up, 1, 1, false)
     }
 }
 
@@ -505,7 +751,10 @@ mod tests {
         let p = NavierStokesParams::default();
         let grid = Grid::new(32).unwrap();
         let s = NavierStokesSampler::new(p, grid).unwrap();
-        let (w, rel_res) = s.sample(&mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+        let Solved {
+            fields: w,
+            solver_residual: rel_res,
+        } = s.sample(&mut ChaCha8Rng::seed_from_u64(1)).unwrap();
         assert_eq!(w.len(), p.levels * grid.len());
         assert!(rel_res < 1e-10, "{rel_res}");
         let ops = Periodic::new(32);

@@ -20,8 +20,8 @@ pub trait FieldOps {
     fn crop1(&mut self, x: &Self::V) -> Self::V;
     /// Adds one zero point on each side of H and W.
     fn pad1(&mut self, x: &Self::V) -> Self::V;
-    /// y[.., i] = x[.., i - by] along `axis` (2: H, 3: W), by = +-1: the point that leaves one end
-    /// enters at the other when `periodic`, else zero enters.
+    /// y[.., i] = x[.., i - by] along `axis` (1: C, 2: H, 3: W), by = +-1: the point that leaves
+    /// one end enters at the other when `periodic`, else zero enters.
     fn shift(&mut self, x: &Self::V, axis: i64, by: i64, periodic: bool) -> Self::V;
     fn add(&mut self, a: &Self::V, b: &Self::V) -> Self::V;
     fn sub(&mut self, a: &Self::V, b: &Self::V) -> Self::V;
@@ -32,6 +32,20 @@ pub trait FieldOps {
     fn affine_channels(&mut self, x: &Self::V, k: &[f64], b: &[f64]) -> Self::V;
     /// Per-sample mean over C, H and W: [B].
     fn mean_chw(&mut self, x: &Self::V) -> Self::V;
+    /// A constant n x n matrix `m` (row-major) applied along `axis` (2: H, 3: W):
+    /// y[.., i, ..] = sum_j m[i][j] x[.., j, ..]. Separable linear maps of a plane, such as a
+    /// periodic grid's exact inverse Laplacian in its real Fourier basis.
+    fn matmul_axis(&mut self, x: &Self::V, axis: i64, m: &[f64]) -> Self::V;
+    /// x * k[p] + b[p] per point p of the H x W plane (row-major), the same for every sample and
+    /// channel: a field-dependent constant such as a forcing term.
+    fn affine_plane(&mut self, x: &Self::V, k: &[f64], b: &[f64]) -> Self::V;
+}
+
+/// The side of the square matrix with `len` entries.
+pub fn matrix_side(len: usize) -> i64 {
+    let n = (len as f64).sqrt().round() as usize;
+    assert_eq!(n * n, len, "a square matrix");
+    n as i64
 }
 
 /// The tch back-end (stateless).
@@ -106,5 +120,27 @@ impl FieldOps for Tch {
     }
     fn mean_chw(&mut self, x: &Tensor) -> Tensor {
         x.mean_dim([1i64, 2, 3].as_slice(), false, x.kind())
+    }
+    fn matmul_axis(&mut self, x: &Tensor, axis: i64, m: &[f64]) -> Tensor {
+        let n = matrix_side(m.len());
+        let mt = Tensor::from_slice(m)
+            .to_kind(x.kind())
+            .to_device(x.device())
+            .reshape([n, n]);
+        match axis {
+            2 => mt.matmul(x),
+            3 => x.matmul(&mt.tr()),
+            _ => panic!("matmul_axis along H (2) or W (3), not {axis}"),
+        }
+    }
+    fn affine_plane(&mut self, x: &Tensor, k: &[f64], b: &[f64]) -> Tensor {
+        let (h, w) = (x.size()[2], x.size()[3]);
+        let plane = |v: &[f64]| {
+            Tensor::from_slice(v)
+                .to_kind(x.kind())
+                .to_device(x.device())
+                .reshape([1, 1, h, w])
+        };
+        x * plane(k) + plane(b)
     }
 }

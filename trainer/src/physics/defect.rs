@@ -64,7 +64,7 @@ impl DefectOp {
                 let t = |v: &[f64]| Tensor::from_slice(v).reshape([m, m]);
                 Some((t(&v), t(&inv)))
             }
-            Defect::TimeIntegral { .. } => None,
+            Defect::TimeIntegral { .. } | Defect::LevelIntegral { .. } => None,
         };
         let (grid, c) = (op.grid, op.pde.channels().len());
         let solved = solved_channel(&op.pde, grid);
@@ -110,6 +110,7 @@ impl DefectOp {
                 v.matmul(&spectral).matmul(&v).constant_pad_nd([1, 1, 1, 1])
             }
             (Defect::TimeIntegral { dt }, _) => r.cumsum(2, r.kind()) * dt,
+            (Defect::LevelIntegral { dt }, _) => r.cumsum(1, r.kind()) * dt,
             _ => unreachable!("a Dirichlet defect always has its basis"),
         }
     }

@@ -16,7 +16,7 @@ pub struct ResidualOp {
 }
 
 impl ResidualOp {
-    /// R of physical fields `x` [B, C, H, W]: [B, 1, H, W].
+    /// R of physical fields `x` [B, C, H, W]: [B, Cr, H, W], Cr the family's residual channels.
     pub fn emit<O: FieldOps>(&self, o: &mut O, x: &O::V) -> O::V {
         self.pde.emit_residual(self.grid, o, x)
     }
@@ -24,7 +24,9 @@ impl ResidualOp {
     /// Factor turning a mean over all points of R^2 (zero where no equation holds) into the mean
     /// over the points that carry one.
     pub fn interior_factor(&self) -> f64 {
-        self.grid.len() as f64 / self.pde.family().equation_points(self.grid) as f64
+        let family = self.pde.family();
+        (family.residual_channels() * self.grid.len()) as f64
+            / family.equation_points(self.grid) as f64
     }
 
     /// Per-sample mean of R^2 over the interior: [B].
