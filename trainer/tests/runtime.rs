@@ -438,3 +438,23 @@ fn shipped_models_answer_their_forward_problem() {
         assert!(families.contains(&shipped), "{shipped} not in {families:?}");
     }
 }
+
+/// The demo on a model whose channels are time levels: its residual has one channel per level,
+/// its report scores the levels as one field, and its figure shows three levels (a readable width:
+/// 3 true, 2 forward of the later levels shown, 1 inverse, 3 generated, 1 residual).
+#[test]
+fn demo_runs_on_a_family_of_time_levels() {
+    let f = fixture_of("navier_stokes");
+    let dir = tempfile::tempdir().unwrap();
+    let report =
+        piddm_trainer::apps::demo::run(&f.model, 3, 1, dir.path(), piddm::card::Precision::Fp32)
+            .unwrap();
+    assert!(report.contains("rel. L2 of w for t > 0"), "{report}");
+    assert!(report.contains("rel. L2 of w at t = 0"), "{report}");
+    assert!(
+        report.contains("columns: w0, w5, w10, forward w5, forward w10, inverse w0, generated w0"),
+        "{report}"
+    );
+    let png = std::fs::read(dir.path().join("demo.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+}

@@ -167,7 +167,7 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
         ));
     }
     let mut rows = Vec::new();
-    let mut shown = Vec::new();
+    let mut answers_shown = Vec::new();
     for (k, (name, p)) in methods.iter().enumerate() {
         eprintln!("conditional: {name}");
         let t = Instant::now();
@@ -189,7 +189,7 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             seconds_per_answer: secs,
         });
         if k == 1 {
-            shown = answers; // the card's defaults are what the figure shows
+            answers_shown = answers; // the card's defaults are what the figure shows
         }
     }
     let mut stds = Vec::new();
@@ -245,12 +245,28 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
         ch.dedup();
         ch
     };
-    let mut columns_fig: Vec<Column> = names.iter().map(|n| Column::field(*n)).collect();
+    // the channels the family shows (all, or a few of many levels)
+    let family = pde.family();
+    let shown = family.figure_channels();
+    let column = |title: String, k: usize| {
+        if family.signed(k) {
+            Column::error(title)
+        } else {
+            Column::field(title)
+        }
+    };
+    let wanted = |t: &(ProblemTask, Vec<u8>)| -> Vec<usize> {
+        wanted(t)
+            .into_iter()
+            .filter(|k| shown.contains(k))
+            .collect()
+    };
+    let mut columns_fig: Vec<Column> = shown.iter().map(|&k| column(names[k].into(), k)).collect();
     for t in &tasks {
         columns_fig.extend(
             wanted(t)
                 .iter()
-                .map(|&k| Column::field(format!("{} {}", t.0.name, names[k]))),
+                .map(|&k| column(format!("{} {}", t.0.name, names[k]), k)),
         );
     }
     let fwd = wanted(&tasks[0]);
@@ -268,12 +284,12 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
     }
     let rows_fig: Vec<Vec<Vec<f32>>> = (0..s.problems.min(4))
         .map(|p| {
-            let mut r: Vec<Vec<f32>> = (0..c).map(|k| pick(&truth, p, k)).collect();
-            for (t, x) in tasks.iter().zip(&shown) {
+            let mut r: Vec<Vec<f32>> = shown.iter().map(|&k| pick(&truth, p, k)).collect();
+            for (t, x) in tasks.iter().zip(&answers_shown) {
                 r.extend(wanted(t).iter().map(|&k| pick(x, p, k)));
             }
             r.extend(fwd.iter().map(|&k| {
-                pick(&shown[0], p, k)
+                pick(&answers_shown[0], p, k)
                     .iter()
                     .zip(pick(&truth, p, k))
                     .map(|(a, b)| a - b)

@@ -25,17 +25,18 @@ pub fn run(
     let pde = super::examples::card_pde(card)?;
     let family = pde.family();
     let names: Vec<&str> = pde.channels().iter().map(|c| c.0).collect();
-    let (c, ny, nx) = model.shape();
+    let (_, ny, nx) = model.shape();
     let truth = super::examples::problems(card, problems, seed)?.data;
     let (field, plane) = (model.field_len(), nx * ny);
     let e = |e: piddm::Error| anyhow::anyhow!("{e}");
     // one-step generation and its residual, against the solver's own
     let mut gen = vec![0f32; problems * field];
     model.generate(seed, problems, &mut gen).map_err(e)?;
-    let mut r = vec![0f32; problems * plane];
+    let rc = model.residual_channels();
+    let mut r = vec![0f32; problems * rc * plane];
     let res_gen = model.residual(&gen, problems, &mut r).map_err(e)?;
     let res_truth = model
-        .residual(&truth, problems, &mut vec![0f32; problems * plane])
+        .residual(&truth, problems, &mut vec![0f32; problems * rc * plane])
         .map_err(e)?;
     let grid = crate::pde::Grid::new(nx)?;
     let gen64: Vec<f64> = gen.iter().map(|&v| v as f64).collect();
@@ -79,34 +80,53 @@ pub fn run(
         answers.push((x, wanted));
     }
     let solve_s = t.elapsed().as_secs_f64() / (2 * problems) as f64;
-    let mut columns: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    // the channels the family shows (all, or a few of many levels), each answer's wanted ones
+    let shown = family.figure_channels();
+    let column = |title: String, k: usize| {
+        if family.signed(k) {
+            Column::error(title)
+        } else {
+            Column::field(title)
+        }
+    };
+    let mut titles: Vec<Column> = shown.iter().map(|&k| column(names[k].into(), k)).collect();
+    let answers: Vec<(Vec<f32>, Vec<usize>)> = answers
+        .into_iter()
+        .map(|(x, w)| (x, w.into_iter().filter(|k| shown.contains(k)).collect()))
+        .collect();
+    let mut columns: Vec<String> = shown.iter().map(|&k| names[k].to_string()).collect();
     for ((_, wanted), task) in answers.iter().zip(["forward", "inverse"]) {
-        columns.extend(wanted.iter().map(|&k| format!("{task} {}", names[k])));
+        for &k in wanted {
+            columns.push(format!("{task} {}", names[k]));
+            titles.push(column(format!("{task} {}", names[k]), k));
+        }
     }
-    columns.extend(names.iter().map(|n| format!("generated {n}")));
-    columns.push("its residual".into());
+    for &k in &shown {
+        columns.push(format!("generated {}", names[k]));
+        titles.push(column(format!("generated {}", names[k]), k));
+    }
+    // the residual of the last level that carries one (the only one but for level families)
+    let rk = rc - 1;
+    let label = if rc > 1 {
+        format!("residual of the sample, {}", names[rk])
+    } else {
+        "residual of the sample".into()
+    };
+    columns.push(label.clone());
+    titles.push(Column::error(label));
     let figs: Vec<Vec<Vec<f32>>> = (0..problems.min(4))
         .map(|p| {
-            let mut row: Vec<Vec<f32>> = (0..c).map(|k| pick(&truth, p, k)).collect();
+            let mut row: Vec<Vec<f32>> = shown.iter().map(|&k| pick(&truth, p, k)).collect();
             for (x, wanted) in &answers {
                 row.extend(wanted.iter().map(|&k| pick(x, p, k)));
             }
-            row.extend((0..c).map(|k| pick(&gen, p, k)));
-            row.push(r[p * plane..(p + 1) * plane].to_vec());
+            row.extend(shown.iter().map(|&k| pick(&gen, p, k)));
+            let at = (p * rc + rk) * plane;
+            row.push(r[at..at + plane].to_vec());
             row
         })
         .collect();
     std::fs::create_dir_all(out)?;
-    let titles: Vec<Column> = columns
-        .iter()
-        .map(|t| {
-            if t == "its residual" {
-                Column::error("residual of the sample")
-            } else {
-                Column::field(t.clone())
-            }
-        })
-        .collect();
     save_fields(&out.join("demo.png"), &figs, nx, &titles, 4)?;
     let report = format!(
         "piddm demo: {} ({}x{} {}, lambda_train {:e}, networks in {}), {problems} fresh problems from the solver (seed {seed})\n\

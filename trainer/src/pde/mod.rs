@@ -324,6 +324,16 @@ pub trait Family: Sync {
     fn unobserved_parts(&self, mask: &[f32], plane: usize) -> Vec<Scored> {
         unobserved(self.channels(), mask, plane)
     }
+    /// The channels a figure shows: all of them, unless the family has too many to show side by
+    /// side (Navier-Stokes: its first, middle and last level).
+    fn figure_channels(&self) -> Vec<usize> {
+        (0..self.channels().len()).collect()
+    }
+    /// Whether a channel is a signed field, drawn with a diverging map symmetric about zero
+    /// (vorticity), rather than a sequential one.
+    fn signed(&self, _channel: usize) -> bool {
+        false
+    }
     /// How a wanted channel is scored.
     fn metric(&self, channel: usize) -> Metric;
     /// The points whose value the PDE fixes at zero (homogeneous Dirichlet values), [C, n, n]

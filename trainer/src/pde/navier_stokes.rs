@@ -517,6 +517,12 @@ impl Family for NavierStokesParams {
         }
         super::unobserved(self.channels(), mask, plane)
     }
+    fn figure_channels(&self) -> Vec<usize> {
+        vec![0, self.levels / 2, self.levels - 1]
+    }
+    fn signed(&self, _channel: usize) -> bool {
+        true
+    }
     fn metric(&self, _channel: usize) -> Metric {
         Metric::RelL2
     }
