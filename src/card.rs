@@ -498,6 +498,18 @@ impl ModelCard {
 
     /// The card of another file of the same artifact, as this one would be for `part`: the three
     /// files' cards differ in `part` only.
+    /// The inputs and outputs this card's graph of `part` declares ([`Part::interface`] with the
+    /// card's format, channels, residual channels and grid).
+    pub fn interface(&self, part: Part) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
+        part.interface(
+            self.format,
+            self.channels.len(),
+            self.residual_channels,
+            self.grid.ny,
+            self.grid.nx,
+        )
+    }
+
     pub fn for_part(&self, part: Part) -> ModelCard {
         ModelCard {
             part,

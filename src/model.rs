@@ -387,13 +387,7 @@ fn check_ports(
 
 /// The session's inputs and outputs must be exactly the contract's, float32, with its shapes.
 fn check_interface(s: &Session, part: Part, c: &ModelCard) -> std::result::Result<(), String> {
-    let (inputs, outputs) = part.interface(
-        c.format,
-        c.channels.len(),
-        c.residual_channels,
-        c.grid.ny,
-        c.grid.nx,
-    );
+    let (inputs, outputs) = c.interface(part);
     let ports = |got: &[ort::value::Outlet]| -> Vec<Port> {
         got.iter()
             .map(|o| {
@@ -422,13 +416,7 @@ fn check_declared_interface(
     part: Part,
     c: &ModelCard,
 ) -> std::result::Result<(), String> {
-    let (inputs, outputs) = part.interface(
-        c.format,
-        c.channels.len(),
-        c.residual_channels,
-        c.grid.ny,
-        c.grid.nx,
-    );
+    let (inputs, outputs) = c.interface(part);
     let (ins, outs) = artifact::graph_ports(graph)?;
     let ports = |v: Vec<artifact::Port>| -> Vec<Port> {
         v.into_iter()

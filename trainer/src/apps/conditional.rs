@@ -248,13 +248,7 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
     // the channels the family shows (all, or a few of many levels)
     let family = pde.family();
     let shown = family.figure_channels();
-    let column = |title: String, k: usize| {
-        if family.signed(k) {
-            Column::error(title)
-        } else {
-            Column::field(title)
-        }
-    };
+    let column = |title: String, k: usize| Column::of(title, family.signed(k));
     let wanted = |t: &(ProblemTask, Vec<u8>)| -> Vec<usize> {
         wanted(t)
             .into_iter()

@@ -82,13 +82,7 @@ pub fn run(
     let solve_s = t.elapsed().as_secs_f64() / (2 * problems) as f64;
     // the channels the family shows (all, or a few of many levels), each answer's wanted ones
     let shown = family.figure_channels();
-    let column = |title: String, k: usize| {
-        if family.signed(k) {
-            Column::error(title)
-        } else {
-            Column::field(title)
-        }
-    };
+    let column = |title: String, k: usize| Column::of(title, family.signed(k));
     let mut titles: Vec<Column> = shown.iter().map(|&k| column(names[k].into(), k)).collect();
     let answers: Vec<(Vec<f32>, Vec<usize>)> = answers
         .into_iter()

@@ -34,6 +34,24 @@ impl GrfParams {
     }
 }
 
+/// The 2-D transform of `c` (n x n, row-major) in place with a 1-D plan of length n: rows, then
+/// columns (unnormalised, as the plan's direction).
+pub fn fft2(plan: &dyn rustfft::Fft<f64>, c: &mut [Complex<f64>], n: usize) {
+    for row in c.chunks_mut(n) {
+        plan.process(row);
+    }
+    let mut col = vec![Complex::new(0.0, 0.0); n];
+    for i in 0..n {
+        for j in 0..n {
+            col[j] = c[j * n + i];
+        }
+        plan.process(&mut col);
+        for j in 0..n {
+            c[j * n + i] = col[j];
+        }
+    }
+}
+
 /// Draws GRF samples of one size; the FFT plan is made once.
 pub struct GrfSampler {
     params: GrfParams,
@@ -75,20 +93,8 @@ impl GrfSampler {
                 Complex::new(re * s, im * s)
             })
             .collect();
-        // 2-D inverse FFT: rows, then columns; normalised by 1 / n^2 as numpy's ifftn.
-        for row in c.chunks_mut(n) {
-            self.fft.process(row);
-        }
-        let mut col = vec![Complex::new(0.0, 0.0); n];
-        for i in 0..n {
-            for j in 0..n {
-                col[j] = c[j * n + i];
-            }
-            self.fft.process(&mut col);
-            for j in 0..n {
-                c[j * n + i] = col[j];
-            }
-        }
+        // 2-D inverse FFT, normalised by 1 / n^2 as numpy's ifftn.
+        fft2(self.fft.as_ref(), &mut c, n);
         let norm = 1.0 / (n * n) as f64;
         c.iter().map(|z| z.re * norm).collect()
     }
@@ -112,19 +118,7 @@ mod tests {
             for _ in 0..m {
                 let g = s.sample(&mut rng);
                 let mut c: Vec<Complex<f64>> = g.iter().map(|&v| Complex::new(v, 0.0)).collect();
-                for row in c.chunks_mut(n) {
-                    fwd.process(row);
-                }
-                let mut col = vec![Complex::new(0.0, 0.0); n];
-                for i in 0..n {
-                    for j in 0..n {
-                        col[j] = c[j * n + i];
-                    }
-                    fwd.process(&mut col);
-                    for j in 0..n {
-                        c[j * n + i] = col[j];
-                    }
-                }
+                fft2(fwd.as_ref(), &mut c, n);
                 for (p, z) in power.iter_mut().zip(&c) {
                     *p += z.norm_sqr() / m as f64;
                 }

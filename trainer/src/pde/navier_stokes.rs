@@ -199,21 +199,8 @@ impl Periodic {
     }
 
     fn fft2c(&self, mut c: Vec<Complex<f64>>, forward: bool) -> Vec<Complex<f64>> {
-        let n = self.n;
         let plan = if forward { &self.fwd } else { &self.inv };
-        for row in c.chunks_mut(n) {
-            plan.process(row);
-        }
-        let mut col = vec![Complex::new(0.0, 0.0); n];
-        for i in 0..n {
-            for j in 0..n {
-                col[j] = c[j * n + i];
-            }
-            plan.process(&mut col);
-            for j in 0..n {
-                c[j * n + i] = col[j];
-            }
-        }
+        super::grf::fft2(plan.as_ref(), &mut c, self.n);
         c
     }
 

@@ -26,6 +26,13 @@ impl Column {
             diverging: true,
         }
     }
+    /// A field column: diverging for a signed field (vorticity), sequential otherwise.
+    pub fn of(title: impl Into<String>, signed: bool) -> Self {
+        Column {
+            title: title.into(),
+            diverging: signed,
+        }
+    }
 }
 
 const FONT: &str = "sans-serif";
