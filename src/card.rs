@@ -496,8 +496,6 @@ impl ModelCard {
         Ok(())
     }
 
-    /// The card of another file of the same artifact, as this one would be for `part`: the three
-    /// files' cards differ in `part` only.
     /// The inputs and outputs this card's graph of `part` declares ([`Part::interface`] with the
     /// card's format, channels, residual channels and grid).
     pub fn interface(&self, part: Part) -> (Vec<TensorSpec>, Vec<TensorSpec>) {
@@ -510,6 +508,8 @@ impl ModelCard {
         )
     }
 
+    /// The card of another file of the same artifact, as this one would be for `part`: the three
+    /// files' cards differ in `part` only.
     pub fn for_part(&self, part: Part) -> ModelCard {
         ModelCard {
             part,

@@ -102,17 +102,9 @@ struct Pool {
 }
 
 impl Pool {
-    fn with<R>(&self, f: impl FnOnce(&mut Session) -> Result<R>) -> Result<R> {
+    /// Counts one call that uses this graph (however many runs and sessions it takes).
+    fn used(&self) {
         self.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.take(false, f)
-    }
-
-    /// `f` on an idle session of the kind asked for (single-threaded or not), made if none is.
-    fn take<R>(&self, single: bool, f: impl FnOnce(&mut Session) -> Result<R>) -> Result<R> {
-        let mut s = self.checkout(single)?;
-        let r = f(&mut s);
-        self.checkin(single, s);
-        r
     }
 
     fn idle(&self, single: bool) -> &Mutex<Vec<Session>> {
@@ -639,7 +631,8 @@ impl Model {
         threads.min(batch).max(1)
     }
 
-    /// `step` over the chunks of a batch, in order: the results with their sample ranges. A batch
+    /// `step` over the chunks of a batch, in order: the results with their sample ranges (the
+    /// caller counts its call, [`Pool::used`]). A batch
     /// that [`Model::workers`] splits runs as that many contiguous parts side by side, each on a
     /// single-threaded session of `pool`; every sample is computed alone either way, so the split
     /// changes no answer.
@@ -656,9 +649,11 @@ impl Model {
         };
         let w = self.workers(batch);
         if w == 1 {
-            return pool.with(|s| run(s, 0..batch));
+            let mut s = pool.checkout(false)?;
+            let r = run(&mut s, 0..batch);
+            pool.checkin(false, s);
+            return r;
         }
-        pool.uses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let parts: Vec<_> = (0..w).map(|i| batch * i / w..batch * (i + 1) / w).collect();
         // one session per worker, taken before any starts: as many sessions as workers, however
         // the workers are scheduled
@@ -777,6 +772,7 @@ impl Model {
         finite("eps", eps)?;
         let (f, p) = (self.field_len(), rc * self.plane());
         let want_residual = residual.is_some();
+        self.generate.used();
         let done = self.over_batch(&self.generate, batch, |s, r| {
             let input =
                 TensorRef::from_array_view((self.dims(r.len(), c), &eps[r.start * f..r.end * f]))?;
@@ -820,6 +816,7 @@ impl Model {
         // the reader, whose PDE held on the interior.
         let graph_mse = self.card.format >= 4;
         let mut mse = vec![0f32; if graph_mse { batch } else { 0 }];
+        self.residual.used();
         let done = self.over_batch(&self.residual, batch, |s, r| {
             let input = TensorRef::from_array_view((
                 self.dims(r.len(), c),
@@ -992,6 +989,7 @@ impl Model {
         let pool = self.amortised.as_ref().expect("start() checked the part");
         let (c, f) = (self.shape[0], self.field_len());
         let mut eps = zeros::<f32>(noise.len(), "eps")?;
+        pool.used();
         let done = self.over_batch(pool, batch, |s, r| {
             let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
             let outs = s.run(ort::inputs![
@@ -1026,6 +1024,7 @@ impl Model {
         let c = self.shape[0];
         let lambda = [params.lambda_infer as f32];
         let f = self.field_len();
+        self.refine.used();
         let done = optim::minimise(
             params.optimizer,
             eps,

@@ -231,29 +231,24 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
     let pick = |v: &[f32], p: usize, ch: usize| {
         v[p * field + ch * plane..p * field + (ch + 1) * plane].to_vec()
     };
+    // the channels the family shows (all, or a few of many levels)
+    let family = pde.family();
+    let shown = family.figure_channels();
+    let column = |title: String, k: usize| Column::of(title, family.signed(k));
+    // each task's scored channels among those shown
     let wanted = |(t, mask): &(ProblemTask, Vec<u8>)| -> Vec<usize> {
         let first: Vec<f32> = mask[..field].iter().map(|&v| v as f32).collect();
         let mut ch: Vec<usize> = match &t.scored {
             Some(parts) => parts.iter().flat_map(|p| p.channels()).collect(),
-            None => pde
-                .family()
+            None => family
                 .unobserved_parts(&first, plane)
                 .iter()
                 .flat_map(|p| p.channels())
                 .collect(),
         };
         ch.dedup();
+        ch.retain(|k| shown.contains(k));
         ch
-    };
-    // the channels the family shows (all, or a few of many levels)
-    let family = pde.family();
-    let shown = family.figure_channels();
-    let column = |title: String, k: usize| Column::of(title, family.signed(k));
-    let wanted = |t: &(ProblemTask, Vec<u8>)| -> Vec<usize> {
-        wanted(t)
-            .into_iter()
-            .filter(|k| shown.contains(k))
-            .collect()
     };
     let mut columns_fig: Vec<Column> = shown.iter().map(|&k| column(names[k].into(), k)).collect();
     for t in &tasks {

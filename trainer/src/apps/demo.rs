@@ -88,17 +88,18 @@ pub fn run(
         .into_iter()
         .map(|(x, w)| (x, w.into_iter().filter(|k| shown.contains(k)).collect()))
         .collect();
-    let mut columns: Vec<String> = shown.iter().map(|&k| names[k].to_string()).collect();
     for ((_, wanted), task) in answers.iter().zip(["forward", "inverse"]) {
-        for &k in wanted {
-            columns.push(format!("{task} {}", names[k]));
-            titles.push(column(format!("{task} {}", names[k]), k));
-        }
+        titles.extend(
+            wanted
+                .iter()
+                .map(|&k| column(format!("{task} {}", names[k]), k)),
+        );
     }
-    for &k in &shown {
-        columns.push(format!("generated {}", names[k]));
-        titles.push(column(format!("generated {}", names[k]), k));
-    }
+    titles.extend(
+        shown
+            .iter()
+            .map(|&k| column(format!("generated {}", names[k]), k)),
+    );
     // the residual of the last level that carries one (the only one but for level families)
     let rk = rc - 1;
     let label = if rc > 1 {
@@ -106,8 +107,8 @@ pub fn run(
     } else {
         "residual of the sample".into()
     };
-    columns.push(label.clone());
     titles.push(Column::error(label));
+    let columns: Vec<&str> = titles.iter().map(|t| t.title.as_str()).collect();
     let figs: Vec<Vec<Vec<f32>>> = (0..problems.min(4))
         .map(|p| {
             let mut row: Vec<Vec<f32>> = shown.iter().map(|&k| pick(&truth, p, k)).collect();

@@ -655,7 +655,7 @@ impl Graph {
         )
     }
 
-    /// y[.., i] = x[.., i - by] along H (2) or W (3), periodic or zero-filled.
+    /// y[.., i] = x[.., i - by] along C (1), H (2) or W (3), periodic or zero-filled.
     pub fn shift(&mut self, x: &str, axis: i64, by: i64, periodic: bool) -> String {
         assert!((by == 1 || by == -1) && (1..=3).contains(&axis));
         let y = self.shift_nodes(x, axis, by, periodic);
@@ -981,14 +981,13 @@ impl Graph {
                     n,
                     ..
                 } => {
-                    let (x, left, n) = (x.clone(), *left, *n);
-                    let c = self.constant("matrix_adjoint", &[n, n], &adjoint.clone());
-                    let gx = if left {
+                    let c = self.constant("matrix_adjoint", &[*n, *n], adjoint);
+                    let gx = if *left {
                         self.node("MatMul", &[&c, &g], vec![])
                     } else {
                         self.node("MatMul", &[&g, &c], vec![])
                     };
-                    push(self, &x, gx);
+                    push(self, x, gx);
                 }
                 Entry::Softmax { x, y } => {
                     let gy = self.node("Mul", &[&g, y], vec![]);

@@ -300,7 +300,10 @@ impl Family for BurgersParams {
             .sqrt()
     }
     fn defect(&self, grid: Grid) -> Defect {
-        Defect::TimeIntegral { dt: self.dt(grid) }
+        Defect::TimeIntegral {
+            dt: self.dt(grid),
+            axis: 2,
+        }
     }
     fn task_mask(&self, task: Task, grid: Grid) -> Vec<f32> {
         let n = grid.n;

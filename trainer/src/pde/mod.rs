@@ -126,7 +126,7 @@ impl Scored {
     /// The scored values of one sample's channels (`sample`, [C, plane]): each scored channel's
     /// region, in order.
     pub fn pick<T: Copy>(&self, sample: &[T], plane: usize) -> Vec<T> {
-        (self.channel..self.channel + self.count)
+        self.channels()
             .flat_map(|k| {
                 sample[k * plane..(k + 1) * plane]
                     .iter()
@@ -248,12 +248,10 @@ pub enum Defect {
     /// e = scale * (Lap + shift)^(-1) R on the interior, e = 0 on the Dirichlet ring: exact for
     /// Lap u + shift u = f (Poisson, Helmholtz), and for Darcy with its permeability's mean.
     Dirichlet { shift: f64, scale: f64 },
-    /// e_k = dt * sum_{j <= k} R_j over rows (times), e_0 = 0: the drift each step's residual
-    /// leaves, the stepping operator's inverse without its spatial part.
-    TimeIntegral { dt: f64 },
-    /// e_k = dt * sum_{j <= k} R_j over channels (time levels), e_0 = 0: [`Defect::TimeIntegral`]
-    /// for a family whose levels are its channels.
-    LevelIntegral { dt: f64 },
+    /// e_k = dt * sum_{j <= k} R_j over the time axis (`axis`: 2 where the rows are times, 1
+    /// where the channels are levels), e_0 = 0: the drift each step's residual leaves, the
+    /// stepping operator's inverse without its spatial part.
+    TimeIntegral { dt: f64, axis: i64 },
 }
 
 /// What every family provides, object-safe; the residual, generic over the back-end, is

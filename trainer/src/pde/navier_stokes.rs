@@ -454,7 +454,10 @@ impl Family for NavierStokesParams {
             .sqrt()
     }
     fn defect(&self, _grid: Grid) -> Defect {
-        Defect::LevelIntegral { dt: self.dt() }
+        Defect::TimeIntegral {
+            dt: self.dt(),
+            axis: 1,
+        }
     }
     fn residual_channels(&self) -> usize {
         self.levels

@@ -64,7 +64,7 @@ impl DefectOp {
                 let t = |v: &[f64]| Tensor::from_slice(v).reshape([m, m]);
                 Some((t(&v), t(&inv)))
             }
-            Defect::TimeIntegral { .. } | Defect::LevelIntegral { .. } => None,
+            Defect::TimeIntegral { .. } => None,
         };
         let (grid, c) = (op.grid, op.pde.channels().len());
         let solved = solved_channel(&op.pde, grid);
@@ -96,7 +96,7 @@ impl DefectOp {
         self.of_residual(&self.op.apply(&inner)) + ring
     }
 
-    /// The defect of residuals `r` [B, 1, n, n] of fields that hold their Dirichlet values.
+    /// The defect of residuals `r` [B, Cr, n, n] of fields that hold their Dirichlet values.
     fn of_residual(&self, r: &Tensor) -> Tensor {
         match (self.defect, &self.basis) {
             (Defect::Dirichlet { .. }, Some((v, inv))) => {
@@ -109,8 +109,7 @@ impl DefectOp {
                 let spectral = v.matmul(&ri).matmul(&v) * inv;
                 v.matmul(&spectral).matmul(&v).constant_pad_nd([1, 1, 1, 1])
             }
-            (Defect::TimeIntegral { dt }, _) => r.cumsum(2, r.kind()) * dt,
-            (Defect::LevelIntegral { dt }, _) => r.cumsum(1, r.kind()) * dt,
+            (Defect::TimeIntegral { dt, axis }, _) => r.cumsum(axis, r.kind()) * dt,
             _ => unreachable!("a Dirichlet defect always has its basis"),
         }
     }
@@ -184,7 +183,7 @@ mod tests {
         }
         let r = fam.reference_residual(grid, &x);
         let dt = match fam.defect(grid) {
-            Defect::TimeIntegral { dt } => dt,
+            Defect::TimeIntegral { dt, axis: 2 } => dt,
             d => panic!("{d:?}"),
         };
         let op = ResidualOp { pde, grid };
