@@ -271,6 +271,13 @@ typedef struct {
    * A piddm_optimizer for the steps (appended as `start`).
    */
   int32_t optimizer;
+  /**
+   * Scale of z for the amortised start (finite, >= 0): 1 draws it as the encoder was trained,
+   * 0 gives the encoder's central answer (every seed the same), other values narrow or widen
+   * the spread of answers over seeds. The random start ignores it. Appended after `optimizer`:
+   * a shorter size gets the card's default.
+   */
+  double noise_scale;
 } piddm_solve_params;
 
 /**

@@ -7,7 +7,9 @@
 # Smaller runs: PIDDM_EXAMPLES_PROBLEMS (50), PIDDM_EXAMPLES_STEPS (the warm starts' surrogate steps:
 # the card's), PIDDM_EXAMPLES_INVERSE_STEPS (the inverse initialiser's: 0, the one-call answers, whose
 # mean over seeds is the start), PIDDM_EXAMPLES_SEEDS (8), PIDDM_EXAMPLES_ITERATIONS (150),
-# PIDDM_EXAMPLES_INVERSE (4 inverse problems); PIDDM_EXAMPLES_BUILD (build/examples) holds the builds.
+# PIDDM_EXAMPLES_INVERSE (4 inverse problems); PIDDM_EXAMPLES_POSTERIOR ("COUNT SENSORS NOISE CHAINS
+# STEPS ANSWERS" of the posterior example: "2 50 0.01 2 2000 16", a short setting; the reference runs
+# in examples/RESULTS.md take hours); PIDDM_EXAMPLES_BUILD (build/examples) holds the builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/examples}
@@ -19,6 +21,7 @@ seeds=${PIDDM_EXAMPLES_SEEDS:-8}
 iterations=${PIDDM_EXAMPLES_ITERATIONS:-150}
 inverse=${PIDDM_EXAMPLES_INVERSE:-4}
 inverse_steps=${PIDDM_EXAMPLES_INVERSE_STEPS:-0}
+read -r -a posterior <<<"${PIDDM_EXAMPLES_POSTERIOR:-2 50 0.01 2 2000 16}"
 lib=$PWD/target/release/libpiddm.so
 train=${PIDDM_TRAIN:-./target/release/piddm-train}
 [ -f "$lib" ] || { echo "examples: $lib not found: run cargo build --release first" >&2; exit 1; }
@@ -46,5 +49,7 @@ if [ -x "$bin/darcy_warm_start_petsc" ]; then
 fi
 "$bin/darcy_inverse" --check-gradient "$out/problems.f32"
 "$bin/darcy_inverse" "$model" "$out/problems.f32" "$out" "$inverse" 0.05 "$seeds" "$iterations" "$inverse_steps"
+"$bin/darcy_posterior" --check-linear-gaussian
+"$bin/darcy_posterior" "$model" "$out/problems.f32" "$out" "${posterior[@]}"
 echo
 "$train" examples-report "$out"

@@ -232,6 +232,17 @@ pub struct SolveDefaults {
     /// Absent before format 3: Adam.
     #[serde(default)]
     pub optimizer: crate::optim::Optimizer,
+    /// Scale of the amortised start's z (absent: 1, the encoder's training draw).
+    #[serde(default = "unit_scale", skip_serializing_if = "is_unit_scale")]
+    pub noise_scale: f64,
+}
+
+fn unit_scale() -> f64 {
+    1.0
+}
+
+fn is_unit_scale(v: &f64) -> bool {
+    *v == 1.0
 }
 
 /// The solve's starting eps.
@@ -436,6 +447,12 @@ impl ModelCard {
             return Err(format!(
                 "model card: default lambda_infer {} (finite, >= 0)",
                 d.lambda_infer
+            ));
+        }
+        if !(d.noise_scale.is_finite() && d.noise_scale >= 0.0) {
+            return Err(format!(
+                "model card: default noise_scale {} (finite, >= 0)",
+                d.noise_scale
             ));
         }
         Ok(())

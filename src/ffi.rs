@@ -190,12 +190,18 @@ pub struct piddm_solve_params {
     pub start: i32,
     /// A piddm_optimizer for the steps (appended as `start`).
     pub optimizer: i32,
+    /// Scale of z for the amortised start (finite, >= 0): 1 draws it as the encoder was trained,
+    /// 0 gives the encoder's central answer (every seed the same), other values narrow or widen
+    /// the spread of answers over seeds. The random start ignores it. Appended after `optimizer`:
+    /// a shorter size gets the card's default.
+    pub noise_scale: f64,
 }
 
 impl Versioned for piddm_solve_params {
     fn sizes() -> Vec<usize> {
         vec![
             std::mem::offset_of!(piddm_solve_params, start),
+            std::mem::offset_of!(piddm_solve_params, noise_scale),
             std::mem::size_of::<Self>(),
         ]
     }
@@ -697,6 +703,7 @@ fn solve_params(model: &Model, size: usize) -> piddm_solve_params {
         seed: d.seed,
         start: start_to_c(d.start),
         optimizer: optimizer_to_c(d.optimizer),
+        noise_scale: d.noise_scale,
     }
 }
 
@@ -819,6 +826,7 @@ pub unsafe extern "C" fn piddm_solve(
                 seed: p.seed,
                 start: start_from_c(p.start)?,
                 optimizer: optimizer_from_c(p.optimizer)?,
+                noise_scale: p.noise_scale,
             }
         };
         let r = model.solve(observed, mask, batch, &p, out)?;

@@ -63,6 +63,10 @@ pub struct SolveParams {
     pub seed: u64,
     pub start: Start,
     pub optimizer: Optimizer,
+    /// Scale of z for the amortised start: 1 draws z as the encoder was trained (answers spread as
+    /// it learnt), 0 gives its central answer (every seed the same), between or above narrows or
+    /// widens the spread. The random start ignores it.
+    pub noise_scale: f64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -859,6 +863,7 @@ impl Model {
             seed: 0,
             start: d.start,
             optimizer: d.optimizer,
+            noise_scale: d.noise_scale,
         }
     }
 
@@ -893,7 +898,11 @@ impl Model {
         let o = self.observations(observed, mask, out.len(), batch, params)?;
         let eps = match start {
             Start::Amortised => {
-                let eps = self.amortised_answer(&noise, &o, batch, out)?;
+                let z: Vec<f32> = noise
+                    .iter()
+                    .map(|&v| (f64::from(v) * params.noise_scale) as f32)
+                    .collect();
+                let eps = self.amortised_answer(&z, &o, batch, out)?;
                 if params.steps == 0 {
                     return self.report(start, Vec::new(), &o, batch, params, out);
                 }
@@ -953,6 +962,13 @@ impl Model {
                 PIDDM_ERR_INVALID_ARGUMENT,
                 "lambda_infer must be finite and >= 0, got {}",
                 params.lambda_infer
+            ));
+        }
+        if !(params.noise_scale.is_finite() && params.noise_scale >= 0.0) {
+            return Err(err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "noise_scale must be finite and >= 0, got {}",
+                params.noise_scale
             ));
         }
         let mut maskf = zeros::<f32>(mask.len(), "the mask")?;

@@ -231,3 +231,113 @@ fn lbfgs_on_a_flat_loss_returns() {
         "max difference {diff} (scale {scale})"
     );
 }
+
+/// `noise_scale` multiplies the amortised start's z: the runtime's answer is the amortised graph's
+/// own output for z = scale x the seed's draw (ONNX Runtime called directly), 0 gives every seed
+/// the same answer, and a scale that is negative or not finite is refused by name.
+#[test]
+fn noise_scale_multiplies_the_encoders_z() {
+    use piddm::card::io;
+    let rel = "tests/data/tiny.onnx";
+    let m = load(rel);
+    let batch = 2;
+    let (x, mask) = problem(&m, batch);
+    let (c, ny, nx) = m.shape();
+    let d = m.default_solve_params();
+    assert_eq!(d.noise_scale, 1.0, "absent from the card: 1");
+    let one = piddm::SolveParams {
+        steps: 0,
+        start: Start::Amortised,
+        seed: 5,
+        noise_scale: 0.5,
+        ..d
+    };
+    let mut out = vec![0f32; x.len()];
+    m.solve(&x, &mask, batch, &one, &mut out).unwrap();
+    // the graph by itself: observed values where the mask is set, zero elsewhere
+    let z: Vec<f32> = m.noise(5, batch).unwrap().iter().map(|v| v * 0.5).collect();
+    let obs: Vec<f32> = x
+        .iter()
+        .zip(&mask)
+        .map(|(&v, &k)| if k != 0 { v } else { 0.0 })
+        .collect();
+    let maskf: Vec<f32> = mask.iter().map(|&k| k as f32).collect();
+    let main = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let mut s = ort::session::Session::builder(piddm::ort_environment(None).unwrap())
+        .unwrap()
+        .commit_from_file(piddm::card::sibling(&main, Part::Amortised))
+        .unwrap();
+    let dims = [batch, c, ny, nx];
+    fn view(dims: [usize; 4], v: &[f32]) -> ort::value::TensorRef<'_, f32> {
+        ort::value::TensorRef::from_array_view((dims, v)).unwrap()
+    }
+    let o = s
+        .run(ort::inputs![io::OBSERVED => view(dims, &obs), io::MASK => view(dims, &maskf), io::Z => view(dims, &z)])
+        .unwrap();
+    let (_, want) = o[io::X_MIX].try_extract_tensor::<f32>().unwrap();
+    let worst = want
+        .iter()
+        .zip(&out)
+        .fold(0f32, |a, (p, q)| a.max((p - q).abs()));
+    assert!(
+        worst <= 1e-5,
+        "the runtime's answer is the graph's at z x 0.5: {worst}"
+    );
+    // scale 1 is the card's default answer; scale 0 answers the same for every seed
+    let mut a = vec![0f32; x.len()];
+    let mut b = vec![0f32; x.len()];
+    m.solve(
+        &x,
+        &mask,
+        batch,
+        &piddm::SolveParams {
+            noise_scale: 1.0,
+            ..one
+        },
+        &mut a,
+    )
+    .unwrap();
+    m.solve(
+        &x,
+        &mask,
+        batch,
+        &piddm::SolveParams {
+            noise_scale: d.noise_scale,
+            ..one
+        },
+        &mut b,
+    )
+    .unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, out, "another scale, another answer");
+    let zero = piddm::SolveParams {
+        noise_scale: 0.0,
+        ..one
+    };
+    m.solve(&x, &mask, batch, &zero, &mut a).unwrap();
+    m.solve(
+        &x,
+        &mask,
+        batch,
+        &piddm::SolveParams { seed: 99, ..zero },
+        &mut b,
+    )
+    .unwrap();
+    assert_eq!(a, b, "scale 0: the seed does not matter");
+    for bad in [-0.5, f64::NAN, f64::INFINITY] {
+        let e = m
+            .solve(
+                &x,
+                &mask,
+                batch,
+                &piddm::SolveParams {
+                    noise_scale: bad,
+                    ..one
+                },
+                &mut a,
+            )
+            .unwrap_err();
+        assert_eq!(e.status, Status::PIDDM_ERR_INVALID_ARGUMENT);
+        assert!(e.message.contains("noise_scale"), "{}", e.message);
+    }
+}

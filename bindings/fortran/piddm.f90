@@ -45,6 +45,8 @@ module piddm
     ! steps = 0 with the amortised start (PIDDM_START_AUTO on a model that has it): one call
     integer(c_int32_t) :: start = PIDDM_START_AUTO
     integer(c_int32_t) :: optimizer = PIDDM_OPTIMIZER_ADAM
+    ! scale of z for the amortised start: 1 as trained, 0 the encoder's central answer
+    real(c_double) :: noise_scale = 1
   end type
 
   type, bind(c), public :: piddm_solve_report

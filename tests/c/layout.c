@@ -14,6 +14,7 @@ int main(void) {
     F(piddm_solve_params, size); F(piddm_solve_params, steps); F(piddm_solve_params, learning_rate);
     F(piddm_solve_params, lambda_infer); F(piddm_solve_params, seed);
     F(piddm_solve_params, start); F(piddm_solve_params, optimizer);
+    F(piddm_solve_params, noise_scale);
     S(piddm_solve_report);
     F(piddm_solve_report, size); F(piddm_solve_report, steps); F(piddm_solve_report, initial_loss);
     F(piddm_solve_report, final_loss); F(piddm_solve_report, misfit); F(piddm_solve_report, residual);

@@ -113,6 +113,30 @@ int main(int argc, char **argv) {
     CHECK(piddm_solve(m, x, mask, batch, NULL, out2, batch * n, NULL) == PIDDM_OK && memcmp(out, out2, batch * n * sizeof(float)) == 0, "the shorter struct gives the card's default answer");
     old.size = sizeof old + 4;
     CHECK(piddm_solve(m, x, mask, batch, (const piddm_solve_params *)(const void *)&old, out, batch * n, NULL) == PIDDM_ERR_ABI, "a size between the two is refused");
+    /* and one built before `noise_scale`: its answers are the card's default scale's */
+    struct {
+        size_t size;
+        int64_t steps;
+        double learning_rate, lambda_infer;
+        uint64_t seed;
+        int32_t start, optimizer;
+    } before_scale;
+    CHECK(sizeof before_scale == offsetof(piddm_solve_params, noise_scale), "the layout before noise_scale is its prefix");
+    CHECK(piddm_solve_params_init(m, (piddm_solve_params *)(void *)&before_scale, sizeof before_scale) == PIDDM_OK && before_scale.size == sizeof before_scale, "init of the struct before noise_scale");
+    before_scale.steps = 0;
+    CHECK(piddm_solve(m, x, mask, batch, (const piddm_solve_params *)(const void *)&before_scale, out, batch * n, NULL) == PIDDM_OK, "solve with the struct before noise_scale");
+    {
+        piddm_solve_params full;
+        piddm_solve_params_init(m, &full, sizeof full);
+        full.steps = 0;
+        CHECK(piddm_solve(m, x, mask, batch, &full, out2, batch * n, NULL) == PIDDM_OK && memcmp(out, out2, batch * n * sizeof(float)) == 0, "the struct before noise_scale gets the card's scale");
+        full.noise_scale = -1.0;
+        CHECK(piddm_solve(m, x, mask, batch, &full, out2, batch * n, NULL) == PIDDM_ERR_INVALID_ARGUMENT && strstr(piddm_last_error(), "noise_scale") != NULL, "a negative noise_scale is refused: %s", piddm_last_error());
+        full.noise_scale = 0.0;
+        piddm_solve(m, x, mask, batch, &full, out, batch * n, NULL);
+        full.seed = 77;
+        CHECK(piddm_solve(m, x, mask, batch, &full, out2, batch * n, NULL) == PIDDM_OK && memcmp(out, out2, batch * n * sizeof(float)) == 0, "noise_scale 0: every seed the same answer");
+    }
     free(out2);
 
     /* bad input: each gets its documented status, and a message */

@@ -24,6 +24,7 @@ program layout
   call off("piddm_solve_params.seed", c_loc(p), c_loc(p%seed))
   call off("piddm_solve_params.start", c_loc(p), c_loc(p%start))
   call off("piddm_solve_params.optimizer", c_loc(p), c_loc(p%optimizer))
+  call off("piddm_solve_params.noise_scale", c_loc(p), c_loc(p%noise_scale))
   print '(a,1x,i0)', "piddm_solve_report", c_sizeof(r)
   call off("piddm_solve_report.size", c_loc(r), c_loc(r%size))
   call off("piddm_solve_report.steps", c_loc(r), c_loc(r%steps))

@@ -16,12 +16,15 @@ fn report_matches_the_rust_api() {
         seed: 5,
         sparse: 0.1,
         answers: 3,
+        spread_scales: vec![1.0, 0.0],
         published: false,
         precision: piddm::card::Precision::Fp32,
     };
     let r = conditional::run(&s, "test".into(), dir.path()).unwrap();
-    assert_eq!(r.rows.len(), 2);
-    let sp = r.spread.as_ref().unwrap();
+    // one call, the card's defaults, one call at noise_scale 0
+    assert_eq!(r.rows.len(), 3);
+    assert_eq!(r.spread.len(), 2);
+    let sp = &r.spread[0];
     let tasks: Vec<&str> = sp.tasks.iter().map(|t| t.task.as_str()).collect();
     assert_eq!(tasks, ["forward", "inverse", "sparse"]);
     for t in &sp.tasks {
@@ -103,13 +106,14 @@ fn report_runs_on_every_family() {
             seed: 5,
             sparse: 0.1,
             answers: 2,
+            spread_scales: vec![1.0],
             published: false,
             precision: piddm::card::Precision::Fp32,
         };
         let out = dir.path().join("report");
         let r = conditional::run(&s, "test".into(), &out).unwrap();
         assert_eq!(r.pde, family);
-        assert_eq!(r.rows.len(), 2, "{family}");
+        assert_eq!(r.rows.len(), 3, "{family}");
         for row in &r.rows {
             let tasks: Vec<&str> = row.tasks.iter().map(|t| t.task.as_str()).collect();
             assert_eq!(tasks, ["forward", "inverse", "sparse"], "{family}");
@@ -121,7 +125,7 @@ fn report_runs_on_every_family() {
                 );
             }
         }
-        let sp = r.spread.as_ref().unwrap();
+        let sp = &r.spread[0];
         assert!(sp.tasks.iter().all(|t| (0.0..=1.0).contains(&t.coverage)));
         assert!(out.join("conditional.png").exists(), "{family}");
         assert!(conditional::markdown(&r).contains(&format!("fresh {family} problems")));

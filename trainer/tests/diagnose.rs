@@ -62,6 +62,7 @@ fn diagnosis_rows_and_its_properties() {
         lambda: 0.0,
         lr: 0.05,
         optimizer: Default::default(),
+        noise_scale: 1.0,
     };
     let err = |x: &Tensor| f64::try_from((x - &target).square().mean(Kind::Double)).unwrap();
     tch::manual_seed(7000);

@@ -113,6 +113,35 @@ fn examples_build_run_and_agree() {
     assert_eq!(observed as f64, num(&inv, "observed_points"));
     assert_eq!(observed, (0.05f64 * 1024.0).round() as usize);
 
+    // the posterior example (short chains: a run of the machinery, not a converged reference):
+    // both posteriors are real spreads of a over its two phases, scored on 2 problems
+    let post = kv(&out.join("posterior.txt"));
+    assert_eq!(num(&post, "problems"), 2.0);
+    for k in ["coverage_mcmc", "coverage_surrogate"] {
+        let c = num(&post, k);
+        assert!(c > 0.3 && c <= 1.0, "{k} = {c}");
+    }
+    for k in ["error_rate_mcmc_mean", "error_rate_surrogate_mean"] {
+        let e = num(&post, k);
+        assert!((0.0..0.6).contains(&e), "{k} = {e}");
+    }
+    for k in ["sd_mcmc", "sd_surrogate", "ess", "mcmc_seconds_per_chain"] {
+        assert!(num(&post, k) > 0.0, "{k}");
+    }
+    let acc = num(&post, "acceptance");
+    assert!((0.05..0.6).contains(&acc), "pCN acceptance {acc}");
+    let pf = FieldFile::read(&out.join("posterior.f32")).unwrap();
+    assert_eq!((pf.count, pf.channels), (2, 6));
+    assert_eq!(pf.field(0, 0), problems.field(0, 0), "the true a");
+    let sensors = pf.field(0, 1).iter().filter(|&&m| m == 1.0).count();
+    assert_eq!(sensors, 50);
+    // the MCMC mean of a lies between the phases; its std is at most half their gap (times the
+    // sample std's n / (n - 1) correction, n >= 100 kept states)
+    assert!(pf.field(0, 2).iter().all(|&a| (3.0..=12.0).contains(&a)));
+    let sd = pf.field(0, 3);
+    assert!(sd.iter().all(|&s| (0.0..=4.5 * 1.01).contains(&s)));
+    assert!(sd.iter().any(|&s| s > 0.0));
+
     // one summary table with the figures
     assert!(text.contains(
         "| warm start (fortran, 4 problems, 2 rank(s)) | median CG iterations to 1e-4 |"

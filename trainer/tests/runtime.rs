@@ -160,6 +160,7 @@ fn reproduces_the_trainer(family: &str) {
             seed: 0,
             start: piddm::card::Start::Random,
             optimizer,
+            noise_scale: 1.0,
         };
         let mut out = vec![0.0; batch * m.field_len()];
         let rep = m
@@ -170,6 +171,7 @@ fn reproduces_the_trainer(family: &str) {
             steps: params.steps,
             lr: params.learning_rate,
             optimizer,
+            noise_scale: params.noise_scale,
         };
         let tr = st
             .solve(&eps_t, &(&truth * &mask_t), &mask_t, &cfg)

@@ -33,6 +33,10 @@ pub struct Settings {
     /// One-call answers per observation for the spread.
     #[arg(long, default_value_t = 8)]
     pub answers: usize,
+    /// Scales of z (`noise_scale`) at which the spread is measured, one table row each: its
+    /// calibration (1 is z as the encoder was trained).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub spread_scales: Vec<f64>,
     /// Also run the published solve (random start, 200 Adam steps, learning rate 0.05).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub published: bool,
@@ -56,6 +60,7 @@ pub struct Row {
 #[derive(Clone, Debug, Serialize)]
 pub struct Spread {
     pub answers: usize,
+    pub noise_scale: f64,
     pub tasks: Vec<TaskSpread>,
 }
 
@@ -66,7 +71,8 @@ pub struct Report {
     pub settings: Settings,
     pub card_defaults: piddm::card::SolveDefaults,
     pub rows: Vec<Row>,
-    pub spread: Option<Spread>,
+    /// One per scale of `Settings::spread_scales` (none with fewer than 2 answers).
+    pub spread: Vec<Spread>,
     pub figure: String,
 }
 
@@ -132,14 +138,18 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
         s.model.display()
     );
     let defaults = h.defaults()?;
+    let one_call = ffi::piddm_solve_params {
+        steps: 0,
+        start: ffi::piddm_start::PIDDM_START_AMORTISED as i32,
+        ..defaults
+    };
     let mut methods = vec![
         (
-            "one call (amortised start, no steps)".to_string(),
-            ffi::piddm_solve_params {
-                steps: 0,
-                start: ffi::piddm_start::PIDDM_START_AMORTISED as i32,
-                ..defaults
-            },
+            format!(
+                "one call (amortised start, no steps, noise_scale {})",
+                defaults.noise_scale
+            ),
+            one_call,
         ),
         (
             format!(
@@ -154,6 +164,16 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             defaults,
         ),
     ];
+    if defaults.noise_scale != 0.0 {
+        // the encoder's central answer beside the card's draw
+        methods.push((
+            "one call, noise_scale 0 (the encoder's central answer)".to_string(),
+            ffi::piddm_solve_params {
+                noise_scale: 0.0,
+                ..one_call
+            },
+        ));
+    }
     if s.published {
         methods.push((
             "published solve (random start, 200 Adam steps, lr 0.05)".to_string(),
@@ -192,37 +212,48 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             answers_shown = answers; // the card's defaults are what the figure shows
         }
     }
+    // the figure shows the std of the first scale's answers
     let mut stds = Vec::new();
-    let spread = if s.answers >= 2 {
-        eprintln!("conditional: spread of {} one-call answers", s.answers);
-        let mut spread = Vec::new();
+    let mut spread = Vec::new();
+    for &scale in s.spread_scales.iter().filter(|_| s.answers >= 2) {
+        ensure!(
+            scale.is_finite() && scale >= 0.0,
+            "spread scale {scale}: finite and >= 0"
+        );
+        eprintln!(
+            "conditional: spread of {} one-call answers, noise_scale {scale}",
+            s.answers
+        );
+        let mut tasks_spread = Vec::new();
         for (t, mask) in &tasks {
             let draws: Vec<Vec<f32>> = (0..s.answers as u64)
                 .map(|seed| {
                     let p = ffi::piddm_solve_params {
                         seed,
-                        ..methods[0].1
+                        noise_scale: scale,
+                        ..one_call
                     };
                     h.solve(&observe(mask), mask, s.problems, &p)
                 })
                 .collect::<Result<_>>()?;
             let unknown: Vec<bool> = mask.iter().map(|&k| k == 0).collect();
             let e = ensemble(&draws, &truth, &unknown);
-            spread.push(TaskSpread {
+            tasks_spread.push(TaskSpread {
                 task: t.name.to_string(),
                 coverage: e.coverage,
                 determined: e.determined,
                 mean_answer: figures(t, &e.mean),
             });
-            stds.push(e.std);
+            if spread.is_empty() {
+                stds.push(e.std);
+            }
         }
-        Some(Spread {
+        spread.push(Spread {
             answers: s.answers,
-            tasks: spread,
-        })
-    } else {
-        None
-    };
+            noise_scale: scale,
+            tasks: tasks_spread,
+        });
+    }
     // figure, per problem: the truth's channels; each task's answer (the card's defaults) on the
     // channels it is scored on; the forward answer's error; the spread of the sparse answers
     std::fs::create_dir_all(out)?;
@@ -322,14 +353,15 @@ pub fn markdown(r: &Report) -> String {
         r.command,
         task_table(&["method"], "s per answer", &rows)
     );
-    if let Some(sp) = &r.spread {
+    for sp in &r.spread {
         let (cover, means) = spread_words(&sp.tasks);
         t += &format!(
-            "\nSpread of {} one-call answers per observation (seeds 0 to {}): the truth lies within \
-             mean +- 2 std at {cover} of the unknown points. The answers' mean as the answer, \
-             median (mean): {means}.\n",
+            "\nSpread of {} one-call answers per observation (seeds 0 to {}, noise_scale {}): the \
+             truth lies within mean +- 2 std at {cover} of the unknown points. The answers' mean as \
+             the answer, median (mean): {means}.\n",
             sp.answers,
             sp.answers - 1,
+            sp.noise_scale,
         );
     }
     t += &format!(

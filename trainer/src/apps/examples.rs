@@ -319,6 +319,68 @@ pub fn report(dir: &Path) -> Result<String> {
             ));
         }
     }
+    let kv_path = dir.join("posterior.txt");
+    if kv_path.exists() {
+        let kv = read_kv(&kv_path)?;
+        let name = format!(
+            "posterior ({} problems, {} sensors, noise {} of peak u)",
+            num(&kv, "problems")?,
+            num(&kv, "sensors")?,
+            num(&kv, "noise")?
+        );
+        let pct = |k: &str| -> Result<String> { Ok(format!("{:.2} %", 100.0 * num(&kv, k)?)) };
+        out += &format!(
+            "| {name} | mean error rate of the posterior mean a (MCMC: {} x {} pCN steps; surrogate: {} one-call answers) | {} | {} | |\n",
+            num(&kv, "chains")?,
+            num(&kv, "steps")?,
+            num(&kv, "answers")?,
+            pct("error_rate_mcmc_mean")?,
+            pct("error_rate_surrogate_mean")?
+        );
+        out += &format!(
+            "| {name} | truth within mean +- 2 std | {} | {} | |\n",
+            pct("coverage_mcmc")?,
+            pct("coverage_surrogate")?
+        );
+        out += &format!(
+            "| {name} | mean std of a; CRPS | {:.3}; {:.3} | {:.3}; {:.3} | std ratio {:.2} |\n",
+            num(&kv, "sd_mcmc")?,
+            num(&kv, "crps_mcmc")?,
+            num(&kv, "sd_surrogate")?,
+            num(&kv, "crps_surrogate")?,
+            num(&kv, "sd_ratio")?
+        );
+        out += &format!(
+            "| {name} | seconds (one chain; the surrogate's answers to one problem) | {:.2} | {:.3} | {:.0}x less time |\n",
+            num(&kv, "mcmc_seconds_per_chain")?,
+            num(&kv, "surrogate_seconds_per_problem")?,
+            num(&kv, "time_ratio_chain_over_surrogate")?
+        );
+        out += &format!(
+            "| {name} | MCMC convergence: max split R-hat; points over 1.1; effective samples | {:.2}; {}; {:.0} | | |\n",
+            num(&kv, "rhat_max_median")?,
+            pct("rhat_points_over_1.1")?,
+            num(&kv, "ess")?
+        );
+        let fields = dir.join("posterior.f32");
+        if fields.exists() {
+            let png = dir.join("posterior.png");
+            let titles = [
+                "true a",
+                "sensors",
+                "MCMC mean a",
+                "MCMC std",
+                "surrogate mean a",
+                "surrogate std",
+            ];
+            figure(&fields, &png, &titles.map(Column::field))?;
+            figures.push(format!(
+                "{} (rows: problems; columns: {})",
+                png.display(),
+                titles.join(", ")
+            ));
+        }
+    }
     if !figures.is_empty() {
         out += "\n";
     }

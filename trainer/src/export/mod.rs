@@ -299,6 +299,7 @@ pub fn card_for(
             learning_rate: infer.lr,
             start: card::Start::Auto,
             optimizer: infer.optimizer,
+            noise_scale: infer.noise_scale,
         },
         teacher_steps: info.heun_steps,
         provenance: card::Provenance {
