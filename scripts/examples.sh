@@ -48,6 +48,7 @@ if [ -x "$bin/darcy_warm_start_petsc" ]; then
   "$bin/darcy_warm_start_petsc" "$model" "$out/problems.f32" "$out" "$count" "${steps_arg[@]}"
 fi
 "$bin/darcy_inverse" --check-gradient "$out/problems.f32"
+"$bin/darcy_inverse" --check-fair-timing
 "$bin/darcy_inverse" "$model" "$out/problems.f32" "$out" "$inverse" 0.05 "$seeds" "$iterations" "$inverse_steps"
 "$bin/darcy_posterior" --check-linear-gaussian
 "$bin/darcy_posterior" "$model" "$out/problems.f32" "$out" "${posterior[@]}"

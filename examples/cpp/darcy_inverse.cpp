@@ -2,6 +2,7 @@
 //
 //   darcy_inverse MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [FRACTION] [SEEDS] [ITERATIONS] [STEPS]
 //   darcy_inverse --check-gradient PROBLEMS.f32      (adjoint gradient against finite differences)
+//   darcy_inverse --check-fair-timing                (the timing rule on curves with known answers)
 //
 // A classical adjoint-gradient inversion: minimise over m = log a
 //   J(m) = 1/2 sum_obs (u(a) - d)^2 + beta/2 sum_edges (m_p - m_q)^2,   A(a) u = f,
@@ -10,7 +11,10 @@
 // the surrogate's answer: the mean of SEEDS answers to the same problem (piddm solve; all problems
 // and seeds in one batch), whose pointwise standard deviation is the surrogate's own uncertainty;
 // the program reports how often the truth lies within 2 std.
+// The two runs are timed by fair.hpp's rule: each to its first iterate within 1 % of the better of
+// the two final misfits, the surrogate's inference added to its run.
 // Writes OUT_DIR/inverse.txt (numbers, misfit histories) and OUT_DIR/inverse.f32 (fields).
+#include "fair.hpp"
 #include "surrogate.hpp"
 
 #include <cstdio>
@@ -197,6 +201,7 @@ struct outcome {
     double s_const = 0, s_reach = 0;     // seconds: the constant run, the surrogate run to its misfit
     int reach = -1;                      // first surrogate-start iteration at the constant's final misfit
     int const_1pct = 0, sur_1pct = 0;    // first iterations within 1 % of that misfit
+    fair::reach fair_const{}, fair_sur{}; // each run to within 1 % of the better final misfit
     double err_const = 0, err_sur = 0, err_mean = 0, coverage = 0;
     darcy::field mean, sd, a_const, a_sur;
 };
@@ -211,11 +216,16 @@ int first_at_or_below(const std::vector<double> &h, double level) {
 
 int main(int argc, char **argv) try {
     if (argc == 3 && std::string(argv[1]) == "--check-gradient") return check_gradient(darcy::read_fields(argv[2]));
+    if (argc == 2 && std::string(argv[1]) == "--check-fair-timing") {
+        const int bad = fair::check();
+        std::printf("fair timing rule on synthetic curves: %s\n", bad ? "FAILED" : "ok");
+        return bad ? 1 : 0;
+    }
     if (argc < 4) {
         std::fprintf(stderr,
                      "usage: %s MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [FRACTION] [SEEDS] [ITERATIONS] [STEPS]\n"
-                     "       %s --check-gradient PROBLEMS.f32\n",
-                     argv[0], argv[0]);
+                     "       %s --check-gradient PROBLEMS.f32\n       %s --check-fair-timing\n",
+                     argv[0], argv[0], argv[0]);
         return 2;
     }
     const std::string out_dir = argv[3];
@@ -288,6 +298,9 @@ int main(int argc, char **argv) try {
         o.s_reach = hs.seconds[o.reach < 0 ? hs.seconds.size() - 1 : std::size_t(o.reach)];
         o.const_1pct = first_at_or_below(o.h_const, 1.01 * target);
         o.sur_1pct = first_at_or_below(o.h_sur, 1.01 * target);
+        const double level = fair::level(o.h_const, o.h_sur);
+        o.fair_const = fair::to_level(o.h_const, hc.seconds, level);
+        o.fair_sur = fair::to_level(o.h_sur, hs.seconds, level);
         o.a_const.resize(plane), o.a_sur.resize(plane);
         for (std::size_t i = 0; i < plane; ++i) o.a_const[i] = std::exp(m_const[i]), o.a_sur[i] = std::exp(m_sur[i]);
         o.err_const = error_rate(o.a_const, a_true, threshold);
@@ -329,6 +342,12 @@ int main(int argc, char **argv) try {
     }
     std::printf("  median seconds: constant run %.3f; surrogate run to its misfit %.3f, plus %.2f of inference\n",
                 med([](const outcome &o) { return o.s_const; }), med([](const outcome &o) { return o.s_reach; }), t_inf);
+    std::printf("  fair rule, each run to within 1 %% of the better final misfit: constant %.3f s (%.1f iterations); "
+                "surrogate %.3f s (%.1f iterations) + %.3f s of inference\n",
+                med([](const outcome &o) { return o.fair_const.seconds; }),
+                med([](const outcome &o) { return o.fair_const.iteration; }),
+                med([](const outcome &o) { return o.fair_sur.seconds; }),
+                med([](const outcome &o) { return o.fair_sur.iteration; }), t_inf);
     std::printf("  median: the surrogate start reaches the constant start's final misfit in %.1f of its %.1f "
                 "iterations (%.1f %%; %zu of %zu reached it); within 1 %% of it: %.1f vs %.1f\n",
                 it_reach, it_const, 100 * it_reach / it_const, reached, count, s1, c1);
@@ -343,6 +362,12 @@ int main(int argc, char **argv) try {
        << "\niterations_constant_to_1pct = " << c1 << "\niterations_surrogate_to_1pct = " << s1
        << "\nseconds_constant = " << med([](const outcome &o) { return o.s_const; })
        << "\nseconds_surrogate_to_reach = " << med([](const outcome &o) { return o.s_reach; })
+       << "\nseconds_constant_fair = " << med([](const outcome &o) { return o.fair_const.seconds; })
+       << "\nseconds_surrogate_fair = " << med([](const outcome &o) { return o.fair_sur.seconds; })
+       << "\niterations_constant_fair = " << med([](const outcome &o) { return o.fair_const.iteration; })
+       << "\niterations_surrogate_fair = " << med([](const outcome &o) { return o.fair_sur.iteration; })
+       << "\nfair_reached_constant = " << std::count_if(outs.begin(), outs.end(), [](const outcome &o) { return o.fair_const.reached; })
+       << "\nfair_reached_surrogate = " << std::count_if(outs.begin(), outs.end(), [](const outcome &o) { return o.fair_sur.reached; })
        << "\nreached = " << reached << "\nfinal_misfit_constant = " << med([](const outcome &o) { return o.h_const.back(); })
        << "\nerror_rate_a_constant = " << med([](const outcome &o) { return o.err_const; })
        << "\nerror_rate_a_surrogate = " << med([](const outcome &o) { return o.err_sur; }) << "\n";

@@ -10,17 +10,21 @@
 // written as a linear map of 2 n^2 standard normal coefficients (the trainer's spectral sampler,
 // trainer/src/pde/grf.rs). The reference: CHAINS pCN chains of STEPS proposals each (4, 100 000), the
 // first half burn-in, over those coefficients, each proposal one solve of this program's own Darcy
-// operator (Jacobi-PCG warm-started from the previous solve, to 1e-10); R-hat and effective sample
+// operator (banded Cholesky, darcy::cholesky_solve; checked against PCG at start); R-hat and effective sample
 // sizes say whether they agree. The surrogate: ANSWERS one-call answers per problem (64) through
 // piddm_solve, different seeds, z scaled by NOISE_SCALE (1.5, the scale whose spread was calibrated on
 // the model's own tasks), all problems in one batch.
+// Chains run side by side on PIDDM_POSTERIOR_THREADS threads (default: one per core).
 // Writes OUT_DIR/posterior.txt (numbers) and OUT_DIR/posterior.f32 (per problem: true a, sensors,
 // MCMC mean and std of a, the surrogate's mean and std of a).
 #include "pcn.hpp"
 #include "surrogate.hpp"
 
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <thread>
 #include <iostream>
 #include <numeric>
 
@@ -124,18 +128,19 @@ struct reference {
     std::size_t evaluations = 0;
 };
 
+// The chains run side by side on `threads` threads (each chain its own solver state).
 reference mcmc(const prior &pr, const darcy::grid &g, const darcy::field &b, const data &m, std::size_t chains,
-               const pcn::settings &s, std::uint64_t seed) {
+               const pcn::settings &s, std::uint64_t seed, std::size_t threads) {
     const std::size_t plane = g.n * g.n;
-    std::vector<pcn::chain> cs;
-    for (std::size_t c = 0; c < chains; ++c) {
-        darcy::field u(plane, 0.0);  // this chain's last solve: the next one's start
-        darcy::field last_a;         // and its a: a small step often leaves every phase as it was
+    std::vector<pcn::chain> cs(chains);
+    auto one_chain = [&](std::size_t c) {
+        darcy::field u(plane, 0.0);
+        darcy::field last_a;  // the last solve's a: a small step often leaves every phase as it was
         double last_phi = INFINITY;
         auto phi = [&](const pcn::vec &theta) -> double {
             darcy::field a = pr.a(theta);
             if (a == last_a) return last_phi;
-            if (darcy::pcg(g, a, b, u, {1e-10}).iters[0] < 0) return INFINITY;
+            darcy::cholesky_solve(g, a, b, u);
             double e = 0;
             for (std::size_t k = 0; k < m.where.size(); ++k) e += std::pow(u[m.where[k]] - m.d[k], 2);
             last_a = std::move(a);
@@ -146,10 +151,17 @@ reference mcmc(const prior &pr, const darcy::grid &g, const darcy::field &b, con
         std::normal_distribution<double> normal;
         pcn::vec theta0(pr.g.dim());
         for (double &t : theta0) t = normal(rng);
-        cs.push_back(pcn::run(theta0, phi, keep, s, seed * 1000 + c + 500));
-        std::fprintf(stderr, "  chain %zu: acceptance %.3f, beta %.4f, %.1f s\n", c, cs.back().acceptance,
-                     cs.back().beta, cs.back().seconds);
-    }
+        cs[c] = pcn::run(theta0, phi, keep, s, seed * 1000 + c + 500);
+        std::fprintf(stderr, "  chain %zu: acceptance %.3f, beta %.4f, %.1f s\n", c, cs[c].acceptance, cs[c].beta,
+                     cs[c].seconds);
+    };
+    std::atomic<std::size_t> next{0};
+    std::vector<std::thread> pool;
+    for (std::size_t t = 0; t < std::min(threads, chains); ++t)
+        pool.emplace_back([&] {
+            for (std::size_t c; (c = next++) < chains;) one_chain(c);
+        });
+    for (std::thread &t : pool) t.join();
     reference r;
     r.mean.assign(plane, 0.0), r.sd.assign(plane, 0.0);
     for (const pcn::chain &c : cs) {
@@ -306,6 +318,9 @@ int main(int argc, char **argv) try {
     const std::size_t steps = argc > 8 ? std::stoul(argv[8]) : 100000;
     const std::size_t answers = argc > 9 ? std::stoul(argv[9]) : 64;
     const double noise_scale = argc > 10 ? std::stod(argv[10]) : 1.5;
+    const char *threads_env = std::getenv("PIDDM_POSTERIOR_THREADS");
+    const std::size_t threads =
+        threads_env ? std::stoul(threads_env) : std::max(1u, std::thread::hardware_concurrency());
     const std::size_t plane = pf.plane(), field = 2 * plane;
     if (count < 1 || count > pf.count || sensors < 1 || sensors > (pf.nx - 2) * (pf.ny - 2) || !(noise > 0) ||
         chains < 2 || steps < 100 || answers < 2 || count * answers > PIDDM_MAX_BATCH || !(noise_scale >= 0))
@@ -321,6 +336,15 @@ int main(int argc, char **argv) try {
     const darcy::grid g{pf.nx};
     std::vector<data> ms;
     for (std::size_t p = 0; p < count; ++p) ms.push_back(measure(pf, p, sensors, noise, 4049 + p));
+    {
+        // the sampler's solver against the problems' own u (the data's sparse Cholesky, float32)
+        darcy::field u;
+        const darcy::field a = darcy::to_field(pf.at(0, 0), plane);
+        darcy::cholesky_solve(g, a, darcy::rhs(g, pf.at(0, 2)), u);
+        const double e = darcy::rel_l2(u, darcy::to_field(pf.at(0, 1), plane));
+        std::fprintf(stderr, "banded Cholesky against the problems' u: relative L2 %.2e\n", e);
+        if (!(e < 1e-5)) throw std::runtime_error("the forward solver disagrees with the problems' u");
+    }
 
     // the surrogate: ANSWERS one-call answers to each problem's data, all in one batch
     piddm_solve_params params = model.default_solve_params();
@@ -352,7 +376,7 @@ int main(int argc, char **argv) try {
     for (std::size_t p = 0; p < count; ++p) {
         std::fprintf(stderr, "problem %zu of %zu: %zu chains of %zu pCN steps\n", p + 1, count, chains, steps);
         const darcy::field b = darcy::rhs(g, pf.at(p, 2));
-        const reference ref = mcmc(pr, g, b, ms[p], chains, st, 17 + p);
+        const reference ref = mcmc(pr, g, b, ms[p], chains, st, 17 + p, threads);
         std::vector<pcn::vec> draws;
         pcn::vec mean(plane, 0.0), sd(plane, 0.0);
         for (std::size_t k = 0; k < answers; ++k) {

@@ -103,6 +103,11 @@ fn examples_build_run_and_agree() {
     }
     assert_eq!(num(&inv, "problems"), 4.0);
     assert!(num(&inv, "iterations_constant_to_1pct") <= num(&inv, "iterations_constant"));
+    // the fair rule: both runs timed to the same level, neither past its own end
+    assert!(num(&inv, "iterations_constant_fair") <= num(&inv, "iterations_constant"));
+    assert!(num(&inv, "seconds_constant_fair") <= num(&inv, "seconds_constant"));
+    assert!(num(&inv, "fair_reached_constant") + num(&inv, "fair_reached_surrogate") >= 4.0);
+    assert!(text.contains("median seconds to within 1 % of the better final misfit"));
     let fields = FieldFile::read(&out.join("inverse.f32")).unwrap();
     assert_eq!((fields.count, fields.channels), (4, 7));
     let std_a = fields.field(0, 4);
