@@ -68,7 +68,7 @@ fn answers(m: &Model) -> Vec<u32> {
     let n = 2 * c * ny * nx;
     let mut x = vec![0f32; n];
     m.generate(7, 2, &mut x).unwrap();
-    let mut r = vec![0f32; 2 * ny * nx];
+    let mut r = vec![0f32; 2 * m.residual_channels() * ny * nx];
     m.residual(&x, 2, &mut r).unwrap();
     let mask: Vec<u8> = (0..n)
         .map(|i| (i % (c * ny * nx) < ny * nx) as u8)

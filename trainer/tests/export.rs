@@ -839,6 +839,7 @@ fn shipped_model_matches_its_checkpoint() {
         ("poisson32", "poisson32", "poisson"),
         ("helmholtz32", "helmholtz32", "helmholtz"),
         ("burgers", "burgers", "burgers"),
+        ("navier_stokes32", "navier_stokes", "navier_stokes"),
     ] {
         shipped_matches(name, stem, preset);
     }

@@ -436,7 +436,7 @@ fn shipped_models_answer_their_forward_problem() {
         }
         families.push(pde.name());
     }
-    for shipped in ["darcy", "poisson", "helmholtz", "burgers"] {
+    for shipped in ["darcy", "poisson", "helmholtz", "burgers", "navier_stokes"] {
         assert!(families.contains(&shipped), "{shipped} not in {families:?}");
     }
 }
