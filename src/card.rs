@@ -233,16 +233,20 @@ pub struct SolveDefaults {
     #[serde(default)]
     pub optimizer: crate::optim::Optimizer,
     /// Scale of the amortised start's z (absent: 1, the encoder's training draw).
-    #[serde(default = "unit_scale", skip_serializing_if = "is_unit_scale")]
+    #[serde(
+        default = "default_noise_scale",
+        skip_serializing_if = "is_default_noise_scale"
+    )]
     pub noise_scale: f64,
 }
 
-fn unit_scale() -> f64 {
+/// The noise scale where none is given: z as the encoder was trained.
+pub fn default_noise_scale() -> f64 {
     1.0
 }
 
-fn is_unit_scale(v: &f64) -> bool {
-    *v == 1.0
+fn is_default_noise_scale(v: &f64) -> bool {
+    *v == default_noise_scale()
 }
 
 /// The solve's starting eps.

@@ -125,7 +125,6 @@ struct reference {
     pcn::vec mean, sd;
     std::vector<pcn::vec> draws;  // a at kept states, pooled (for the CRPS)
     double rhat_max = 0, rhat_over = 0, ess = 0, acceptance = 0, seconds = 0;
-    std::size_t evaluations = 0;
 };
 
 // The chains run side by side on `threads` threads (each chain its own solver state).
@@ -163,18 +162,12 @@ reference mcmc(const prior &pr, const darcy::grid &g, const darcy::field &b, con
         });
     for (std::thread &t : pool) t.join();
     reference r;
-    r.mean.assign(plane, 0.0), r.sd.assign(plane, 0.0);
     for (const pcn::chain &c : cs) {
         r.draws.insert(r.draws.end(), c.kept.begin(), c.kept.end());
         r.acceptance += c.acceptance / double(chains);
-        r.seconds += c.seconds, r.evaluations += c.evaluations;
+        r.seconds += c.seconds;
     }
-    const double count = double(r.draws.size());
-    for (const pcn::vec &a : r.draws)
-        for (std::size_t i = 0; i < plane; ++i) r.mean[i] += a[i] / count;
-    for (const pcn::vec &a : r.draws)
-        for (std::size_t i = 0; i < plane; ++i) r.sd[i] += std::pow(a[i] - r.mean[i], 2) / (count - 1);
-    for (double &v : r.sd) v = std::sqrt(v);
+    pcn::moments(r.draws, r.mean, r.sd);
     // R-hat per point (a's phase), where the chains' halves are not all one constant
     std::size_t defined = 0, over = 0;
     for (std::size_t i = 0; i < plane; ++i) {
@@ -378,15 +371,12 @@ int main(int argc, char **argv) try {
         const darcy::field b = darcy::rhs(g, pf.at(p, 2));
         const reference ref = mcmc(pr, g, b, ms[p], chains, st, 17 + p, threads);
         std::vector<pcn::vec> draws;
-        pcn::vec mean(plane, 0.0), sd(plane, 0.0);
         for (std::size_t k = 0; k < answers; ++k) {
             const float *a = &sur.fields[(p * answers + k) * field];
             draws.emplace_back(a, a + plane);
-            for (std::size_t i = 0; i < plane; ++i) mean[i] += a[i] / double(answers);
         }
-        for (const auto &a : draws)
-            for (std::size_t i = 0; i < plane; ++i) sd[i] += std::pow(a[i] - mean[i], 2) / double(answers - 1);
-        for (double &v : sd) v = std::sqrt(v);
+        pcn::vec mean, sd;
+        pcn::moments(draws, mean, sd);
         const float *truth = pf.at(p, 0);
         const scores sm = score(ref.draws, ref.mean, ref.sd, truth, threshold);
         const scores ss = score(draws, mean, sd, truth, threshold);

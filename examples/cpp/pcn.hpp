@@ -29,7 +29,6 @@ struct chain {
     vec trace;                  // the negative log-likelihood of each kept state
     double acceptance = 0;      // after burn-in
     double beta = 0;            // the tuned step
-    std::size_t evaluations = 0;
     double seconds = 0;
 };
 
@@ -43,14 +42,12 @@ inline chain run(vec theta, const std::function<double(const vec &)> &phi,
     std::uniform_real_distribution<double> uniform;
     chain c;
     double beta = s.beta, f = phi(theta);
-    c.evaluations = 1;
     std::size_t accepted = 0, window_accepted = 0, window = 0;
     vec trial(theta.size());
     for (std::size_t k = 0; k < s.steps; ++k) {
         const double keep_part = std::sqrt(1.0 - beta * beta);
         for (std::size_t i = 0; i < theta.size(); ++i) trial[i] = keep_part * theta[i] + beta * normal(rng);
         const double ft = phi(trial);
-        ++c.evaluations;
         const bool accept = std::isfinite(ft) && std::log(uniform(rng)) < f - ft;
         if (accept) theta.swap(trial), f = ft;
         if (k < s.burn_in) {
@@ -79,6 +76,18 @@ inline double mean(const vec &x) {
     double m = 0;
     for (double v : x) m += v;
     return m / double(x.size());
+}
+
+// Pointwise mean and sample standard deviation of draws of one field (at least two).
+inline void moments(const std::vector<vec> &draws, vec &mean, vec &sd) {
+    const std::size_t len = draws.at(0).size();
+    const double n = double(draws.size());
+    mean.assign(len, 0.0), sd.assign(len, 0.0);
+    for (const vec &x : draws)
+        for (std::size_t i = 0; i < len; ++i) mean[i] += x[i] / n;
+    for (const vec &x : draws)
+        for (std::size_t i = 0; i < len; ++i) sd[i] += (x[i] - mean[i]) * (x[i] - mean[i]) / (n - 1);
+    for (double &v : sd) v = std::sqrt(v);
 }
 
 // Effective sample size of one series: n / (1 + 2 sum of autocorrelations), the sum over Geyer's

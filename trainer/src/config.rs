@@ -147,12 +147,8 @@ pub struct InferConfig {
     /// Scale of the amortised start's z (the card's default; absent: 1, as the encoder was
     /// trained). 0 gives the encoder's central answer, the sharpest single answer where the
     /// evaluation shows it (`scripts/noise_scale.py`).
-    #[serde(default = "unit_scale")]
+    #[serde(default = "piddm::card::default_noise_scale")]
     pub noise_scale: f64,
-}
-
-fn unit_scale() -> f64 {
-    1.0
 }
 
 /// The amortised encoder E(observation, mask, z) -> eps, trained with the student frozen.

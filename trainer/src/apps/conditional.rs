@@ -216,10 +216,6 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
     let mut stds = Vec::new();
     let mut spread = Vec::new();
     for &scale in s.spread_scales.iter().filter(|_| s.answers >= 2) {
-        ensure!(
-            scale.is_finite() && scale >= 0.0,
-            "spread scale {scale}: finite and >= 0"
-        );
         eprintln!(
             "conditional: spread of {} one-call answers, noise_scale {scale}",
             s.answers
