@@ -1,7 +1,9 @@
 // Preconditioned Crank-Nicolson MCMC (Cotter, Roberts, Stuart and White 2013) for a posterior whose
-// prior is a standard normal on coefficients theta, and its convergence checks: split R-hat across
-// chains and the effective sample size (Geyer's initial positive sequence). Nothing here knows the
-// PDE: the log-likelihood is the caller's.
+// prior is a standard normal on coefficients theta, its generalisation about another Gaussian
+// reference (Rudolf and Sprungk 2018: the proposal keeps N(m, C) invariant, the Metropolis-Hastings
+// ratio corrects for the difference, so the chain's target stays the exact posterior), and the
+// convergence checks: split R-hat across chains and the effective sample size (Geyer's initial
+// positive sequence). Nothing here knows the PDE: the log-likelihood is the caller's.
 #pragma once
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <cstddef>
 #include <functional>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace pcn {
@@ -24,9 +27,90 @@ struct settings {
     double target = 0.25;       // acceptance the burn-in tunes beta towards
 };
 
+// N(m, C) on theta with C = D + U U^T: D the identity changed along a few orthonormal sparse
+// directions (variance `var` along each), U a few columns (an ensemble's spread). Drawing and the
+// density cost O(dim x columns) through Woodbury's identity, not O(dim^2).
+struct gaussian {
+    struct direction {
+        std::vector<std::pair<std::size_t, double>> v;  // unit vector, entries disjoint from the others'
+        double var;
+        double sd_less_1 = 0, inv_less_1 = 0;           // var^(1/2) - 1 and 1 / var - 1, by prepare()
+    };
+    vec m;
+    std::vector<direction> dirs;
+    std::vector<vec> u;
+
+    // x <- D^(1/2) x (for a draw) or D^-1 x (for the density)
+    void d_pow(vec &x, bool inverse) const {
+        for (const direction &d : dirs) {
+            double dot = 0;
+            for (const auto &[i, w] : d.v) dot += w * x[i];
+            const double f = (inverse ? d.inv_less_1 : d.sd_less_1) * dot;
+            for (const auto &[i, w] : d.v) x[i] += f * w;
+        }
+    }
+    // D's factors and the Cholesky factor of Woodbury's core I + U^T D^-1 U, made once
+    void prepare() {
+        for (direction &d : dirs) d.sd_less_1 = std::sqrt(d.var) - 1.0, d.inv_less_1 = 1.0 / d.var - 1.0;
+        const std::size_t k = u.size();
+        ut.assign(m.size() * k, 0.0);
+        for (std::size_t i = 0; i < k; ++i)
+            for (std::size_t t = 0; t < m.size(); ++t) ut[t * k + i] = u[i][t];
+        std::vector<vec> du;
+        for (const vec &c : u) {
+            du.push_back(c);
+            d_pow(du.back(), true);
+        }
+        core.assign(k * k, 0.0);
+        for (std::size_t i = 0; i < k; ++i)
+            for (std::size_t j = 0; j <= i; ++j) {
+                double s = i == j;
+                for (std::size_t t = 0; t < m.size(); ++t) s += u[i][t] * du[j][t];
+                for (std::size_t q = 0; q < j; ++q) s -= core[i * k + q] * core[j * k + q];
+                core[i * k + j] = i == j ? std::sqrt(s) : s / core[j * k + j];
+            }
+    }
+    // a draw of N(0, C)
+    vec draw(std::mt19937_64 &rng) const {
+        std::normal_distribution<double> normal;
+        vec x(m.size());
+        for (double &e : x) e = normal(rng);
+        d_pow(x, false);
+        for (const vec &c : u) {
+            const double w = normal(rng);
+            for (std::size_t t = 0; t < x.size(); ++t) x[t] += w * c[t];
+        }
+        return x;
+    }
+    // x^T C^-1 x = x^T D^-1 x - z^T (I + U^T D^-1 U)^-1 z, z = U^T D^-1 x
+    double quad(const vec &x) const {
+        vec y = x;
+        d_pow(y, true);
+        double q = 0;
+        for (std::size_t t = 0; t < x.size(); ++t) q += x[t] * y[t];
+        const std::size_t k = u.size();
+        vec z(k, 0.0);
+        // U^T y over U's rows, so the inner loop runs along the columns and vectorises
+        for (std::size_t t = 0; t < x.size(); ++t) {
+            const double *row = &ut[t * k];
+            for (std::size_t i = 0; i < k; ++i) z[i] += row[i] * y[t];
+        }
+        for (std::size_t i = 0; i < k; ++i) {
+            for (std::size_t j = 0; j < i; ++j) z[i] -= core[i * k + j] * z[j];
+            z[i] /= core[i * k + i];  // forward substitution: z <- L^-1 z
+        }
+        for (double e : z) q -= e * e;
+        return q;
+    }
+
+  private:
+    vec core, ut;  // Woodbury's factor; U row-major by coefficient
+};
+
 struct chain {
     std::vector<vec> kept;      // what `keep` made of each kept state
     vec trace;                  // the negative log-likelihood of each kept state
+    vec path;                   // ... of every thin-th state from the start, burn-in included
     double acceptance = 0;      // after burn-in
     double beta = 0;            // the tuned step
     double seconds = 0;
@@ -34,22 +118,42 @@ struct chain {
 
 // One chain from theta0. `phi(theta)` is the negative log-likelihood (may return +inf to reject);
 // `keep(theta)` maps a kept state to what the caller wants stored (the field, not the coefficients).
+// With `about`, proposals move about N(m, C) instead of N(0, I):
+// theta' = m + sqrt(1 - beta^2) (theta - m) + beta N(0, C), accepted on
+// psi = phi + |theta|^2 / 2 - (theta - m)^T C^-1 (theta - m) / 2, the prior's and the reference's
+// densities that no longer cancel. Without it psi = phi: plain pCN.
 inline chain run(vec theta, const std::function<double(const vec &)> &phi,
-                 const std::function<vec(const vec &)> &keep, const settings &s, std::uint64_t seed) {
+                 const std::function<vec(const vec &)> &keep, const settings &s, std::uint64_t seed,
+                 const gaussian *about = nullptr) {
     const auto t0 = std::chrono::steady_clock::now();
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> normal;
     std::uniform_real_distribution<double> uniform;
+    auto psi = [&](const vec &t, double f) {
+        if (!about) return f;
+        double sq = 0;
+        vec r(t.size());
+        for (std::size_t i = 0; i < t.size(); ++i) sq += t[i] * t[i], r[i] = t[i] - about->m[i];
+        return f + 0.5 * sq - 0.5 * about->quad(r);
+    };
     chain c;
-    double beta = s.beta, f = phi(theta);
+    double beta = s.beta, f = phi(theta), g = psi(theta, f);
     std::size_t accepted = 0, window_accepted = 0, window = 0;
     vec trial(theta.size());
     for (std::size_t k = 0; k < s.steps; ++k) {
         const double keep_part = std::sqrt(1.0 - beta * beta);
-        for (std::size_t i = 0; i < theta.size(); ++i) trial[i] = keep_part * theta[i] + beta * normal(rng);
+        if (about) {
+            const vec w = about->draw(rng);
+            for (std::size_t i = 0; i < theta.size(); ++i)
+                trial[i] = about->m[i] + keep_part * (theta[i] - about->m[i]) + beta * w[i];
+        } else {
+            for (std::size_t i = 0; i < theta.size(); ++i) trial[i] = keep_part * theta[i] + beta * normal(rng);
+        }
         const double ft = phi(trial);
-        const bool accept = std::isfinite(ft) && std::log(uniform(rng)) < f - ft;
-        if (accept) theta.swap(trial), f = ft;
+        const double gt = std::isfinite(ft) ? psi(trial, ft) : ft;
+        const bool accept = std::isfinite(gt) && std::log(uniform(rng)) < g - gt;
+        if (accept) theta.swap(trial), f = ft, g = gt;
+        if (k % s.thin == 0) c.path.push_back(f);
         if (k < s.burn_in) {
             // Robbins-Monro on log beta over windows of 100 proposals, frozen after burn-in
             window_accepted += accept, ++window;

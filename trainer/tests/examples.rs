@@ -135,6 +135,33 @@ fn examples_build_run_and_agree() {
     }
     let acc = num(&post, "acceptance");
     assert!((0.05..0.6).contains(&acc), "pCN acceptance {acc}");
+    // the exact sampler about the surrogate's answers: real chains of the same posterior, scored the same
+    for k in ["acceptance_guided"] {
+        let a = num(&post, k);
+        assert!((0.05..0.6).contains(&a), "{k} = {a}");
+    }
+    for k in [
+        "ess_guided",
+        "ess_per_second_guided",
+        "ess_per_solve_guided",
+        "ess_per_solve",
+        "beta_guided",
+    ] {
+        assert!(num(&post, k) > 0.0, "{k}");
+    }
+    // a solve per proposal at most (a proposal that flips no phase needs none)
+    let solves = num(&post, "solves_per_chain");
+    assert!(
+        solves > 0.0 && solves <= num(&post, "steps") + 1.0,
+        "solves per chain {solves}"
+    );
+    let c = num(&post, "coverage_guided");
+    assert!(c > 0.3 && c <= 1.0, "coverage_guided = {c}");
+    for k in ["disagreement_guided_mcmc", "disagreement_mcmc_halves"] {
+        let d = num(&post, k);
+        assert!((0.0..0.6).contains(&d), "{k} = {d}");
+    }
+    assert!(text.contains("exact sampler, pCN against about the answers"));
     let pf = FieldFile::read(&out.join("posterior.f32")).unwrap();
     assert_eq!((pf.count, pf.channels), (2, 6));
     assert_eq!(pf.field(0, 0), problems.field(0, 0), "the true a");

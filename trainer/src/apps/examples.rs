@@ -375,6 +375,32 @@ pub fn report(dir: &Path) -> Result<String> {
             pct("rhat_points_over_1.1")?,
             num(&kv, "ess")?
         );
+        // the exact posterior again, chains moving about the surrogate's answers (written since the
+        // guided sampler exists; older files lack it)
+        if kv.contains_key("ess_guided") {
+            out += &format!(
+                "| {name} | exact sampler, pCN against about the answers: effective samples per second; per 1000 solves | {:.3}; {:.3} | {:.3}; {:.3} | {:.2}x per second |\n",
+                num(&kv, "ess_per_second")?,
+                1e3 * num(&kv, "ess_per_solve")?,
+                num(&kv, "ess_per_second_guided")?,
+                1e3 * num(&kv, "ess_per_solve_guided")?,
+                num(&kv, "ess_per_second_guided")? / num(&kv, "ess_per_second")?
+            );
+            out += &format!(
+                "| {name} | exact sampler: tuned beta; points over R-hat 1.1; steps to the typical misfit | {:.4}; {}; {:.0} | {:.4}; {}; {:.0} | |\n",
+                num(&kv, "beta")?,
+                pct("rhat_points_over_1.1")?,
+                num(&kv, "steps_to_typical")?,
+                num(&kv, "beta_guided")?,
+                pct("rhat_points_over_1.1_guided")?,
+                num(&kv, "steps_to_typical_guided")?
+            );
+            out += &format!(
+                "| {name} | phases of the two samplers' means disagree (yardstick: pCN's chains split in halves) | {} | {} | |\n",
+                pct("disagreement_mcmc_halves")?,
+                pct("disagreement_guided_mcmc")?
+            );
+        }
         let fields = dir.join("posterior.f32");
         if fields.exists() {
             let png = dir.join("posterior.png");
