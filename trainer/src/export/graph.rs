@@ -334,6 +334,15 @@ impl Graph {
         }
     }
 
+    /// x's shape as a Reshape target for a value of the same batch: static [0, C, H, W] where x's
+    /// is known, so the batch keeps its symbol (see `reshape`), else read from x by Shape.
+    fn shape_of(&mut self, x: &str) -> String {
+        match self.chw.get(x).copied() {
+            Some([c, h, w]) => self.ints(&[0, c, h, w]),
+            None => self.node("Shape", &[x], vec![]),
+        }
+    }
+
     /// A node on the differentiable path whose adjoint is unknown: fine in a forward-only graph,
     /// an error naming the operator if the reverse pass reaches it.
     pub fn opaque(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
@@ -469,7 +478,7 @@ impl Graph {
         eps: f32,
     ) -> String {
         let c = gamma.len() as i64;
-        let shape = self.node("Shape", &[x], vec![]);
+        let shape = self.shape_of(x);
         let grouped = self.ints(&[0, groups, -1]);
         let xr = self.node("Reshape", &[x, &grouped], vec![]);
         let g = self.constant("gn_gamma", &[1, c, 1, 1], gamma);
@@ -523,15 +532,16 @@ impl Graph {
     }
 
     pub fn upsample2(&mut self, x: &str) -> String {
-        let roi = self.constant("roi", &[0], &[]);
-        let scales = self.constant("scales", &[4], &[1.0, 1.0, 2.0, 2.0]);
-        let attrs = vec![
-            attr_str("mode", "nearest"),
-            attr_str("coordinate_transformation_mode", "asymmetric"),
-            attr_str("nearest_mode", "floor"),
-        ];
-        let y = self.node("Resize", &[x, &roi, &scales], attrs);
+        // nearest-neighbour by Reshape, Expand, Reshape rather than Resize: every dimension but
+        // the batch static, so the result keeps x's batch symbol (Resize's shape inference gives
+        // it a new one; see `reshape`)
         let [c, h, w] = self.chw[x];
+        let split = self.ints(&[0, c, h, 1, w, 1]);
+        let xs = self.node("Reshape", &[x, &split], vec![]);
+        let twice = self.ints(&[1, 1, 1, 2, 1, 2]);
+        let xe = self.node("Expand", &[&xs, &twice], vec![]);
+        let joined = self.ints(&[0, c, 2 * h, 2 * w]);
+        let y = self.node("Reshape", &[&xe, &joined], vec![]);
         self.set_chw(&y, Some([c, 2 * h, 2 * w]));
         self.record(
             Entry::Upsample2 {
@@ -697,6 +707,19 @@ impl Graph {
 
     /// Reshape to `dims` (-1: the batch). A 4-D result gets its (C, H, W) recorded.
     pub fn reshape(&mut self, x: &str, dims: &[i64]) -> String {
+        // A leading -1 that stands for the batch (the other dimensions hold all of x's other
+        // entries) is written 0, "x's first dimension": ONNX Runtime then knows the result shares
+        // x's batch, where -1 gives it a new symbol each time, and its memory planner, comparing
+        // symbolic shapes, slows quadratically in their number (9 s to load a marched graph).
+        let mut dims = dims.to_vec();
+        if dims.first() == Some(&-1) {
+            if let Some(c) = self.chw.get(x) {
+                if c.iter().product::<i64>() == dims[1..].iter().product::<i64>() {
+                    dims[0] = 0;
+                }
+            }
+        }
+        let dims = &dims[..];
         let shape = self.ints(dims);
         let y = self.node("Reshape", &[x, &shape], vec![]);
         if let [_, c, h, w] = dims {
@@ -873,7 +896,7 @@ impl Graph {
                     let u = self.node("Mul", &[xh, &m2], vec![]);
                     let t = self.node("Sub", &[&t, &u], vec![]);
                     let t = self.node("Mul", &[&t, inv], vec![]);
-                    let shape = self.node("Shape", &[x], vec![]);
+                    let shape = self.shape_of(x);
                     let gx = self.node("Reshape", &[&t, &shape], vec![]);
                     push(self, x, gx);
                 }
@@ -944,14 +967,18 @@ impl Graph {
                 Entry::ReduceMean { x, axes, count, .. } => {
                     let ax = self.ints(axes);
                     let un = self.node("Unsqueeze", &[&g, &ax], vec![]);
-                    let shape = self.node("Shape", &[x], vec![]);
+                    // broadcast to x's shape: static but for the batch where x's is known
+                    let shape = match self.chw.get(x).copied() {
+                        Some([c, h, w]) => self.ints(&[1, c, h, w]),
+                        None => self.node("Shape", &[x], vec![]),
+                    };
                     let ex = self.node("Expand", &[&un, &shape], vec![]);
                     let k = self.scalar(1.0 / *count as f32);
                     let gx = self.node("Mul", &[&ex, &k], vec![]);
                     push(self, x, gx);
                 }
                 Entry::Reshape { x, .. } => {
-                    let shape = self.node("Shape", &[x], vec![]);
+                    let shape = self.shape_of(x);
                     let gx = self.node("Reshape", &[&g, &shape], vec![]);
                     push(self, x, gx);
                 }

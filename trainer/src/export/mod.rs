@@ -14,7 +14,7 @@ use crate::stages::encoder::{self, load_encoder};
 use crate::stages::solve::Student;
 use anyhow::{bail, Context, Result};
 use fold::{Folding, Gv};
-use graph::{attr_tensor, tensor_f32, Graph};
+use graph::Graph;
 use onnx_protobuf::{
     tensor_proto::DataType, tensor_shape_proto::dimension, type_proto, Message, ModelProto,
     OperatorSetIdProto, StringStringEntryProto, TensorShapeProto, TypeProto, ValueInfoProto,
@@ -425,13 +425,13 @@ pub fn build(
         );
         (f.name(&loss), f.name(&x))
     };
-    let loss_shape = g.node("Shape", &[&loss], vec![]);
-    let seed_value = tensor_f32("one", &[1], &[1.0]);
-    let seed = g.node(
-        "ConstantOfShape",
-        &[&loss_shape],
-        vec![attr_tensor("value", seed_value)],
-    );
+    // the reverse pass's seed, ones shaped as the loss [B]: loss * 0 + 1 keeps the batch's
+    // symbol (ConstantOfShape of its Shape would give a new one, see `Graph::reshape`); it is
+    // not finite only where the loss is not, whose gradient is not either
+    let zero = g.scalar(0.0);
+    let one = g.scalar(1.0);
+    let zeros = g.node("Mul", &[&loss, &zero], vec![]);
+    let seed = g.node("Add", &[&zeros, &one], vec![]);
     let grad = g.backward(&loss, &seed, io::EPS)?;
     g.rename(&loss, io::LOSS);
     g.rename(&grad, io::GRAD);

@@ -11,7 +11,9 @@
 //! Forward: row 0 given, the rest wanted; inverse: the second half of the rows given, the initial
 //! condition (and the first half) wanted.
 
-use super::{Boundary, Defect, Family, Geometry, Grid, Metric, Residual, Resolver, Sampler, Solved, Task};
+use super::{
+    Boundary, Defect, Family, Geometry, Grid, Metric, Residual, Resolver, Sampler, Solved, Stepping, Task,
+};
 use super::ops::FieldOps;
 use anyhow::{bail, Result};
 use rand::Rng;
@@ -366,12 +368,8 @@ impl Residual for BurgersParams {
     fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, x: &O::V) -> O::V {
         let (dx, dt, nu) = (self.dx(grid), self.dt(grid), self.nu);
         let u = o.channel(x, 0);
-        // F(u) along x (axis 3, periodic)
-        let u2 = o.mul(&u, &u);
-        let u2e = o.shift(&u2, 3, -1, true);
-        let u2w = o.shift(&u2, 3, 1, true);
-        let d1 = o.sub(&u2e, &u2w);
-        let conv = o.affine(&d1, 1.0 / (4.0 * dx), 0.0);
+        // F(u) along x (axis 3, periodic): the advection N(u) and the diffusion
+        let conv = self.emit_nonlinear(grid, o, &u);
         let ue = o.shift(&u, 3, -1, true);
         let uw = o.shift(&u, 3, 1, true);
         let s = o.add(&ue, &uw);
@@ -390,6 +388,31 @@ impl Residual for BurgersParams {
         // row 0 carries no equation: shift up then down zeroes it
         let up = o.shift(&r, 2, -1, false);
         o.shift(&up, 2, 1, false)
+    }
+
+    /// L u = -nu (u_{i+1} - 2 u_i + u_{i-1}) / dx^2, the residual's diffusion as a periodic matrix.
+    fn stepping(&self, grid: Grid) -> Option<Stepping> {
+        let (n, k) = (grid.n, -self.nu / (self.dx(grid) * self.dx(grid)));
+        let mut l = vec![0.0; n * n];
+        for i in 0..n {
+            l[i * n + i] = -2.0 * k;
+            l[i * n + (i + 1) % n] += k;
+            l[i * n + (i + n - 1) % n] += k;
+        }
+        Some(Stepping::crank_nicolson(self.dt(grid), l))
+    }
+
+    /// N(u) = (u_{i+1}^2 - u_{i-1}^2) / (4 dx), periodic along x (axis 3): one matrix along the
+    /// rows, two graph nodes where shifts take ten (the march repeats it hundreds of times).
+    fn emit_nonlinear<O: FieldOps>(&self, grid: Grid, o: &mut O, u: &O::V) -> O::V {
+        let (n, k) = (grid.n, 1.0 / (4.0 * self.dx(grid)));
+        let mut d = vec![0.0; n * n];
+        for i in 0..n {
+            d[i * n + (i + 1) % n] += k;
+            d[i * n + (i + n - 1) % n] -= k;
+        }
+        let u2 = o.mul(u, u);
+        o.matmul_axis(&u2, 3, &d)
     }
 }
 

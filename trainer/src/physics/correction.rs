@@ -1,8 +1,12 @@
 //! Defect correction of the student's output: u <- u - D R(x), repeated, D the family's
 //! approximate inverse of its operator (`pde::Defect::Dirichlet`, the sine-basis inverse of
-//! Lap + shift) and the solved field's Dirichlet ring set to its value. Written once over
-//! [`NetOps`], so training, evaluation and the exported graphs (forward and reverse pass) run the
-//! same operator.
+//! Lap + shift) and the solved field's Dirichlet ring set to its value. For a family whose rows
+//! are Crank-Nicolson time levels (`pde::Stepping`, Burgers) the correction is the march itself:
+//! each row re-solved from the previous one by `iterations` fixed-point iterations
+//! u_k <- (I / dt + L / 2)^-1 (u_{k-1} / dt - F(u_{k-1}) / 2 - N(u_k) / 2), started from the
+//! field's own row, so that the later rows follow from row 0 as the data solver's do. Written once
+//! over [`NetOps`], so training, evaluation and the exported graphs (forward and reverse pass) run
+//! the same operator.
 //!
 //! Why: a generated u is a few percent away from the solve of its own input, and the error sits
 //! in the lowest modes (`trainer/results/consistency.md`): the non-local part of the solution
@@ -17,8 +21,22 @@ use super::ResidualOp;
 use crate::data::Normalisation;
 use crate::nets::NetOps;
 use crate::pde::ops::Tch;
-use crate::pde::Defect;
+use crate::pde::{Defect, Stepping};
 use tch::Tensor;
+
+/// What a correction applies.
+enum Kind {
+    /// `keep` [1, 1, n, n]: 0 on the solved channel's Dirichlet ring, 1 inside; the orthonormal
+    /// sine basis of the interior [1, m, m] (symmetric), and scale / (mu_i + mu_j + shift)
+    /// [1, m, m].
+    Dirichlet {
+        keep: Tensor,
+        basis: Tensor,
+        inverse: Tensor,
+    },
+    /// The rows re-marched from row 0.
+    March(Stepping),
+}
 
 /// `iterations` defect corrections of the solved channel of normalised fields.
 pub struct Correction {
@@ -29,16 +47,12 @@ pub struct Correction {
     /// The channel R holds pointwise as its source term (`Family::source_channel`), if any.
     source: Option<i64>,
     channels: i64,
-    /// [1, 1, n, n]: 0 on the solved channel's Dirichlet ring, 1 inside.
-    keep: Tensor,
-    /// The orthonormal sine basis of the interior [1, m, m] (symmetric), and
-    /// scale / (mu_i + mu_j + shift) [1, m, m].
-    basis: Tensor,
-    inverse: Tensor,
+    kind: Kind,
 }
 
 impl Correction {
-    /// None when `iterations` is 0; an error naming the family when it has no Dirichlet inverse.
+    /// None when `iterations` is 0; an error naming the family when it has neither a Dirichlet
+    /// inverse nor a march.
     pub fn new(
         op: ResidualOp,
         norm: &Normalisation,
@@ -47,23 +61,30 @@ impl Correction {
         if iterations == 0 {
             return Ok(None);
         }
-        let (shift, scale) = match op.pde.family().defect(op.grid) {
-            Defect::Dirichlet { shift, scale } => (shift, scale),
-            d => anyhow::bail!(
+        let kind = match (op.pde.family().defect(op.grid), op.pde.stepping(op.grid)) {
+            (Defect::Dirichlet { shift, scale }, _) => {
+                let (n, m) = (op.grid.n as i64, op.grid.n as i64 - 2);
+                let (v, inv) = dirichlet_basis(op.grid, shift, scale);
+                let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+                let keep: Vec<f32> = (0..n * n)
+                    .map(|p| {
+                        let (i, j) = (p / n, p % n);
+                        (i > 0 && j > 0 && i < n - 1 && j < n - 1) as u8 as f32
+                    })
+                    .collect();
+                Kind::Dirichlet {
+                    keep: Tensor::from_slice(&keep).reshape([1, 1, n, n]),
+                    basis: Tensor::from_slice(&f32s(&v)).reshape([1, m, m]),
+                    inverse: Tensor::from_slice(&f32s(&inv)).reshape([1, m, m]),
+                }
+            }
+            (_, Some(step)) => Kind::March(step),
+            (d, None) => anyhow::bail!(
                 "{} has no defect correction (its operator's inverse is {d:?}, not a Dirichlet \
-                 sine-basis inverse); train it with corrections = 0",
+                 sine-basis inverse, and its rows are not marched); train it with corrections = 0",
                 op.pde.name()
             ),
         };
-        let (n, m) = (op.grid.n as i64, op.grid.n as i64 - 2);
-        let (v, inv) = dirichlet_basis(op.grid, shift, scale);
-        let f32s = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-        let keep: Vec<f32> = (0..n * n)
-            .map(|p| {
-                let (i, j) = (p / n, p % n);
-                (i > 0 && j > 0 && i < n - 1 && j < n - 1) as u8 as f32
-            })
-            .collect();
         Ok(Some(Correction {
             op,
             norm: norm.clone(),
@@ -71,9 +92,7 @@ impl Correction {
             solved: solved_channel(&op.pde, op.grid) as i64,
             source: op.pde.family().source_channel().map(|c| c as i64),
             channels: op.pde.channels().len() as i64,
-            keep: Tensor::from_slice(&keep).reshape([1, 1, n, n]),
-            basis: Tensor::from_slice(&f32s(&v)).reshape([1, m, m]),
-            inverse: Tensor::from_slice(&f32s(&inv)).reshape([1, m, m]),
+            kind,
         }))
     }
 
@@ -132,16 +151,54 @@ impl Correction {
 
     /// The corrected solved channel [B, 1, n, n] (physical) of physical fields `x`.
     fn corrected<B: NetOps>(&self, b: &mut B, x: &B::V) -> B::V {
-        let keep = b.constant(&self.keep);
+        let (keep, basis, inverse) = match &self.kind {
+            Kind::Dirichlet {
+                keep,
+                basis,
+                inverse,
+            } => (keep, basis, inverse),
+            Kind::March(step) => return self.marched(b, x, step),
+        };
+        let keep = b.constant(keep);
         let mut u = b.channel(x, self.solved);
         for _ in 0..self.iterations {
             let inner = b.mul(&u, &keep);
             let xi = self.with_solved(b, x, &inner);
             let r = self.op.emit(b, &xi);
-            let e = self.inverse(b, &r);
+            let e = self.inverse(b, basis, inverse, &r);
             u = b.sub(&inner, &e);
         }
         u
+    }
+
+    /// The solved channel's rows (times along H) re-marched from row 0 ([`Kind::March`]).
+    fn marched<B: NetOps>(&self, b: &mut B, x: &B::V, step: &Stepping) -> B::V {
+        let (pde, grid) = (self.op.pde, self.op.grid);
+        let (rows, n) = (grid.n as i64, grid.n as i64);
+        let u = b.channel(x, self.solved);
+        // [B, 1, rows, n] -> [B, rows, 1, n]: a row is then a channel
+        let by_row = b.reshape(&u, &[-1, rows, 1, n]);
+        let mut out = vec![b.channels(&by_row, 0, 1)];
+        for k in 1..rows {
+            let p = out.last().expect("row 0");
+            let np = pde.emit_nonlinear(grid, b, p);
+            let lp = b.matmul_axis(p, 3, &step.linear);
+            let fp = b.add(&np, &lp);
+            let pt = b.affine(p, 1.0 / step.dt, 0.0);
+            let half = b.affine(&fp, -0.5, 0.0);
+            let rhs = b.add(&pt, &half);
+            let mut g = b.channels(&by_row, k, 1);
+            for _ in 0..self.iterations {
+                let ng = pde.emit_nonlinear(grid, b, &g);
+                let half = b.affine(&ng, -0.5, 0.0);
+                let r = b.add(&rhs, &half);
+                g = b.matmul_axis(&r, 3, &step.inverse);
+            }
+            out.push(g);
+        }
+        let parts: Vec<&B::V> = out.iter().collect();
+        let cat = b.concat(&parts);
+        b.reshape(&cat, &[-1, 1, rows, n])
     }
 
     /// [`Correction::emit`] on tch tensors.
@@ -164,10 +221,10 @@ impl Correction {
     }
 
     /// D r of residuals r [B, 1, n, n]: V ((V r V) * inverse) V on the interior, 0 on the ring.
-    fn inverse<B: NetOps>(&self, b: &mut B, r: &B::V) -> B::V {
+    fn inverse<B: NetOps>(&self, b: &mut B, basis: &Tensor, inverse: &Tensor, r: &B::V) -> B::V {
         let m = self.op.grid.n as i64 - 2;
-        let v = b.constant(&self.basis);
-        let inv = b.constant(&self.inverse);
+        let v = b.constant(basis);
+        let inv = b.constant(inverse);
         let ri = b.crop1(r);
         let r3 = b.reshape(&ri, &[-1, m, m]);
         let t = b.matmul(&v, &r3);
@@ -264,19 +321,45 @@ mod tests {
         assert!(errs[7] < 1e-2, "{errs:?}");
     }
 
+    /// Burgers: the march reproduces the data solver's rows from the sample's own row 0 (Newton
+    /// to tolerance: a second implementation), whatever the later rows were, and its error falls
+    /// with the iterations; Navier-Stokes has neither inverse nor march; zero iterations is none.
     #[test]
-    fn burgers_and_zero_iterations() {
+    fn burgers_march_is_the_solve_and_zero_iterations() {
         let grid = Grid::new(16).unwrap();
         let norm = Normalisation {
-            mean: vec![0.0],
-            scale: vec![1.0],
+            mean: vec![0.1],
+            scale: vec![0.7],
         };
+        let pde = Pde::parse("burgers").unwrap();
+        let fam = pde.family();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut x = fam.sampler(grid).unwrap().sample(&mut rng).unwrap().fields;
+        let want = fam.resolver(grid).unwrap().resolve(&x).unwrap();
+        for v in x.iter_mut().skip(grid.n) {
+            *v += 0.3 * (rng.random::<f64>() - 0.5);
+        }
+        let n = grid.n as i64;
+        let d = norm.to_normalised(&Tensor::from_slice(&x).reshape([1, 1, n, n]));
+        let op = ResidualOp { pde, grid };
+        let errs: Vec<f64> = [1, 3, 12]
+            .iter()
+            .map(|&k| {
+                let c = Correction::new(op, &norm, k).unwrap().unwrap();
+                let got = Vec::<f64>::try_from(norm.to_physical(&c.apply(&d)).reshape([-1])).unwrap();
+                let num: f64 = got.iter().zip(&want).map(|(g, w)| (g - w).powi(2)).sum();
+                let den: f64 = want.iter().map(|w| w * w).sum();
+                (num / den).sqrt()
+            })
+            .collect();
+        assert!(errs.windows(2).all(|w| w[1] < w[0]), "{errs:?}");
+        assert!(errs[2] < 1e-9, "{errs:?}");
         let op = ResidualOp {
-            pde: Pde::parse("burgers").unwrap(),
+            pde: Pde::parse("navier_stokes").unwrap(),
             grid,
         };
         let err = Correction::new(op, &norm, 2).err().unwrap().to_string();
-        assert!(err.contains("burgers"), "{err}");
+        assert!(err.contains("navier_stokes"), "{err}");
         assert!(Correction::new(op, &norm, 0).unwrap().is_none());
     }
 }
