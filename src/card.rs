@@ -90,7 +90,7 @@ pub enum Part {
 pub enum Precision {
     #[default]
     Fp32,
-    /// Conv, Add, Mul, Sigmoid, Concat and Resize of the networks quantised to 8 bits (weights
+    /// Conv, Add, Mul, Sigmoid and Concat of the networks quantised to 8 bits (weights
     /// int8 per output channel, activations uint8 per tensor, calibrated at export): the parts
     /// `GenerateInt8` and `AmortisedInt8`, exported only when asked for.
     Int8,

@@ -180,7 +180,7 @@ fn conv_flops(path: &PathBuf) -> Result<f64> {
                 flops += 2.0 * (w[0] * w[1] * w[2] * w[3] * ho * ho) as f64;
                 ho
             }
-            "Resize" => 2 * h,
+            "ConvTranspose" => 2 * h,
             _ => h,
         };
         for o in &node.output {

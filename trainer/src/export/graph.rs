@@ -532,16 +532,17 @@ impl Graph {
     }
 
     pub fn upsample2(&mut self, x: &str) -> String {
-        // nearest-neighbour by Reshape, Expand, Reshape rather than Resize: every dimension but
-        // the batch static, so the result keeps x's batch symbol (Resize's shape inference gives
-        // it a new one; see `reshape`)
+        // nearest-neighbour as a depthwise transposed convolution with a 2 x 2 kernel of ones:
+        // the result keeps x's batch symbol (Resize's shape inference gives it a new one, see
+        // `reshape`), at 1 to 3 ms more per batch of 64 (an Expand of the same costs 40)
         let [c, h, w] = self.chw[x];
-        let split = self.ints(&[0, c, h, 1, w, 1]);
-        let xs = self.node("Reshape", &[x, &split], vec![]);
-        let twice = self.ints(&[1, 1, 1, 2, 1, 2]);
-        let xe = self.node("Expand", &[&xs, &twice], vec![]);
-        let joined = self.ints(&[0, c, 2 * h, 2 * w]);
-        let y = self.node("Reshape", &[&xe, &joined], vec![]);
+        let ones = self.constant("up2x2", &[c, 1, 2, 2], &vec![1.0; 4 * c as usize]);
+        let attrs = vec![
+            attr_ints("kernel_shape", &[2, 2]),
+            attr_ints("strides", &[2, 2]),
+            attr_int("group", c),
+        ];
+        let y = self.node("ConvTranspose", &[x, &ones], attrs);
         self.set_chw(&y, Some([c, 2 * h, 2 * w]));
         self.record(
             Entry::Upsample2 {

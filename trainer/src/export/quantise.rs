@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The operators whose inputs and outputs are quantised (ONNX Runtime has a QLinear kernel or a
 /// QDQ fusion for each).
-const QUANTISED: [&str; 6] = ["Conv", "Add", "Mul", "Sigmoid", "Concat", "Resize"];
+const QUANTISED: [&str; 5] = ["Conv", "Add", "Mul", "Sigmoid", "Concat"];
 /// Largest magnitude of a 7-bit weight.
 const WEIGHT_MAX: f32 = 63.0;
 
@@ -45,11 +45,11 @@ fn quantised_nodes<'a>(g: &'a GraphProto, net: &'a HashSet<String>) -> Vec<&'a N
         .collect()
 }
 
-/// The inputs of node `n` that carry activations or per-tensor constants (Resize's roi and
-/// scales, Conv's weight and bias are not).
+/// The inputs of node `n` that carry activations or per-tensor constants (Conv's weight and
+/// bias are not).
 fn data_inputs(n: &NodeProto) -> Vec<&String> {
     match n.op_type.as_str() {
-        "Conv" | "Resize" => n.input.iter().take(1).collect(),
+        "Conv" => n.input.iter().take(1).collect(),
         _ => n.input.iter().filter(|i| !i.is_empty()).collect(),
     }
 }
@@ -422,7 +422,7 @@ pub fn quantise(
 /// Whether input `k` of an operator of type `op` carries data (as [`data_inputs`]).
 fn data_inputs_index(op: &str, k: usize) -> bool {
     match op {
-        "Conv" | "Resize" => k == 0,
+        "Conv" => k == 0,
         _ => true,
     }
 }
