@@ -346,7 +346,8 @@ mod tests {
             .iter()
             .map(|&k| {
                 let c = Correction::new(op, &norm, k).unwrap().unwrap();
-                let got = Vec::<f64>::try_from(norm.to_physical(&c.apply(&d)).reshape([-1])).unwrap();
+                let got =
+                    Vec::<f64>::try_from(norm.to_physical(&c.apply(&d)).reshape([-1])).unwrap();
                 let num: f64 = got.iter().zip(&want).map(|(g, w)| (g - w).powi(2)).sum();
                 let den: f64 = want.iter().map(|w| w * w).sum();
                 (num / den).sqrt()
