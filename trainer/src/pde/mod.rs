@@ -372,9 +372,9 @@ pub trait Family: Sync {
 /// level). Written once over [`FieldOps`].
 pub trait Residual {
     fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, x: &O::V) -> O::V;
-    /// A family whose rows are time levels marched by Crank-Nicolson, R_k = (u_k - u_{k-1}) / dt
-    /// + (F(u_k) + F(u_{k-1})) / 2 with F(u) = N(u) + L u along each row: its step, for the
-    /// march in the graph (`physics::Correction`). None for the others.
+    /// A family whose rows are time levels marched by Crank-Nicolson, with the residual
+    /// R_k = (u_k - u_{k-1}) / dt + (F(u_k) + F(u_{k-1})) / 2 and F(u) = N(u) + L u along each
+    /// row: its step, for the march in the graph (`physics::Correction`). None for the others.
     fn stepping(&self, _grid: Grid) -> Option<Stepping> {
         None
     }
