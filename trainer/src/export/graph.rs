@@ -231,6 +231,7 @@ pub struct Graph {
     pub chw: HashMap<String, Chw>,
     counter: usize,
     consts_i64: HashMap<Vec<i64>, String>,
+    consts_f32: HashMap<(Vec<i64>, Vec<u32>), String>,
     /// Names of the nodes written inside a network (`NetOps::network`): what reduced precision
     /// may touch.
     pub net_nodes: HashSet<String>,
@@ -253,6 +254,7 @@ impl Graph {
             chw: HashMap::new(),
             counter: 0,
             consts_i64: HashMap::new(),
+            consts_f32: HashMap::new(),
             net_nodes: HashSet::new(),
             net_depth: 0,
         }
@@ -275,8 +277,22 @@ impl Graph {
 
     /// A float32 initializer.
     pub fn constant(&mut self, hint: &str, dims: &[i64], data: &[f32]) -> String {
+        // a matrix or plane used again (a march applies the same few hundreds of times) is
+        // stored once; scalars stay apart, so that quantising one use leaves the others
+        let key = (
+            dims.to_vec(),
+            data.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(),
+        );
+        if data.len() >= 16 {
+            if let Some(n) = self.consts_f32.get(&key) {
+                return n.clone();
+            }
+        }
         let name = self.fresh(hint);
         self.inits.push(tensor_f32(&name, dims, data));
+        if data.len() >= 16 {
+            self.consts_f32.insert(key, name.clone());
+        }
         name
     }
 

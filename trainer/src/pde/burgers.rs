@@ -364,18 +364,27 @@ impl Family for BurgersParams {
     }
 }
 
+impl BurgersParams {
+    /// L = -nu (u_{i+1} - 2 u_i + u_{i-1}) / dx^2, the diffusion as a periodic matrix.
+    fn diffusion_matrix(&self, grid: Grid) -> Vec<f64> {
+        let (n, k) = (grid.n, -self.nu / (self.dx(grid) * self.dx(grid)));
+        let mut l = vec![0.0; n * n];
+        for i in 0..n {
+            l[i * n + i] = -2.0 * k;
+            l[i * n + (i + 1) % n] += k;
+            l[i * n + (i + n - 1) % n] += k;
+        }
+        l
+    }
+}
+
 impl Residual for BurgersParams {
     fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, x: &O::V) -> O::V {
-        let (dx, dt, nu) = (self.dx(grid), self.dt(grid), self.nu);
+        let dt = self.dt(grid);
         let u = o.channel(x, 0);
-        // F(u) along x (axis 3, periodic): the advection N(u) and the diffusion
+        // F(u) = N(u) + L u along x (axis 3, periodic)
         let conv = self.emit_nonlinear(grid, o, &u);
-        let ue = o.shift(&u, 3, -1, true);
-        let uw = o.shift(&u, 3, 1, true);
-        let s = o.add(&ue, &uw);
-        let two_u = o.affine(&u, 2.0, 0.0);
-        let d2 = o.sub(&s, &two_u);
-        let diff = o.affine(&d2, -nu / (dx * dx), 0.0);
+        let diff = self.emit_linear(grid, o, &u);
         let f = o.add(&conv, &diff);
         // the previous row (axis 2, zero before row 0)
         let u_prev = o.shift(&u, 2, 1, false);
@@ -390,16 +399,20 @@ impl Residual for BurgersParams {
         o.shift(&up, 2, 1, false)
     }
 
-    /// L u = -nu (u_{i+1} - 2 u_i + u_{i-1}) / dx^2, the residual's diffusion as a periodic matrix.
     fn stepping(&self, grid: Grid) -> Option<Stepping> {
-        let (n, k) = (grid.n, -self.nu / (self.dx(grid) * self.dx(grid)));
-        let mut l = vec![0.0; n * n];
-        for i in 0..n {
-            l[i * n + i] = -2.0 * k;
-            l[i * n + (i + 1) % n] += k;
-            l[i * n + (i + n - 1) % n] += k;
-        }
-        Some(Stepping::crank_nicolson(self.dt(grid), l))
+        Some(Stepping {
+            dt: self.dt(grid),
+            axis: 2,
+        })
+    }
+
+    fn emit_linear<O: FieldOps>(&self, grid: Grid, o: &mut O, u: &O::V) -> O::V {
+        o.matmul_axis(u, 3, &self.diffusion_matrix(grid))
+    }
+
+    fn emit_implicit<O: FieldOps>(&self, grid: Grid, o: &mut O, r: &O::V) -> O::V {
+        let inverse = super::crank_nicolson_inverse(self.dt(grid), &self.diffusion_matrix(grid));
+        o.matmul_axis(r, 3, &inverse)
     }
 
     /// N(u) = (u_{i+1}^2 - u_{i-1}^2) / (4 dx), periodic along x (axis 3): one matrix along the

@@ -372,59 +372,61 @@ pub trait Family: Sync {
 /// level). Written once over [`FieldOps`].
 pub trait Residual {
     fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, x: &O::V) -> O::V;
-    /// A family whose rows are time levels marched by Crank-Nicolson, with the residual
-    /// R_k = (u_k - u_{k-1}) / dt + (F(u_k) + F(u_{k-1})) / 2 and F(u) = N(u) + L u along each
-    /// row: its step, for the march in the graph (`physics::Correction`). None for the others.
+    /// A family whose levels (rows or channels) are time levels marched by Crank-Nicolson, with
+    /// the residual R_k = (u_k - u_{k-1}) / dt + (F(u_k) + F(u_{k-1})) / 2 and F(u) = N(u) + L u:
+    /// its step, for the march in the graph (`physics::Correction`). None for the others.
     fn stepping(&self, _grid: Grid) -> Option<Stepping> {
         None
     }
-    /// N(u) of rows [B, 1, rows, n], the step's nonlinear part (zero for a linear step).
+    /// N(u), the step's explicit part (lagged by the march's fixed-point iterations); zero for a
+    /// linear step.
     fn emit_nonlinear<O: FieldOps>(&self, _grid: Grid, o: &mut O, u: &O::V) -> O::V {
         o.affine(u, 0.0, 0.0)
     }
+    /// L u, the step's implicit linear part; zero where there is none.
+    fn emit_linear<O: FieldOps>(&self, _grid: Grid, o: &mut O, u: &O::V) -> O::V {
+        o.affine(u, 0.0, 0.0)
+    }
+    /// (I / dt + L / 2)^-1 r: dt r where L is zero.
+    fn emit_implicit<O: FieldOps>(&self, grid: Grid, o: &mut O, r: &O::V) -> O::V {
+        let dt = self.stepping(grid).map_or(1.0, |s| s.dt);
+        o.affine(r, dt, 0.0)
+    }
 }
 
-/// A Crank-Nicolson step's linear pieces along a row of n points (row-major n x n): L, and the
-/// implicit side's inverse (I / dt + L / 2)^-1 that a fixed-point iteration applies.
-#[derive(Clone, Debug, PartialEq)]
+/// A Crank-Nicolson march's step and the axis its levels run along (1: channels, 2: rows).
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Stepping {
     pub dt: f64,
-    pub linear: Vec<f64>,
-    pub inverse: Vec<f64>,
+    pub axis: i64,
 }
 
-impl Stepping {
-    pub fn crank_nicolson(dt: f64, linear: Vec<f64>) -> Stepping {
-        let n = ops::matrix_side(linear.len()) as usize;
-        // Gauss-Jordan on [I / dt + L / 2 | I]; the matrix is diagonally dominant (L a diffusion)
-        let mut a = vec![0.0; n * 2 * n];
-        for i in 0..n {
-            for j in 0..n {
-                a[i * 2 * n + j] = linear[i * n + j] / 2.0 + if i == j { 1.0 / dt } else { 0.0 };
-            }
-            a[i * 2 * n + n + i] = 1.0;
+/// (I / dt + L / 2)^-1 of an n x n matrix L (row-major), by Gauss-Jordan: the implicit side of a
+/// Crank-Nicolson step whose L acts along one axis (diagonally dominant for a diffusion).
+pub fn crank_nicolson_inverse(dt: f64, linear: &[f64]) -> Vec<f64> {
+    let n = ops::matrix_side(linear.len()) as usize;
+    let mut a = vec![0.0; n * 2 * n];
+    for i in 0..n {
+        for j in 0..n {
+            a[i * 2 * n + j] = linear[i * n + j] / 2.0 + if i == j { 1.0 / dt } else { 0.0 };
         }
-        for c in 0..n {
-            let piv = a[c * 2 * n + c];
-            for j in 0..2 * n {
-                a[c * 2 * n + j] /= piv;
-            }
-            for r in 0..n {
-                if r != c {
-                    let f = a[r * 2 * n + c];
-                    for j in 0..2 * n {
-                        a[r * 2 * n + j] -= f * a[c * 2 * n + j];
-                    }
+        a[i * 2 * n + n + i] = 1.0;
+    }
+    for c in 0..n {
+        let piv = a[c * 2 * n + c];
+        for j in 0..2 * n {
+            a[c * 2 * n + j] /= piv;
+        }
+        for r in 0..n {
+            if r != c {
+                let f = a[r * 2 * n + c];
+                for j in 0..2 * n {
+                    a[r * 2 * n + j] -= f * a[c * 2 * n + j];
                 }
             }
         }
-        let inverse = (0..n * n).map(|k| a[(k / n) * 2 * n + n + k % n]).collect();
-        Stepping {
-            dt,
-            linear,
-            inverse,
-        }
     }
+    (0..n * n).map(|k| a[(k / n) * 2 * n + n + k % n]).collect()
 }
 
 /// The mask of a task that observes whole channels: `observed` of `channels` planes.
@@ -491,6 +493,18 @@ macro_rules! register {
             pub fn emit_nonlinear<O: FieldOps>(&self, grid: Grid, o: &mut O, u: &O::V) -> O::V {
                 match self {
                     $(Pde::$variant(p) => p.emit_nonlinear(grid, o, u)),*
+                }
+            }
+
+            pub fn emit_linear<O: FieldOps>(&self, grid: Grid, o: &mut O, u: &O::V) -> O::V {
+                match self {
+                    $(Pde::$variant(p) => p.emit_linear(grid, o, u)),*
+                }
+            }
+
+            pub fn emit_implicit<O: FieldOps>(&self, grid: Grid, o: &mut O, r: &O::V) -> O::V {
+                match self {
+                    $(Pde::$variant(p) => p.emit_implicit(grid, o, r)),*
                 }
             }
 

@@ -18,7 +18,7 @@ use super::grf::{GrfParams, GrfSampler};
 use super::ops::FieldOps;
 use super::{
     Boundary, Defect, Family, Geometry, Grid, Metric, Residual, Resolver, Sampler, Scored, Solved,
-    Task,
+    Stepping, Task,
 };
 use anyhow::{bail, Result};
 use rustfft::{num_complex::Complex, Fft, FftPlanner};
@@ -544,29 +544,61 @@ impl Family for NavierStokesParams {
 /// R of every level at once ([B, levels, n, n]; level 0 zero), the levels as channels: psi by
 /// the exact periodic inverse in the real Fourier basis (four constant matrix products and a
 /// pointwise scaling), derivatives by shifts, the time difference by a shift across channels.
-impl Residual for NavierStokesParams {
-    fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, w: &O::V) -> O::V {
+impl NavierStokesParams {
+    /// The plane of Q^T . Q coefficients a diagonal operator of the periodic Laplacian's
+    /// eigenvalues multiplies by, applied to w: Q (d * (Q^T w Q)) Q^T, d(lambda) per mode.
+    fn emit_fourier_diagonal<O: FieldOps>(
+        grid: Grid,
+        o: &mut O,
+        w: &O::V,
+        d: impl Fn(usize, f64) -> f64,
+    ) -> O::V {
         let n = grid.n;
-        let (nf, dt, nu) = (n as f64, self.dt(), self.nu);
         let (q, mu) = fourier_basis(n);
         let qt: Vec<f64> = (0..n * n).map(|p| q[(p % n) * n + p / n]).collect();
-        // psi = -L^+ w = Q (S * (Q^T w Q)) Q^T, S = -1 / (mu_i + mu_j), 0 for the mean mode
-        let s: Vec<f64> = (0..n * n)
-            .map(|p| {
-                let l = mu[p / n] + mu[p % n];
-                if p == 0 {
-                    0.0
-                } else {
-                    -1.0 / l
-                }
-            })
-            .collect();
+        let plane: Vec<f64> = (0..n * n).map(|p| d(p, mu[p / n] + mu[p % n])).collect();
         let zero = vec![0.0; n * n];
         let a = o.matmul_axis(w, 2, &qt);
         let a = o.matmul_axis(&a, 3, &qt);
-        let a = o.affine_plane(&a, &s, &zero);
+        let a = o.affine_plane(&a, &plane, &zero);
         let a = o.matmul_axis(&a, 2, &q);
-        let psi = o.matmul_axis(&a, 3, &q);
+        o.matmul_axis(&a, 3, &q)
+    }
+}
+
+impl Residual for NavierStokesParams {
+    fn emit_residual<O: FieldOps>(&self, grid: Grid, o: &mut O, w: &O::V) -> O::V {
+        let dt = self.dt();
+        // F(w) = N(w) + L w on every level
+        let adv = self.emit_nonlinear(grid, o, w);
+        let diffusion = self.emit_linear(grid, o, w);
+        let op = o.add(&adv, &diffusion);
+        // Crank-Nicolson between each level and the one before (zero enters before level 0)
+        let w_prev = o.shift(w, 1, 1, false);
+        let op_prev = o.shift(&op, 1, 1, false);
+        let dw = o.sub(w, &w_prev);
+        let dwdt = o.affine(&dw, 1.0 / dt, 0.0);
+        let ops = o.add(&op, &op_prev);
+        let r = o.affine(&ops, 0.5, 0.0);
+        let r = o.add(&dwdt, &r);
+        // level 0 carries no equation: shift across channels up then down zeroes it
+        let up = o.shift(&r, 1, -1, false);
+        o.shift(&up, 1, 1, false)
+    }
+
+    fn stepping(&self, _grid: Grid) -> Option<Stepping> {
+        Some(Stepping {
+            dt: self.dt(),
+            axis: 1,
+        })
+    }
+
+    /// N(w) = (D_y psi) D_x w - (D_x psi) D_y w - f, psi = -L^+ w in the Fourier basis (zero for
+    /// the mean mode).
+    fn emit_nonlinear<O: FieldOps>(&self, grid: Grid, o: &mut O, w: &O::V) -> O::V {
+        let nf = grid.n as f64;
+        let psi =
+            Self::emit_fourier_diagonal(grid, o, w, |p, l| if p == 0 { 0.0 } else { -1.0 / l });
         let central = |o: &mut O, v: &O::V, axis: i64| {
             let e = o.shift(v, axis, -1, true);
             let west = o.shift(v, axis, 1, true);
@@ -578,26 +610,26 @@ impl Residual for NavierStokesParams {
         let t1 = o.mul(&py, &wx);
         let t2 = o.mul(&px, &wy);
         let adv = o.sub(&t1, &t2);
+        let n = grid.n;
+        let minus_f: Vec<f64> = self.force(n).iter().map(|v| -v).collect();
+        o.affine_plane(&adv, &vec![1.0; n * n], &minus_f)
+    }
+
+    /// L w = -nu (5-point periodic Laplacian of w).
+    fn emit_linear<O: FieldOps>(&self, grid: Grid, o: &mut O, w: &O::V) -> O::V {
+        let nf = grid.n as f64;
         let mut sum = o.affine(w, -4.0, 0.0);
         for (axis, by) in [(3, -1), (3, 1), (2, -1), (2, 1)] {
             let sh = o.shift(w, axis, by, true);
             sum = o.add(&sum, &sh);
         }
-        let diffusion = o.affine(&sum, -nu * nf * nf, 0.0);
-        let op = o.add(&adv, &diffusion);
-        // Crank-Nicolson between each level and the one before (zero enters before level 0)
-        let w_prev = o.shift(w, 1, 1, false);
-        let op_prev = o.shift(&op, 1, 1, false);
-        let dw = o.sub(w, &w_prev);
-        let dwdt = o.affine(&dw, 1.0 / dt, 0.0);
-        let ops = o.add(&op, &op_prev);
-        let avg = o.affine(&ops, 0.5, 0.0);
-        let r = o.add(&dwdt, &avg);
-        let minus_f: Vec<f64> = self.force(n).iter().map(|v| -v).collect();
-        let r = o.affine_plane(&r, &vec![1.0; n * n], &minus_f);
-        // level 0 carries no equation: shift across channels up then down zeroes it
-        let up = o.shift(&r, 1, -1, false);
-        o.shift(&up, 1, 1, false)
+        o.affine(&sum, -self.nu * nf * nf, 0.0)
+    }
+
+    /// (I / dt - nu L / 2)^-1, diagonal in the Laplacian's Fourier basis.
+    fn emit_implicit<O: FieldOps>(&self, grid: Grid, o: &mut O, r: &O::V) -> O::V {
+        let (dt, nu) = (self.dt(), self.nu);
+        Self::emit_fourier_diagonal(grid, o, r, |_, l| 1.0 / (1.0 / dt - 0.5 * nu * l))
     }
 }
 

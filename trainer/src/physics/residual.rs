@@ -51,14 +51,22 @@ impl ResidualOp {
         self.emit_mse(&mut Tch, x)
     }
 
-    /// The scale that float32 rounding of R(x) is measured on: the largest |R| or |source term|,
-    /// the source term being R of `x` with its solved channel zeroed. R of a corrected student is
-    /// rounding noise whose size is set by the terms that cancel, not by R itself.
+    /// The scale that float32 rounding of R(x) is measured on: the largest |R|, |source term| or
+    /// |R with the solved channel halved|, the source term being R of `x` with its solved channel
+    /// zeroed. R of a corrected student is rounding noise whose size is set by the terms that
+    /// cancel, not by R itself; halving the solved channel unbalances them, which measures them
+    /// where there is no source (Burgers: the time derivative against the flux).
     pub fn rounding_scale(&self, x: &Tensor) -> f64 {
         let solved = super::defect::solved_channel(&self.pde, self.grid) as i64;
-        let zeroed = x.index_fill(1, &Tensor::from_slice(&[solved]).to_device(x.device()), 0.0);
-        let (r, source) = (self.apply(x), self.apply(&zeroed));
-        f64::try_from(r.abs().max().max_other(&source.abs().max())).unwrap_or(f64::NAN)
+        let index = Tensor::from_slice(&[solved]).to_device(x.device());
+        let zeroed = x.index_fill(1, &index, 0.0);
+        let halved = x.index_copy(1, &index, &(x.index_select(1, &index) * 0.5));
+        let worst = [self.apply(x), self.apply(&zeroed), self.apply(&halved)]
+            .iter()
+            .map(|r| r.abs().max())
+            .reduce(|a, b| a.max_other(&b))
+            .expect("three residuals");
+        f64::try_from(worst).unwrap_or(f64::NAN)
     }
 }
 
