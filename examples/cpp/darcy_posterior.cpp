@@ -661,9 +661,8 @@ int main(int argc, char **argv) try {
         const float *truth = pf.at(p, 0);
         const scores sm = score(ref.draws, ref.mean, ref.sd, truth, threshold);
         const scores ss = score(draws, mean, sd, truth, threshold);
-        double disagree = 0;
-        for (std::size_t i = 0; i < plane; ++i)
-            disagree += ((mean[i] >= threshold) != (ref.mean[i] >= threshold)) / double(plane);
+        const double disagree = disagreement(mean, ref.mean, threshold);
+        const double disagree_guided = disagreement(gd.mean, ref.mean, threshold);
         const scores sg = score(gd.draws, gd.mean, gd.sd, truth, threshold);
         const double values[columns] = {sm.error_rate, ss.error_rate, disagree,   sm.coverage,    ss.coverage,
                                         sm.crps,       ss.crps,       sm.mean_sd, ss.mean_sd,     ss.mean_sd / sm.mean_sd,
@@ -673,14 +672,14 @@ int main(int argc, char **argv) try {
                                         sg.error_rate, sg.coverage, sg.crps, sg.mean_sd,
                                         gd.rhat_over, gd.ess, gd.acceptance, gd.beta,
                                         gd_seconds / double(chains), gd.ess / gd_seconds, gd.ess / gd.solves,
-                                        disagreement(gd.mean, ref.mean, threshold), ref.to_typical, gd.to_typical};
+                                        disagree_guided, ref.to_typical, gd.to_typical};
         for (std::size_t k = 0; k < columns; ++k) col[k].push_back(values[k]);
         std::fprintf(stderr,
                      "  ESS per second: pCN %.3f, guided %.3f; per solve: %.2e, %.2e; points over R-hat 1.1: %.2f, "
                      "%.2f; mean phases disagree on %.3f (pCN's halves: %.3f, guided's: %.3f); steps to the typical "
                      "misfit %.0f, %.0f\n",
                      ref.ess / ref.seconds, gd.ess / gd_seconds, ref.ess / ref.solves, gd.ess / gd.solves, ref.rhat_over,
-                     gd.rhat_over, disagreement(gd.mean, ref.mean, threshold), ref.halves_disagree,
+                     gd.rhat_over, disagree_guided, ref.halves_disagree,
                      gd.halves_disagree, ref.to_typical, gd.to_typical);
         const std::string pre = "problem_" + std::to_string(p) + "_";
         txt << pre << "error_rate_mcmc = " << sm.error_rate << "\n" << pre << "error_rate_surrogate = " << ss.error_rate

@@ -350,11 +350,12 @@ impl Graph {
         }
     }
 
-    /// x's shape as a Reshape target for a value of the same batch: static [0, C, H, W] where x's
-    /// is known, so the batch keeps its symbol (see `reshape`), else read from x by Shape.
-    fn shape_of(&mut self, x: &str) -> String {
+    /// x's shape for a value of the same batch: static [batch, C, H, W] where x's is known, so
+    /// the batch keeps its symbol (see `reshape`), else read from x by Shape. `batch` is 0 for a
+    /// Reshape target (x's first dimension) and 1 for an Expand (broadcast along it).
+    fn shape_of(&mut self, x: &str, batch: i64) -> String {
         match self.chw.get(x).copied() {
-            Some([c, h, w]) => self.ints(&[0, c, h, w]),
+            Some([c, h, w]) => self.ints(&[batch, c, h, w]),
             None => self.node("Shape", &[x], vec![]),
         }
     }
@@ -494,7 +495,7 @@ impl Graph {
         eps: f32,
     ) -> String {
         let c = gamma.len() as i64;
-        let shape = self.shape_of(x);
+        let shape = self.shape_of(x, 0);
         let grouped = self.ints(&[0, groups, -1]);
         let xr = self.node("Reshape", &[x, &grouped], vec![]);
         let g = self.constant("gn_gamma", &[1, c, 1, 1], gamma);
@@ -913,7 +914,7 @@ impl Graph {
                     let u = self.node("Mul", &[xh, &m2], vec![]);
                     let t = self.node("Sub", &[&t, &u], vec![]);
                     let t = self.node("Mul", &[&t, inv], vec![]);
-                    let shape = self.shape_of(x);
+                    let shape = self.shape_of(x, 0);
                     let gx = self.node("Reshape", &[&t, &shape], vec![]);
                     push(self, x, gx);
                 }
@@ -984,18 +985,14 @@ impl Graph {
                 Entry::ReduceMean { x, axes, count, .. } => {
                     let ax = self.ints(axes);
                     let un = self.node("Unsqueeze", &[&g, &ax], vec![]);
-                    // broadcast to x's shape: static but for the batch where x's is known
-                    let shape = match self.chw.get(x).copied() {
-                        Some([c, h, w]) => self.ints(&[1, c, h, w]),
-                        None => self.node("Shape", &[x], vec![]),
-                    };
+                    let shape = self.shape_of(x, 1);
                     let ex = self.node("Expand", &[&un, &shape], vec![]);
                     let k = self.scalar(1.0 / *count as f32);
                     let gx = self.node("Mul", &[&ex, &k], vec![]);
                     push(self, x, gx);
                 }
                 Entry::Reshape { x, .. } => {
-                    let shape = self.shape_of(x);
+                    let shape = self.shape_of(x, 0);
                     let gx = self.node("Reshape", &[&g, &shape], vec![]);
                     push(self, x, gx);
                 }

@@ -343,40 +343,63 @@ mod tests {
         assert!(errs[7] < 1e-2, "{errs:?}");
     }
 
+    /// Relative L2 errors against the data solver's solve of a sample of `pde` whose later levels
+    /// (after its first `level0` values) were perturbed by `noise`, corrected with each of
+    /// `iterations`; level 0 must pass unchanged.
+    fn march_errors(
+        pde: Pde,
+        grid: Grid,
+        seed: u64,
+        noise: f64,
+        level0: usize,
+        iterations: &[usize],
+    ) -> Vec<f64> {
+        let fam = pde.family();
+        let c = pde.channels().len();
+        let norm = Normalisation {
+            mean: vec![0.01; c],
+            scale: vec![0.3; c],
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut x = fam.sampler(grid).unwrap().sample(&mut rng).unwrap().fields;
+        let want = fam.resolver(grid).unwrap().resolve(&x).unwrap();
+        for v in x.iter_mut().skip(level0) {
+            *v += noise * (rng.random::<f64>() - 0.5);
+        }
+        let n = grid.n as i64;
+        let d = norm.to_normalised(&Tensor::from_slice(&x).reshape([1, c as i64, n, n]));
+        let op = ResidualOp { pde, grid };
+        iterations
+            .iter()
+            .map(|&k| {
+                let corr = Correction::new(op, &norm, k).unwrap().unwrap();
+                let got =
+                    Vec::<f64>::try_from(norm.to_physical(&corr.apply(&d)).reshape([-1])).unwrap();
+                for (g, w) in got.iter().zip(&x).take(level0) {
+                    assert!((g - w).abs() < 1e-12, "level 0 changed");
+                }
+                let num: f64 = got.iter().zip(&want).map(|(g, w)| (g - w).powi(2)).sum();
+                let den: f64 = want.iter().map(|w| w * w).sum();
+                (num / den).sqrt()
+            })
+            .collect()
+    }
+
     /// Burgers: the march reproduces the data solver's rows from the sample's own row 0 (Newton
     /// to tolerance: a second implementation), whatever the later rows were, and its error falls
     /// with the iterations; zero iterations is none.
     #[test]
     fn burgers_march_is_the_solve_and_zero_iterations() {
         let grid = Grid::new(16).unwrap();
+        let pde = Pde::parse("burgers").unwrap();
+        let errs = march_errors(pde, grid, 3, 0.3, grid.n, &[1, 3, 12]);
+        assert!(errs.windows(2).all(|w| w[1] < w[0]), "{errs:?}");
+        assert!(errs[2] < 1e-9, "{errs:?}");
         let norm = Normalisation {
             mean: vec![0.1],
             scale: vec![0.7],
         };
-        let pde = Pde::parse("burgers").unwrap();
-        let fam = pde.family();
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let mut x = fam.sampler(grid).unwrap().sample(&mut rng).unwrap().fields;
-        let want = fam.resolver(grid).unwrap().resolve(&x).unwrap();
-        for v in x.iter_mut().skip(grid.n) {
-            *v += 0.3 * (rng.random::<f64>() - 0.5);
-        }
-        let n = grid.n as i64;
-        let d = norm.to_normalised(&Tensor::from_slice(&x).reshape([1, 1, n, n]));
         let op = ResidualOp { pde, grid };
-        let errs: Vec<f64> = [1, 3, 12]
-            .iter()
-            .map(|&k| {
-                let c = Correction::new(op, &norm, k).unwrap().unwrap();
-                let got =
-                    Vec::<f64>::try_from(norm.to_physical(&c.apply(&d)).reshape([-1])).unwrap();
-                let num: f64 = got.iter().zip(&want).map(|(g, w)| (g - w).powi(2)).sum();
-                let den: f64 = want.iter().map(|w| w * w).sum();
-                (num / den).sqrt()
-            })
-            .collect();
-        assert!(errs.windows(2).all(|w| w[1] < w[0]), "{errs:?}");
-        assert!(errs[2] < 1e-9, "{errs:?}");
         assert!(Correction::new(op, &norm, 0).unwrap().is_none());
     }
 
@@ -387,35 +410,7 @@ mod tests {
     fn navier_stokes_march_is_the_solve() {
         let grid = Grid::new(16).unwrap();
         let pde = Pde::parse("navier_stokes").unwrap();
-        let fam = pde.family();
-        let c = pde.channels().len();
-        let norm = Normalisation {
-            mean: vec![0.01; c],
-            scale: vec![0.3; c],
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let mut x = fam.sampler(grid).unwrap().sample(&mut rng).unwrap().fields;
-        let want = fam.resolver(grid).unwrap().resolve(&x).unwrap();
-        for v in x.iter_mut().skip(grid.len()) {
-            *v += 0.1 * (rng.random::<f64>() - 0.5);
-        }
-        let n = grid.n as i64;
-        let d = norm.to_normalised(&Tensor::from_slice(&x).reshape([1, c as i64, n, n]));
-        let op = ResidualOp { pde, grid };
-        let errs: Vec<f64> = [1, 4, 12]
-            .iter()
-            .map(|&k| {
-                let corr = Correction::new(op, &norm, k).unwrap().unwrap();
-                let got =
-                    Vec::<f64>::try_from(norm.to_physical(&corr.apply(&d)).reshape([-1])).unwrap();
-                for (g, w) in got.iter().zip(&x).take(grid.len()) {
-                    assert!((g - w).abs() < 1e-12, "level 0 changed");
-                }
-                let num: f64 = got.iter().zip(&want).map(|(g, w)| (g - w).powi(2)).sum();
-                let den: f64 = want.iter().map(|w| w * w).sum();
-                (num / den).sqrt()
-            })
-            .collect();
+        let errs = march_errors(pde, grid, 5, 0.1, grid.len(), &[1, 4, 12]);
         assert!(errs.windows(2).all(|w| w[1] < w[0]), "{errs:?}");
         assert!(errs[2] < 1e-9, "{errs:?}");
     }
