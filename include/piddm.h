@@ -83,6 +83,11 @@
 #define PIDDM_MAX_FILE_BYTES (1 << 30)
 
 /**
+ * Answers per observation of one spread call.
+ */
+#define PIDDM_MAX_SPREAD_ANSWERS 1024
+
+/**
  * Status codes of the C API. The numbers are fixed forever; new codes are only appended.
  */
 typedef enum {
@@ -446,6 +451,29 @@ piddm_status piddm_solve(const piddm_model *m,
                          float *out,
                          size_t out_len,
                          piddm_solve_report *report);
+
+/**
+ * K = `answers` answers to each observation (2 to PIDDM_MAX_SPREAD_ANSWERS) and what they say
+ * together: their pointwise mean into `mean` and their std (K - 1 in the denominator) times the
+ * model's spread calibration into `std` (each out_len = batch * channels * ny * nx; distinct
+ * buffers), so that mean +- 2 std is the band the card calibrated to its `spread.coverage` (0.95)
+ * of the unknown points on held-out problems. Answer k is `piddm_solve`'s with seed
+ * `params->seed + k`, except that z is drawn at the calibration's noise scale (1 on a model without
+ * one), whatever `params->noise_scale` says. Each sample takes the std scale of the calibrated task
+ * nearest to its mask (the share of each channel observed; `piddm_model_card` lists the tasks),
+ * written to `std_scale` ([batch] doubles) unless it is NULL; 1 where the card has no calibration.
+ * `params` NULL: the card's defaults. On failure the outputs may hold partial results.
+ */
+piddm_status piddm_solve_spread(const piddm_model *m,
+                                const float *observed,
+                                const uint8_t *mask,
+                                size_t batch,
+                                size_t answers,
+                                const piddm_solve_params *params,
+                                float *mean,
+                                float *std,
+                                size_t out_len,
+                                double *std_scale);
 
 #ifdef __cplusplus
 }  // extern "C"

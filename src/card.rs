@@ -28,9 +28,10 @@ pub const CARD_KEY: &str = "piddm.card";
 /// amortised part and the solve defaults' `start` and `optimizer`; format 4 the residual graph's
 /// `residual_mse` and PDE families besides Darcy; format 5 `graph_structure_sha256`, both digests
 /// taken over the graph's canonical encoding ([`crate::canonical`], which the exporter writes), so
-/// that re-saving a model with the `onnx` tools keeps it verified. Readers also accept format 1,
+/// that re-saving a model with the `onnx` tools keeps it verified; format 6 the optional `spread`
+/// (the calibration of the answers' spread over seeds). Readers also accept format 1,
 /// whose graphs cannot be verified, only when the caller turns verification off.
-pub const CARD_FORMAT: u32 = 5;
+pub const CARD_FORMAT: u32 = 6;
 /// The oldest card format this version reads.
 pub const CARD_FORMAT_MIN: u32 = 1;
 
@@ -173,6 +174,99 @@ pub struct ModelCard {
     pub graph_structure_sha256: Option<GraphDigests>,
     /// File names (relative to the main file) of the refine and residual graphs.
     pub files: Files,
+    /// How to read the spread of answers over seeds as an uncertainty (format 6; absent where the
+    /// model was not calibrated): `piddm_solve_spread` applies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<SpreadCalibration>,
+}
+
+/// The calibration of the spread of one-call answers: K answers to one observation (z drawn at
+/// `noise_scale` from K seeds) give a pointwise mean and std; `mean +- 2 std_scale std` then covers
+/// the truth at `coverage` of the unknown points, fitted per task by split conformal prediction
+/// (the `coverage` quantile of |truth - mean| / (2 std) over the points of `problems` held-out
+/// problems, none of them training or evaluation problems).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadCalibration {
+    /// Scale of z the answers are drawn at (the encoder's training draw is 1).
+    pub noise_scale: f64,
+    /// Answers per observation the scales were fitted with (K).
+    pub answers: usize,
+    /// Share of the unknown points the band is fitted to cover.
+    pub coverage: f64,
+    /// Held-out problems and their seed.
+    pub problems: usize,
+    pub seed: u64,
+    pub tasks: Vec<SpreadTask>,
+}
+
+/// One task's spread scale. A caller's observation takes the task whose `observed` shares are
+/// nearest (L1) to its mask's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpreadTask {
+    /// "forward", "inverse", "sparse".
+    pub task: String,
+    /// What it observes, in words.
+    pub given: String,
+    /// Share of each channel's points the task observes.
+    pub observed: Vec<f64>,
+    /// The factor on the answers' std.
+    pub std_scale: f64,
+}
+
+impl SpreadCalibration {
+    /// The task whose observed shares are nearest to `shares` (one per channel), the first of equals.
+    pub fn task_for(&self, shares: &[f64]) -> Option<&SpreadTask> {
+        let dist = |t: &SpreadTask| -> f64 {
+            t.observed
+                .iter()
+                .zip(shares)
+                .map(|(a, b)| (a - b).abs())
+                .sum()
+        };
+        self.tasks.iter().min_by(|a, b| dist(a).total_cmp(&dist(b)))
+    }
+
+    fn validate(&self, channels: usize) -> Result<(), String> {
+        if !(self.noise_scale.is_finite() && self.noise_scale > 0.0) {
+            return Err(format!(
+                "model card: spread noise_scale {} (finite, > 0)",
+                self.noise_scale
+            ));
+        }
+        if self.answers < 2 || self.answers > crate::limits::MAX_SPREAD_ANSWERS {
+            return Err(format!(
+                "model card: spread answers {} (2 to {})",
+                self.answers,
+                crate::limits::MAX_SPREAD_ANSWERS
+            ));
+        }
+        if !(self.coverage > 0.0 && self.coverage < 1.0) {
+            return Err(format!(
+                "model card: spread coverage {} (between 0 and 1)",
+                self.coverage
+            ));
+        }
+        if self.tasks.is_empty() {
+            return Err("model card: a spread calibration without tasks".into());
+        }
+        for t in &self.tasks {
+            if t.observed.len() != channels || !t.observed.iter().all(|v| (0.0..=1.0).contains(v)) {
+                return Err(format!(
+                    "model card: spread task {:?} needs one observed share in [0, 1] per channel",
+                    t.task
+                ));
+            }
+            if !(t.std_scale.is_finite() && t.std_scale > 0.0) {
+                return Err(format!(
+                    "model card: spread task {:?} std_scale {} (finite, > 0)",
+                    t.task, t.std_scale
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -459,6 +553,16 @@ impl ModelCard {
                 d.noise_scale
             ));
         }
+        match (&self.spread, self.format >= 6) {
+            (Some(_), false) => {
+                return Err(format!(
+                    "model card: spread in a format {} card",
+                    self.format
+                ))
+            }
+            (Some(s), true) => s.validate(c)?,
+            (None, _) => {}
+        }
         Ok(())
     }
 
@@ -602,5 +706,74 @@ impl Part {
                 vec![t(io::EPS, &full), t(io::X_MIX, &full)],
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn calibration() -> SpreadCalibration {
+        let task = |name: &str, observed: Vec<f64>, std_scale| SpreadTask {
+            task: name.into(),
+            given: String::new(),
+            observed,
+            std_scale,
+        };
+        SpreadCalibration {
+            noise_scale: 1.0,
+            answers: 8,
+            coverage: 0.95,
+            problems: 32,
+            seed: 104_729,
+            tasks: vec![
+                task("forward", vec![1.0, 0.0], 1.7),
+                task("inverse", vec![0.0, 1.0], 1.5),
+                task("sparse", vec![0.0, 0.03], 1.4),
+            ],
+        }
+    }
+
+    /// A mask takes the task nearest in its channels' observed shares; equals take the first.
+    #[test]
+    fn spread_task_is_the_nearest_by_observed_shares() {
+        let c = calibration();
+        let pick = |s: &[f64]| c.task_for(s).unwrap().task.clone();
+        assert_eq!(pick(&[1.0, 0.0]), "forward");
+        assert_eq!(pick(&[0.9, 0.1]), "forward");
+        assert_eq!(pick(&[0.0, 1.0]), "inverse");
+        assert_eq!(pick(&[0.0, 0.6]), "inverse");
+        assert_eq!(pick(&[0.0, 0.05]), "sparse");
+        assert_eq!(pick(&[0.0, 0.0]), "sparse");
+        // 1.0 from forward and from inverse, 0.97 from sparse
+        assert_eq!(pick(&[0.5, 0.5]), "sparse");
+        // without sparse, [0.5, 0.5] is 1.0 from forward and inverse alike: the first
+        let mut two = c.clone();
+        two.tasks.pop();
+        assert_eq!(two.task_for(&[0.5, 0.5]).unwrap().task, "forward");
+    }
+
+    /// Every field of a calibration is checked; the message names what is wrong.
+    #[test]
+    fn spread_calibration_refuses_what_it_cannot_use() {
+        assert!(calibration().validate(2).is_ok());
+        let bad = |edit: &dyn Fn(&mut SpreadCalibration), want: &str| {
+            let mut c = calibration();
+            edit(&mut c);
+            let e = c.validate(2).unwrap_err();
+            assert!(e.contains(want), "{e} lacks {want}");
+        };
+        bad(&|c| c.noise_scale = 0.0, "noise_scale");
+        bad(&|c| c.noise_scale = f64::NAN, "noise_scale");
+        bad(&|c| c.answers = 1, "answers");
+        bad(&|c| c.coverage = 1.0, "coverage");
+        bad(&|c| c.tasks.clear(), "without tasks");
+        bad(&|c| c.tasks[1].std_scale = f64::INFINITY, "std_scale");
+        bad(&|c| c.tasks[1].std_scale = -1.0, "std_scale");
+        bad(&|c| c.tasks[2].observed = vec![0.1], "one observed share");
+        bad(
+            &|c| c.tasks[2].observed = vec![0.0, 1.5],
+            "one observed share",
+        );
     }
 }

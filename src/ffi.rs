@@ -761,6 +761,51 @@ pub unsafe extern "C" fn piddm_solve_report_init(
     })
 }
 
+/// The solve parameters `params` gives (NULL: the card's defaults), an earlier layout's missing
+/// fields from the card.
+///
+/// # Safety
+/// `params` is NULL or points at a piddm_solve_params whose `size` field is set.
+unsafe fn solve_params_from_c(
+    model: &Model,
+    params: *const piddm_solve_params,
+) -> Result<SolveParams> {
+    Ok(if params.is_null() {
+        model.default_solve_params()
+    } else {
+        // SAFETY: non-null; a piddm_solve_params starts with its size.
+        let size = unsafe { check_size(params, "params", "piddm_solve_params_init") }?;
+        // an earlier layout is a prefix: its fields over the card's defaults for the rest
+        let mut p = solve_params(model, size);
+        // SAFETY: the caller's struct holds `size` bytes (a size this library knows, at most
+        // its own), read into a local of this library's full size.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                params.cast::<u8>(),
+                (&mut p as *mut piddm_solve_params).cast::<u8>(),
+                size,
+            )
+        };
+        if p.steps < 0 {
+            return Err(err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "steps must be 0 to {}, got {}",
+                crate::limits::MAX_STEPS,
+                p.steps
+            ));
+        }
+        SolveParams {
+            steps: usize::try_from(p.steps).unwrap_or(usize::MAX),
+            learning_rate: p.learning_rate,
+            lambda_infer: p.lambda_infer,
+            seed: p.seed,
+            start: start_from_c(p.start)?,
+            optimizer: optimizer_from_c(p.optimizer)?,
+            noise_scale: p.noise_scale,
+        }
+    })
+}
+
 /// Solves a forward, inverse or reconstruction problem by optimising eps: `observed` and `mask`
 /// are [batch][channels][ny][nx]; entries with mask != 0 are observations (physical units), the
 /// others are ignored (NaN allowed there). The answer (observations kept where observed; with the
@@ -795,40 +840,8 @@ pub unsafe extern "C" fn piddm_solve(
             // SAFETY: non-null; the header requires a piddm_solve_report, which starts with its size.
             unsafe { check_size(report, "report", "piddm_solve_report_init") }?;
         }
-        let p = if params.is_null() {
-            model.default_solve_params()
-        } else {
-            // SAFETY: non-null; a piddm_solve_params starts with its size.
-            let size = unsafe { check_size(params, "params", "piddm_solve_params_init") }?;
-            // an earlier layout is a prefix: its fields over the card's defaults for the rest
-            let mut p = solve_params(model, size);
-            // SAFETY: the caller's struct holds `size` bytes (a size this library knows, at most
-            // its own), read into a local of this library's full size.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    params.cast::<u8>(),
-                    (&mut p as *mut piddm_solve_params).cast::<u8>(),
-                    size,
-                )
-            };
-            if p.steps < 0 {
-                return Err(err!(
-                    PIDDM_ERR_INVALID_ARGUMENT,
-                    "steps must be 0 to {}, got {}",
-                    crate::limits::MAX_STEPS,
-                    p.steps
-                ));
-            }
-            SolveParams {
-                steps: usize::try_from(p.steps).unwrap_or(usize::MAX),
-                learning_rate: p.learning_rate,
-                lambda_infer: p.lambda_infer,
-                seed: p.seed,
-                start: start_from_c(p.start)?,
-                optimizer: optimizer_from_c(p.optimizer)?,
-                noise_scale: p.noise_scale,
-            }
-        };
+        // SAFETY: `params` is NULL or a piddm_solve_params the caller initialised.
+        let p = unsafe { solve_params_from_c(model, params) }?;
         let r = model.solve(observed, mask, batch, &p, out)?;
         if !report.is_null() {
             // SAFETY: checked non-null and of this library's size above.
@@ -844,6 +857,64 @@ pub unsafe extern "C" fn piddm_solve(
                 unsafe { std::slice::from_raw_parts_mut(rep.loss_history, k) }
                     .copy_from_slice(&r.loss_history[..k]);
             }
+        }
+        Ok(())
+    })
+}
+
+/// K = `answers` answers to each observation (2 to PIDDM_MAX_SPREAD_ANSWERS) and what they say
+/// together: their pointwise mean into `mean` and their std (K - 1 in the denominator) times the
+/// model's spread calibration into `std` (each out_len = batch * channels * ny * nx; distinct
+/// buffers), so that mean +- 2 std is the band the card calibrated to its `spread.coverage` (0.95)
+/// of the unknown points on held-out problems. Answer k is `piddm_solve`'s with seed
+/// `params->seed + k`, except that z is drawn at the calibration's noise scale (1 on a model without
+/// one), whatever `params->noise_scale` says. Each sample takes the std scale of the calibrated task
+/// nearest to its mask (the share of each channel observed; `piddm_model_card` lists the tasks),
+/// written to `std_scale` ([batch] doubles) unless it is NULL; 1 where the card has no calibration.
+/// `params` NULL: the card's defaults. On failure the outputs may hold partial results.
+#[no_mangle]
+pub unsafe extern "C" fn piddm_solve_spread(
+    m: *const piddm_model,
+    observed: *const f32,
+    mask: *const u8,
+    batch: usize,
+    answers: usize,
+    params: *const piddm_solve_params,
+    mean: *mut f32,
+    std: *mut f32,
+    out_len: usize,
+    std_scale: *mut f64,
+) -> piddm_status {
+    wrap(|| {
+        // SAFETY: `m` is NULL or a live handle.
+        let model = unsafe { model_ref(m) }?;
+        let n = field_count(model, batch)?;
+        non_null(mean, "mean")?;
+        non_null(std, "std")?;
+        let bytes = out_len.saturating_mul(std::mem::size_of::<f32>());
+        let (a, b) = (mean as usize, std as usize);
+        if a < b.saturating_add(bytes) && b < a.saturating_add(bytes) {
+            return Err(err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "mean and std must be distinct buffers"
+            ));
+        }
+        // SAFETY: `observed` and `mask` are NULL or hold n values each, `mean` and `std` out_len
+        // each and do not overlap (checked above), `std_scale` NULL or batch, as documented.
+        let (observed, mask, mean, std) = unsafe {
+            (
+                slice(observed, n, "observed")?,
+                slice(mask, n, "mask")?,
+                slice_mut(mean, out_len, "mean")?,
+                slice_mut(std, out_len, "std")?,
+            )
+        };
+        // SAFETY: `params` is NULL or a piddm_solve_params the caller initialised.
+        let p = unsafe { solve_params_from_c(model, params) }?;
+        let scales = model.solve_spread(observed, mask, batch, answers, &p, mean, std)?;
+        if !std_scale.is_null() {
+            // SAFETY: a non-NULL std_scale holds batch writable doubles.
+            unsafe { std::slice::from_raw_parts_mut(std_scale, batch) }.copy_from_slice(&scales);
         }
         Ok(())
     })

@@ -22,3 +22,5 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// batch runs in chunks): bounds the network's activation memory, whatever the batch.
 pub const CHUNK_VALUES: usize = 1 << 20;
 pub const CHUNK_SAMPLES: usize = 64;
+/// Answers per observation of one spread call.
+pub const MAX_SPREAD_ANSWERS: usize = 1024;

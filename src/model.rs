@@ -4,7 +4,9 @@
 use crate::artifact;
 use crate::card::{self, io, ModelCard, Part, Precision, Start};
 use crate::error::{err, Result};
-use crate::limits::{CHUNK_SAMPLES, CHUNK_VALUES, MAX_BATCH, MAX_STEPS, MAX_THREADS, MAX_VALUES};
+use crate::limits::{
+    CHUNK_SAMPLES, CHUNK_VALUES, MAX_BATCH, MAX_SPREAD_ANSWERS, MAX_STEPS, MAX_THREADS, MAX_VALUES,
+};
 use crate::optim::{self, Optimizer};
 use crate::ortlib;
 use ort::session::{builder::GraphOptimizationLevel, Session};
@@ -911,6 +913,83 @@ impl Model {
             _ => noise,
         };
         self.refine(eps, &o, batch, params, start, out)
+    }
+
+    /// K answers to each observation and what they say together: the pointwise mean into `mean`
+    /// and the std (K - 1 in the denominator) times the card's spread scale into `std`. Answer k is
+    /// [`Model::solve`]'s with seed `params.seed + k` and z drawn at the calibration's noise scale
+    /// (the card's `spread`; 1 without one), whatever `params.noise_scale` says: the std scale was
+    /// fitted at it. Each sample takes the scale of the calibrated task nearest to its mask (the
+    /// share of each channel observed), 1 where the card has none; those scales are returned.
+    #[allow(clippy::too_many_arguments)]
+    pub fn solve_spread(
+        &self,
+        observed: &[f32],
+        mask: &[u8],
+        batch: usize,
+        answers: usize,
+        params: &SolveParams,
+        mean: &mut [f32],
+        std: &mut [f32],
+    ) -> Result<Vec<f64>> {
+        if !(2..=MAX_SPREAD_ANSWERS).contains(&answers) {
+            return Err(err!(
+                PIDDM_ERR_INVALID_ARGUMENT,
+                "answers must be 2 to {MAX_SPREAD_ANSWERS}, got {answers}"
+            ));
+        }
+        self.check_batch(batch)?;
+        let c = self.shape[0];
+        self.check_len("mean buffer", mean.len(), batch, c)?;
+        self.check_len("std buffer", std.len(), batch, c)?;
+        let spread = self.card.spread.as_ref();
+        let p = SolveParams {
+            noise_scale: spread.map_or(1.0, |s| s.noise_scale),
+            ..*params
+        };
+        let field = self.field_len();
+        let mut answer = zeros::<f32>(mean.len(), "an answer")?;
+        // Welford's running mean and sum of squares, in f64
+        let mut m = zeros::<f64>(mean.len(), "the running mean")?;
+        let mut q = zeros::<f64>(mean.len(), "the running sum of squares")?;
+        for k in 0..answers {
+            let p = SolveParams {
+                seed: p.seed.wrapping_add(k as u64),
+                ..p
+            };
+            self.solve(observed, mask, batch, &p, &mut answer)?;
+            let n = (k + 1) as f64;
+            for ((mi, qi), &a) in m.iter_mut().zip(q.iter_mut()).zip(&answer) {
+                let d = f64::from(a) - *mi;
+                *mi += d / n;
+                *qi += d * (f64::from(a) - *mi);
+            }
+        }
+        let plane = self.plane();
+        let scales: Vec<f64> = mask
+            .chunks(field)
+            .map(|sample| {
+                let shares: Vec<f64> = sample
+                    .chunks(plane)
+                    .map(|ch| ch.iter().filter(|&&v| v != 0).count() as f64 / plane as f64)
+                    .collect();
+                spread
+                    .and_then(|s| s.task_for(&shares))
+                    .map_or(1.0, |t| t.std_scale)
+            })
+            .collect();
+        for (b, &scale) in scales.iter().enumerate() {
+            let r = b * field..(b + 1) * field;
+            for ((o, s), (mi, qi)) in mean[r.clone()]
+                .iter_mut()
+                .zip(&mut std[r.clone()])
+                .zip(m[r.clone()].iter().zip(&q[r]))
+            {
+                *o = *mi as f32;
+                *s = (scale * (qi / (answers - 1) as f64).sqrt()) as f32;
+            }
+        }
+        Ok(scales)
     }
 
     /// As [`Model::solve`] with the random start, from a given initial eps.

@@ -336,6 +336,24 @@ fn crafted_and_special_files() {
         None,
     );
     expect("load", Some(&grid), "PIDDM_ERR_FORMAT", "grid");
+    // a spread calibration needs a card of format 6 or later
+    let spread = crafted(
+        d,
+        "spread",
+        |c| {
+            c["spread"] = serde_json::json!({"noise_scale": 1.0, "answers": 8, "coverage": 0.95,
+                "problems": 32, "seed": 1, "tasks": [{"task": "inverse", "given": "all of u",
+                "observed": [0.0, 1.0], "std_scale": 1.5}]});
+        },
+        None,
+    );
+    expect(
+        "load",
+        Some(&spread),
+        "PIDDM_ERR_FORMAT",
+        "spread in a format",
+    );
+
     let values = crafted(
         d,
         "values",

@@ -55,6 +55,12 @@ struct solve_result {
     std::vector<double> loss_history;
 };
 
+// What solve_spread returns: [batch][channels][ny][nx] mean and calibrated std, [batch] scales.
+struct spread_result {
+    std::vector<float> mean, std;
+    std::vector<double> std_scale;
+};
+
 // A loaded model; thread-safe for concurrent calls (see piddm.h). Copies share the loaded model
 // (piddm_model_clone): nothing is reloaded, and each copy releases its own handle.
 class model {
@@ -146,6 +152,22 @@ class model {
               "piddm_solve");
         r.report.loss_history = nullptr;
         if (std::isnan(r.report.initial_loss)) r.loss_history.clear(); // the one-call answer: no loss
+        return r;
+    }
+    // K = answers one-call answers per observation: their mean and their std with the model's
+    // spread calibration applied (mean +- 2 std the calibrated band), and the std scale each
+    // sample took (1 where the model has no calibration).
+    spread_result solve_spread(const std::vector<float> &observed, const std::vector<std::uint8_t> &mask,
+                               std::size_t batch, std::size_t answers, const piddm_solve_params &p) const {
+        spread_result r;
+        r.mean.resize(values(batch, "piddm::model::solve_spread"));
+        r.std.resize(r.mean.size());
+        r.std_scale.resize(batch);
+        if (observed.size() != r.mean.size() || mask.size() != r.mean.size())
+            throw error(PIDDM_ERR_SIZE, "piddm::model::solve_spread: observed and mask must hold batch * channels * ny * nx values");
+        check(piddm_solve_spread(m_, observed.data(), mask.data(), batch, answers, &p, r.mean.data(), r.std.data(),
+                                 r.mean.size(), r.std_scale.data()),
+              "piddm_solve_spread");
         return r;
     }
     const piddm_model *get() const noexcept { return m_; }

@@ -72,6 +72,8 @@ module piddm
     generic :: residual => res2, res3, res4
     procedure, private :: solve2, solve3, solve4
     generic :: solve => solve2, solve3, solve4
+    procedure, private :: spread3, spread4
+    generic :: solve_spread => spread3, spread4
     procedure, private :: model_assign
     generic :: assignment(=) => model_assign
     final :: model_final
@@ -164,6 +166,18 @@ module piddm
       type(piddm_solve_params), intent(in) :: p
       real(c_float), intent(out) :: out(*)
       type(piddm_solve_report), intent(inout) :: rep
+      integer(c_int) :: s
+    end function
+    function c_solve_spread(m, obs, mask, batch, k, p, mean, std, n, scale) &
+      bind(c, name="piddm_solve_spread") result(s)
+      import :: c_ptr, c_size_t, c_float, c_double, c_int, c_int8_t, piddm_solve_params
+      type(c_ptr), value :: m
+      real(c_float), intent(in) :: obs(*)
+      integer(c_int8_t), intent(in) :: mask(*)
+      integer(c_size_t), value :: batch, k, n
+      type(piddm_solve_params), intent(in) :: p
+      real(c_float), intent(out) :: mean(*), std(*)
+      real(c_double), intent(out) :: scale(*)
       integer(c_int) :: s
     end function
     function c_strlen(p) bind(c, name="strlen") result(n)
@@ -416,6 +430,64 @@ contains
       call piddm_check(PIDDM_ERR_SIZE, "piddm solve: mask and observations differ in size", stat); return
     end if
     call solve_any(self, obs, mask, size(x, kind=c_size_t), p, x, report, loss_history, stat)
+  end subroutine
+
+  ! solve_spread: `answers` one-call answers per observation; their mean and their std with the
+  ! model's spread calibration applied (mean +- 2 std is the calibrated band); std_scale
+  ! (optional, one per sample) receives the scale each sample took
+  subroutine spread_any(self, obs, mask, n, answers, p, mean, std, std_scale, stat)
+    class(piddm_model), intent(in) :: self
+    integer(c_size_t), intent(in) :: n
+    integer, intent(in) :: answers
+    real(c_float), intent(in) :: obs(*)
+    integer(c_int8_t), intent(in) :: mask(*)
+    type(piddm_solve_params), intent(in) :: p
+    real(c_float), intent(out) :: mean(*), std(*)
+    real(c_double), intent(out), optional, contiguous :: std_scale(:)
+    integer, intent(out), optional :: stat
+    real(c_double), allocatable :: scale(:)
+    integer(c_size_t) :: b
+    b = batch_of(self, n)
+    allocate (scale(b))
+    if (present(std_scale)) then
+      if (size(std_scale, kind=c_size_t) /= b) then
+        call piddm_check(PIDDM_ERR_SIZE, "piddm solve_spread: std_scale needs one value per sample", stat); return
+      end if
+    end if
+    if (answers < 0) then
+      call piddm_check(PIDDM_ERR_INVALID_ARGUMENT, "piddm solve_spread: answers must be 2 or more", stat); return
+    end if
+    call piddm_check(c_solve_spread(self%handle, obs, mask, b, int(answers, c_size_t), p, mean, std, n, scale), &
+                     "piddm solve_spread", stat)
+    if (present(std_scale)) std_scale = scale
+  end subroutine
+  subroutine spread3(self, obs, mask, answers, p, mean, std, std_scale, stat)
+    class(piddm_model), intent(in) :: self
+    real(c_float), intent(in), contiguous :: obs(:, :, :)
+    integer(c_int8_t), intent(in), contiguous :: mask(:, :, :)
+    integer, intent(in) :: answers
+    type(piddm_solve_params), intent(in) :: p
+    real(c_float), intent(out), contiguous :: mean(:, :, :), std(:, :, :)
+    real(c_double), intent(out), optional, contiguous :: std_scale(:)
+    integer, intent(out), optional :: stat
+    if (size(mask) /= size(obs) .or. size(mean) /= size(obs) .or. size(std) /= size(obs)) then
+      call piddm_check(PIDDM_ERR_SIZE, "piddm solve_spread: observations, mask, mean and std differ in size", stat); return
+    end if
+    call spread_any(self, obs, mask, size(obs, kind=c_size_t), answers, p, mean, std, std_scale, stat)
+  end subroutine
+  subroutine spread4(self, obs, mask, answers, p, mean, std, std_scale, stat)
+    class(piddm_model), intent(in) :: self
+    real(c_float), intent(in), contiguous :: obs(:, :, :, :)
+    integer(c_int8_t), intent(in), contiguous :: mask(:, :, :, :)
+    integer, intent(in) :: answers
+    type(piddm_solve_params), intent(in) :: p
+    real(c_float), intent(out), contiguous :: mean(:, :, :, :), std(:, :, :, :)
+    real(c_double), intent(out), optional, contiguous :: std_scale(:)
+    integer, intent(out), optional :: stat
+    if (size(mask) /= size(obs) .or. size(mean) /= size(obs) .or. size(std) /= size(obs)) then
+      call piddm_check(PIDDM_ERR_SIZE, "piddm solve_spread: observations, mask, mean and std differ in size", stat); return
+    end if
+    call spread_any(self, obs, mask, size(obs, kind=c_size_t), answers, p, mean, std, std_scale, stat)
   end subroutine
 
 end module piddm

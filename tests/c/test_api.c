@@ -137,6 +137,51 @@ int main(int argc, char **argv) {
         full.seed = 77;
         CHECK(piddm_solve(m, x, mask, batch, &full, out2, batch * n, NULL) == PIDDM_OK && memcmp(out, out2, batch * n * sizeof(float)) == 0, "noise_scale 0: every seed the same answer");
     }
+    /* the spread: K answers' mean and std against K piddm_solve calls (seed + k, noise scale 1 on
+       a model without calibration, whatever params says), averaged here in double */
+    {
+        enum { K = 3 };
+        const size_t len = batch * n;
+        piddm_solve_params sp;
+        piddm_solve_params_init(m, &sp, sizeof sp);
+        sp.steps = 0;
+        sp.seed = 40;
+        sp.noise_scale = 0.0; /* ignored by the spread */
+        float *mean = malloc(len * sizeof(float)), *sd = malloc(len * sizeof(float));
+        float *draw = malloc(len * sizeof(float));
+        double *acc = calloc(len, sizeof(double)), *acc2 = calloc(len, sizeof(double));
+        double scale[4] = {0};
+        CHECK(piddm_solve_spread(m, x, mask, batch, K, &sp, mean, sd, len, scale) == PIDDM_OK, "solve_spread: %s", piddm_last_error());
+        for (int k = 0; k < K; k++) {
+            piddm_solve_params q = sp;
+            q.seed = 40 + (uint64_t)k;
+            q.noise_scale = 1.0;
+            CHECK(piddm_solve(m, x, mask, batch, &q, draw, len, NULL) == PIDDM_OK, "answer %d", k);
+            for (size_t i = 0; i < len; i++) { acc[i] += draw[i]; acc2[i] += (double)draw[i] * draw[i]; }
+        }
+        double worst_mean = 0, worst_std = 0, spread_total = 0;
+        for (size_t i = 0; i < len; i++) {
+            double mu = acc[i] / K, var = (acc2[i] - K * mu * mu) / (K - 1);
+            double sdv = var > 0 ? sqrt(var) : 0;
+            double scl = 1e-6 * (1 + fabs(mu));
+            if (fabs(mean[i] - mu) / scl > worst_mean) worst_mean = fabs(mean[i] - mu) / scl;
+            if (fabs(sd[i] - sdv) / (scl + 1e-3 * sdv) > worst_std) worst_std = fabs(sd[i] - sdv) / (scl + 1e-3 * sdv);
+            spread_total += sd[i];
+        }
+        CHECK(worst_mean <= 10 && worst_std <= 10, "spread against K solves: mean %g, std %g (units of tolerance)", worst_mean, worst_std);
+        CHECK(spread_total > 0 && scale[0] == 1.0 && scale[batch - 1] == 1.0, "an uncalibrated model: the raw std (scale %g), and some spread (%g)", scale[0], spread_total);
+        CHECK(piddm_solve_spread(m, x, mask, batch, K, NULL, mean, sd, len, NULL) == PIDDM_OK, "NULL params and NULL std_scale");
+        CHECK(piddm_solve_spread(m, x, mask, batch, 1, &sp, mean, sd, len, NULL) == PIDDM_ERR_INVALID_ARGUMENT && strstr(piddm_last_error(), "answers") != NULL, "one answer is refused: %s", piddm_last_error());
+        CHECK(piddm_solve_spread(m, x, mask, batch, PIDDM_MAX_SPREAD_ANSWERS + 1, &sp, mean, sd, len, NULL) == PIDDM_ERR_INVALID_ARGUMENT, "too many answers are refused");
+        CHECK(piddm_solve_spread(m, x, mask, batch, K, &sp, mean, mean, len, NULL) == PIDDM_ERR_INVALID_ARGUMENT && strstr(piddm_last_error(), "distinct") != NULL, "mean and std in one buffer: %s", piddm_last_error());
+        CHECK(piddm_solve_spread(m, x, mask, batch, K, &sp, mean, mean + 1, len, NULL) == PIDDM_ERR_INVALID_ARGUMENT, "overlapping mean and std");
+        CHECK(piddm_solve_spread(m, x, mask, batch, K, &sp, NULL, sd, len, NULL) == PIDDM_ERR_NULL, "NULL mean");
+        CHECK(piddm_solve_spread(m, x, mask, batch, K, &sp, mean, NULL, len, NULL) == PIDDM_ERR_NULL, "NULL std");
+        CHECK(piddm_solve_spread(m, x, NULL, batch, K, &sp, mean, sd, len, NULL) == PIDDM_ERR_NULL, "NULL mask");
+        CHECK(piddm_solve_spread(m, x, mask, batch, K, &sp, mean, sd, len - 1, NULL) == PIDDM_ERR_SIZE, "short outputs");
+        CHECK(piddm_solve_spread(NULL, x, mask, batch, K, &sp, mean, sd, len, NULL) == PIDDM_ERR_NULL, "NULL model");
+        free(mean); free(sd); free(draw); free(acc); free(acc2);
+    }
     free(out2);
 
     /* bad input: each gets its documented status, and a message */

@@ -43,6 +43,20 @@ int main(int argc, char **argv) {
     CHECK(one.report.steps == 0 && one.loss_history.empty() && std::isnan(one.report.initial_loss));
     CHECK(one.report.misfit == 0.0 && one.fields[s.ny * s.nx] == x[s.ny * s.nx]);
 
+    // the spread of answers: the mean of K answers keeps the observations, their std is zero there
+    auto sp = m.solve_spread(x, mask, 2, 4, p);
+    CHECK(sp.mean.size() == x.size() && sp.std.size() == x.size() && sp.std_scale.size() == 2);
+    CHECK(sp.mean[s.ny * s.nx] == x[s.ny * s.nx] && sp.std[s.ny * s.nx] == 0.0f && sp.std_scale[0] == 1.0);
+    double total = 0;
+    for (std::size_t i = 0; i < s.ny * s.nx; i++) total += sp.std[i];
+    CHECK(total > 0); // a, unobserved, varies over the answers
+    try {
+        m.solve_spread(x, mask, 2, 1, p);
+        CHECK(false);
+    } catch (const piddm::error &e) {
+        CHECK(e.status() == PIDDM_ERR_INVALID_ARGUMENT);
+    }
+
     // errors are exceptions with the status and the message
     try {
         m.generate(1, 1, x.data(), 3);

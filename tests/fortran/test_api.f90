@@ -56,6 +56,17 @@ program test_api
   call m%solve(u, mask, p, x, rep)
   call check(rep%steps == 0 .and. ieee_is_nan(rep%initial_loss), "one call: no loss evaluated")
   call check(all(x(:, :, 2, :) == u(:, :, 2, :)), "one call keeps the observations")
+  ! the spread of 4 answers: observations kept in the mean, no spread there, some in a
+  block
+    real(c_float), allocatable :: mean(:, :, :, :), sd(:, :, :, :)
+    real(c_double) :: scale(3)
+    allocate (mean, sd, mold=x)
+    call m%solve_spread(u, mask, 4, p, mean, sd, std_scale=scale)
+    call check(all(mean(:, :, 2, :) == u(:, :, 2, :)) .and. all(sd(:, :, 2, :) == 0), "spread: observations kept")
+    call check(sum(sd(:, :, 1, :)) > 0 .and. all(scale == 1), "spread: the unobserved a varies, raw std")
+    call m%solve_spread(u, mask, 1, p, mean, sd, stat=stat)
+    call check(stat == PIDDM_ERR_INVALID_ARGUMENT, "spread: one answer refused")
+  end block
   p%start = 9
   call m%solve(u, mask, p, x, stat=stat)
   call check(stat == PIDDM_ERR_INVALID_ARGUMENT, "unknown start refused")

@@ -1,7 +1,7 @@
 //! The command line: every subcommand of `piddm-train` and the one function each calls in the
 //! module that owns its work.
 
-use crate::apps::{conditional, demo, examples};
+use crate::apps::{conditional, demo, examples, spread};
 use crate::config::Preset;
 use crate::data::{dataset, Dataset};
 use crate::eval::{baselines, diagnose, evaluate};
@@ -245,6 +245,16 @@ pub enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Calibrates the spread of an exported model's answers over seeds on held-out problems
+    /// through the C ABI (per task, the std scale for a 95 % band) and writes it into the model's
+    /// card, where `piddm_solve_spread` applies it.
+    Calibrate {
+        #[command(flatten)]
+        settings: spread::Settings,
+        /// Directory for spread.json and spread.md.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run every stage of a preset into one directory (continues an interrupted run).
     Pipeline {
         #[arg(long)]
@@ -446,6 +456,10 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
         }
         Cmd::Conditional { settings, out } => {
             print!("{}", conditional::run_to(&settings, command, &out)?);
+            Ok(())
+        }
+        Cmd::Calibrate { settings, out } => {
+            print!("{}", spread::run_to(&settings, command, &out)?);
             Ok(())
         }
         Cmd::Pipeline { preset: p, out } => {

@@ -147,4 +147,41 @@ impl Handle {
         self.solve_into(observed, mask, batch, p, &mut out)?;
         Ok(out)
     }
+    /// `piddm_solve_spread`: `answers` answers to each observation; their mean, their std with the
+    /// card's calibration applied, and the std scale each sample took.
+    pub fn solve_spread(
+        &self,
+        observed: &[f32],
+        mask: &[u8],
+        batch: usize,
+        answers: usize,
+        p: &ffi::piddm_solve_params,
+    ) -> Result<(Vec<f32>, Vec<f32>, Vec<f64>)> {
+        anyhow::ensure!(
+            mask.len() == observed.len(),
+            "observations and mask must have one length"
+        );
+        let (mut mean, mut std) = (vec![0f32; observed.len()], vec![0f32; observed.len()]);
+        let mut scales = vec![0f64; batch];
+        // SAFETY: live handle; observed, mask, mean and std hold batch x field values (checked by
+        // the library against the model's shape), scales batch values.
+        check(
+            unsafe {
+                ffi::piddm_solve_spread(
+                    self.0,
+                    observed.as_ptr(),
+                    mask.as_ptr(),
+                    batch,
+                    answers,
+                    p,
+                    mean.as_mut_ptr(),
+                    std.as_mut_ptr(),
+                    mean.len(),
+                    scales.as_mut_ptr(),
+                )
+            },
+            "piddm_solve_spread",
+        )?;
+        Ok((mean, std, scales))
+    }
 }

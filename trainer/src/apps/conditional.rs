@@ -5,7 +5,9 @@
 
 use super::capi::Handle;
 use super::examples::{card_pde, problems};
-use crate::eval::metrics::{ensemble, spread_words, task_table, TableRow, TaskFigures, TaskSpread};
+use crate::eval::metrics::{
+    band_scaled, ensemble, spread_words, task_table, TableRow, TaskFigures, TaskSpread,
+};
 use crate::eval::problems::ProblemTask;
 use crate::pde::{sparse_points, Grid, Pde, Task, SPARSE_FRACTION};
 use crate::util::plot::{save_fields, Column};
@@ -37,6 +39,10 @@ pub struct Settings {
     /// calibration (1 is z as the encoder was trained).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub spread_scales: Vec<f64>,
+    /// Rows of the card's defaults with these step counts instead of the card's (how far more
+    /// optimisation from the amortised start takes the answer).
+    #[arg(long, value_delimiter = ',')]
+    pub more_steps: Vec<i64>,
     /// Also run the published solve (random start, 200 Adam steps, learning rate 0.05).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub published: bool,
@@ -73,13 +79,27 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// One per scale of `Settings::spread_scales` (none with fewer than 2 answers).
     pub spread: Vec<Spread>,
+    /// `piddm_solve_spread` with the card's calibration, where the card has one.
+    pub calibrated: Option<Calibrated>,
     pub figure: String,
+}
+
+/// The calibrated spread through `piddm_solve_spread` (K answers, the std scale of each sample's
+/// task).
+#[derive(Clone, Debug, Serialize)]
+pub struct Calibrated {
+    pub answers: usize,
+    pub tasks: Vec<TaskSpread>,
+    /// The std scale the runtime chose per task (its first problem's).
+    pub std_scales: Vec<f64>,
+    /// Wall seconds per observation (K answers).
+    pub seconds_per_observation: f64,
 }
 
 /// The family's forward and inverse tasks over `count` problems and the sparse inverse (what the
 /// inverse observes at a `sparse` share of the points, drawn from `seed ^ 0x5A5E`), each with its
 /// mask as the C ABI takes it ([P][C][plane], 1 where observed).
-fn tasks(
+pub(crate) fn tasks(
     pde: &Pde,
     grid: Grid,
     count: usize,
@@ -174,6 +194,12 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             },
         ));
     }
+    for &steps in &s.more_steps {
+        methods.push((
+            format!("the card's defaults with {steps} steps"),
+            ffi::piddm_solve_params { steps, ..defaults },
+        ));
+    }
     if s.published {
         methods.push((
             "published solve (random start, 200 Adam steps, lr 0.05)".to_string(),
@@ -250,6 +276,38 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             tasks: tasks_spread,
         });
     }
+    let calibrated = match (&card.spread, s.answers >= 2) {
+        (Some(_), true) => {
+            eprintln!(
+                "conditional: piddm_solve_spread, {} answers, the card's calibration",
+                s.answers
+            );
+            let t0 = Instant::now();
+            let mut tasks_spread = Vec::new();
+            let mut std_scales = Vec::new();
+            for (t, mask) in &tasks {
+                let (mean, std, scales) =
+                    h.solve_spread(&observe(mask), mask, s.problems, s.answers, &one_call)?;
+                let unknown: Vec<bool> = mask.iter().map(|&k| k == 0).collect();
+                let (coverage, determined) = band_scaled(&mean, &std, &scales, &truth, &unknown);
+                tasks_spread.push(TaskSpread {
+                    task: t.name.to_string(),
+                    coverage,
+                    determined,
+                    mean_answer: figures(t, &mean),
+                });
+                std_scales.push(scales[0]);
+            }
+            Some(Calibrated {
+                answers: s.answers,
+                tasks: tasks_spread,
+                std_scales,
+                seconds_per_observation: t0.elapsed().as_secs_f64()
+                    / (tasks.len() * s.problems) as f64,
+            })
+        }
+        _ => None,
+    };
     // figure, per problem: the truth's channels; each task's answer (the card's defaults) on the
     // channels it is scored on; the forward answer's error; the spread of the sparse answers
     std::fs::create_dir_all(out)?;
@@ -325,6 +383,7 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
         card_defaults: card.defaults.clone(),
         rows,
         spread,
+        calibrated,
         figure: fig.display().to_string(),
     })
 }
@@ -358,6 +417,23 @@ pub fn markdown(r: &Report) -> String {
             sp.answers,
             sp.answers - 1,
             sp.noise_scale,
+        );
+    }
+    if let Some(c) = &r.calibrated {
+        let (cover, means) = spread_words(&c.tasks);
+        let scales: Vec<String> = c
+            .tasks
+            .iter()
+            .zip(&c.std_scales)
+            .map(|(t, v)| format!("{} {v:.2}", t.task))
+            .collect();
+        t += &format!(
+            "\nCalibrated spread (`piddm_solve_spread`, {} answers, the card's std scales: {}; \
+             {:.3} s per observation): the truth lies within mean +- 2 std at {cover} of the \
+             unknown points. The mean as the answer: {means}.\n",
+            c.answers,
+            scales.join(", "),
+            c.seconds_per_observation
         );
     }
     t += &format!(

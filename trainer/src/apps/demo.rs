@@ -62,7 +62,7 @@ pub fn run(
             let metric = family.metric(s.channel);
             let v = (0..problems)
                 .map(|p| {
-                    let at = |v: &[f32]| s.pick(&v[p * field..(p + 1) * field], plane);
+                    let at = |v: &[f32]| s.pick_scored(&v[p * field..(p + 1) * field], plane);
                     metric.of(&at(&x), &at(&truth))
                 })
                 .sum::<f64>()

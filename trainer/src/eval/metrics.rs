@@ -197,7 +197,7 @@ pub fn part_scores(
             }
         };
         for (j, s) in parts.iter().enumerate() {
-            let at = |v: &[f32]| s.pick(&v[i * field..(i + 1) * field], plane);
+            let at = |v: &[f32]| s.pick_scored(&v[i * field..(i + 1) * field], plane);
             let metric = family.metric(s.channel);
             let v = metric.of(&at(x), &at(truth));
             if i == 0 {
@@ -423,24 +423,78 @@ pub fn ensemble(draws: &[Vec<f32>], truth: &[f32], unknown: &[bool]) -> Ensemble
             (v / (k - 1.0)).sqrt() as f32
         })
         .collect();
+    let (coverage, determined) = band(&mean, &std, truth, unknown);
+    Ensemble {
+        mean,
+        std,
+        coverage,
+        determined,
+    }
+}
+
+/// Whether an unknown entry is determined: every answer the same to float32 rounding.
+fn determined(mean: f32, std: f32) -> bool {
+    std <= 1e-4 * mean.abs()
+}
+
+/// (coverage, determined) of the band mean +- 2 std over the `unknown` entries, as [`Ensemble`]
+/// counts them.
+pub fn band(mean: &[f32], std: &[f32], truth: &[f32], unknown: &[bool]) -> (f64, f64) {
+    band_scaled(mean, std, &[1.0], truth, unknown)
+}
+
+/// [`band`] of a std that is the answers' std times a scale per sample (`scales`, one per
+/// `truth.len() / scales.len()` entries): whether an entry is determined is judged on the
+/// answers' own std, as the calibration judged it.
+pub fn band_scaled(
+    mean: &[f32],
+    std: &[f32],
+    scales: &[f64],
+    truth: &[f32],
+    unknown: &[bool],
+) -> (f64, f64) {
+    let per = truth.len() / scales.len().max(1);
     let (mut inside, mut total, mut fixed) = (0usize, 0usize, 0usize);
     for i in 0..truth.len() {
         if !unknown[i] {
             continue;
         }
-        if std[i] <= 1e-4 * mean[i].abs() {
+        if determined(mean[i], (f64::from(std[i]) / scales[i / per]) as f32) {
             fixed += 1;
         } else {
             total += 1;
             inside += ((mean[i] - truth[i]).abs() <= 2.0 * std[i]) as usize;
         }
     }
-    Ensemble {
-        mean,
-        std,
-        coverage: inside as f64 / total.max(1) as f64,
-        determined: fixed as f64 / (fixed + total).max(1) as f64,
+    (
+        inside as f64 / total.max(1) as f64,
+        fixed as f64 / (fixed + total).max(1) as f64,
+    )
+}
+
+/// The factor s on the std for which mean +- 2 s std covers at least `coverage` of the unknown,
+/// undetermined entries: split conformal prediction with the score |truth - mean| / (2 std), its
+/// ceil((n + 1) coverage)-th smallest of n (the largest where that exceeds n); None without such
+/// entries. On problems exchangeable with these, the band then covers a new entry with
+/// probability at least `coverage`.
+pub fn conformal_scale(
+    mean: &[f32],
+    std: &[f32],
+    truth: &[f32],
+    unknown: &[bool],
+    coverage: f64,
+) -> Option<f64> {
+    let mut scores: Vec<f64> = (0..truth.len())
+        .filter(|&i| unknown[i] && !determined(mean[i], std[i]))
+        .map(|i| (f64::from(mean[i]) - f64::from(truth[i])).abs() / (2.0 * f64::from(std[i])))
+        .collect();
+    if scores.is_empty() {
+        return None;
     }
+    scores.sort_by(f64::total_cmp);
+    let n = scores.len();
+    let k = (((n + 1) as f64 * coverage).ceil() as usize).clamp(1, n);
+    Some(scores[k - 1])
 }
 
 #[cfg(test)]
@@ -469,6 +523,32 @@ mod tests {
         let far = [7.0, 2.0, 7.0, 5.5, 5.0, 9.0]; // entry 2 now 5 away, 2 std = 4
         let e = ensemble(&draws, &far, &unknown);
         assert!((e.coverage - 0.5).abs() < 1e-12, "{}", e.coverage);
+    }
+
+    /// The conformal scale worked by hand: scores 0.1, 0.2, ..., 1.0 over ten undetermined
+    /// entries (one observed and one determined left out); at 0.8 coverage the
+    /// ceil(11 * 0.8) = 9th smallest, 0.9, after which the band covers 9 of the 10.
+    #[test]
+    fn conformal_scale_by_hand() {
+        let n = 12;
+        let mean = vec![0f32; n];
+        let mut std = vec![0.5f32; n];
+        std[11] = 0.0; // determined (truth 0 too)
+        let mut truth: Vec<f32> = (1..=n).map(|i| i as f32 / 10.0).collect();
+        truth[11] = 0.0;
+        let mut unknown = vec![true; n];
+        unknown[10] = false;
+        truth[10] = 99.0; // observed: never scored
+        let s = conformal_scale(&mean, &std, &truth, &unknown, 0.8).unwrap();
+        assert!((s - 0.9).abs() < 1e-6, "{s}");
+        let wide: Vec<f32> = std.iter().map(|v| v * s as f32).collect();
+        let (cov, det) = band(&mean, &wide, &truth, &unknown);
+        assert!((cov - 0.9).abs() < 1e-12, "{cov}");
+        assert!((det - 1.0 / 11.0).abs() < 1e-12, "{det}");
+        // asking for more than n allows takes the largest score
+        let s = conformal_scale(&mean, &std, &truth, &unknown, 0.99).unwrap();
+        assert!((s - 1.0).abs() < 1e-6, "{s}");
+        assert!(conformal_scale(&mean, &std, &truth, &[false; 12], 0.9).is_none());
     }
 
     #[test]

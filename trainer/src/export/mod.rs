@@ -321,6 +321,7 @@ pub fn card_for(
             generate_int8: None,
             amortised_int8: None,
         },
+        spread: None,
     })
 }
 
@@ -540,6 +541,12 @@ fn write_parts(models: &[ModelProto], card: &ModelCard, main: &Path) -> Result<(
 /// canonically. The card's other fields are kept; cards before format 4 (another interface) are
 /// refused: re-export those.
 pub fn reseal(main: &Path) -> Result<ModelCard> {
+    reseal_with(main, |_| ())
+}
+
+/// [`reseal`] with `edit` applied to the card first (a field added after export, such as the
+/// spread calibration).
+pub fn reseal_with(main: &Path, edit: impl FnOnce(&mut ModelCard)) -> Result<ModelCard> {
     let (mut card, generate) = read_card(main)?;
     let mut generate = Some(generate);
     if card.format < 4 {
@@ -550,6 +557,7 @@ pub fn reseal(main: &Path) -> Result<ModelCard> {
         );
     }
     card.format = card::CARD_FORMAT;
+    edit(&mut card);
     let mut models = Vec::new();
     for part in card.parts() {
         let path = card::sibling(main, part);

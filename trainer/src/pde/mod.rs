@@ -120,6 +120,42 @@ pub struct Scored {
     pub count: usize,
     pub label: String,
     pub region: Vec<bool>,
+    /// Scored on its coarse scales only: the picked values are periodic rows of this many points,
+    /// each row's Fourier modes above `.1` removed (answer and truth alike) before the metric.
+    pub lowpass: Option<(usize, usize)>,
+}
+
+/// The noise, relative to the signal, below which an observation is taken to say nothing about
+/// a scale: 1 % (the sensors' noise of the posterior example). A mode whose gain through the
+/// forward operator is under it is left to the prior.
+pub const DETERMINED_GAIN: f64 = 0.01;
+
+/// Each periodic row of `n` values of `v` with its Fourier modes above `keep` removed (the
+/// projection onto modes |k| <= keep, written out: rows are short).
+pub fn lowpass_rows(v: &[f32], n: usize, keep: usize) -> Vec<f32> {
+    let tau = std::f64::consts::TAU;
+    v.chunks(n)
+        .flat_map(|row| {
+            let coef: Vec<(f64, f64)> = (0..=keep.min(n / 2))
+                .map(|k| {
+                    row.iter().enumerate().fold((0.0, 0.0), |(c, s), (j, &x)| {
+                        let a = tau * (k * j) as f64 / n as f64;
+                        (c + f64::from(x) * a.cos(), s + f64::from(x) * a.sin())
+                    })
+                })
+                .collect();
+            (0..n).map(move |j| {
+                let mut y = 0.0;
+                for (k, &(c, s)) in coef.iter().enumerate() {
+                    let a = tau * (k * j) as f64 / n as f64;
+                    // modes k and n - k together, once for 0 and the Nyquist mode
+                    let w = if k == 0 || 2 * k == n { 1.0 } else { 2.0 };
+                    y += w * (c * a.cos() + s * a.sin()) / n as f64;
+                }
+                y as f32
+            })
+        })
+        .collect()
 }
 
 impl Scored {
@@ -135,6 +171,14 @@ impl Scored {
                     .map(|(v, _)| *v)
             })
             .collect()
+    }
+    /// [`Scored::pick`], through the low-pass where the part has one.
+    pub fn pick_scored(&self, sample: &[f32], plane: usize) -> Vec<f32> {
+        let v = self.pick(sample, plane);
+        match self.lowpass {
+            Some((n, keep)) => lowpass_rows(&v, n, keep),
+            None => v,
+        }
     }
     /// The channels scored.
     pub fn channels(&self) -> std::ops::Range<usize> {
@@ -152,6 +196,7 @@ pub fn unobserved(channels: &[(&str, &str)], mask: &[f32], plane: usize) -> Vec<
             count: 1,
             label: channels[k].0.to_string(),
             region: m.iter().map(|&v| v == 0.0).collect(),
+            lowpass: None,
         })
         .collect()
 }
@@ -307,6 +352,7 @@ pub trait Family: Sync {
                             i > 0 && j > 0 && i < n - 1 && j < n - 1
                         })
                         .collect(),
+                    lowpass: None,
                 });
             }
         }
@@ -648,6 +694,39 @@ pub fn parse_settings(settings: &[String]) -> Result<serde_json::Value> {
 
 #[cfg(test)]
 mod tests {
+    /// The low-pass keeps a row's coarse modes exactly and removes the rest: two rows of 16
+    /// points, a mode-1 cosine plus a mode-5 sine, and a constant plus the Nyquist mode.
+    #[test]
+    fn lowpass_rows_keeps_the_coarse_modes() {
+        let n = 16;
+        let tau = std::f64::consts::TAU;
+        let at = |j: usize, k: usize| tau * (k * j) as f64 / n as f64;
+        let coarse: Vec<f32> = (0..n).map(|j| (0.7 * at(j, 1).cos()) as f32).collect();
+        let row1: Vec<f32> = (0..n)
+            .map(|j| coarse[j] + (0.3 * at(j, 5).sin()) as f32)
+            .collect();
+        let row2: Vec<f32> = (0..n)
+            .map(|j| 2.0 + if j % 2 == 0 { 0.5 } else { -0.5 })
+            .collect();
+        let v = [row1.clone(), row2.clone()].concat();
+        let low = lowpass_rows(&v, n, 2);
+        let off = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max)
+        };
+        assert!(
+            off(&low[..n], &coarse) < 1e-6,
+            "{}",
+            off(&low[..n], &coarse)
+        );
+        assert!(off(&low[n..], &[2.0; 16]) < 1e-6);
+        // keeping every mode (Nyquist included) is the identity
+        let all = lowpass_rows(&v, n, n / 2);
+        assert!(off(&all, &v) < 1e-5, "{}", off(&all, &v));
+    }
+
     use super::*;
     use rand::SeedableRng;
 

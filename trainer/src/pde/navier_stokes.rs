@@ -487,6 +487,7 @@ impl Family for NavierStokesParams {
             count,
             label: label.into(),
             region: vec![true; grid.len()],
+            lowpass: None,
         }]
     }
     /// The sparse task observes a share of the points of every level.
@@ -503,6 +504,7 @@ impl Family for NavierStokesParams {
                 count: self.levels,
                 label: "w".into(),
                 region: first.iter().map(|&v| v == 0.0).collect(),
+                lowpass: None,
             }];
         }
         super::unobserved(self.channels(), mask, plane)
