@@ -212,6 +212,7 @@ fn every_baseline_on_the_tiny_preset() {
         eci_steps: 4,
         ref_steps: 2,
         methods: vec![],
+        model: None,
     };
     let inputs = baselines::Inputs {
         run: dir.path().into(),
@@ -272,8 +273,55 @@ fn every_baseline_on_the_tiny_preset() {
     for key in ["generation", "forward", "inverse", "sparse"] {
         assert!(json["darcy"][key].is_object(), "{key}");
     }
+    // The exported student through the runtime: its samples are the student's (ONNX Runtime
+    // against libtorch on the same noise draws), its answers rows of their own.
+    let model = dir.path().join("tiny.onnx");
+    piddm_trainer::export::export(
+        &paths.student,
+        &model,
+        &preset.infer,
+        None,
+        serde_json::json!({}),
+    )
+    .unwrap();
+    settings.methods = vec![Method::ShippedOneCall, Method::ShippedCard];
+    settings.model = Some(model);
+    let shipped = baselines::compare(&preset, &settings, &inputs).unwrap();
+    let (g, s1) = (
+        &shipped.generation["piddm_one_call"],
+        &r.generation["piddm_1"],
+    );
+    assert!(
+        (g.mmse - s1.mmse).abs() <= 1e-4 * s1.mmse,
+        "{g:?} against {s1:?}"
+    );
+    assert!(
+        (g.smse - s1.smse).abs() <= 1e-3 * s1.smse,
+        "{g:?} against {s1:?}"
+    );
+    assert_eq!(g.nfe, 1);
+    for rows in [&shipped.forward, &shipped.inverse, &shipped.sparse] {
+        // a model without an encoder has no one-call answer
+        let names: Vec<&str> = rows.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["piddm_card"]);
+        assert!(rows["piddm_card"]
+            .errors
+            .iter()
+            .all(|e| e.value.is_finite()));
+    }
+    let with = dir.path().join("with-shipped");
+    baselines::write(&with, "darcy", &r).unwrap();
+    baselines::write(&with, "darcy", &shipped).unwrap();
+    let md = std::fs::read_to_string(with.join("baselines.md")).unwrap();
+    assert!(
+        md.contains("Rows piddm_one_call, piddm_card from `test`"),
+        "{md}"
+    );
+    for m in Method::ALL.iter().filter(|m| m.is_shipped()) {
+        assert!(md.contains(&format!("| {m} |")), "{m} missing from\n{md}");
+    }
     let md = std::fs::read_to_string(out.join("baselines.md")).unwrap();
-    for m in Method::ALL {
+    for m in Method::ALL.iter().filter(|m| !m.is_shipped()) {
         assert!(md.contains(&format!("| {m} |")), "{m} missing from\n{md}");
     }
     // The goal against the rows themselves: the lowest of the four baselines, the two ratios.

@@ -41,6 +41,8 @@ pub struct Goal {
     /// PIDDM-1's MMSE and SMSE / the teacher's (goal: at most 1.5).
     pub mmse_ratio: f64,
     pub smse_ratio: f64,
+    /// The same three ratios of the shipped model's samples (`piddm_one_call`), where it was run.
+    pub shipped: Option<[f64; 3]>,
 }
 
 impl Goal {
@@ -68,6 +70,9 @@ impl Goal {
                 .map(|s| s / p.seconds_per_sample),
             mmse_ratio: p.mmse / t.mmse,
             smse_ratio: p.smse / t.smse,
+            shipped: generation
+                .get(Method::ShippedOneCall.name())
+                .map(|g| [g.residual / low, g.mmse / t.mmse, g.smse / t.smse]),
         })
     }
 
@@ -125,6 +130,11 @@ pub struct Settings {
     /// weights.
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<Method>,
+    /// The exported model whose rows `piddm_one_call` and `piddm_card` are (through the runtime,
+    /// as a solver calls it); without it those rows are left out.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<PathBuf>,
 }
 
 /// A generation row.
@@ -189,6 +199,9 @@ pub struct FamilyReport {
     pub forward: BTreeMap<String, TaskRow>,
     pub inverse: BTreeMap<String, TaskRow>,
     pub sparse: BTreeMap<String, TaskRow>,
+    /// Later runs of some methods that replaced their rows: (methods, command).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<(Vec<Method>, String)>,
 }
 
 /// The checkpoints of a pipeline run directory and a PIDM teacher.
@@ -214,7 +227,18 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
     }
     let paths = RunPaths::new(&inp.run);
     let test = Dataset::load(&paths.test)?;
-    let (teacher, tmeta) = load(&paths.teacher, Role::Teacher, &test)?;
+    let shipped = match &settings.model {
+        Some(path) if Method::ALL.iter().any(|&m| m.is_shipped() && wanted(m)) => {
+            Some(piddm::Model::load(path, &piddm::Options::default())?)
+        }
+        _ => None,
+    };
+    // The teacher only where a row samples it: the exported model's rows need none.
+    let teacher = Method::ALL
+        .into_iter()
+        .any(|m| m.is_baseline() && wanted(m))
+        .then(|| load(&paths.teacher, Role::Teacher, &test))
+        .transpose()?;
     // A sweep of the teacher's samplers needs no students (nor their checkpoints yet).
     let students = Method::ALL
         .into_iter()
@@ -226,24 +250,60 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
     };
     let s0 = load_student(&paths.student_lambda0)?;
     let s1 = load_student(&paths.student)?;
+    // The training set's normalisation: a checkpoint's, or the exported model's card's.
+    let norm = match (&teacher, &s1, &shipped) {
+        (Some((_, m)), _, _) | (None, Some((_, m)), _) => m.data.normalisation.clone(),
+        (None, None, Some(model)) => crate::data::normalisation::Normalisation {
+            mean: model.card().normalisation.mean.clone(),
+            scale: model.card().normalisation.scale.clone(),
+        },
+        (None, None, None) => bail!("no method to run: give --model for the exported model's rows"),
+    };
+    if let Some(model) = &shipped {
+        let c = model.card();
+        if c.pde.name != test.meta.pde.name() || c.grid.nx != test.meta.grid.n {
+            bail!(
+                "{} is a {} model on {} points, the test set {} on {}",
+                settings.model.as_ref().unwrap().display(),
+                c.pde.name,
+                c.grid.nx,
+                test.meta.pde.name(),
+                test.meta.grid.n
+            );
+        }
+    }
     let pidm = match &inp.pidm {
         Some(p) => {
             let (net, meta) = load(p, Role::Teacher, &test)?;
             if meta.pidm.is_none() {
                 bail!("{} is a plain teacher, not a PIDM one", p.display());
             }
-            if meta.data.normalisation != tmeta.data.normalisation {
+            if meta.data.normalisation != norm {
                 bail!("{} was trained on another data set", p.display());
             }
             Some((net, meta))
         }
         None => None,
     };
-    let norm = &tmeta.data.normalisation;
-    let op = tmeta.data.residual_op();
-    let pde = tmeta.data.pde;
-    let edm = tmeta.edm;
-    let dev = teacher.vs.device();
+    let norm = &norm;
+    let op = ResidualOp {
+        pde: test.meta.pde,
+        grid: test.meta.grid,
+    };
+    let pde = test.meta.pde;
+    let edm = teacher
+        .as_ref()
+        .map_or(crate::diffusion::edm::Edm::default(), |(_, m)| m.edm);
+    let dev = teacher
+        .as_ref()
+        .map_or(tch::Device::Cpu, |(n, _)| n.vs.device());
+    let teacher_net = || -> Result<&crate::nets::UNet> {
+        Ok(&teacher
+            .as_ref()
+            .context("the teacher was not loaded")?
+            .0
+            .net)
+    };
     let count = settings.samples.max(2) as i64;
     let mut p_preset = preset.clone();
     p_preset.eval.problems = settings.problems;
@@ -295,7 +355,7 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
         };
     let none = Hook::None;
     row(Method::Teacher, HookKind::None.nfe(heun_steps), &|e| {
-        Ok(norm.to_physical(&sample(&edm, &teacher.net, e, heun_steps, &none)))
+        Ok(norm.to_physical(&sample(&edm, teacher_net()?, e, heun_steps, &none)))
     })?;
     if let Some((net, _)) = &pidm {
         row(Method::Pidm, HookKind::None.nfe(heun_steps), &|e| {
@@ -315,14 +375,14 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
     let dps_nfe = HookKind::Gradient.nfe(settings.dps_steps);
     row(Method::DiffusionPde, dps_nfe, &|e| {
         let z = e.zeros_like();
-        let x = sample(&edm, &teacher.net, e, settings.dps_steps, &guide(&z, &z));
+        let x = sample(&edm, teacher_net()?, e, settings.dps_steps, &guide(&z, &z));
         Ok(norm.to_physical(&x))
     })?;
     let eci_nfe = HookKind::Correction.nfe(settings.eci_steps);
     row(Method::Eci, eci_nfe, &|e| {
         let z = e.zeros_like();
         let hook = Hook::Correction(Correction::new(norm, &z, &z, &fixed)?);
-        Ok(norm.to_physical(&sample(&edm, &teacher.net, e, settings.eci_steps, &hook)))
+        Ok(norm.to_physical(&sample(&edm, teacher_net()?, e, settings.eci_steps, &hook)))
     })?;
     row(Method::StudentLambda0, 1, &|e| {
         Ok(student(&st0)?.generate(e))
@@ -332,6 +392,20 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
     row(Method::PiddmRef, ref_nfe, &|e| {
         Ok(student(&st1)?.refine(e, &refine_cfg)?.x)
     })?;
+    let model = || {
+        shipped
+            .as_ref()
+            .context("the exported model was not loaded (--model)")
+    };
+    if shipped.is_some() {
+        row(Method::ShippedOneCall, 1, &|e| {
+            let m = model()?;
+            let b = e.size()[0] as usize;
+            let mut x = vec![0f32; e.numel()];
+            m.generate_from(&crate::util::tensor::to_f32(e), b, &mut x, None)?;
+            Ok(Tensor::from_slice(&x).reshape(e.size()))
+        })?;
+    }
 
     // Conditional tasks.
     let p = problems.truth.size()[0];
@@ -360,7 +434,7 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
         answer(Method::DiffusionPde, dps_nfe, &|| {
             let x = sample(
                 &edm,
-                &teacher.net,
+                teacher_net()?,
                 &problems.eps,
                 settings.dps_steps,
                 &guide(&observed, &task.mask),
@@ -371,7 +445,7 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
             let hook = Hook::Correction(Correction::new(norm, &observed, &task.mask, &fixed)?);
             Ok(norm.to_physical(&sample(
                 &edm,
-                &teacher.net,
+                teacher_net()?,
                 &problems.eps,
                 settings.eci_steps,
                 &hook,
@@ -388,6 +462,38 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
                 .solve(&problems.eps, &problems.truth, &task.mask, &preset.infer)?
                 .x)
         })?;
+        if let Some(m) = &shipped {
+            // through the runtime, as a solver calls it: the mask and the observations in
+            // physical units; z drawn from seed 0 (the problems' eps are the random start's)
+            let d = m.default_solve_params();
+            let mask: Vec<u8> = crate::util::tensor::to_f32(&task.mask)
+                .iter()
+                .map(|&v| (v > 0.5) as u8)
+                .collect();
+            let obs = crate::util::tensor::to_f32(&observed);
+            // the encoder and the student, then a forward and a backward pass per step
+            let card_nfe = |steps: usize| 2 + 2 * steps;
+            for (method, params) in [
+                (
+                    Method::ShippedOneCall,
+                    piddm::SolveParams {
+                        steps: 0,
+                        start: piddm::card::Start::Amortised,
+                        ..d
+                    },
+                ),
+                (Method::ShippedCard, d),
+            ] {
+                if params.start == piddm::card::Start::Amortised && !m.has_amortised() {
+                    continue; // no encoder: no one-call answer
+                }
+                answer(method, card_nfe(params.steps), &|| {
+                    let mut x = vec![0f32; obs.len()];
+                    m.solve(&obs, &mask, p as usize, &params, &mut x)?;
+                    Ok(Tensor::from_slice(&x).reshape(problems.truth.size()))
+                })?;
+            }
+        }
         tasks.push(rows);
     }
     let [forward, inverse, sparse]: [BTreeMap<String, TaskRow>; 3] = tasks
@@ -408,6 +514,7 @@ pub fn compare(preset: &Preset, settings: &Settings, inp: &Inputs) -> Result<Fam
         forward,
         inverse,
         sparse,
+        updates: Vec::new(),
     })
 }
 
@@ -466,6 +573,9 @@ pub fn write(dir: &Path, pde: &str, report: &FamilyReport) -> Result<()> {
         extend(&mut entry.forward, &report.forward);
         extend(&mut entry.inverse, &report.inverse);
         extend(&mut entry.sparse, &report.sparse);
+        let methods = report.settings.methods.clone();
+        entry.updates.retain(|(m, _)| *m != methods);
+        entry.updates.push((methods, report.command.clone()));
     } else {
         *entry = report.clone();
     }
@@ -517,7 +627,10 @@ pub fn markdown(all: &BTreeMap<String, FamilyReport>) -> String {
          method, measured in one run on the same threads. Residual: per-sample mean of R^2 where the PDE \
          holds, physical units (mean ± std over samples); MMSE / SMSE against the test set in normalised \
          units; NFE per sample, a backward pass counting as one. Conditional answers keep the observed \
-         entries.\n",
+         entries. piddm_one_call and piddm_card are the shipped model through the runtime (`--model`), \
+         as a solver calls it: its one-step samples and its amortised encoder's one-call answer, and \
+         its answer with the card's solve defaults, corrections and settling included; the other \
+         PIDDM rows are the pipeline's student checkpoints in libtorch, before corrections.\n",
     );
     let goals: BTreeMap<&String, Goal> = all
         .iter()
@@ -528,20 +641,23 @@ pub fn markdown(all: &BTreeMap<String, FamilyReport>) -> String {
             "\nThe goal per family: PIDDM-1's residual below every baseline's (teacher, PIDM, DiffusionPDE, \
              ECI), at least {}x less time per sample than DiffusionPDE, MMSE and SMSE at most {}x the \
              teacher's.\n\n| family | lowest baseline | PIDDM-1 / it | DiffusionPDE's time / PIDDM-1's (as \
-             run; at {DIFFUSIONPDE_PUBLISHED_STEPS} steps) | MMSE, SMSE / teacher's |\n|---|---|---|---|---|\n",
+             run; at {DIFFUSIONPDE_PUBLISHED_STEPS} steps) | MMSE, SMSE / teacher's | shipped model's samples: \
+             residual / the lowest baseline's; MMSE, SMSE / teacher's |\n|---|---|---|---|---|---|\n",
             Goal::SPEEDUP,
             Goal::STATS
         );
         for (pde, g) in &goals {
             s += &format!(
-                "| {pde} | {} | {:.3} | {:.0}x; {} | {:.2}, {:.2} |\n",
+                "| {pde} | {} | {:.3} | {:.0}x; {} | {:.2}, {:.2} | {} |\n",
                 g.lowest_baseline,
                 g.residual_ratio,
                 g.speedup,
                 g.speedup_published
                     .map_or("-".into(), |v| format!("{v:.0}x")),
                 g.mmse_ratio,
-                g.smse_ratio
+                g.smse_ratio,
+                g.shipped
+                    .map_or("-".into(), |[r, m, sd]| format!("{r:.1e}; {m:.2}, {sd:.2}"))
             );
         }
     }
@@ -572,6 +688,10 @@ pub fn markdown(all: &BTreeMap<String, FamilyReport>) -> String {
             },
             r.test_residual
         );
+        for (methods, command) in &r.updates {
+            let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
+            s += &format!("Rows {} from `{command}`.\n\n", names.join(", "));
+        }
         s += "| method | NFE | residual | MMSE | SMSE | relative residual | consistency | s / sample |\n|---|---|---|---|---|---|---|---|\n";
         for m in Method::ALL {
             let Some(g) = r.generation.get(m.name()) else {

@@ -26,10 +26,17 @@ pub enum Method {
     /// The PIDDM student with a few steps lowering its residual.
     #[serde(rename = "piddm_ref")]
     PiddmRef,
+    /// The exported model through the runtime (`--model`): its one-step samples, and its
+    /// amortised encoder's one-call answer (corrections and settling included).
+    #[serde(rename = "piddm_one_call")]
+    ShippedOneCall,
+    /// The exported model's answer with its card's solve defaults.
+    #[serde(rename = "piddm_card")]
+    ShippedCard,
 }
 
 impl Method {
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 9] = [
         Method::Teacher,
         Method::Pidm,
         Method::DiffusionPde,
@@ -37,6 +44,8 @@ impl Method {
         Method::StudentLambda0,
         Method::Piddm1,
         Method::PiddmRef,
+        Method::ShippedOneCall,
+        Method::ShippedCard,
     ];
 
     /// The name in reports, JSON and on the command line.
@@ -49,6 +58,8 @@ impl Method {
             Method::StudentLambda0 => "student_lambda0",
             Method::Piddm1 => "piddm_1",
             Method::PiddmRef => "piddm_ref",
+            Method::ShippedOneCall => "piddm_one_call",
+            Method::ShippedCard => "piddm_card",
         }
     }
 
@@ -58,6 +69,11 @@ impl Method {
             self,
             Method::Teacher | Method::Pidm | Method::DiffusionPde | Method::Eci
         )
+    }
+
+    /// Whether the row runs an exported model through the runtime.
+    pub fn is_shipped(self) -> bool {
+        matches!(self, Method::ShippedOneCall | Method::ShippedCard)
     }
 
     /// Whether the row needs the students' checkpoints.
