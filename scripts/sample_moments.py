@@ -1,0 +1,27 @@
+# Per-channel MMSE / SMSE of a model's one-step samples against a test set, normalised units: where
+# the SMSE comes from. usage: sample_moments.py MODEL.onnx TEST.safetensors [SAMPLES [TAU]]
+# (TAU scales eps: a temperature; the samples are drawn from seed 2 of numpy's generator)
+import sys, json, struct, numpy as np, onnxruntime as ort, onnx
+model, data = sys.argv[1], sys.argv[2]
+n = int(sys.argv[3]) if len(sys.argv) > 3 else 256
+with open(data, 'rb') as f:
+    hl = struct.unpack('<Q', f.read(8))[0]; hdr = json.loads(f.read(hl)); buf = f.read()
+t = hdr['fields']; a, b = t['data_offsets']
+dt = {'F32': np.float32, 'F64': np.float64}[t['dtype']]
+x = np.frombuffer(buf[a:b], dtype=dt).reshape(t['shape']).astype(np.float64)
+m = onnx.load(model, load_external_data=False)
+card = json.loads([p.value for p in m.metadata_props if p.key == 'piddm.card'][0])
+mean = np.array(card['normalisation']['mean'])[None, :, None, None]
+scale = np.array(card['normalisation']['scale'])[None, :, None, None]
+s = ort.InferenceSession(model, providers=['CPUExecutionProvider'])
+rng = np.random.default_rng(2)
+tau = float(sys.argv[4]) if len(sys.argv) > 4 else 1.0
+eps = (tau * rng.standard_normal((n,) + x.shape[1:])).astype(np.float32)
+out = np.concatenate([s.run(['x'], {'eps': eps[i:i+64]})[0] for i in range(0, n, 64)]).astype(np.float64)
+zt, zg = (x - mean) / scale, (out - mean) / scale
+for c, ch in enumerate(card['channels']):
+    mm = np.mean((zt[:, c].mean(0) - zg[:, c].mean(0)) ** 2)
+    sm = np.mean((zt[:, c].std(0) - zg[:, c].std(0)) ** 2)
+    print(f"{ch['name']}: MMSE {mm:.3e} SMSE {sm:.3e}  test std mean {zt[:, c].std(0).mean():.3f}, samples' {zg[:, c].std(0).mean():.3f}")
+mm = np.mean((zt.mean(0) - zg.mean(0)) ** 2); sm = np.mean((zt.std(0) - zg.std(0)) ** 2)
+print(f"all: MMSE {mm:.3e} SMSE {sm:.3e}")
