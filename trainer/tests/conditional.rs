@@ -282,4 +282,17 @@ fn calibration_reaches_the_runtime() {
     let (cov, _) = band(&mean, &std, &truth, &unknown);
     assert!((0.0..=1.0).contains(&cov));
     assert!(conditional::markdown(&rep).contains("Calibrated spread"));
+    // the demo shows the inverse answer's calibrated band
+    let demo = piddm_trainer::apps::demo::run(
+        &c.model,
+        2,
+        1,
+        &dir.path().join("demo"),
+        piddm::card::Precision::Fp32,
+    )
+    .unwrap();
+    assert!(
+        demo.contains(&format!("std scale {scale:.2} from the card")),
+        "{demo}"
+    );
 }

@@ -80,6 +80,38 @@ pub fn run(
         answers.push((x, wanted));
     }
     let solve_s = t.elapsed().as_secs_f64() / (2 * problems) as f64;
+    // the inverse answer's uncertainty: 8 answers' mean and calibrated std (piddm_solve_spread)
+    if model.has_amortised() {
+        let one = family.task_mask(Task::Inverse, grid);
+        let mask: Vec<u8> = (0..problems * field)
+            .map(|i| (one[i % field] > 0.0) as u8)
+            .collect();
+        let (mut mean, mut std) = (vec![0f32; problems * field], vec![0f32; problems * field]);
+        let t = std::time::Instant::now();
+        let scales = model
+            .solve_spread(
+                &truth,
+                &mask,
+                problems,
+                8,
+                &params_solve,
+                &mut mean,
+                &mut std,
+            )
+            .map_err(e)?;
+        let unknown: Vec<bool> = mask.iter().map(|&k| k == 0).collect();
+        let (cover, _) = crate::eval::metrics::band_scaled(&mean, &std, &scales, &truth, &unknown);
+        rows += &format!(
+            "| inverse, 8 answers (piddm_solve_spread, {}): truth within mean +- 2 std | {:.1} % ({:.3} s per observation) |\n",
+            if model.card().spread.is_some() {
+                format!("std scale {:.2} from the card", scales[0])
+            } else {
+                "uncalibrated".into()
+            },
+            100.0 * cover,
+            t.elapsed().as_secs_f64() / problems as f64
+        );
+    }
     // the channels the family shows (all, or a few of many levels), each answer's wanted ones
     let shown = family.figure_channels();
     let column = |title: String, k: usize| Column::of(title, family.signed(k));
