@@ -137,7 +137,10 @@ fn diagnosis_of_every_other_family_with_its_encoder() {
             "burgers",
             [
                 &["rel. L2 of u for t > 0"],
-                &["rel. L2 of u at t = 0"],
+                &[
+                    "rel. L2 of u at t = 0",
+                    "rel. L2 of u at t = 0, modes |k| <= 3 (those u(t >= 1/2) determines)",
+                ],
                 &["rel. L2 of u"],
             ],
         ),
