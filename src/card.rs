@@ -215,6 +215,26 @@ pub struct SpreadTask {
     pub std_scale: f64,
 }
 
+/// The share of each channel's points that `mask` observes (nonzero), over samples of
+/// `channels` planes of `plane` points each: what [`SpreadCalibration::task_for`] compares.
+pub fn observed_shares(mask: &[u8], channels: usize, plane: usize) -> Vec<f64> {
+    let samples = mask.len() / (channels * plane).max(1);
+    (0..channels)
+        .map(|k| {
+            let seen: usize = mask
+                .chunks(channels * plane)
+                .map(|m| {
+                    m[k * plane..(k + 1) * plane]
+                        .iter()
+                        .filter(|&&v| v != 0)
+                        .count()
+                })
+                .sum();
+            seen as f64 / (samples * plane).max(1) as f64
+        })
+        .collect()
+}
+
 impl SpreadCalibration {
     /// The task whose observed shares are nearest to `shares` (one per channel), the first of equals.
     pub fn task_for(&self, shares: &[f64]) -> Option<&SpreadTask> {

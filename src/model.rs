@@ -969,10 +969,7 @@ impl Model {
         let scales: Vec<f64> = mask
             .chunks(field)
             .map(|sample| {
-                let shares: Vec<f64> = sample
-                    .chunks(plane)
-                    .map(|ch| ch.iter().filter(|&&v| v != 0).count() as f64 / plane as f64)
-                    .collect();
+                let shares = card::observed_shares(sample, self.shape[0], plane);
                 spread
                     .and_then(|s| s.task_for(&shares))
                     .map_or(1.0, |t| t.std_scale)

@@ -6,6 +6,16 @@ use piddm::{Model, Options};
 use piddm_trainer::apps::conditional::{self, Settings};
 use std::path::PathBuf;
 
+/// `count` fresh Darcy problems of `seed` as the model's fields (a, u), and the plane's size.
+fn darcy_truth(card: &piddm::card::ModelCard, count: usize, seed: u64) -> (Vec<f32>, usize) {
+    let problems = piddm_trainer::apps::examples::darcy_problems(card, count, seed).unwrap();
+    let plane = problems.plane();
+    let truth = (0..count)
+        .flat_map(|p| problems.data[p * 3 * plane..(p * 3 + 2) * plane].to_vec())
+        .collect();
+    (truth, plane)
+}
+
 #[test]
 fn report_matches_the_rust_api() {
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/tiny.onnx");
@@ -37,12 +47,8 @@ fn report_matches_the_rust_api() {
     // the one-call forward answers again, through piddm::Model, and their median error
     let m = Model::load(&model, &Options::default()).unwrap();
     let (card, _) = piddm_trainer::export::read_card(&model).unwrap();
-    let problems = piddm_trainer::apps::examples::darcy_problems(&card, 3, 5).unwrap();
-    let plane = problems.plane();
+    let (truth, plane) = darcy_truth(&card, 3, 5);
     let field = 2 * plane;
-    let truth: Vec<f32> = (0..3)
-        .flat_map(|p| problems.data[p * 3 * plane..(p * 3 + 2) * plane].to_vec())
-        .collect();
     let mask: Vec<u8> = (0..3 * field)
         .map(|i| ((i % field) < plane) as u8)
         .collect();
@@ -208,12 +214,8 @@ fn calibration_reaches_the_runtime() {
 
     // the runtime: the inverse task's observation, K answers
     let h = Handle::load(&model).unwrap();
-    let problems = piddm_trainer::apps::examples::darcy_problems(&card, 3, 11).unwrap();
-    let plane = problems.plane();
+    let (truth, plane) = darcy_truth(&card, 3, 11);
     let field = 2 * plane;
-    let truth: Vec<f32> = (0..3)
-        .flat_map(|p| problems.data[p * 3 * plane..(p * 3 + 2) * plane].to_vec())
-        .collect();
     let mask: Vec<u8> = (0..3 * field)
         .map(|i| ((i % field) >= plane) as u8)
         .collect();

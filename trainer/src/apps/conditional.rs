@@ -123,6 +123,16 @@ pub(crate) fn tasks(
     .collect()
 }
 
+/// What a task's `mask` gives of `truth`: its values where observed, NaN elsewhere (the C ABI
+/// ignores unobserved entries, so NaN there proves it).
+pub(crate) fn observe(truth: &[f32], mask: &[u8]) -> Vec<f32> {
+    truth
+        .iter()
+        .zip(mask)
+        .map(|(&t, &k)| if k != 0 { t } else { f32::NAN })
+        .collect()
+}
+
 pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
     ensure!(s.problems >= 1, "at least one problem");
     let h = Handle::load_precision(&s.model, s.precision)?;
@@ -145,13 +155,7 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             &t.part_scores(&pde, &as_tensor(x), &truth_t),
         )
     };
-    let observe = |m: &[u8]| -> Vec<f32> {
-        truth
-            .iter()
-            .zip(m)
-            .map(|(&t, &k)| if k != 0 { t } else { f32::NAN })
-            .collect()
-    };
+    let observe = |m: &[u8]| observe(&truth, m);
     ensure!(
         h.has_amortised()?,
         "{} has no amortised part: its conditional answers are the published solve's (piddm-train eval)",

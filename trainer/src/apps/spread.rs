@@ -5,7 +5,7 @@
 //! `piddm_solve_spread` reads it. Runs through the C ABI, as the model is used.
 
 use super::capi::Handle;
-use super::conditional::tasks;
+use super::conditional::{observe, tasks};
 use super::examples::{card_pde, problems};
 use crate::eval::metrics::{band_scaled, conformal_scale, ensemble};
 use crate::pde::{Grid, SPARSE_FRACTION};
@@ -100,11 +100,7 @@ pub fn fit(s: &Settings, command: String) -> Result<Report> {
     let mut rows = Vec::new();
     for (t, mask) in &tasks(&pde, grid, s.problems, s.sparse, s.seed) {
         eprintln!("calibrate: {} answers to the {} task", s.answers, t.name);
-        let observed: Vec<f32> = truth
-            .iter()
-            .zip(mask)
-            .map(|(&v, &k)| if k != 0 { v } else { f32::NAN })
-            .collect();
+        let observed = observe(&truth, mask);
         let draws: Vec<Vec<f32>> = (0..s.answers as u64)
             .map(|seed| {
                 h.solve(&observed, mask, s.problems, &{
@@ -116,20 +112,7 @@ pub fn fit(s: &Settings, command: String) -> Result<Report> {
         let e = ensemble(&draws, &truth, &unknown);
         let scale = conformal_scale(&e.mean, &e.std, &truth, &unknown, s.coverage).unwrap_or(1.0);
         let wide: Vec<f32> = e.std.iter().map(|v| v * scale as f32).collect();
-        let observed_share: Vec<f64> = (0..c)
-            .map(|k| {
-                let seen: usize = mask
-                    .chunks(c * plane)
-                    .map(|m| {
-                        m[k * plane..(k + 1) * plane]
-                            .iter()
-                            .filter(|&&v| v != 0)
-                            .count()
-                    })
-                    .sum();
-                seen as f64 / (s.problems * plane) as f64
-            })
-            .collect();
+        let observed_share = piddm::card::observed_shares(mask, c, plane);
         rows.push(TaskRow {
             task: t.name.to_string(),
             given: t.observed.clone(),
