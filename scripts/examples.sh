@@ -52,6 +52,7 @@ fi
 "$bin/darcy_inverse" "$model" "$out/problems.f32" "$out" "$inverse" 0.05 "$seeds" "$iterations" "$inverse_steps"
 "$bin/darcy_posterior" --check-linear-gaussian
 "$bin/darcy_posterior" --check-sign-inverse
+"$bin/darcy_posterior" --check-tempering
 "$bin/darcy_posterior" "$model" "$out/problems.f32" "$out" "${posterior[@]}"
 echo
 "$train" examples-report "$out"

@@ -2,7 +2,9 @@
 // the exact solver, against the surrogate's answers to the same data.
 //
 //   darcy_posterior MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [SENSORS] [NOISE] [CHAINS] [STEPS] [ANSWERS] [NOISE_SCALE]
+//                   [REPLICAS] [HOTTEST]
 //   darcy_posterior --check-linear-gaussian      (both samplers against a posterior known in closed form)
+//   darcy_posterior --check-tempering            (tempering finds both modes' weights where pCN cannot)
 //   darcy_posterior --check-sign-inverse         (the answers' Gaussian: adjoints, variances by Monte Carlo)
 //
 // The data: u of each of the first COUNT problems at SENSORS interior points (16, 50, 0.01 by
@@ -12,7 +14,10 @@
 // trainer/src/pde/grf.rs). The reference: CHAINS pCN chains of STEPS proposals each (4, 100 000), the
 // first half burn-in, over those coefficients, each proposal one solve of this program's own Darcy
 // operator (banded Cholesky, darcy::cholesky_solve; checked against PCG at start); R-hat and effective sample
-// sizes say whether they agree. The surrogate: ANSWERS one-call answers per problem (64) through
+// sizes say whether they agree. With REPLICAS > 1 (1 by default) each chain is tempered: REPLICAS
+// pCN replicas on a ladder of likelihood temperatures from 1 to HOTTEST (1e4), neighbours swapping
+// states (pcn::run_tempered), so the chains cross between the thresholded prior's modes; each
+// replica's proposal is one solve. The surrogate: ANSWERS one-call answers per problem (64) through
 // piddm_solve, different seeds, z scaled by NOISE_SCALE (1.5, the scale whose spread was calibrated on
 // the model's own tasks), all problems in one batch. Then the exact posterior once more, the
 // surrogate inside the sampler: the answers turned into a Gaussian on the coefficients
@@ -21,7 +26,9 @@
 // solve against plain pCN, and the two means' agreement against pCN's own chain-to-chain spread.
 // Chains run side by side on PIDDM_POSTERIOR_THREADS threads (default: one per core).
 // Writes OUT_DIR/posterior.txt (numbers) and OUT_DIR/posterior.f32 (per problem: true a, sensors,
-// MCMC mean and std of a, the surrogate's mean and std of a).
+// MCMC mean and std of a, the surrogate's mean and std of a), and as each problem finishes its record
+// (OUT_DIR/problem_P.txt, .f32): the same command after a stop resumes with the first problem that has
+// no record for these settings.
 #include "pcn.hpp"
 #include "surrogate.hpp"
 
@@ -29,6 +36,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
+#include <mutex>
 #include <thread>
 #include <iostream>
 #include <numeric>
@@ -257,6 +266,8 @@ struct reference {
     double solves = 0;             // forward solves, all chains
     double halves_disagree = 0;    // the phases of the first half of the chains' mean against the second's
     double to_typical = 0;         // steps until the misfit first reaches the kept states' median, mean over chains
+    double round_trips = 0;        // tempered: states carried from T = 1 to the hottest and back, all chains
+    double swap_min = 0;           // tempered: the lowest swap rate of any neighbours
 };
 
 // The phase of two means of a disagree at this share of points.
@@ -269,32 +280,58 @@ double disagreement(const pcn::vec &x, const pcn::vec &y, double threshold) {
 // The chains run side by side on `threads` threads (each chain its own solver state), from prior
 // draws or from `starts`, by pCN or about the Gaussian `about`.
 reference mcmc(const prior &pr, const darcy::grid &g, const darcy::field &b, const data &m, std::size_t chains,
-               const pcn::settings &s, std::uint64_t seed, std::size_t threads, const pcn::gaussian *about = nullptr,
-               const std::vector<pcn::vec> *starts = nullptr) {
+               const pcn::settings &s, const pcn::ladder &lad, std::uint64_t seed, std::size_t threads,
+               const pcn::gaussian *about = nullptr, const std::vector<pcn::vec> *starts = nullptr) {
     const std::size_t plane = g.n * g.n;
     std::vector<pcn::chain> cs(chains);
     std::vector<double> solves(chains, 0.0);
+    double round_trips = 0, swap_min = 1;
+    std::mutex report;
     auto one_chain = [&](std::size_t c) {
-        darcy::field u(plane, 0.0);
-        darcy::field last_a;  // the last solve's a: a small step often leaves every phase as it was
-        double last_phi = INFINITY;
-        auto phi = [&](const pcn::vec &theta) -> double {
-            darcy::field a = pr.a(theta);
-            if (a == last_a) return last_phi;
-            darcy::cholesky_solve(g, a, b, u);
-            ++solves[c];
-            double e = 0;
-            for (std::size_t k = 0; k < m.where.size(); ++k) e += std::pow(u[m.where[k]] - m.d[k], 2);
-            last_a = std::move(a);
-            return last_phi = e / (2 * m.sigma * m.sigma);
+        // one negative log-likelihood per replica, each with its own solver state
+        auto make_phi = [&]() -> std::function<double(const pcn::vec &)> {
+            auto u = std::make_shared<darcy::field>(plane, 0.0);
+            auto last_a = std::make_shared<darcy::field>();  // a small step often leaves every phase as it was
+            auto last_phi = std::make_shared<double>(INFINITY);
+            return [&, c, u, last_a, last_phi](const pcn::vec &theta) -> double {
+                darcy::field a = pr.a(theta);
+                if (a == *last_a) return *last_phi;
+                darcy::cholesky_solve(g, a, b, *u);
+                ++solves[c];
+                double e = 0;
+                for (std::size_t k = 0; k < m.where.size(); ++k) e += std::pow((*u)[m.where[k]] - m.d[k], 2);
+                *last_a = std::move(a);
+                return *last_phi = e / (2 * m.sigma * m.sigma);
+            };
         };
         auto keep = [&](const pcn::vec &theta) { return pr.a(theta); };
         std::mt19937_64 rng(seed * 1000 + c);
         std::normal_distribution<double> normal;
-        pcn::vec theta0(pr.g.dim());
-        for (double &t : theta0) t = normal(rng);
-        if (starts) theta0 = (*starts)[c % starts->size()];
-        cs[c] = pcn::run(theta0, phi, keep, s, seed * 1000 + c + 500, about);
+        std::vector<pcn::vec> theta0;
+        for (std::size_t k = 0; k < std::max<std::size_t>(lad.replicas, 1); ++k) {
+            pcn::vec t(pr.g.dim());
+            for (double &e : t) e = normal(rng);
+            if (starts) t = (*starts)[(c + k * chains) % starts->size()];
+            theta0.push_back(std::move(t));
+        }
+        if (lad.replicas > 1) {
+            const pcn::tempered t = pcn::run_tempered(theta0, make_phi, keep, s, lad, seed * 1000 + c + 500, about);
+            std::lock_guard<std::mutex> lock(report);
+            round_trips += t.round_trips;
+            for (double e : t.swap_rate) swap_min = std::min(swap_min, e);
+            std::fprintf(stderr, "  %s tempered chain %zu: acceptance %.3f, beta %.4f, swap rates %.2f to %.2f, "
+                         "T up to %.0f, round trips %.1f, %.1f s\n", about ? "guided" : "pCN", c, t.acceptance, t.beta,
+                         *std::min_element(t.swap_rate.begin(), t.swap_rate.end()),
+                         *std::max_element(t.swap_rate.begin(), t.swap_rate.end()), t.temperatures.back(),
+                         t.round_trips, t.seconds);
+            if (std::getenv("PIDDM_POSTERIOR_LADDER"))
+                for (std::size_t k = 0; k < t.temperatures.size(); ++k)
+                    std::fprintf(stderr, "    T %.4g beta %.4f swap %.2f\n", t.temperatures[k], t.betas[k],
+                                 k < t.swap_rate.size() ? t.swap_rate[k] : 0.0);
+            cs[c] = t;
+            return;
+        }
+        cs[c] = pcn::run(theta0[0], make_phi(), keep, s, seed * 1000 + c + 500, about);
         std::fprintf(stderr, "  %s chain %zu: acceptance %.3f, beta %.4f, %.1f s\n", about ? "guided" : "pCN", c,
                      cs[c].acceptance, cs[c].beta, cs[c].seconds);
     };
@@ -306,6 +343,7 @@ reference mcmc(const prior &pr, const darcy::grid &g, const darcy::field &b, con
         });
     for (std::thread &t : pool) t.join();
     reference r;
+    r.round_trips = round_trips, r.swap_min = lad.replicas > 1 ? swap_min : 0.0;
     std::vector<pcn::vec> first, second;
     for (std::size_t k = 0; k < chains; ++k) {
         const pcn::chain &c = cs[k];
@@ -498,6 +536,81 @@ int check_linear_gaussian() {
     return ok ? 0 : 1;
 }
 
+// Tempering on a posterior with two modes known in closed form: prior N(0, I) in 2-D, likelihood an
+// equal mixture of two narrow Gaussians, so the posterior is a mixture with means mu_j / (1 + s^2),
+// variances s^2 / (1 + s^2) and weights proportional to exp(-|mu_j|^2 / (2 (1 + s^2))). pCN chains
+// started in either mode stay there (their R-hat says so); tempered chains must find both modes'
+// weights.
+int check_tempering() {
+    const double s = 0.05, mu[2][2] = {{1.0, 0.5}, {-1.5, -1.0}};
+    auto phi = [&](const pcn::vec &t) {
+        double l[2];
+        for (int j = 0; j < 2; ++j)
+            l[j] = -((t[0] - mu[j][0]) * (t[0] - mu[j][0]) + (t[1] - mu[j][1]) * (t[1] - mu[j][1])) / (2 * s * s);
+        const double top = std::max(l[0], l[1]);
+        return -(top + std::log(std::exp(l[0] - top) + std::exp(l[1] - top)));
+    };
+    const double e0 = -(mu[0][0] * mu[0][0] + mu[0][1] * mu[0][1]) / (2 * (1 + s * s));
+    const double e1 = -(mu[1][0] * mu[1][0] + mu[1][1] * mu[1][1]) / (2 * (1 + s * s));
+    const double w0 = 1.0 / (1.0 + std::exp(e1 - e0));
+    pcn::vec mean_true(2);
+    for (int i = 0; i < 2; ++i) mean_true[i] = (w0 * mu[0][i] + (1 - w0) * mu[1][i]) / (1 + s * s);
+    pcn::settings st;
+    st.steps = 40000, st.burn_in = 10000, st.thin = 5, st.beta = 0.3;
+    const pcn::ladder lad{10, 2000.0};
+    auto keep = [](const pcn::vec &t) { return t; };
+    auto first_mode = [&](const pcn::vec &t) {
+        return double((t[0] - mu[0][0] / (1 + s * s)) * (t[0] - mu[0][0] / (1 + s * s)) +
+                          (t[1] - mu[0][1] / (1 + s * s)) * (t[1] - mu[0][1] / (1 + s * s)) <
+                      (t[0] - mu[1][0] / (1 + s * s)) * (t[0] - mu[1][0] / (1 + s * s)) +
+                          (t[1] - mu[1][1] / (1 + s * s)) * (t[1] - mu[1][1] / (1 + s * s)));
+    };
+    auto summarise = [&](const char *name, const std::vector<pcn::chain> &cs) {
+        std::vector<pcn::vec> series;
+        double weight = 0, worst_chain = 0, n = 0;
+        pcn::vec mean(2, 0.0);
+        for (const pcn::chain &c : cs) {
+            pcn::vec x;
+            double wc = 0;
+            for (const pcn::vec &t : c.kept) {
+                x.push_back(first_mode(t)), wc += first_mode(t) / double(c.kept.size());
+                mean[0] += t[0], mean[1] += t[1], n += 1;
+            }
+            weight += wc / double(cs.size());
+            worst_chain = std::max(worst_chain, std::abs(wc - w0));
+            series.push_back(std::move(x));
+        }
+        const double rhat = pcn::split_rhat(series);
+        const double mean_err = std::max(std::abs(mean[0] / n - mean_true[0]), std::abs(mean[1] / n - mean_true[1]));
+        std::printf("two modes, %s: first mode's weight %.3f (closed form %.3f; worst chain off by %.3f), mean off by "
+                    "%.3f, R-hat of the mode %.3f\n",
+                    name, weight, w0, worst_chain, mean_err, rhat);
+        return std::make_tuple(std::abs(weight - w0), worst_chain, mean_err, rhat);
+    };
+    std::vector<pcn::chain> plain, hot;
+    for (std::uint64_t c = 0; c < 4; ++c) {
+        const pcn::vec start = c % 2 ? pcn::vec{mu[1][0], mu[1][1]} : pcn::vec{mu[0][0], mu[0][1]};
+        plain.push_back(pcn::run(start, phi, keep, st, 101 + c));
+        const pcn::tempered t = pcn::run_tempered(
+            {start}, [&] { return std::function<double(const pcn::vec &)>(phi); }, keep, st, lad, 201 + c);
+        if (c == 0) {
+            std::printf("tempered ladder:");
+            for (double e : t.temperatures) std::printf(" %.3g", e);
+            std::printf("; swap rates:");
+            for (double e : t.swap_rate) std::printf(" %.2f", e);
+            std::printf("; round trips %.1f\n", t.round_trips);
+        }
+        hot.push_back(t);
+    }
+    const auto [p_err, p_worst, p_mean, p_rhat] = summarise("pCN", plain);
+    const auto [t_err, t_worst, t_mean, t_rhat] = summarise("tempered pCN", hot);
+    (void)p_err, (void)p_worst, (void)p_mean;
+    // the problem must defeat plain pCN (else it tests nothing) and tempering must solve it
+    const bool ok = p_rhat > 1.5 && t_err < 0.03 && t_worst < 0.08 && t_mean < 0.08 && t_rhat < 1.05;
+    std::printf("%s\n", ok ? "ok" : "FAILED");
+    return ok ? 0 : 1;
+}
+
 // The coefficients' estimate from phases, checked independently: G^T against G by the adjoint
 // identity, the DFT's round trip, and the closed-form error variances against Monte Carlo over prior
 // draws (theta, sign(G theta)).
@@ -561,10 +674,12 @@ int check_sign_inverse() {
 int main(int argc, char **argv) try {
     if (argc == 2 && std::string(argv[1]) == "--check-linear-gaussian") return check_linear_gaussian();
     if (argc == 2 && std::string(argv[1]) == "--check-sign-inverse") return check_sign_inverse();
+    if (argc == 2 && std::string(argv[1]) == "--check-tempering") return check_tempering();
     if (argc < 4) {
         std::fprintf(stderr,
                      "usage: %s MODEL.onnx PROBLEMS.f32 OUT_DIR [COUNT] [SENSORS] [NOISE] [CHAINS] [STEPS] [ANSWERS] "
-                     "[NOISE_SCALE]\n       %s --check-linear-gaussian\n",
+                     "[NOISE_SCALE] [REPLICAS] [HOTTEST]\n       %s --check-linear-gaussian | --check-sign-inverse | "
+                     "--check-tempering\n",
                      argv[0], argv[0]);
         return 2;
     }
@@ -577,15 +692,19 @@ int main(int argc, char **argv) try {
     const std::size_t steps = argc > 8 ? std::stoul(argv[8]) : 100000;
     const std::size_t answers = argc > 9 ? std::stoul(argv[9]) : 64;
     const double noise_scale = argc > 10 ? std::stod(argv[10]) : 1.5;
+    pcn::ladder lad;
+    lad.replicas = argc > 11 ? std::stoul(argv[11]) : 1;
+    lad.hottest = argc > 12 ? std::stod(argv[12]) : 1e4;
     const char *threads_env = std::getenv("PIDDM_POSTERIOR_THREADS");
     const std::size_t threads =
         threads_env ? std::stoul(threads_env) : std::max(1u, std::thread::hardware_concurrency());
     const std::size_t plane = pf.plane(), field = 2 * plane;
     if (count < 1 || count > pf.count || sensors < 1 || sensors > (pf.nx - 2) * (pf.ny - 2) || !(noise > 0) ||
-        chains < 2 || steps < 100 || answers < 2 || count * answers > PIDDM_MAX_BATCH || !(noise_scale >= 0))
+        chains < 2 || steps < 100 || answers < 2 || count * answers > PIDDM_MAX_BATCH || !(noise_scale >= 0) ||
+        lad.replicas < 1 || lad.replicas > 256 || !(lad.hottest > 1))
         throw std::invalid_argument("COUNT outside [1, problems], SENSORS outside [1, interior points], NOISE <= 0, "
                                     "CHAINS < 2, STEPS < 100, ANSWERS < 2, COUNT x ANSWERS over PIDDM_MAX_BATCH or "
-                                    "NOISE_SCALE < 0");
+                                    "NOISE_SCALE < 0, REPLICAS outside [1, 256] or HOTTEST <= 1");
     piddm::model model(argv[1]);
     surrogate::check_grid(model, pf);
     const std::string card = model.card();
@@ -629,15 +748,48 @@ int main(int argc, char **argv) try {
     darcy::fields outf;
     outf.count = std::uint32_t(count), outf.channels = 6, outf.ny = pf.ny, outf.nx = pf.nx;
     outf.data.assign(std::size_t(count) * 6 * plane, 0.0f);
-    std::ofstream txt(out_dir + "/posterior.txt");
-    if (!txt) throw std::runtime_error("cannot write " + out_dir + "/posterior.txt");
     constexpr std::size_t columns = 34;
     std::vector<double> col[columns];
     const sign_inverse si(pr.g);
+    // One record per problem (OUT_DIR/problem_P.txt and .f32), written when its chains finish: a run
+    // that stops keeps its finished problems, and the same command resumes with the next one.
+    const std::string settings_line = std::string(argv[1]) + " " + std::to_string(sensors) + " " + std::to_string(noise) + " " +
+                                      std::to_string(chains) + " " + std::to_string(steps) + " " +
+                                      std::to_string(answers) + " " + std::to_string(noise_scale) + " " +
+                                      std::to_string(lad.replicas) + " " + std::to_string(lad.hottest);
+    auto resume = [&](std::size_t p, double *values) {
+        std::ifstream in(out_dir + "/problem_" + std::to_string(p) + ".txt");
+        std::string line;
+        if (!in || !std::getline(in, line) || line != settings_line) return false;
+        for (std::size_t k = 0; k < columns; ++k) {
+            std::string word;  // std::stod, not >>, reads the inf and nan a record may hold
+            if (!(in >> word)) return false;
+            try {
+                values[k] = std::stod(word);
+            } catch (const std::exception &) {
+                return false;
+            }
+        }
+        try {
+            const darcy::fields f = darcy::read_fields(out_dir + "/problem_" + std::to_string(p) + ".f32");
+            if (f.count != 1 || f.channels != 6 || f.plane() != plane) return false;
+            std::copy(f.data.begin(), f.data.end(), outf.at(p, 0));
+        } catch (const std::exception &) {
+            return false;
+        }
+        return true;
+    };
     for (std::size_t p = 0; p < count; ++p) {
+        double values[columns];
+        if (resume(p, values)) {
+            std::fprintf(stderr, "problem %zu of %zu: resumed from %s/problem_%zu.txt\n", p + 1, count,
+                         out_dir.c_str(), p);
+            for (std::size_t k = 0; k < columns; ++k) col[k].push_back(values[k]);
+            continue;
+        }
         std::fprintf(stderr, "problem %zu of %zu: %zu chains of %zu pCN steps\n", p + 1, count, chains, steps);
         const darcy::field b = darcy::rhs(g, pf.at(p, 2));
-        const reference ref = mcmc(pr, g, b, ms[p], chains, st, 17 + p, threads);
+        const reference ref = mcmc(pr, g, b, ms[p], chains, st, lad, 17 + p, threads);
         std::vector<pcn::vec> draws;
         for (std::size_t k = 0; k < answers; ++k) {
             const float *a = &sur.fields[(p * answers + k) * field];
@@ -650,13 +802,13 @@ int main(int argc, char **argv) try {
         const pcn::gaussian about = si.reference(draws, threshold);
         std::vector<pcn::vec> starts;
         std::mt19937_64 start_rng(29 + p);
-        for (std::size_t c = 0; c < chains; ++c) {
+        for (std::size_t c = 0; c < chains * lad.replicas; ++c) {
             pcn::vec t = about.draw(start_rng);
             for (std::size_t i = 0; i < t.size(); ++i) t[i] += about.m[i];
             starts.push_back(std::move(t));
         }
         const double t_fit = std::chrono::duration<double>(std::chrono::steady_clock::now() - tg).count();
-        const reference gd = mcmc(pr, g, b, ms[p], chains, st, 17 + p, threads, &about, &starts);
+        const reference gd = mcmc(pr, g, b, ms[p], chains, st, lad, 17 + p, threads, &about, &starts);
         const double gd_seconds = gd.seconds + t_fit + t_sur;  // the answers and the fit counted once
         const float *truth = pf.at(p, 0);
         const scores sm = score(ref.draws, ref.mean, ref.sd, truth, threshold);
@@ -664,7 +816,7 @@ int main(int argc, char **argv) try {
         const double disagree = disagreement(mean, ref.mean, threshold);
         const double disagree_guided = disagreement(gd.mean, ref.mean, threshold);
         const scores sg = score(gd.draws, gd.mean, gd.sd, truth, threshold);
-        const double values[columns] = {sm.error_rate, ss.error_rate, disagree,   sm.coverage,    ss.coverage,
+        const double computed[columns] = {sm.error_rate, ss.error_rate, disagree,   sm.coverage,    ss.coverage,
                                         sm.crps,       ss.crps,       sm.mean_sd, ss.mean_sd,     ss.mean_sd / sm.mean_sd,
                                         ref.rhat_max,  ref.rhat_over, ref.ess,    ref.acceptance, ref.seconds / double(chains),
                                         ref.ess / ref.seconds,
@@ -673,6 +825,7 @@ int main(int argc, char **argv) try {
                                         gd.rhat_over, gd.ess, gd.acceptance, gd.beta,
                                         gd_seconds / double(chains), gd.ess / gd_seconds, gd.ess / gd.solves,
                                         disagree_guided, ref.to_typical, gd.to_typical};
+        std::copy(computed, computed + columns, values);
         for (std::size_t k = 0; k < columns; ++k) col[k].push_back(values[k]);
         std::fprintf(stderr,
                      "  ESS per second: pCN %.3f, guided %.3f; per solve: %.2e, %.2e; points over R-hat 1.1: %.2f, "
@@ -681,16 +834,29 @@ int main(int argc, char **argv) try {
                      ref.ess / ref.seconds, gd.ess / gd_seconds, ref.ess / ref.solves, gd.ess / gd.solves, ref.rhat_over,
                      gd.rhat_over, disagree_guided, ref.halves_disagree,
                      gd.halves_disagree, ref.to_typical, gd.to_typical);
-        const std::string pre = "problem_" + std::to_string(p) + "_";
-        txt << pre << "error_rate_mcmc = " << sm.error_rate << "\n" << pre << "error_rate_surrogate = " << ss.error_rate
-            << "\n" << pre << "coverage_mcmc = " << sm.coverage << "\n" << pre << "coverage_surrogate = " << ss.coverage
-            << "\n" << pre << "rhat_max = " << ref.rhat_max << "\n" << pre << "ess = " << ref.ess << "\n";
         float *o = outf.at(p, 0);
         std::copy_n(truth, plane, o);
         for (std::size_t w : ms[p].where) outf.at(p, 1)[w] = 1.0f;
         for (std::size_t i = 0; i < plane; ++i) {
             outf.at(p, 2)[i] = float(ref.mean[i]), outf.at(p, 3)[i] = float(ref.sd[i]);
             outf.at(p, 4)[i] = float(mean[i]), outf.at(p, 5)[i] = float(sd[i]);
+        }
+        {
+            darcy::fields one;
+            one.count = 1, one.channels = 6, one.ny = pf.ny, one.nx = pf.nx;
+            one.data.assign(outf.at(p, 0), outf.at(p, 0) + 6 * plane);
+            const std::string stem = out_dir + "/problem_" + std::to_string(p);
+            darcy::write_fields(stem + ".f32", one);
+            {
+                std::ofstream rec(stem + ".txt.part");
+                rec.precision(17);
+                rec << settings_line << "\n";
+                for (std::size_t q = 0; q < columns; ++q) rec << values[q] << "\n";
+                if (!rec) throw std::runtime_error("cannot write the record of problem " + std::to_string(p));
+            }
+            // renamed whole, so a run stopped while writing leaves no half record to resume from
+            if (std::rename((stem + ".txt.part").c_str(), (stem + ".txt").c_str()) != 0)
+                throw std::runtime_error("cannot write the record of problem " + std::to_string(p));
         }
     }
     const char *names[columns] = {"error_rate_mcmc_mean",  "error_rate_surrogate_mean", "disagreement_surrogate_mcmc",
@@ -705,6 +871,13 @@ int main(int argc, char **argv) try {
                              "beta_guided",           "guided_seconds_per_chain",  "ess_per_second_guided",
                              "ess_per_solve_guided",  "disagreement_guided_mcmc",  "steps_to_typical",
                              "steps_to_typical_guided"};
+    std::ofstream txt(out_dir + "/posterior.txt");
+    if (!txt) throw std::runtime_error("cannot write " + out_dir + "/posterior.txt");
+    for (std::size_t p = 0; p < count; ++p)
+        txt << "problem_" << p << "_error_rate_mcmc = " << col[0][p] << "\nproblem_" << p
+            << "_error_rate_surrogate = " << col[1][p] << "\nproblem_" << p << "_coverage_mcmc = " << col[3][p]
+            << "\nproblem_" << p << "_coverage_surrogate = " << col[4][p] << "\nproblem_" << p
+            << "_rhat_max = " << col[10][p] << "\nproblem_" << p << "_ess = " << col[12][p] << "\n";
     txt << "problems = " << count << "\nsensors = " << sensors << "\nnoise = " << noise << "\nchains = " << chains
         << "\nsteps = " << steps << "\nanswers = " << answers << "\nnoise_scale = " << noise_scale
         << "\nsurrogate_seconds_per_problem = " << t_sur << "\n";

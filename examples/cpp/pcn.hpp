@@ -176,6 +176,140 @@ inline chain run(vec theta, const std::function<double(const vec &)> &phi,
     return c;
 }
 
+// Parallel tempering (replica exchange) over pCN: replicas at temperatures 1 = T_0 < ... < T_{K-1}
+// each target the reference (the prior, or N(m, C) with `about`) times exp(-psi / T_k), move by the
+// same pCN proposals (accepted on (psi - psi') / T_k), and after every sweep neighbours offer to swap
+// states (accepted on (psi_k - psi_{k+1}) (1 / T_k - 1 / T_{k+1})). The hot replicas wander between
+// the posterior's modes, the swaps carry what they find down, and only T_0's states are kept, so the
+// target is still the exact posterior. During burn-in each replica tunes its beta and the ladder's
+// log-spacings move towards equal swap rates (the hottest T fixed). `make_phi` makes one
+// negative log-likelihood per replica, so a caller's cache of the last solve stays the replica's own.
+struct ladder {
+    std::size_t replicas = 8;
+    double hottest = 1000.0;  // T_{K-1}
+};
+
+struct tempered : chain {
+    vec temperatures;  // after burn-in adaptation
+    vec swap_rate;     // between k and k + 1, after burn-in
+    vec betas;         // each replica's tuned step
+    double round_trips = 0;  // states that went from T_0 to the hottest and back, after burn-in
+};
+
+inline tempered run_tempered(std::vector<vec> starts,
+                             const std::function<std::function<double(const vec &)>()> &make_phi,
+                             const std::function<vec(const vec &)> &keep, const settings &s, const ladder &l,
+                             std::uint64_t seed, const gaussian *about = nullptr) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::size_t K = std::max<std::size_t>(l.replicas, 2);
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> normal;
+    std::uniform_real_distribution<double> uniform;
+    auto psi = [&](const vec &t, double f) {
+        if (!about) return f;
+        double sq = 0;
+        vec r(t.size());
+        for (std::size_t i = 0; i < t.size(); ++i) sq += t[i] * t[i], r[i] = t[i] - about->m[i];
+        return f + 0.5 * sq - 0.5 * about->quad(r);
+    };
+    std::vector<std::function<double(const vec &)>> phi;
+    for (std::size_t k = 0; k < K; ++k) phi.push_back(make_phi());
+    // geometric ladder to start; log-spacings adapted below
+    vec gap(K - 1, std::log(std::max(l.hottest, 1.0 + 1e-9)) / double(K - 1));
+    vec T(K, 1.0);
+    auto set_ladder = [&] {
+        for (std::size_t k = 1; k < K; ++k) T[k] = T[k - 1] * std::exp(gap[k - 1]);
+    };
+    set_ladder();
+    std::vector<vec> theta(K);
+    vec f(K), g(K), beta(K, s.beta);
+    std::vector<std::size_t> window_acc(K, 0);
+    std::vector<int> heading(K, 0);  // +1 last visited T_0, -1 the hottest: for round trips
+    for (std::size_t k = 0; k < K; ++k) {
+        theta[k] = starts.at(k % starts.size());
+        f[k] = phi[k](theta[k]);
+        g[k] = psi(theta[k], f[k]);
+    }
+    vec swap_try(K - 1, 0.0), swap_acc(K - 1, 0.0), window_swap(K - 1, 0.0);
+    std::size_t window = 0, accepted = 0, adapt = 0;
+    tempered c;
+    vec trial(theta[0].size());
+    for (std::size_t step = 0; step < s.steps; ++step) {
+        for (std::size_t k = 0; k < K; ++k) {
+            const double keep_part = std::sqrt(1.0 - beta[k] * beta[k]);
+            vec &th = theta[k];
+            if (about) {
+                const vec w = about->draw(rng);
+                for (std::size_t i = 0; i < th.size(); ++i)
+                    trial[i] = about->m[i] + keep_part * (th[i] - about->m[i]) + beta[k] * w[i];
+            } else {
+                for (std::size_t i = 0; i < th.size(); ++i) trial[i] = keep_part * th[i] + beta[k] * normal(rng);
+            }
+            const double ft = phi[k](trial);
+            const double gt = std::isfinite(ft) ? psi(trial, ft) : ft;
+            const bool accept = std::isfinite(gt) && std::log(uniform(rng)) < (g[k] - gt) / T[k];
+            if (accept) th.swap(trial), f[k] = ft, g[k] = gt;
+            if (step < s.burn_in) window_acc[k] += accept;
+            else if (k == 0) accepted += accept;
+        }
+        // swaps between neighbours, alternating even and odd pairs so every pair is offered in turn
+        for (std::size_t k = step % 2; k + 1 < K; k += 2) {
+            const double a = (g[k] - g[k + 1]) * (1.0 / T[k] - 1.0 / T[k + 1]);
+            const bool swap = std::log(uniform(rng)) < a;
+            if (swap) {
+                // states move between temperatures; each replica's phi keeps its cache, so it re-solves once
+                std::swap(theta[k], theta[k + 1]), std::swap(f[k], f[k + 1]), std::swap(g[k], g[k + 1]);
+                std::swap(heading[k], heading[k + 1]);
+            }
+            if (step < s.burn_in) window_swap[k] += swap;
+            else swap_try[k] += 1, swap_acc[k] += swap;
+        }
+        if (step >= s.burn_in) {
+            if (heading[K - 1] == 1) c.round_trips += 0.5, heading[K - 1] = -1;
+            if (heading[0] == -1) c.round_trips += 0.5, heading[0] = 1;
+            if (heading[0] == 0) heading[0] = 1;
+        }
+        if (step % s.thin == 0) c.path.push_back(f[0]);
+        if (step < s.burn_in) {
+            if (++window == 100) {
+                // Robbins-Monro on each log beta, and on the log-spacings towards equal swap rates
+                ++adapt;
+                for (std::size_t k = 0; k < K; ++k) {
+                    beta[k] = std::clamp(beta[k] * std::exp(double(window_acc[k]) / 100.0 - s.target), 1e-4, 1.0);
+                    window_acc[k] = 0;
+                }
+                const double kappa = 2.0 / std::sqrt(double(adapt));
+                vec rate(K - 1);
+                double avg = 0;
+                for (std::size_t k = 0; k + 1 < K; ++k) rate[k] = window_swap[k] / 50.0, avg += rate[k] / double(K - 1);
+                double total = 0;
+                for (std::size_t k = 0; k + 1 < K; ++k) {
+                    // a pair that swaps less than the others gets closer, one that swaps more spreads
+                    gap[k] *= std::exp(kappa * (rate[k] - avg));
+                    total += gap[k];
+                    window_swap[k] = 0;
+                }
+                const double want = std::log(std::max(l.hottest, 1.0 + 1e-9));
+                for (double &e : gap) e *= want / total;
+                set_ladder();
+                window = 0;
+            }
+            continue;
+        }
+        if ((step - s.burn_in) % s.thin == 0) {
+            c.kept.push_back(keep(theta[0]));
+            c.trace.push_back(f[0]);
+        }
+    }
+    c.acceptance = s.steps > s.burn_in ? double(accepted) / double(s.steps - s.burn_in) : 0.0;
+    c.beta = beta[0];
+    c.temperatures = T;
+    c.betas = beta;
+    for (std::size_t k = 0; k + 1 < K; ++k) c.swap_rate.push_back(swap_try[k] > 0 ? swap_acc[k] / swap_try[k] : 0.0);
+    c.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return c;
+}
+
 inline double mean(const vec &x) {
     double m = 0;
     for (double v : x) m += v;
