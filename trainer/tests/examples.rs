@@ -172,6 +172,61 @@ fn examples_build_run_and_agree() {
     assert!(sd.iter().all(|&s| (0.0..=4.5 * 1.01).contains(&s)));
     assert!(sd.iter().any(|&s| s > 0.0));
 
+    // a stopped run resumes: each finished problem left its record, so the same command again
+    // recomputes no chain and writes the same fields
+    let posterior = dir.path().join("build/programs/darcy_posterior");
+    let model = root().join("examples/models/darcy32.onnx");
+    let args = |o: &Path, rest: &[&str]| {
+        let mut v = vec![
+            model.display().to_string(),
+            out.join("problems.f32").display().to_string(),
+            o.display().to_string(),
+        ];
+        v.extend(rest.iter().map(|s| s.to_string()));
+        v
+    };
+    let short = ["2", "50", "0.01", "2", "2000", "16"];
+    let again = run(Command::new(&posterior).args(args(&out, &short)));
+    assert_eq!(again.matches("resumed from").count(), 2, "{again}");
+    assert!(!again.contains("pCN chain"), "{again}");
+    assert_eq!(
+        FieldFile::read(&out.join("posterior.f32")).unwrap().data,
+        pf.data
+    );
+    // a record for other settings is not taken: more steps recompute the problem
+    std::fs::create_dir_all(out.join("other")).unwrap();
+    for f in ["problem_0.txt", "problem_0.f32"] {
+        std::fs::copy(out.join(f), out.join("other").join(f)).unwrap();
+    }
+    let other = run(Command::new(&posterior).args(args(
+        &out.join("other"),
+        &["1", "50", "0.01", "2", "200", "16"],
+    )));
+    assert!(!other.contains("resumed from"), "{other}");
+    // tempered chains: replicas on a ladder, swaps between neighbours, T = 1 kept and scored alike
+    let tempered = out.join("tempered");
+    std::fs::create_dir_all(&tempered).unwrap();
+    let t = run(Command::new(&posterior)
+        .args(args(
+            &tempered,
+            &["1", "25", "0.01", "2", "300", "16", "1.5", "4", "100"],
+        ))
+        .env("PIDDM_POSTERIOR_THREADS", "1"));
+    assert!(t.contains("pCN tempered chain 1"), "{t}");
+    assert!(t.contains("guided tempered chain 1"), "{t}");
+    let tp = kv(&tempered.join("posterior.txt"));
+    assert_eq!(num(&tp, "problems"), 1.0);
+    // a sweep is one proposal per replica: at most 4 solves per sweep and chain
+    let solves = num(&tp, "solves_per_chain");
+    assert!(
+        solves > 300.0 && solves <= 4.0 * 300.0 + 4.0,
+        "solves {solves}"
+    );
+    for k in ["coverage_mcmc", "coverage_guided"] {
+        let c = num(&tp, k);
+        assert!(c > 0.3 && c <= 1.0, "{k} = {c}");
+    }
+
     // one summary table with the figures
     assert!(text.contains(
         "| warm start (fortran, 4 problems, 2 rank(s)) | median CG iterations to 1e-4 |"

@@ -394,6 +394,18 @@ fn check_exported(student: &Path, preset: &Preset, encoder: Option<&PathBuf>) {
         None,
     );
     assert!(rel_err(&got[0], &x) <= 1e-5, "x: {}", rel_err(&got[0], &x));
+    // a corrected sample of a two-phase family lies on the data's support: its coefficient takes
+    // one phase's value or the other's at every point (`physics::phases`)
+    if let (Some(p), true) = (op.pde.family().phases(), st.correction.is_some()) {
+        let a = Vec::<f32>::try_from(got[0].narrow(1, p.channel as i64, 1).flatten(0, -1)).unwrap();
+        let on = |v: f32, w: f64| (v as f64 - w).abs() <= 1e-5 * p.hi.abs();
+        assert!(
+            a.iter().all(|&v| on(v, p.lo) || on(v, p.hi)),
+            "a sample's coefficient off its phases {} and {}",
+            p.lo,
+            p.hi
+        );
+    }
     let r_scale = op.rounding_scale(&x);
     let rel_r =
         |got: &Tensor, want: &Tensor| f64::try_from((got - want).abs().max()).unwrap() / r_scale;

@@ -49,6 +49,7 @@ impl<'a> Folding<'a> {
             Unary::Exp => self.g.opaque("Exp", &[x], vec![]),
             Unary::Cos => self.g.opaque("Cos", &[x], vec![]),
             Unary::Sin => self.g.opaque("Sin", &[x], vec![]),
+            Unary::Sign => self.g.opaque("Sign", &[x], vec![]),
         }
     }
 }

@@ -97,11 +97,11 @@ impl FieldOps for Graph {
     }
 }
 
-/// The student d(eps) in normalised units as graph nodes: `Student::emit_one_step`, the code that
-/// trains, run over the folding builder.
+/// A one-step sample in normalised units as graph nodes: `Student::emit_sample`, the code that
+/// generates in training and evaluation, run over the folding builder.
 fn student_nodes(g: &mut Graph, st: &Student, eps: &str) -> String {
     let mut f = Folding::new(g);
-    let d = st.emit_one_step(&mut f, &Gv::Node(eps.into()));
+    let d = st.emit_sample(&mut f, &Gv::Node(eps.into()));
     f.name(&d)
 }
 

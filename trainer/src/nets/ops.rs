@@ -19,6 +19,8 @@ pub enum Unary {
     Exp,
     Cos,
     Sin,
+    /// -1, 0 or 1: where a two-phase field is projected onto its phases (`physics::phases`).
+    Sign,
 }
 
 pub trait NetOps: FieldOps {
@@ -95,6 +97,7 @@ impl NetOps for Tch {
             Unary::Exp => x.exp(),
             Unary::Cos => x.cos(),
             Unary::Sin => x.sin(),
+            Unary::Sign => x.sign(),
         }
     }
     fn concat(&mut self, parts: &[&Tensor]) -> Tensor {

@@ -300,6 +300,13 @@ impl Family for DarcyParams {
     fn threshold(&self) -> Option<f64> {
         Some(DarcyParams::threshold(self))
     }
+    fn phases(&self) -> Option<super::Phases> {
+        Some(super::Phases {
+            channel: 0,
+            lo: self.a_lo.min(self.a_hi),
+            hi: self.a_lo.max(self.a_hi),
+        })
+    }
     fn parameters(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("plain parameters serialise")
     }

@@ -222,6 +222,15 @@ impl Boundary {
     }
 }
 
+/// The two values of a two-phase channel: the data's coefficient is `lo` or `hi` at every point,
+/// split at their midpoint ([`Family::threshold`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Phases {
+    pub channel: usize,
+    pub lo: f64,
+    pub hi: f64,
+}
+
 /// A family's grid in physical terms: extent, spacing and boundary kind of x and y.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Geometry {
@@ -402,6 +411,11 @@ pub trait Family: Sync {
     }
     /// A value separating two phases of a binary input field, for the model card.
     fn threshold(&self) -> Option<f64> {
+        None
+    }
+    /// The two values a two-phase input field takes (its channel, low, high), if the family's
+    /// data have one: its samples are projected onto them (`physics::phases`).
+    fn phases(&self) -> Option<Phases> {
         None
     }
     /// The parameters as the model card shows them.

@@ -4,6 +4,7 @@
 pub mod correction;
 pub mod defect;
 pub mod objective;
+pub mod phases;
 pub mod residual;
 
 pub use correction::Correction;

@@ -11,6 +11,7 @@ use crate::nets::NetOps;
 use crate::nets::UNet;
 use crate::pde::ops::Tch;
 use crate::physics::objective::{emit_loss, emit_terms_of, emit_x_mix};
+use crate::physics::phases::emit_project;
 use crate::physics::{Correction, ResidualOp};
 use crate::util::tensor::to_f32;
 use anyhow::{bail, Result};
@@ -71,6 +72,22 @@ impl<'a> Student<'a> {
         self.emit_one_step(&mut Tch, eps)
     }
 
+    /// A one-step sample in normalised units, on any backend: [`Student::emit_one_step`], except
+    /// that with corrections a two-phase coefficient is projected onto its phases before them
+    /// (`physics::phases`), so u is corrected against the projected one. What `generate` and the
+    /// exported generate graph give; the solve keeps `emit_one_step`, whose a has a gradient.
+    pub fn emit_sample<B: NetOps>(&self, b: &mut B, eps: &B::V) -> B::V {
+        let d = student(b, &self.edm, self.net, eps);
+        let Some(c) = &self.correction else {
+            return d;
+        };
+        let d = match self.op.pde.family().phases() {
+            Some(p) => emit_project(b, self.norm, p, &d),
+            None => d,
+        };
+        c.emit(b, &d)
+    }
+
     /// The answer (physical) of the student's output `d` to observations (physical) under `mask`:
     /// x_mix, the observations where observed and d elsewhere; with corrections, settled against
     /// the observations through the PDE ([`Correction::settle`]: a forward problem of Poisson or
@@ -106,10 +123,10 @@ impl<'a> Student<'a> {
         emit_loss(b, t, lambda)
     }
 
-    /// PIDDM-1: physical fields from eps in one network evaluation.
+    /// PIDDM-1: physical fields from eps in one network evaluation ([`Student::emit_sample`]).
     pub fn generate(&self, eps: &Tensor) -> Tensor {
         let _g = tch::no_grad_guard();
-        self.norm.to_physical(&self.one_step(eps))
+        self.norm.to_physical(&self.emit_sample(&mut Tch, eps))
     }
 
     /// Per-sample loss [B] and the answer (physical) for eps, observations x' (physical) and
