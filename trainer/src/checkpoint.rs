@@ -99,6 +99,9 @@ pub struct StudentInfo {
     /// before them.
     #[serde(default)]
     pub corrections: usize,
+    /// Gains per Fourier mode along x on its samples' levels (`physics::recolour`), if fitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recolour: Option<Vec<f64>>,
     pub heun_steps: usize,
     pub teacher_train_steps: u64,
     pub pairs: usize,

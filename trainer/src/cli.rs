@@ -79,6 +79,22 @@ pub enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Fit gains per Fourier mode along x on a student's samples (a family periodic in x whose rows
+    /// are time levels: Burgers), so that their first level carries the data's power per mode
+    /// (`physics::recolour`): a copy at --out whose generation and export apply them. Weights
+    /// unchanged; the solve's answers too.
+    Recolour {
+        #[arg(long)]
+        student: PathBuf,
+        /// The training data (their first level's spectrum is the target).
+        #[arg(long)]
+        data: PathBuf,
+        /// The student's own samples the spectrum is measured on.
+        #[arg(long, default_value_t = 2048)]
+        samples: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// PIDM: continue a teacher's training with a residual loss on its clean estimate D(x; sigma).
     Pidm {
         #[arg(long)]
@@ -313,6 +329,12 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
             corrections,
             out,
         } => student::with_corrections(&s, corrections, &out),
+        Cmd::Recolour {
+            student: s,
+            data,
+            samples,
+            out,
+        } => student::recolour(&s, &data, samples, &out),
         Cmd::Pidm {
             preset: p,
             data,

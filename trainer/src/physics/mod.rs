@@ -5,6 +5,7 @@ pub mod correction;
 pub mod defect;
 pub mod objective;
 pub mod phases;
+pub mod recolour;
 pub mod residual;
 
 pub use correction::Correction;

@@ -12,6 +12,7 @@ use crate::nets::UNet;
 use crate::pde::ops::Tch;
 use crate::physics::objective::{emit_loss, emit_terms_of, emit_x_mix};
 use crate::physics::phases::emit_project;
+use crate::physics::recolour;
 use crate::physics::{Correction, ResidualOp};
 use crate::util::tensor::to_f32;
 use anyhow::{bail, Result};
@@ -25,6 +26,8 @@ pub struct Student<'a> {
     pub op: ResidualOp,
     /// The defect corrections its output goes through (`physics::correction`), if any.
     pub correction: Option<Correction>,
+    /// Its samples' gains per Fourier mode along x (`physics::recolour`), if fitted.
+    pub recolour: Option<Vec<f64>>,
 }
 
 pub struct SolveResult {
@@ -54,6 +57,7 @@ impl<'a> Student<'a> {
                 .ok()
                 .flatten()
             }),
+            recolour: meta.student.as_ref().and_then(|s| s.recolour.clone()),
         }
     }
 
@@ -73,11 +77,16 @@ impl<'a> Student<'a> {
     }
 
     /// A one-step sample in normalised units, on any backend: [`Student::emit_one_step`], except
-    /// that with corrections a two-phase coefficient is projected onto its phases before them
-    /// (`physics::phases`), so u is corrected against the projected one. What `generate` and the
+    /// that fitted gains recolour its levels along x (`physics::recolour`) and, with corrections, a
+    /// two-phase coefficient is projected onto its phases (`physics::phases`), both before the
+    /// corrections, so u is corrected (or the levels re-marched) against the result. What `generate` and the
     /// exported generate graph give; the solve keeps `emit_one_step`, whose a has a gradient.
     pub fn emit_sample<B: NetOps>(&self, b: &mut B, eps: &B::V) -> B::V {
         let d = student(b, &self.edm, self.net, eps);
+        let d = match &self.recolour {
+            Some(g) => recolour::emit(b, self.norm, g, &d),
+            None => d,
+        };
         let Some(c) = &self.correction else {
             return d;
         };

@@ -75,6 +75,7 @@ pub fn distill(
                 lambda_train: physics.lambda_train,
                 lambda_consistency: physics.lambda_consistency,
                 corrections: physics.corrections,
+                recolour: None,
                 heun_steps: preset.sampler.steps,
                 teacher_train_steps: tmeta.step,
                 pairs: scfg.pairs,
@@ -163,5 +164,68 @@ pub fn with_corrections(student: &Path, corrections: usize, out: &Path) -> Resul
         out.display(),
         was
     );
+    Ok(())
+}
+
+/// Writes `student` to `out` with gains per Fourier mode along x on its samples
+/// (`physics::recolour`): the data's mean power per mode of the first level (row 0 of `data`,
+/// the training set) over that of `samples` of the student's own samples (drawn without gains,
+/// seed 20 251 204). Weights, corrections and optimiser state unchanged, so an encoder's tie to the
+/// weights holds; only generation changes. For a family periodic in x whose rows are time levels.
+pub fn recolour(student: &Path, data: &Path, samples: usize, out: &Path) -> Result<()> {
+    use crate::pde::Boundary;
+    use crate::physics::recolour::{gains, row_power};
+    use crate::stages::solve::Student;
+    let mut st = TrainState::load(student)?;
+    st.meta.expect_role(Role::Student, student)?;
+    let geometry = st.meta.data.pde.family().geometry(st.meta.data.grid);
+    if geometry.boundary != [Boundary::Periodic, Boundary::Initial] {
+        bail!(
+            "{}: recolouring needs rows that are time levels of a field periodic in x; {} is not",
+            student.display(),
+            st.meta.data.pde.family().name()
+        );
+    }
+    if samples < 64 {
+        bail!("--samples {samples}: at least 64 samples to estimate a spectrum");
+    }
+    let set = crate::data::Dataset::load(data)?;
+    if set.meta.pde != st.meta.data.pde || set.meta.grid != st.meta.data.grid {
+        bail!("{} is not the student's family and grid", data.display());
+    }
+    let want = row_power(&set.fields, 0)?;
+    let info = st
+        .meta
+        .student
+        .as_mut()
+        .with_context(|| format!("{} has no student information", student.display()))?;
+    info.recolour = None;
+    let (c, n) = (st.meta.unet.channels, st.meta.data.grid.n as i64);
+    let have = {
+        let _g = tch::no_grad_guard();
+        let s = Student::of(&st.ema, &st.meta);
+        tch::manual_seed(20_251_204);
+        let parts: Vec<Tensor> = (0..samples.div_ceil(64))
+            .map(|i| {
+                let b = (samples - 64 * i).min(64) as i64;
+                s.generate(&Tensor::randn([b, c, n, n], (Kind::Float, tch::Device::Cpu)))
+            })
+            .collect();
+        row_power(&Tensor::cat(&parts, 0), 0)?
+    };
+    let g = gains(&want, &have)?;
+    eprintln!(
+        "recolour: power per mode of the first level, data / samples / gain:\n{}",
+        want.iter()
+            .zip(&have)
+            .zip(&g)
+            .enumerate()
+            .map(|(k, ((w, h), g))| format!("  mode {k}: {w:.4e} / {h:.4e} / {g:.4}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    st.meta.student.as_mut().unwrap().recolour = Some(g);
+    st.save(out)?;
+    eprintln!("wrote {}", out.display());
     Ok(())
 }
