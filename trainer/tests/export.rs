@@ -136,17 +136,17 @@ fn every_family_exports_and_matches_tch() {
         pipeline::run(&preset, dir.path(), "test".into()).unwrap();
         let p = RunPaths::new(dir.path());
         check_exported(&p.student, &preset, Some(&p.encoder));
-        if family == "burgers" {
+        if family == "burgers" || family == "navier_stokes" {
             recoloured_samples_carry_the_data_spectrum(&p, &preset, dir.path());
         }
     }
 }
 
 /// Gains fitted on a student's samples (`physics::recolour`) bring the power per Fourier mode of
-/// its samples' first level to the training data's, on fresh draws, and the exported generate
-/// graph applies them as tch does.
+/// its samples' first level (a row along x, or a plane) to the training data's, on fresh draws,
+/// and the exported generate graph applies them as tch does.
 fn recoloured_samples_carry_the_data_spectrum(p: &RunPaths, preset: &Preset, dir: &Path) {
-    use piddm_trainer::physics::recolour::row_power;
+    use piddm_trainer::physics::recolour::Along;
     let rc = dir.join("student-recoloured.ckpt");
     piddm_trainer::stages::student::recolour(&p.student, &p.train, 512, &rc).unwrap();
     check_exported(&rc, preset, Some(&p.encoder));
@@ -154,14 +154,20 @@ fn recoloured_samples_carry_the_data_spectrum(p: &RunPaths, preset: &Preset, dir
     assert!(meta.student.as_ref().unwrap().recolour.is_some());
     let st = Student::of(&net, &meta);
     let (c, n) = (meta.unet.channels, meta.data.grid.n as i64);
+    let along = Along::of(&meta.data.pde, meta.data.grid).unwrap();
+    // the lowest modes along x, and for a plane along y and the diagonal too
+    let modes: Vec<usize> = match along {
+        Along::Rows => vec![1, 2, 3, 4],
+        Along::Plane => vec![1, 2, n as usize, n as usize + 1],
+    };
     tch::manual_seed(77);
     let x = st.generate(&Tensor::randn([1024, c, n, n], tch::kind::FLOAT_CPU));
-    let have = row_power(&x, 0).unwrap();
+    let have = along.power(&x).unwrap();
     let data = piddm_trainer::data::Dataset::load(&p.train).unwrap();
-    let want = row_power(&data.fields, 0).unwrap();
+    let want = along.power(&data.fields).unwrap();
     // a mode's power from N Gaussian draws has relative standard error 1 / sqrt(N): 3 % here, 4.4 %
     // in the fit's 512
-    for k in 1..=4 {
+    for &k in &modes {
         let r = have[k] / want[k];
         assert!((r - 1.0).abs() < 0.2, "mode {k}: samples / data power {r}");
     }
@@ -173,9 +179,11 @@ fn recoloured_samples_carry_the_data_spectrum(p: &RunPaths, preset: &Preset, dir
     };
     tch::manual_seed(77);
     let x0 = plain.generate(&Tensor::randn([1024, c, n, n], tch::kind::FLOAT_CPU));
-    let before = row_power(&x0, 0).unwrap();
+    let before = along.power(&x0).unwrap();
     assert!(
-        (1..=4).any(|k| (before[k] / want[k] - 1.0).abs() > 0.2),
+        modes
+            .iter()
+            .any(|&k| (before[k] / want[k] - 1.0).abs() > 0.2),
         "the tiny student already had the data's spectrum: {before:?} against {want:?}"
     );
 }

@@ -1,15 +1,13 @@
-//! A first level's spectrum brought to the data's. Where a family's rows are time levels of a
-//! field periodic in x (Burgers: [`Boundary::Periodic`] along x, [`Boundary::Initial`] along t),
+//! A first level's spectrum brought to the data's. Where a family's levels are time levels of a
+//! periodic field (Burgers: rows, periodic in x; Navier-Stokes: channels, each a periodic plane),
 //! the data's first level is a stationary Gaussian field whose power per Fourier mode the one-step
 //! network under-produces at the fine scales (Burgers: modes 3 to 5 at 1/2 to 1/6 of the data's
 //! power) and at the first (70 %), so the samples' pointwise spread is narrow from t = 0 on and the
 //! march carries it. A gain per mode, sqrt(data's power / samples' power), fitted once on the
-//! student's samples (`stages::student::recolour`), applied along x to every row before the march
-//! (which re-solves the later rows from the first), restores the second moments the SMSE counts.
-//! Only samples: the solve's answers are untouched.
-//!
-//! [`Boundary::Periodic`]: crate::pde::Boundary::Periodic
-//! [`Boundary::Initial`]: crate::pde::Boundary::Initial
+//! student's samples (`stages::student::recolour`), applied to every level before the march (which
+//! re-solves the later levels from the first), restores the second moments the SMSE counts. The
+//! gains are the n / 2 + 1 modes of a row (along x) or the n x n modes of a plane. Only samples:
+//! the solve's answers are untouched.
 
 use crate::data::Normalisation;
 use crate::pde::ops::FieldOps;
@@ -36,12 +34,55 @@ pub fn circulant(gains: &[f64], n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Normalised fields `x` [B, C, T, n] with the gains applied, in physical units, along x (axis 3)
-/// on every row of every channel.
-pub fn emit<O: FieldOps>(o: &mut O, norm: &Normalisation, gains: &[f64], x: &O::V) -> O::V {
-    let n = 2 * (gains.len() - 1);
-    // the circulant acts on the physical field: x_phys = scale x + mean, so
-    // y = M x + (M - I) mean / scale, and M's row sums are g(0)
+/// Where a family's levels are, so where its first level's spectrum lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Along {
+    /// Levels are rows (axis 2) of a field periodic in x: the first level is row 0, a periodic row.
+    Rows,
+    /// Levels are channels of a field periodic in x and y: the first is channel 0, a periodic plane.
+    Plane,
+}
+
+impl Along {
+    /// The layout of a family's levels, if they are time levels of a periodic field.
+    pub fn of(pde: &crate::pde::Pde, grid: crate::pde::Grid) -> Option<Along> {
+        use crate::pde::Boundary::{Initial, Periodic};
+        let boundary = pde.family().geometry(grid).boundary;
+        match (pde.stepping(grid).map(|s| s.axis), boundary) {
+            (Some(2), [Periodic, Initial]) => Some(Along::Rows),
+            (Some(1), [Periodic, Periodic]) => Some(Along::Plane),
+            _ => None,
+        }
+    }
+
+    /// How many gains it takes on an n-point grid.
+    pub fn modes(self, n: usize) -> usize {
+        match self {
+            Along::Rows => n / 2 + 1,
+            Along::Plane => n * n,
+        }
+    }
+
+    /// Mean power per mode of the first level of physical fields [N, C, T, n].
+    pub fn power(self, fields: &Tensor) -> Result<Vec<f64>> {
+        match self {
+            Along::Rows => row_power(fields, 0),
+            Along::Plane => plane_power(&fields.select(1, 0)),
+        }
+    }
+}
+
+/// Normalised fields `x` [B, C, n, n] with the gains applied to the physical field of every
+/// channel: along x on every row (n / 2 + 1 gains) or on every plane (n x n gains, [ky][kx]).
+pub fn emit<O: FieldOps>(
+    o: &mut O,
+    norm: &Normalisation,
+    along: Along,
+    gains: &[f64],
+    x: &O::V,
+) -> O::V {
+    // the filter acts on the physical field: x_phys = scale x + mean, so
+    // y = M x + (M - I) mean / scale, M's gain on a constant being g(0)
     let k: Vec<f64> = vec![1.0; norm.mean.len()];
     let b: Vec<f64> = norm
         .mean
@@ -49,8 +90,55 @@ pub fn emit<O: FieldOps>(o: &mut O, norm: &Normalisation, gains: &[f64], x: &O::
         .zip(&norm.scale)
         .map(|(m, s)| (gains[0] - 1.0) * m / s)
         .collect();
-    let y = o.matmul_axis(x, 3, &circulant(gains, n));
+    let y = match along {
+        Along::Plane => emit_plane(o, gains, (gains.len() as f64).sqrt().round() as usize, x),
+        Along::Rows => o.matmul_axis(x, 3, &circulant(gains, 2 * (gains.len() - 1))),
+    };
     o.affine_channels(&y, &k, &b)
+}
+
+/// The n x n gains ([ky][kx]) on every plane by real DFT matrices along y and x: with C and S the
+/// cosine and sine tables, X^ = (C - iS) X (C - iS)^T = A - iB, A = C X C^T - S X S^T,
+/// B = S X C^T + C X S^T; with P = G A and Q = G B (G / n^2 pointwise), the inverse's real part
+/// is C P C^T + S Q C^T - S P S^T + C Q S^T.
+fn emit_plane<O: FieldOps>(o: &mut O, gains: &[f64], n: usize, x: &O::V) -> O::V {
+    let table = |f: fn(f64) -> f64| -> Vec<f64> {
+        (0..n * n)
+            .map(|p| f(2.0 * PI * ((p / n) * (p % n)) as f64 / n as f64))
+            .collect()
+    };
+    let (c, s) = (table(f64::cos), table(f64::sin));
+    let g: Vec<f64> = gains.iter().map(|v| v / (n * n) as f64).collect();
+    let zero = vec![0.0; n * n];
+    let cx = o.matmul_axis(x, 2, &c);
+    let sx = o.matmul_axis(x, 2, &s);
+    let cxc = o.matmul_axis(&cx, 3, &c);
+    let sxs = o.matmul_axis(&sx, 3, &s);
+    let sxc = o.matmul_axis(&sx, 3, &c);
+    let cxs = o.matmul_axis(&cx, 3, &s);
+    let a = o.sub(&cxc, &sxs);
+    let b = o.add(&sxc, &cxs);
+    let p = o.affine_plane(&a, &g, &zero);
+    let q = o.affine_plane(&b, &g, &zero);
+    let cp = o.matmul_axis(&p, 2, &c);
+    let sp = o.matmul_axis(&p, 2, &s);
+    let cq = o.matmul_axis(&q, 2, &c);
+    let sq = o.matmul_axis(&q, 2, &s);
+    let cpc = o.matmul_axis(&cp, 3, &c);
+    let sqc = o.matmul_axis(&sq, 3, &c);
+    let sps = o.matmul_axis(&sp, 3, &s);
+    let cqs = o.matmul_axis(&cq, 3, &s);
+    let first = o.add(&cpc, &sqc);
+    let second = o.sub(&cqs, &sps);
+    o.add(&first, &second)
+}
+
+/// Mean power per mode ([ky][kx], n x n) of physical planes [N, n, n], by tch's FFT.
+pub fn plane_power(planes: &Tensor) -> Result<Vec<f64>> {
+    let x = planes.to_kind(Kind::Double);
+    let spectrum = x.fft_fft2(None::<&[i64]>, [-2i64, -1].as_slice(), "backward");
+    let power = spectrum.abs().square().mean_dim(0, false, Kind::Double);
+    Ok(Vec::try_from(power.reshape([-1]))?)
 }
 
 /// Mean power per mode (the n / 2 + 1 modes of a real row) of row `row` of physical fields
@@ -153,7 +241,13 @@ mod tests {
             .map(|p| 0.3 + (2.0 * PI * (p % n) as f64 / n as f64).cos())
             .collect();
         let x = Tensor::from_slice(&phys).reshape([1, 1, 2, n]);
-        let y = norm.to_physical(&emit(&mut Tch, &norm, &gains, &norm.to_normalised(&x)));
+        let y = norm.to_physical(&emit(
+            &mut Tch,
+            &norm,
+            Along::Rows,
+            &gains,
+            &norm.to_normalised(&x),
+        ));
         let got: Vec<f64> = Vec::try_from(y.reshape([-1])).unwrap();
         for (p, g) in got.iter().enumerate() {
             let want = 0.3 + 3.0 * (2.0 * PI * (p as i64 % n) as f64 / n as f64).cos();
@@ -169,6 +263,68 @@ mod tests {
 
     fn gains_of(have: &[f64], want: &[f64]) -> Vec<f64> {
         gains(want, have).unwrap()
+    }
+
+    /// The plane filter against one done by hand with explicit 2-D DFTs, and tch's FFT power
+    /// against explicit sums.
+    #[test]
+    fn plane_filter_is_the_filter_by_explicit_dfts() {
+        let n = 6usize;
+        // symmetric gains g(ky, kx) = g(-ky, -kx), as a real field's power is
+        let raw = |ky: usize, kx: usize| 0.5 + ((ky * ky + kx * kx) % 7) as f64 * 0.3;
+        let gains: Vec<f64> = (0..n * n)
+            .map(|p| {
+                let (ky, kx) = (p / n, p % n);
+                raw(ky, kx) + raw((n - ky) % n, (n - kx) % n)
+            })
+            .collect();
+        let plane: Vec<f64> = (0..n * n).map(|p| ((p * 5 + 2) % 9) as f64 - 3.3).collect();
+        let dft = |v: &[f64], sign: f64| -> (Vec<f64>, Vec<f64>) {
+            let (mut re, mut im) = (vec![0.0; n * n], vec![0.0; n * n]);
+            for k in 0..n * n {
+                for (p, x) in v.iter().enumerate() {
+                    let a =
+                        sign * 2.0 * PI * ((k / n) * (p / n) + (k % n) * (p % n)) as f64 / n as f64;
+                    re[k] += x * a.cos();
+                    im[k] += x * a.sin();
+                }
+            }
+            (re, im)
+        };
+        let (re, im) = dft(&plane, -1.0);
+        // inverse of G X^: real part of sum_k G X^_k e^{+i...} / n^2
+        let want: Vec<f64> = (0..n * n)
+            .map(|p| {
+                (0..n * n)
+                    .map(|k| {
+                        let a =
+                            2.0 * PI * ((k / n) * (p / n) + (k % n) * (p % n)) as f64 / n as f64;
+                        gains[k] * (re[k] * a.cos() - im[k] * a.sin())
+                    })
+                    .sum::<f64>()
+                    / (n * n) as f64
+            })
+            .collect();
+        let x = Tensor::from_slice(&plane).reshape([1, 1, n as i64, n as i64]);
+        let norm = Normalisation {
+            mean: vec![0.0],
+            scale: vec![1.0],
+        };
+        let y: Vec<f64> =
+            Vec::try_from(emit(&mut Tch, &norm, Along::Plane, &gains, &x).reshape([-1])).unwrap();
+        for p in 0..n * n {
+            assert!(
+                (y[p] - want[p]).abs() < 1e-10,
+                "{p}: {} vs {}",
+                y[p],
+                want[p]
+            );
+        }
+        let power = plane_power(&x.reshape([1, n as i64, n as i64])).unwrap();
+        for k in 0..n * n {
+            let sums = re[k] * re[k] + im[k] * im[k];
+            assert!((power[k] - sums).abs() < 1e-9 * (1.0 + sums), "mode {k}");
+        }
     }
 
     #[test]

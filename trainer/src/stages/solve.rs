@@ -83,9 +83,10 @@ impl<'a> Student<'a> {
     /// exported generate graph give; the solve keeps `emit_one_step`, whose a has a gradient.
     pub fn emit_sample<B: NetOps>(&self, b: &mut B, eps: &B::V) -> B::V {
         let d = student(b, &self.edm, self.net, eps);
-        let d = match &self.recolour {
-            Some(g) => recolour::emit(b, self.norm, g, &d),
-            None => d,
+        let along = recolour::Along::of(&self.op.pde, self.op.grid);
+        let d = match (&self.recolour, along) {
+            (Some(g), Some(along)) => recolour::emit(b, self.norm, along, g, &d),
+            _ => d,
         };
         let Some(c) = &self.correction else {
             return d;

@@ -173,19 +173,17 @@ pub fn with_corrections(student: &Path, corrections: usize, out: &Path) -> Resul
 /// seed 20 251 204). Weights, corrections and optimiser state unchanged, so an encoder's tie to the
 /// weights holds; only generation changes. For a family periodic in x whose rows are time levels.
 pub fn recolour(student: &Path, data: &Path, samples: usize, out: &Path) -> Result<()> {
-    use crate::pde::Boundary;
-    use crate::physics::recolour::{gains, row_power};
+    use crate::physics::recolour::{gains, Along};
     use crate::stages::solve::Student;
     let mut st = TrainState::load(student)?;
     st.meta.expect_role(Role::Student, student)?;
-    let geometry = st.meta.data.pde.family().geometry(st.meta.data.grid);
-    if geometry.boundary != [Boundary::Periodic, Boundary::Initial] {
+    let Some(along) = Along::of(&st.meta.data.pde, st.meta.data.grid) else {
         bail!(
-            "{}: recolouring needs rows that are time levels of a field periodic in x; {} is not",
+            "{}: recolouring needs levels that are time levels of a periodic field; {} has none",
             student.display(),
             st.meta.data.pde.family().name()
         );
-    }
+    };
     if samples < 64 {
         bail!("--samples {samples}: at least 64 samples to estimate a spectrum");
     }
@@ -193,7 +191,7 @@ pub fn recolour(student: &Path, data: &Path, samples: usize, out: &Path) -> Resu
     if set.meta.pde != st.meta.data.pde || set.meta.grid != st.meta.data.grid {
         bail!("{} is not the student's family and grid", data.display());
     }
-    let want = row_power(&set.fields, 0)?;
+    let want = along.power(&set.fields)?;
     let info = st
         .meta
         .student
@@ -208,19 +206,27 @@ pub fn recolour(student: &Path, data: &Path, samples: usize, out: &Path) -> Resu
         let parts: Vec<Tensor> = (0..samples.div_ceil(64))
             .map(|i| {
                 let b = (samples - 64 * i).min(64) as i64;
-                s.generate(&Tensor::randn([b, c, n, n], (Kind::Float, tch::Device::Cpu)))
+                s.generate(&Tensor::randn(
+                    [b, c, n, n],
+                    (Kind::Float, tch::Device::Cpu),
+                ))
             })
             .collect();
-        row_power(&Tensor::cat(&parts, 0), 0)?
+        along.power(&Tensor::cat(&parts, 0))?
     };
     let g = gains(&want, &have)?;
+    let n = st.meta.data.grid.n;
+    if g.len() != along.modes(n) {
+        bail!("{} gains for {} modes", g.len(), along.modes(n));
+    }
+    // the modes along x (a plane's ky = 0 row), up to n / 2
     eprintln!(
-        "recolour: power per mode of the first level, data / samples / gain:\n{}",
-        want.iter()
-            .zip(&have)
-            .zip(&g)
-            .enumerate()
-            .map(|(k, ((w, h), g))| format!("  mode {k}: {w:.4e} / {h:.4e} / {g:.4}"))
+        "recolour: power per mode along x of the first level, data / samples / gain:\n{}",
+        (0..=n / 2)
+            .map(|k| format!(
+                "  mode {k}: {:.4e} / {:.4e} / {:.4}",
+                want[k], have[k], g[k]
+            ))
             .collect::<Vec<_>>()
             .join("\n")
     );
