@@ -53,6 +53,17 @@ double card_number(const std::string &card, const std::string &key) {
     return std::stod(card.substr(colon + 1));
 }
 
+// A string of the model card (JSON) by its key: the first `"key": "value"`.
+std::string card_string(const std::string &card, const std::string &key) {
+    const std::size_t at = card.find("\"" + key + "\"");
+    if (at == std::string::npos) throw std::runtime_error("the model card has no " + key);
+    const std::size_t open = card.find('"', card.find(':', at) + 1);
+    const std::size_t close = card.find('"', open + 1);
+    if (open == std::string::npos || close == std::string::npos)
+        throw std::runtime_error("the model card's " + key + " is not a string");
+    return card.substr(open + 1, close - open - 1);
+}
+
 // g = (1/n^2) Re sum_k amp_k (xi_k + i eta_k) e^{2 pi i k.x / n}: the inverse FFT of the trainer's
 // sampler as a real map of theta = (xi, eta), applied by separable cosine and sine sums.
 struct grf {
@@ -753,7 +764,8 @@ int main(int argc, char **argv) try {
     const sign_inverse si(pr.g);
     // One record per problem (OUT_DIR/problem_P.txt and .f32), written when its chains finish: a run
     // that stops keeps its finished problems, and the same command resumes with the next one.
-    const std::string settings_line = std::string(argv[1]) + " " + std::to_string(sensors) + " " + std::to_string(noise) + " " +
+    // the model by its weights, not by how its path is spelled
+    const std::string settings_line = card_string(card, "weights_sha256") + " " + std::to_string(sensors) + " " + std::to_string(noise) + " " +
                                       std::to_string(chains) + " " + std::to_string(steps) + " " +
                                       std::to_string(answers) + " " + std::to_string(noise_scale) + " " +
                                       std::to_string(lad.replicas) + " " + std::to_string(lad.hottest);
