@@ -107,6 +107,29 @@ struct gaussian {
     vec core, ut;  // Woodbury's factor; U row-major by coefficient
 };
 
+// psi = phi for plain pCN; about N(m, C), phi + |theta|^2 / 2 - (theta - m)^T C^-1 (theta - m) / 2:
+// the prior's and the reference's densities that no longer cancel.
+inline double psi_of(const vec &t, double f, const gaussian *about) {
+    if (!about) return f;
+    double sq = 0;
+    vec r(t.size());
+    for (std::size_t i = 0; i < t.size(); ++i) sq += t[i] * t[i], r[i] = t[i] - about->m[i];
+    return f + 0.5 * sq - 0.5 * about->quad(r);
+}
+
+// A pCN proposal of step beta from theta into `trial`: about N(0, I), or about `about`.
+inline void propose(const vec &theta, double beta, const gaussian *about, std::mt19937_64 &rng,
+                    std::normal_distribution<double> &normal, vec &trial) {
+    const double keep_part = std::sqrt(1.0 - beta * beta);
+    if (about) {
+        const vec w = about->draw(rng);
+        for (std::size_t i = 0; i < theta.size(); ++i)
+            trial[i] = about->m[i] + keep_part * (theta[i] - about->m[i]) + beta * w[i];
+    } else {
+        for (std::size_t i = 0; i < theta.size(); ++i) trial[i] = keep_part * theta[i] + beta * normal(rng);
+    }
+}
+
 struct chain {
     std::vector<vec> kept;      // what `keep` made of each kept state
     vec trace;                  // the negative log-likelihood of each kept state
@@ -129,26 +152,13 @@ inline chain run(vec theta, const std::function<double(const vec &)> &phi,
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> normal;
     std::uniform_real_distribution<double> uniform;
-    auto psi = [&](const vec &t, double f) {
-        if (!about) return f;
-        double sq = 0;
-        vec r(t.size());
-        for (std::size_t i = 0; i < t.size(); ++i) sq += t[i] * t[i], r[i] = t[i] - about->m[i];
-        return f + 0.5 * sq - 0.5 * about->quad(r);
-    };
+    auto psi = [&](const vec &t, double f) { return psi_of(t, f, about); };
     chain c;
     double beta = s.beta, f = phi(theta), g = psi(theta, f);
     std::size_t accepted = 0, window_accepted = 0, window = 0;
     vec trial(theta.size());
     for (std::size_t k = 0; k < s.steps; ++k) {
-        const double keep_part = std::sqrt(1.0 - beta * beta);
-        if (about) {
-            const vec w = about->draw(rng);
-            for (std::size_t i = 0; i < theta.size(); ++i)
-                trial[i] = about->m[i] + keep_part * (theta[i] - about->m[i]) + beta * w[i];
-        } else {
-            for (std::size_t i = 0; i < theta.size(); ++i) trial[i] = keep_part * theta[i] + beta * normal(rng);
-        }
+        propose(theta, beta, about, rng, normal, trial);
         const double ft = phi(trial);
         const double gt = std::isfinite(ft) ? psi(trial, ft) : ft;
         const bool accept = std::isfinite(gt) && std::log(uniform(rng)) < g - gt;
@@ -205,13 +215,7 @@ inline tempered run_tempered(std::vector<vec> starts,
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> normal;
     std::uniform_real_distribution<double> uniform;
-    auto psi = [&](const vec &t, double f) {
-        if (!about) return f;
-        double sq = 0;
-        vec r(t.size());
-        for (std::size_t i = 0; i < t.size(); ++i) sq += t[i] * t[i], r[i] = t[i] - about->m[i];
-        return f + 0.5 * sq - 0.5 * about->quad(r);
-    };
+    auto psi = [&](const vec &t, double f) { return psi_of(t, f, about); };
     std::vector<std::function<double(const vec &)>> phi;
     for (std::size_t k = 0; k < K; ++k) phi.push_back(make_phi());
     // geometric ladder to start; log-spacings adapted below
@@ -236,15 +240,8 @@ inline tempered run_tempered(std::vector<vec> starts,
     vec trial(theta[0].size());
     for (std::size_t step = 0; step < s.steps; ++step) {
         for (std::size_t k = 0; k < K; ++k) {
-            const double keep_part = std::sqrt(1.0 - beta[k] * beta[k]);
             vec &th = theta[k];
-            if (about) {
-                const vec w = about->draw(rng);
-                for (std::size_t i = 0; i < th.size(); ++i)
-                    trial[i] = about->m[i] + keep_part * (th[i] - about->m[i]) + beta[k] * w[i];
-            } else {
-                for (std::size_t i = 0; i < th.size(); ++i) trial[i] = keep_part * th[i] + beta[k] * normal(rng);
-            }
+            propose(th, beta[k], about, rng, normal, trial);
             const double ft = phi[k](trial);
             const double gt = std::isfinite(ft) ? psi(trial, ft) : ft;
             const bool accept = std::isfinite(gt) && std::log(uniform(rng)) < (g[k] - gt) / T[k];
