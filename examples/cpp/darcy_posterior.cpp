@@ -277,8 +277,6 @@ struct reference {
     double solves = 0;             // forward solves, all chains
     double halves_disagree = 0;    // the phases of the first half of the chains' mean against the second's
     double to_typical = 0;         // steps until the misfit first reaches the kept states' median, mean over chains
-    double round_trips = 0;        // tempered: states carried from T = 1 to the hottest and back, all chains
-    double swap_min = 0;           // tempered: the lowest swap rate of any neighbours
 };
 
 // The phase of two means of a disagree at this share of points.
@@ -296,8 +294,7 @@ reference mcmc(const prior &pr, const darcy::grid &g, const darcy::field &b, con
     const std::size_t plane = g.n * g.n;
     std::vector<pcn::chain> cs(chains);
     std::vector<double> solves(chains, 0.0);
-    double round_trips = 0, swap_min = 1;
-    std::mutex report;
+    std::mutex report;  // a tempered chain's lines printed together
     auto one_chain = [&](std::size_t c) {
         // one negative log-likelihood per replica, each with its own solver state
         auto make_phi = [&]() -> std::function<double(const pcn::vec &)> {
@@ -328,8 +325,6 @@ reference mcmc(const prior &pr, const darcy::grid &g, const darcy::field &b, con
         if (lad.replicas > 1) {
             const pcn::tempered t = pcn::run_tempered(theta0, make_phi, keep, s, lad, seed * 1000 + c + 500, about);
             std::lock_guard<std::mutex> lock(report);
-            round_trips += t.round_trips;
-            for (double e : t.swap_rate) swap_min = std::min(swap_min, e);
             std::fprintf(stderr, "  %s tempered chain %zu: acceptance %.3f, beta %.4f, swap rates %.2f to %.2f, "
                          "T up to %.0f, round trips %.1f, %.1f s\n", about ? "guided" : "pCN", c, t.acceptance, t.beta,
                          *std::min_element(t.swap_rate.begin(), t.swap_rate.end()),
@@ -354,7 +349,6 @@ reference mcmc(const prior &pr, const darcy::grid &g, const darcy::field &b, con
         });
     for (std::thread &t : pool) t.join();
     reference r;
-    r.round_trips = round_trips, r.swap_min = lad.replicas > 1 ? swap_min : 0.0;
     std::vector<pcn::vec> first, second;
     for (std::size_t k = 0; k < chains; ++k) {
         const pcn::chain &c = cs[k];
@@ -570,12 +564,12 @@ int check_tempering() {
     st.steps = 40000, st.burn_in = 10000, st.thin = 5, st.beta = 0.3;
     const pcn::ladder lad{10, 2000.0};
     auto keep = [](const pcn::vec &t) { return t; };
-    auto first_mode = [&](const pcn::vec &t) {
-        return double((t[0] - mu[0][0] / (1 + s * s)) * (t[0] - mu[0][0] / (1 + s * s)) +
-                          (t[1] - mu[0][1] / (1 + s * s)) * (t[1] - mu[0][1] / (1 + s * s)) <
-                      (t[0] - mu[1][0] / (1 + s * s)) * (t[0] - mu[1][0] / (1 + s * s)) +
-                          (t[1] - mu[1][1] / (1 + s * s)) * (t[1] - mu[1][1] / (1 + s * s)));
+    // 1 where a state is nearer the first mode's mean mu_0 / (1 + s^2) than the second's
+    auto dist2 = [&](const pcn::vec &t, int j) {
+        const double x = t[0] - mu[j][0] / (1 + s * s), y = t[1] - mu[j][1] / (1 + s * s);
+        return x * x + y * y;
     };
+    auto first_mode = [&](const pcn::vec &t) { return double(dist2(t, 0) < dist2(t, 1)); };
     auto summarise = [&](const char *name, const std::vector<pcn::chain> &cs) {
         std::vector<pcn::vec> series;
         double weight = 0, worst_chain = 0, n = 0;

@@ -99,7 +99,7 @@ pub struct StudentInfo {
     /// before them.
     #[serde(default)]
     pub corrections: usize,
-    /// Gains per Fourier mode along x on its samples' levels (`physics::recolour`), if fitted.
+    /// Gains per Fourier mode on its samples' levels (`physics::recolour`), if fitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recolour: Option<Vec<f64>>,
     pub heun_steps: usize,

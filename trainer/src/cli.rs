@@ -79,10 +79,10 @@ pub enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Fit gains per Fourier mode along x on a student's samples (a family periodic in x whose rows
-    /// are time levels: Burgers), so that their first level carries the data's power per mode
-    /// (`physics::recolour`): a copy at --out whose generation and export apply them. Weights
-    /// unchanged; the solve's answers too.
+    /// Fit gains per Fourier mode on a student's samples (a family whose levels are time levels of
+    /// a periodic field: Burgers' rows, Navier-Stokes' channels), so that their first level carries
+    /// the data's power per mode (`physics::recolour`): a copy at --out whose generation and export
+    /// apply them. Weights unchanged; the solve's answers too.
     Recolour {
         #[arg(long)]
         student: PathBuf,

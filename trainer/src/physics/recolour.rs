@@ -55,14 +55,6 @@ impl Along {
         }
     }
 
-    /// How many gains it takes on an n-point grid.
-    pub fn modes(self, n: usize) -> usize {
-        match self {
-            Along::Rows => n / 2 + 1,
-            Along::Plane => n * n,
-        }
-    }
-
     /// Mean power per mode of the first level of physical fields [N, C, T, n].
     pub fn power(self, fields: &Tensor) -> Result<Vec<f64>> {
         match self {
@@ -142,25 +134,12 @@ pub fn plane_power(planes: &Tensor) -> Result<Vec<f64>> {
 }
 
 /// Mean power per mode (the n / 2 + 1 modes of a real row) of row `row` of physical fields
-/// [N, C, T, n], over samples and channels.
+/// [N, C, T, n], over samples and channels, by tch's FFT.
 pub fn row_power(fields: &Tensor, row: i64) -> Result<Vec<f64>> {
     let x = fields.select(2, row).to_kind(Kind::Double);
-    let n = x.size()[2] as usize;
-    let rows: Vec<f64> = Vec::try_from(x.reshape([-1]))?;
-    let count = rows.len() / n;
-    let mut power = vec![0.0; n / 2 + 1];
-    for r in rows.chunks(n) {
-        for (k, p) in power.iter_mut().enumerate() {
-            let (mut re, mut im) = (0.0, 0.0);
-            for (j, v) in r.iter().enumerate() {
-                let a = 2.0 * PI * (k * j) as f64 / n as f64;
-                re += v * a.cos();
-                im -= v * a.sin();
-            }
-            *p += (re * re + im * im) / count as f64;
-        }
-    }
-    Ok(power)
+    let spectrum = x.fft_rfft(None, -1, "backward");
+    let power = spectrum.abs().square().reshape([-1, x.size()[2] / 2 + 1]);
+    Ok(Vec::try_from(power.mean_dim(0, false, Kind::Double))?)
 }
 
 /// sqrt(want / have) per mode; 0 where the data have no power (to rounding: a mode the data's
@@ -190,19 +169,25 @@ mod tests {
     use super::*;
     use crate::pde::ops::Tch;
 
-    /// The circulant against the filter done by hand: the row's DFT by explicit sums, each mode
-    /// times its gain, the inverse DFT by explicit sums.
+    /// The circulant against the filter done by hand: the row's DFT by explicit sums (and
+    /// `row_power` against them), each mode times its gain, the inverse DFT by explicit sums.
     #[test]
     fn circulant_is_the_filter_by_explicit_dfts() {
         let n = 8;
         let gains = [0.0, 1.5, 0.5, 2.0, 0.25];
         let row: Vec<f64> = (0..n).map(|j| ((j * 7 + 3) % 5) as f64 - 1.7).collect();
         let (mut re, mut im) = (vec![0.0; n], vec![0.0; n]);
+        let power = row_power(&Tensor::from_slice(&row).reshape([1, 1, 1, n as i64]), 0).unwrap();
         for k in 0..n {
             for (j, v) in row.iter().enumerate() {
                 let a = 2.0 * PI * (k * j) as f64 / n as f64;
                 re[k] += v * a.cos();
                 im[k] -= v * a.sin();
+            }
+            // the FFT's power against the explicit sums
+            if k <= n / 2 {
+                let sums = re[k] * re[k] + im[k] * im[k];
+                assert!((power[k] - sums).abs() < 1e-9 * (1.0 + sums), "mode {k}");
             }
             let g = gains[k.min(n - k)];
             re[k] *= g;

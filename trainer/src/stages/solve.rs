@@ -26,7 +26,7 @@ pub struct Student<'a> {
     pub op: ResidualOp,
     /// The defect corrections its output goes through (`physics::correction`), if any.
     pub correction: Option<Correction>,
-    /// Its samples' gains per Fourier mode along x (`physics::recolour`), if fitted.
+    /// Its samples' gains per Fourier mode (`physics::recolour`), if fitted.
     pub recolour: Option<Vec<f64>>,
 }
 
@@ -77,10 +77,11 @@ impl<'a> Student<'a> {
     }
 
     /// A one-step sample in normalised units, on any backend: [`Student::emit_one_step`], except
-    /// that fitted gains recolour its levels along x (`physics::recolour`) and, with corrections, a
+    /// that fitted gains recolour its levels (`physics::recolour`) and, with corrections, a
     /// two-phase coefficient is projected onto its phases (`physics::phases`), both before the
-    /// corrections, so u is corrected (or the levels re-marched) against the result. What `generate` and the
-    /// exported generate graph give; the solve keeps `emit_one_step`, whose a has a gradient.
+    /// corrections, so u is corrected (or the levels re-marched) against the result. What
+    /// `generate` and the exported generate graph give; the solve keeps `emit_one_step`, whose a
+    /// has a gradient.
     pub fn emit_sample<B: NetOps>(&self, b: &mut B, eps: &B::V) -> B::V {
         let d = student(b, &self.edm, self.net, eps);
         let along = recolour::Along::of(&self.op.pde, self.op.grid);
