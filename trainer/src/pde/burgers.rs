@@ -354,6 +354,10 @@ impl Family for BurgersParams {
     fn metric(&self, _channel: usize) -> Metric {
         Metric::RelL2
     }
+    /// Along x (W): a stationary GRF as u(t = 0), no forcing, a periodic domain.
+    fn translation(&self) -> Option<super::Translation> {
+        Some(super::Translation { dy: 0, dx: 1 })
+    }
     fn geometry(&self, grid: Grid) -> Geometry {
         Geometry {
             domain: [[0.0, 1.0], [0.0, self.t_end]],

@@ -231,6 +231,16 @@ pub struct Phases {
     pub hi: f64,
 }
 
+/// A translation of a periodic grid by `dy` points along H and `dx` along W, under which a family's
+/// data distribution is invariant: its input's prior is stationary along it and its equation has
+/// no term that depends on position along it. Samples are moved by a random multiple of it
+/// (`physics::translate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    pub dy: i64,
+    pub dx: i64,
+}
+
 /// A family's grid in physical terms: extent, spacing and boundary kind of x and y.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Geometry {
@@ -416,6 +426,11 @@ pub trait Family: Sync {
     /// The two values a two-phase input field takes (its channel, low, high), if the family's
     /// data have one: its samples are projected onto them (`physics::phases`).
     fn phases(&self) -> Option<Phases> {
+        None
+    }
+    /// The translation its data distribution is invariant under, if any: its samples are moved
+    /// by a random multiple of it (`physics::translate`).
+    fn translation(&self) -> Option<Translation> {
         None
     }
     /// The parameters as the model card shows them.

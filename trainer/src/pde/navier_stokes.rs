@@ -518,6 +518,11 @@ impl Family for NavierStokesParams {
     fn metric(&self, _channel: usize) -> Metric {
         Metric::RelL2
     }
+    /// (s, -s): w0 a stationary GRF on the periodic square, and the forcing a function of x + y
+    /// only, which the translation keeps.
+    fn translation(&self) -> Option<super::Translation> {
+        Some(super::Translation { dy: 1, dx: -1 })
+    }
     fn geometry(&self, grid: Grid) -> Geometry {
         let h = self.h(grid);
         Geometry {

@@ -7,6 +7,7 @@ pub mod objective;
 pub mod phases;
 pub mod recolour;
 pub mod residual;
+pub mod translate;
 
 pub use correction::Correction;
 pub use defect::DefectOp;

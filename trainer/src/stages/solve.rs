@@ -12,7 +12,7 @@ use crate::nets::UNet;
 use crate::pde::ops::Tch;
 use crate::physics::objective::{emit_loss, emit_terms_of, emit_x_mix};
 use crate::physics::phases::emit_project;
-use crate::physics::recolour;
+use crate::physics::{recolour, translate};
 use crate::physics::{Correction, ResidualOp};
 use crate::util::tensor::to_f32;
 use anyhow::{bail, Result};
@@ -77,9 +77,10 @@ impl<'a> Student<'a> {
     }
 
     /// A one-step sample in normalised units, on any backend: [`Student::emit_one_step`], except
-    /// that fitted gains recolour its levels (`physics::recolour`) and, with corrections, a
-    /// two-phase coefficient is projected onto its phases (`physics::phases`), both before the
-    /// corrections, so u is corrected (or the levels re-marched) against the result. What
+    /// that fitted gains recolour its levels (`physics::recolour`), a family invariant under a
+    /// translation moves each sample by a random multiple of it (`physics::translate`) and, with
+    /// corrections, a two-phase coefficient is projected onto its phases (`physics::phases`), all
+    /// before the corrections, so u is corrected (or the levels re-marched) against the result. What
     /// `generate` and the exported generate graph give; the solve keeps `emit_one_step`, whose a
     /// has a gradient.
     pub fn emit_sample<B: NetOps>(&self, b: &mut B, eps: &B::V) -> B::V {
@@ -88,6 +89,10 @@ impl<'a> Student<'a> {
         let d = match (&self.recolour, along) {
             (Some(g), Some(along)) => recolour::emit(b, self.norm, along, g, &d),
             _ => d,
+        };
+        let d = match self.op.pde.family().translation() {
+            Some(t) => translate::emit(b, t, eps, &d),
+            None => d,
         };
         let Some(c) = &self.correction else {
             return d;
