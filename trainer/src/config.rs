@@ -165,10 +165,19 @@ pub struct AmortiseConfig {
     pub ema: f64,
     /// Weight of the CRPS of the two answers against the true field, beside the Algorithm-3 loss.
     pub crps: f64,
+    /// Shares of the training observations that are the family's forward task, its inverse task
+    /// and sparse (normalised to sum to 1): a family whose forward answer is exact by construction
+    /// (a marched student's) can spend its steps on the others.
+    #[serde(default = "even_tasks")]
+    pub tasks: [f64; 3],
     pub checkpoint_every: u64,
     /// The fast path from the encoder's answer, the card's solve defaults when it is exported:
     /// steps (0: the one-call answer), optimiser, learning rate and lambda_infer.
     pub refine: InferConfig,
+}
+
+fn even_tasks() -> [f64; 3] {
+    [1.0; 3]
 }
 
 impl AmortiseConfig {

@@ -115,7 +115,9 @@ pub fn best_of(
         let eps = Tensor::randn(truth.size(), (Kind::Float, truth.device()));
         let s = st.solve(&eps, truth, mask, cfg)?;
         let (loss, _) = tch::no_grad(|| st.loss(&s.eps, truth, mask, cfg.lambda));
-        let d = st.generate(&s.eps);
+        // the student's output at the fitted eps, as the solve scored it: its one step, not a
+        // sample (whose recolouring, phases or translation the fit never saw)
+        let d = tch::no_grad(|| st.norm.to_physical(&st.one_step(&s.eps)));
         best = Some(match best {
             None => (loss, s.x, d),
             Some((bl, bx, bd)) => {

@@ -362,7 +362,7 @@ fn calibration_feeds(st: &Student, meta: &CheckpointMeta, part: Part) -> Vec<qua
                     let x = st.generate(&eps);
                     let tasks =
                         encoder::family_masks(&meta.data.pde, meta.data.grid, tch::Device::Cpu);
-                    let mask = encoder::task_masks(&x, &tasks);
+                    let mask = encoder::task_masks(&x, &tasks, [1.0; 3]);
                     let z = tch::Tensor::randn(dims.clone(), (tch::Kind::Float, tch::Device::Cpu));
                     vec![
                         (io::OBSERVED.to_string(), dims.clone(), vals(&(&x * &mask))),

@@ -79,9 +79,9 @@ pub fn family_masks(pde: &Pde, grid: Grid, device: tch::Device) -> [Tensor; 2] {
 }
 
 /// Masks of the training tasks, one per sample of `like` [B, C, H, W], drawn from tch's generator:
-/// a third the family's forward task, a third its inverse task (`tasks`, from [`family_masks`]), a
-/// third sparse (1 to 10 % of the points of one channel, or of all).
-pub fn task_masks(like: &Tensor, tasks: &[Tensor; 2]) -> Tensor {
+/// the family's forward task, its inverse task (`tasks`, from [`family_masks`]) and sparse (1 to
+/// 10 % of the points of one channel, or of all), in proportion to `shares`.
+pub fn task_masks(like: &Tensor, tasks: &[Tensor; 2], shares: [f64; 3]) -> Tensor {
     let [bsz, c, h, w] = like.size()[..] else {
         panic!("task masks for a 4-D batch")
     };
@@ -97,8 +97,10 @@ pub fn task_masks(like: &Tensor, tasks: &[Tensor; 2]) -> Tensor {
     let sparse = sparse.logical_and(&on).to_kind(Kind::Float);
     let dense = |t: &Tensor| t.to_kind(Kind::Float).expand([bsz, c, h, w], false);
     let kind = kind.reshape([bsz, 1, 1, 1]);
-    let fwd = kind.lt(1.0 / 3.0);
-    let inv = kind.lt(2.0 / 3.0).logical_and(&fwd.logical_not());
+    let total: f64 = shares.iter().sum();
+    let (f, i) = (shares[0] / total, shares[1] / total);
+    let fwd = kind.lt(f);
+    let inv = kind.lt(f + i).logical_and(&fwd.logical_not());
     sparse
         .where_self(&inv.logical_not(), &dense(&tasks[1]))
         .where_self(&fwd.logical_not(), &dense(&tasks[0]))
@@ -185,7 +187,7 @@ pub fn train_encoder(
     train::run(&mut state, out, &label, stop_after, |enc, step| {
         let idx = batch_indices(seed ^ 0xA807, step, n, batch).to_device(device);
         let truth = fields.index_select(0, &idx);
-        let mask = task_masks(&truth, &tasks);
+        let mask = task_masks(&truth, &tasks, cfg.tasks);
         let observed = &truth * &mask;
         // two answers per observation
         let (observed, mask) = (observed.repeat([2, 1, 1, 1]), mask.repeat([2, 1, 1, 1]));
@@ -226,7 +228,7 @@ mod tests {
         let like = Tensor::zeros([600, 2, 16, 16], (Kind::Float, tch::Device::Cpu));
         let pde = Pde::parse("darcy").unwrap();
         let tasks = family_masks(&pde, Grid::new(16).unwrap(), tch::Device::Cpu);
-        let m = task_masks(&like, &tasks);
+        let m = task_masks(&like, &tasks, [1.0; 3]);
         let per = m.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
         let v = Vec::<f32>::try_from(per.reshape([-1])).unwrap();
         let (mut fwd, mut inv, mut sparse) = (0, 0, 0);
@@ -243,6 +245,14 @@ mod tests {
         for (name, k) in [("forward", fwd), ("inverse", inv), ("sparse", sparse)] {
             assert!((150..250).contains(&k), "{name}: {k} of 600");
         }
+        // uneven shares: none forward, three quarters inverse
+        let m = task_masks(&like, &tasks, [0.0, 3.0, 1.0]);
+        let per = m.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+        let v = Vec::<f32>::try_from(per.reshape([-1])).unwrap();
+        let inv = v.chunks(2).filter(|s| s[0] == 0.0 && s[1] == 1.0).count();
+        let fwd = v.chunks(2).filter(|s| s[0] == 1.0 && s[1] == 0.0).count();
+        assert_eq!(fwd, 0, "forward drawn at share 0");
+        assert!((410..490).contains(&inv), "inverse: {inv} of 600 at share 3/4");
     }
 
     #[test]
