@@ -252,7 +252,10 @@ mod tests {
         let inv = v.chunks(2).filter(|s| s[0] == 0.0 && s[1] == 1.0).count();
         let fwd = v.chunks(2).filter(|s| s[0] == 1.0 && s[1] == 0.0).count();
         assert_eq!(fwd, 0, "forward drawn at share 0");
-        assert!((410..490).contains(&inv), "inverse: {inv} of 600 at share 3/4");
+        assert!(
+            (410..490).contains(&inv),
+            "inverse: {inv} of 600 at share 3/4"
+        );
     }
 
     #[test]
