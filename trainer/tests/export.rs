@@ -132,9 +132,21 @@ fn exported_student_matches_tch_and_passes_the_checker() {
 fn every_family_exports_and_matches_tch() {
     for family in ["poisson", "helmholtz", "burgers", "navier_stokes"] {
         let dir = tempfile::tempdir().unwrap();
-        let preset = Preset::tiny_of(family).unwrap();
+        let mut preset = Preset::tiny_of(family).unwrap();
+        // a field periodic in x and y: its networks padded by wrapping round (the zero-padded
+        // export is every other family's and the shipped models')
+        preset.model.periodic = family == "navier_stokes";
         pipeline::run(&preset, dir.path(), "test".into()).unwrap();
         let p = RunPaths::new(dir.path());
+        for part in [&p.student, &p.encoder] {
+            let (_, meta) = checkpoint::load_ema(part).unwrap();
+            assert_eq!(
+                meta.unet.periodic,
+                preset.model.periodic,
+                "{}",
+                part.display()
+            );
+        }
         check_exported(&p.student, &preset, Some(&p.encoder));
         if family == "burgers" || family == "navier_stokes" {
             recoloured_samples_carry_the_data_spectrum(&p, &preset, dir.path());
@@ -718,6 +730,16 @@ fn each_adjoint_alone_matches_tch_autograd() {
             &[2, 3, 5, 6],
             |g, x| g.affine_plane(&x.to_string(), &k, &b),
             |x| piddm_trainer::pde::ops::Tch.affine_plane(x, &k, &b),
+        );
+    }
+    // a non-square field and a border of 2, so that a swapped axis or a wrong band would show
+    for border in [1, 2] {
+        check_adjoint(
+            &format!("wrap-around Pad by {border}"),
+            &rnd(&[2, 3, 5, 6]),
+            &[2, 3, 5 + 2 * border, 6 + 2 * border],
+            |g, x| g.pad_wrap(x, border),
+            |x| x.pad([border, border, border, border], "circular", None),
         );
     }
     check_adjoint(

@@ -170,6 +170,21 @@ impl FieldOps for Folding<'_> {
     }
 }
 
+impl Folding<'_> {
+    /// A Conv node of `c`'s weights on the named value `x`, padded by `pad` zeros on every side.
+    fn conv_node(&mut self, x: &str, c: &nn::Conv2D, stride: i64, pad: i64) -> Gv {
+        let ws = c.ws.size();
+        let (cout, k) = (ws[0], ws[2]);
+        let w = self.g.constant("w", &ws, &values(&c.ws));
+        let b =
+            c.bs.as_ref()
+                .map(values)
+                .unwrap_or_else(|| vec![0.0; cout as usize]);
+        let b = self.g.constant("b", &[cout], &b);
+        Gv::Node(self.g.conv(x, &w, Some(&b), k, stride, pad, cout))
+    }
+}
+
 /// The network's operations, folding known values.
 impl NetOps for Folding<'_> {
     fn network(&mut self, open: bool) {
@@ -194,16 +209,16 @@ impl NetOps for Folding<'_> {
         if let Some(t) = known(x) {
             return Gv::Const(Tch.conv(t, c, stride));
         }
-        let ws = c.ws.size();
-        let (cout, k) = (ws[0], ws[2]);
-        let w = self.g.constant("w", &ws, &values(&c.ws));
-        let b =
-            c.bs.as_ref()
-                .map(values)
-                .unwrap_or_else(|| vec![0.0; cout as usize]);
-        let b = self.g.constant("b", &[cout], &b);
         let x = self.name(x);
-        Gv::Node(self.g.conv(&x, &w, Some(&b), k, stride, k / 2, cout))
+        self.conv_node(&x, c, stride, c.ws.size()[2] / 2)
+    }
+    fn conv_wrapped(&mut self, x: &Gv, c: &nn::Conv2D, stride: i64) -> Gv {
+        if let Some(t) = known(x) {
+            return Gv::Const(Tch.conv_wrapped(t, c, stride));
+        }
+        let (x, p) = (self.name(x), c.ws.size()[2] / 2);
+        let padded = if p > 0 { self.g.pad_wrap(&x, p) } else { x };
+        self.conv_node(&padded, c, stride, 0)
     }
     fn linear(&mut self, x: &Gv, l: &nn::Linear) -> Gv {
         if let Some(t) = known(x) {

@@ -87,6 +87,11 @@ enum Entry {
         periodic: bool,
         y: String,
     },
+    PadWrap {
+        x: String,
+        border: i64,
+        y: String,
+    },
     ReduceMean {
         x: String,
         axes: Vec<i64>,
@@ -144,6 +149,7 @@ impl Entry {
             | Entry::Crop { y, .. }
             | Entry::Pad { y, .. }
             | Entry::Shift { y, .. }
+            | Entry::PadWrap { y, .. }
             | Entry::ReduceMean { y, .. }
             | Entry::Reshape { y, .. }
             | Entry::Transpose { y, .. }
@@ -650,6 +656,41 @@ impl Graph {
         y
     }
 
+    /// Wrap-around padding of `border` points on every side of H and W (a periodic field's
+    /// neighbours across its edges): the last `border` rows before the first and the first after
+    /// the last, then the same for columns.
+    pub fn pad_wrap(&mut self, x: &str, border: i64) -> String {
+        let [c, h, w] = self.chw[x];
+        assert!(
+            border > 0 && border <= h && border <= w,
+            "a border within the field"
+        );
+        let mut v = x.to_string();
+        for (axis, n) in [(2, h), (3, w)] {
+            let ax = self.ints(&[axis]);
+            let slice = |this: &mut Self, s: i64, e: i64| {
+                let (s, e) = (this.ints(&[s]), this.ints(&[e]));
+                this.node("Slice", &[&v, &s, &e, &ax], vec![])
+            };
+            let (before, after) = (slice(self, n - border, n), slice(self, 0, border));
+            v = self.node(
+                "Concat",
+                &[&before, &v, &after],
+                vec![attr_int("axis", axis)],
+            );
+        }
+        self.set_chw(&v, Some([c, h + 2 * border, w + 2 * border]));
+        self.record(
+            Entry::PadWrap {
+                x: x.into(),
+                border,
+                y: v.clone(),
+            },
+            &[x],
+        );
+        v
+    }
+
     /// The ONNX nodes of a shift by +-1 along `axis` (2 or 3): the kept part of x, and at the other
     /// end the wrapped point or a zero.
     fn shift_nodes(&mut self, x: &str, axis: i64, by: i64, periodic: bool) -> String {
@@ -981,6 +1022,35 @@ impl Graph {
                     self.chw.insert(g.clone(), self.chw[x]);
                     let gx = self.shift_nodes(&g, *axis, -by, *periodic);
                     push(self, x, gx);
+                }
+                Entry::PadWrap { x, border, .. } => {
+                    // each padded point is a copy of one of x's: fold the borders' gradients back
+                    // onto the rows (then columns) they copied, W first (the forward's last)
+                    let [_, h, w] = self.chw[x];
+                    let b = *border;
+                    let mut gv = g;
+                    for (axis, n) in [(3, w), (2, h)] {
+                        let ax = self.ints(&[axis]);
+                        let slice = |this: &mut Self, s: i64, e: i64| {
+                            let (s, e) = (this.ints(&[s]), this.ints(&[e]));
+                            this.node("Slice", &[&gv, &s, &e, &ax], vec![])
+                        };
+                        let inner = slice(self, b, n + b);
+                        let (before, after) = (slice(self, 0, b), slice(self, n + b, n + 2 * b));
+                        // `before` copied x's last b points, `after` its first b
+                        let place = |this: &mut Self, v: &str, lead: i64, trail: i64| {
+                            let mut pads = [0i64; 8];
+                            pads[axis as usize] = lead;
+                            pads[4 + axis as usize] = trail;
+                            let pads = this.ints(&pads);
+                            this.node("Pad", &[v, &pads], vec![attr_str("mode", "constant")])
+                        };
+                        let before = place(self, &before, n - b, 0);
+                        let after = place(self, &after, 0, n - b);
+                        let sum = self.node("Add", &[&inner, &before], vec![]);
+                        gv = self.node("Add", &[&sum, &after], vec![]);
+                    }
+                    push(self, x, gv);
                 }
                 Entry::ReduceMean { x, axes, count, .. } => {
                     let ax = self.ints(axes);

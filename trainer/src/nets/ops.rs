@@ -32,6 +32,9 @@ pub trait NetOps: FieldOps {
     fn chw(&mut self, x: &Self::V) -> Vec<i64>;
     /// k x k convolution with "same" padding (k / 2) at `stride`.
     fn conv(&mut self, x: &Self::V, c: &nn::Conv2D, stride: i64) -> Self::V;
+    /// The same convolution of a field periodic in H and W: padded by wrapping round its edges,
+    /// not with zeros.
+    fn conv_wrapped(&mut self, x: &Self::V, c: &nn::Conv2D, stride: i64) -> Self::V;
     fn linear(&mut self, x: &Self::V, l: &nn::Linear) -> Self::V;
     fn group_norm(&mut self, x: &Self::V, n: &nn::GroupNorm) -> Self::V;
     fn silu(&mut self, x: &Self::V) -> Self::V;
@@ -77,6 +80,11 @@ impl NetOps for Tch {
             [1, 1],
             1,
         )
+    }
+    fn conv_wrapped(&mut self, x: &Tensor, c: &nn::Conv2D, stride: i64) -> Tensor {
+        let p = c.ws.size()[2] / 2;
+        let x = x.pad([p, p, p, p], "circular", None);
+        x.conv2d(&c.ws, c.bs.as_ref(), [stride, stride], [0, 0], [1, 1], 1)
     }
     fn linear(&mut self, x: &Tensor, l: &nn::Linear) -> Tensor {
         l.forward(x)

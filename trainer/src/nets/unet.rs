@@ -26,6 +26,11 @@ pub struct UNetConfig {
     pub attention: bool,
     /// GroupNorm groups; must divide every level's width.
     pub groups: i64,
+    /// Every convolution padded by wrapping round the field's edges, for a field periodic in x
+    /// and y (zero padding would make the network's output, and so its samples' statistics,
+    /// depend on the distance to an edge the field does not have).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub periodic: bool,
 }
 
 impl UNetConfig {
@@ -78,6 +83,15 @@ fn conv(p: nn::Path, i: i64, o: i64, k: i64, stride: i64) -> nn::Conv2D {
     )
 }
 
+/// A convolution with "same" padding: wrapped round a periodic field's edges, else zeros.
+fn conv_same<B: NetOps>(b: &mut B, x: &B::V, c: &nn::Conv2D, stride: i64, periodic: bool) -> B::V {
+    if periodic {
+        b.conv_wrapped(x, c, stride)
+    } else {
+        b.conv(x, c, stride)
+    }
+}
+
 fn gn(p: nn::Path, groups: i64, c: i64) -> nn::GroupNorm {
     nn::group_norm(p, groups, c, Default::default())
 }
@@ -103,17 +117,17 @@ impl ResBlock {
             skip: (i != o).then(|| conv(&p / "skip", i, o, 1, 1)),
         }
     }
-    fn apply<B: NetOps>(&self, b: &mut B, x: &B::V, emb: &B::V) -> B::V {
+    fn apply<B: NetOps>(&self, b: &mut B, x: &B::V, emb: &B::V, periodic: bool) -> B::V {
         let h = b.group_norm(x, &self.norm1);
         let h = b.silu(&h);
-        let h = b.conv(&h, &self.conv1, 1);
+        let h = conv_same(b, &h, &self.conv1, 1, periodic);
         let e = b.linear(emb, &self.emb);
         let o = self.conv1.ws.size()[0];
         let e = b.reshape(&e, &[-1, o, 1, 1]);
         let h = b.add(&h, &e);
         let h = b.group_norm(&h, &self.norm2);
         let h = b.silu(&h);
-        let h = b.conv(&h, &self.conv2, 1);
+        let h = conv_same(b, &h, &self.conv2, 1, periodic);
         let s = match &self.skip {
             Some(c) => b.conv(x, c, 1),
             None => b.dup(x),
@@ -269,38 +283,39 @@ impl UNet {
     pub fn apply<B: NetOps>(&self, b: &mut B, x: &B::V, c_noise: &B::V) -> B::V {
         b.network(true);
         let emb = self.embed(b, c_noise);
-        let mut h = b.conv(x, &self.conv_in, 1);
+        let periodic = self.cfg.periodic;
+        let mut h = conv_same(b, x, &self.conv_in, 1, periodic);
         let mut skips = vec![b.dup(&h)];
         for layer in &self.down {
             h = match layer {
-                Layer::Res(r) => r.apply(b, &h, &emb),
-                Layer::Down(c) => b.conv(&h, c, 2),
+                Layer::Res(r) => r.apply(b, &h, &emb, periodic),
+                Layer::Down(c) => conv_same(b, &h, c, 2, periodic),
                 Layer::Up(_) => unreachable!("no upsampling on the way down"),
             };
             skips.push(b.dup(&h));
         }
-        h = self.mid1.apply(b, &h, &emb);
+        h = self.mid1.apply(b, &h, &emb, periodic);
         if let Some(a) = &self.mid_attn {
             h = a.apply(b, &h);
         }
-        h = self.mid2.apply(b, &h, &emb);
+        h = self.mid2.apply(b, &h, &emb, periodic);
         for layer in &self.up {
             h = match layer {
                 Layer::Res(r) => {
                     let s = skips.pop().expect("skip stack matches the decoder");
                     let c = b.concat(&[&h, &s]);
-                    r.apply(b, &c, &emb)
+                    r.apply(b, &c, &emb, periodic)
                 }
                 Layer::Up(c) => {
                     let u = b.upsample2(&h);
-                    b.conv(&u, c, 1)
+                    conv_same(b, &u, c, 1, periodic)
                 }
                 Layer::Down(_) => unreachable!("no downsampling on the way up"),
             };
         }
         let h = b.group_norm(&h, &self.norm_out);
         let h = b.silu(&h);
-        let y = b.conv(&h, &self.conv_out, 1);
+        let y = conv_same(b, &h, &self.conv_out, 1, periodic);
         b.network(false);
         y
     }
@@ -331,6 +346,7 @@ mod tests {
             blocks: 1,
             attention: true,
             groups: 4,
+            periodic: false,
         };
         cfg.validate(16).unwrap();
         let net = UNet::new(&vs.root(), &cfg);
@@ -342,5 +358,41 @@ mod tests {
         assert!(cfg.validate(17).is_err());
         let bad = UNetConfig { groups: 3, ..cfg };
         assert!(bad.validate(16).is_err());
+    }
+
+    /// A periodic network commutes with rolling its input by a multiple of its coarsest stride
+    /// (here 2): wrapped padding has no edge; with zero padding the same roll changes the output.
+    #[test]
+    fn periodic_network_commutes_with_rolls() {
+        tch::manual_seed(4);
+        for periodic in [true, false] {
+            let vs = nn::VarStore::new(tch::Device::Cpu);
+            let cfg = UNetConfig {
+                channels: 2,
+                in_channels: None,
+                width: 8,
+                mults: vec![1, 2],
+                blocks: 1,
+                attention: false,
+                groups: 4,
+                periodic,
+            };
+            let net = UNet::new(&vs.root(), &cfg);
+            let x = Tensor::randn([2, 2, 16, 16], (Kind::Float, tch::Device::Cpu));
+            let c = Tensor::from_slice(&[0.3f32, -0.2]);
+            let f = |x: &Tensor| net.apply(&mut Tch, x, &c);
+            let rolled = f(&x.roll([4, -6], [2, 3]));
+            let want = f(&x).roll([4, -6], [2, 3]);
+            let err = f64::try_from((&rolled - &want).abs().max()).unwrap();
+            let size = f64::try_from(want.abs().max()).unwrap();
+            if periodic {
+                assert!(err < 1e-5 * size, "periodic: off by {err} of {size}");
+            } else {
+                assert!(
+                    err > 1e-3 * size,
+                    "zero padding commuted with the roll: {err}"
+                );
+            }
+        }
     }
 }

@@ -13,6 +13,7 @@ use super::pairs::{pairs, pairs_cache, Pairs};
 use crate::checkpoint::{load_role, CheckpointMeta, Role, StudentInfo, TrainState};
 use crate::config::Preset;
 use crate::diffusion::edm::one_step;
+use crate::nets::UNetConfig;
 use crate::physics::{Correction, DefectOp};
 use crate::train::{self, Outcome};
 use crate::util::seed::{batch_indices, seed_tch};
@@ -82,6 +83,12 @@ pub fn distill(
                 refresh_every: scfg.refresh_every,
             }),
             last_loss: f64::NAN,
+            // a preset whose network is periodic makes the student periodic even where its
+            // teacher was trained with zero padding: the weights carry over, the edges retrain
+            unet: UNetConfig {
+                periodic: tmeta.unet.periodic || preset.model.periodic,
+                ..tmeta.unet.clone()
+            },
             ..tmeta
         });
         // The student starts as the teacher evaluated at sigma_max.
