@@ -126,6 +126,10 @@ pub struct CheckpointMeta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pidm: Option<PidmInfo>,
     pub last_loss: f64,
+    /// The EMA weights alone (`piddm-train slim`): exports, evaluates and takes corrections or
+    /// gains, a quarter of the size, but no training resumes from it (no Adam moments).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub weights_only: bool,
 }
 
 impl CheckpointMeta {
@@ -230,6 +234,15 @@ impl TrainState {
 
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut tensors = Vec::new();
+        if self.meta.weights_only {
+            tensors.extend(
+                self.ema
+                    .named()
+                    .into_iter()
+                    .map(|(k, t)| (format!("ema/{k}"), t)),
+            );
+            return st::write(path, &tensors, META_KEY, serde_json::to_string(&self.meta)?);
+        }
         for (prefix, net) in [("model", &self.model), ("ema", &self.ema)] {
             tensors.extend(
                 net.named()
@@ -249,8 +262,38 @@ impl TrainState {
         st::write(path, &tensors, META_KEY, serde_json::to_string(&self.meta)?)
     }
 
+    /// A checkpoint to continue training from: refuses a weights-only one, which has no Adam
+    /// moments to continue with.
+    pub fn load_resumable(path: &Path) -> Result<Self> {
+        let st = TrainState::load(path)?;
+        if st.meta.weights_only {
+            bail!(
+                "{} holds the weights alone (`piddm-train slim`): training cannot resume from \
+                 it; resume from the full checkpoint it was slimmed from",
+                path.display()
+            );
+        }
+        Ok(st)
+    }
+
+    /// Any checkpoint, a weights-only one with its EMA weights as the model too and zero moments.
     pub fn load(path: &Path) -> Result<Self> {
         let (mut tensors, meta) = read_checkpoint(path)?;
+        if meta.weights_only {
+            let st = TrainState::new(meta);
+            tch::no_grad(|| -> Result<()> {
+                for (k, mut t) in st.ema.named() {
+                    let src = tensors.remove(&format!("ema/{k}")).with_context(|| {
+                        format!("{}: checkpoint lacks tensor ema/{k}", path.display())
+                    })?;
+                    t.copy_(&checked(src, &t, &k)?);
+                }
+                Ok(())
+            })?;
+            let mut st = st;
+            st.model.copy_from(&st.ema)?;
+            return Ok(st);
+        }
         let mut st = TrainState::new(meta);
         let names: Vec<String> = st.model.named().into_iter().map(|(k, _)| k).collect();
         let mut take = |key: String| {
@@ -310,6 +353,14 @@ fn read_checkpoint(
         );
     }
     Ok((tensors, meta))
+}
+
+/// Writes the weights-only form of the checkpoint at `from` to `to` (the same file allowed): its
+/// EMA weights and metadata, without the training weights and Adam's moments.
+pub fn slim(from: &Path, to: &Path) -> Result<()> {
+    let mut st = TrainState::load(from)?;
+    st.meta.weights_only = true;
+    st.save(to)
 }
 
 /// Loads the EMA weights of a checkpoint for inference.

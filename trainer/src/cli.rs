@@ -95,6 +95,16 @@ pub enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The weights-only form of a finished checkpoint at --out (the same path allowed): its EMA
+    /// weights and metadata, a quarter of the size, without the training weights and Adam's
+    /// moments. It exports, evaluates, trains an encoder and takes corrections or gains; training
+    /// cannot resume from it. For shipped checkpoints no run will continue.
+    Slim {
+        #[arg(long)]
+        ckpt: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// PIDM: continue a teacher's training with a residual loss on its clean estimate D(x; sigma).
     Pidm {
         #[arg(long)]
@@ -335,6 +345,7 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
             samples,
             out,
         } => student::recolour(&s, &data, samples, &out),
+        Cmd::Slim { ckpt, out } => crate::checkpoint::slim(&ckpt, &out),
         Cmd::Pidm {
             preset: p,
             data,

@@ -275,6 +275,35 @@ fn stop_resume_and_nan_guard() {
         "{err}"
     );
     assert_eq!(std::fs::read(&c).unwrap(), before);
+
+    // The weights-only form: the same EMA weights in about a quarter of the bytes; it takes a
+    // copy's metadata change (a slimmed copy of it stays slim) but refuses to resume, by name.
+    let slim = dir.path().join("slim.ckpt");
+    checkpoint::slim(&a, &slim).unwrap();
+    let (full, _) = checkpoint::load_ema(&a).unwrap();
+    let (thin, meta) = checkpoint::load_ema(&slim).unwrap();
+    assert!(meta.weights_only);
+    assert_eq!(
+        checkpoint::weights_sha256(&full),
+        checkpoint::weights_sha256(&thin)
+    );
+    let (big, small) = (
+        std::fs::metadata(&a).unwrap().len(),
+        std::fs::metadata(&slim).unwrap().len(),
+    );
+    assert!(small * 10 < big * 3, "{small} bytes slim against {big}");
+    let again = dir.path().join("again.ckpt");
+    checkpoint::slim(&slim, &again).unwrap();
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(&slim).unwrap()
+    );
+    let before = std::fs::read(&slim).unwrap();
+    let err = teacher::train_teacher(&preset, &d, &slim, true, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("holds the weights alone"), "{err}");
+    assert_eq!(std::fs::read(&slim).unwrap(), before);
 }
 
 #[test]

@@ -145,6 +145,8 @@ pub fn train_encoder(
                 crps: cfg.crps,
             }),
             last_loss: f64::NAN,
+            // trained here, with its own moments, whatever the student's file holds
+            weights_only: false,
             ..smeta.clone()
         }))
     })?;

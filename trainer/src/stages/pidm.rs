@@ -52,7 +52,7 @@ pub fn train_pidm(
         bail!("the PIDM residual weight must be finite and >= 0, got {weight}");
     }
     let mut state = train::open_state(out, resume, || {
-        let mut st = TrainState::load(teacher)
+        let mut st = TrainState::load_resumable(teacher)
             .with_context(|| format!("loading the teacher {}", teacher.display()))?;
         st.meta.expect_role(Role::Teacher, teacher)?;
         if st.meta.pidm.is_some() {

@@ -83,6 +83,7 @@ pub fn distill(
                 refresh_every: scfg.refresh_every,
             }),
             last_loss: f64::NAN,
+            weights_only: false,
             // a preset whose network is periodic makes the student periodic even where its
             // teacher was trained with zero padding: the weights carry over, the edges retrain
             unet: UNetConfig {

@@ -30,6 +30,7 @@ pub fn train_teacher(
             amortiser: None,
             pidm: None,
             last_loss: f64::NAN,
+            weights_only: false,
         }))
     })?;
     state.meta.expect_role(Role::Teacher, out)?;

@@ -36,7 +36,7 @@ pub fn open_state(
     fresh: impl FnOnce() -> Result<TrainState>,
 ) -> Result<TrainState> {
     match (path.exists(), resume) {
-        (true, true) => TrainState::load(path),
+        (true, true) => TrainState::load_resumable(path),
         (true, false) => bail!(
             "{} exists: pass --resume to continue it, or remove it to start over",
             path.display()
