@@ -160,6 +160,10 @@ pub enum Cmd {
         resume: bool,
         #[arg(long)]
         stop_after: Option<u64>,
+        /// Start a new encoder from the weights of this one (trained against a sibling student
+        /// of the same network, e.g. distilled from the same teacher with another padding).
+        #[arg(long)]
+        init: Option<PathBuf>,
     },
     /// Evaluate teacher and students side by side on a test set.
     Eval {
@@ -387,6 +391,7 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
             out,
             resume,
             stop_after,
+            init,
         } => encoder::train_encoder(
             &preset(&p)?,
             &student,
@@ -394,6 +399,7 @@ pub fn run(cmd: Cmd, command: String) -> Result<()> {
             &out,
             resume,
             stop_after,
+            init.as_deref(),
         )
         .map(drop),
         Cmd::Eval {

@@ -66,7 +66,7 @@ pub fn run(preset: &Preset, dir: &Path, command: String) -> Result<Option<Report
     }
     if preset.amortise.is_some() {
         stage("amortised encoder");
-        if encoder::train_encoder(preset, &p.student, &train, &p.encoder, true, None)?
+        if encoder::train_encoder(preset, &p.student, &train, &p.encoder, true, None, None)?
             == Outcome::Stopped
         {
             return Ok(None);

@@ -148,6 +148,60 @@ fn tiny_pipeline_every_stage(family: &str) {
     );
     assert_eq!(r.forward.errors[0].value, report.forward.errors[0].value);
     assert!(alone.join("samples.png").exists());
+
+    if preset.data.pde.name() == "darcy" {
+        warm_started_encoder(&preset, &p, &train, dir.path());
+    }
+}
+
+/// An encoder started from another's weights (`--init`): after one step its output layer is still
+/// near the initial encoder's (a fresh one's starts at zero); a checkpoint of another role is
+/// refused by name.
+fn warm_started_encoder(preset: &Preset, p: &RunPaths, train: &Dataset, dir: &Path) {
+    use piddm_trainer::stages::encoder::train_encoder;
+    let warm = dir.join("warm.ckpt");
+    let out = train_encoder(
+        preset,
+        &p.student,
+        train,
+        &warm,
+        false,
+        Some(1),
+        Some(&p.encoder),
+    );
+    assert_eq!(out.unwrap(), Outcome::Stopped);
+    let conv_out = |path: &Path| {
+        let (net, _) = load_ema(path).unwrap();
+        let parts: Vec<tch::Tensor> = net
+            .named()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("conv_out"))
+            .map(|(_, t)| t.flatten(0, -1))
+            .collect();
+        assert!(!parts.is_empty());
+        tch::Tensor::cat(&parts, 0)
+    };
+    let (init, got) = (conv_out(&p.encoder), conv_out(&warm));
+    let size = f64::try_from(init.norm()).unwrap();
+    assert!(size > 0.0);
+    // Adam's first step moves each weight by about the rate (7 % of this layer's norm here); a
+    // fresh encoder's output layer, from zero, would be the whole norm away
+    let moved = f64::try_from((&got - &init).norm()).unwrap();
+    assert!(moved < 0.25 * size, "moved {moved} of {size}");
+    let err = train_encoder(
+        preset,
+        &p.student,
+        train,
+        &dir.join("w2.ckpt"),
+        false,
+        Some(1),
+        Some(&p.student),
+    )
+    .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("expected amortised encoder"),
+        "{err:#}"
+    );
 }
 
 #[test]

@@ -113,7 +113,10 @@ pub fn crps2(a: &Tensor, b: &Tensor, y: &Tensor) -> Tensor {
     s.mean_dim(dims.as_slice(), false, Kind::Float)
 }
 
-/// Trains the encoder of `student_ckpt` on `data` (the student's training data) into `out`.
+/// Trains the encoder of `student_ckpt` on `data` (the student's training data) into `out`; a new
+/// one starts from zero output, or from the weights of `init`, an encoder of the same architecture
+/// trained against a sibling student (one distilled from the same teacher, say with another
+/// padding), whose map from eps to fields is close.
 pub fn train_encoder(
     preset: &Preset,
     student_ckpt: &Path,
@@ -121,6 +124,7 @@ pub fn train_encoder(
     out: &Path,
     resume: bool,
     stop_after: Option<u64>,
+    init: Option<&Path>,
 ) -> Result<Outcome> {
     let cfg = preset
         .amortise
@@ -163,13 +167,33 @@ pub fn train_encoder(
         );
     }
     if state.meta.step == 0 {
-        // E starts at 0: the first answers are the student's unconditional samples.
-        tch::no_grad(|| {
-            let _ = state.model.net.conv_out.ws.zero_();
-            if let Some(b) = &state.model.net.conv_out.bs {
-                let _ = b.shallow_clone().zero_();
+        match init {
+            Some(path) => {
+                let (enet, emeta) = load_role(path, Role::Amortiser)
+                    .with_context(|| format!("loading the initial encoder {}", path.display()))?;
+                // the padding may differ: it has no weights
+                let unet = UNetConfig {
+                    periodic: state.meta.unet.periodic,
+                    ..emeta.unet.clone()
+                };
+                if unet != state.meta.unet {
+                    bail!(
+                        "{} is an encoder of another network ({:?}); this student's is {:?}",
+                        path.display(),
+                        emeta.unet,
+                        state.meta.unet
+                    );
+                }
+                state.model.copy_from(&enet)?;
             }
-        });
+            // E starts at 0: the first answers are the student's unconditional samples.
+            None => tch::no_grad(|| {
+                let _ = state.model.net.conv_out.ws.zero_();
+                if let Some(b) = &state.model.net.conv_out.bs {
+                    let _ = b.shallow_clone().zero_();
+                }
+            }),
+        }
         state.ema.copy_from(&state.model)?;
     }
     state.meta.train = cfg.train_config();
