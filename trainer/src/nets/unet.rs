@@ -335,19 +335,24 @@ impl UNet {
 mod tests {
     use super::*;
 
-    #[test]
-    fn shapes_round_trip() {
-        let vs = nn::VarStore::new(tch::Device::Cpu);
-        let cfg = UNetConfig {
+    /// A small network of two levels on two channels.
+    fn small(attention: bool, periodic: bool) -> UNetConfig {
+        UNetConfig {
             channels: 2,
             in_channels: None,
             width: 8,
             mults: vec![1, 2],
             blocks: 1,
-            attention: true,
+            attention,
             groups: 4,
-            periodic: false,
-        };
+            periodic,
+        }
+    }
+
+    #[test]
+    fn shapes_round_trip() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let cfg = small(true, false);
         cfg.validate(16).unwrap();
         let net = UNet::new(&vs.root(), &cfg);
         let y = net.forward(
@@ -367,16 +372,7 @@ mod tests {
         tch::manual_seed(4);
         for periodic in [true, false] {
             let vs = nn::VarStore::new(tch::Device::Cpu);
-            let cfg = UNetConfig {
-                channels: 2,
-                in_channels: None,
-                width: 8,
-                mults: vec![1, 2],
-                blocks: 1,
-                attention: false,
-                groups: 4,
-                periodic,
-            };
+            let cfg = small(false, periodic);
             let net = UNet::new(&vs.root(), &cfg);
             let x = Tensor::randn([2, 2, 16, 16], (Kind::Float, tch::Device::Cpu));
             let c = Tensor::from_slice(&[0.3f32, -0.2]);
