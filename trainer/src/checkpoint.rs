@@ -233,31 +233,30 @@ impl TrainState {
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
+        // a weights-only checkpoint keeps the EMA weights alone
+        let nets = if self.meta.weights_only {
+            vec![("ema", &self.ema)]
+        } else {
+            vec![("model", &self.model), ("ema", &self.ema)]
+        };
         let mut tensors = Vec::new();
-        if self.meta.weights_only {
-            tensors.extend(
-                self.ema
-                    .named()
-                    .into_iter()
-                    .map(|(k, t)| (format!("ema/{k}"), t)),
-            );
-            return st::write(path, &tensors, META_KEY, serde_json::to_string(&self.meta)?);
-        }
-        for (prefix, net) in [("model", &self.model), ("ema", &self.ema)] {
+        for (prefix, net) in nets {
             tensors.extend(
                 net.named()
                     .into_iter()
                     .map(|(k, t)| (format!("{prefix}/{k}"), t)),
             );
         }
-        let names: Vec<String> = self.model.named().into_iter().map(|(k, _)| k).collect();
-        for (prefix, moments) in [("adam_m", &self.m), ("adam_v", &self.v)] {
-            tensors.extend(
-                names
-                    .iter()
-                    .zip(moments)
-                    .map(|(k, t)| (format!("{prefix}/{k}"), t.shallow_clone())),
-            );
+        if !self.meta.weights_only {
+            let names: Vec<String> = self.model.named().into_iter().map(|(k, _)| k).collect();
+            for (prefix, moments) in [("adam_m", &self.m), ("adam_v", &self.v)] {
+                tensors.extend(
+                    names
+                        .iter()
+                        .zip(moments)
+                        .map(|(k, t)| (format!("{prefix}/{k}"), t.shallow_clone())),
+                );
+            }
         }
         st::write(path, &tensors, META_KEY, serde_json::to_string(&self.meta)?)
     }
@@ -279,42 +278,49 @@ impl TrainState {
     /// Any checkpoint, a weights-only one with its EMA weights as the model too and zero moments.
     pub fn load(path: &Path) -> Result<Self> {
         let (mut tensors, meta) = read_checkpoint(path)?;
-        if meta.weights_only {
-            let st = TrainState::new(meta);
-            tch::no_grad(|| -> Result<()> {
-                for (k, mut t) in st.ema.named() {
-                    let src = tensors.remove(&format!("ema/{k}")).with_context(|| {
-                        format!("{}: checkpoint lacks tensor ema/{k}", path.display())
-                    })?;
-                    t.copy_(&checked(src, &t, &k)?);
-                }
-                Ok(())
-            })?;
-            let mut st = st;
+        let mut st = TrainState::new(meta);
+        if st.meta.weights_only {
+            fill(&st.ema, "ema", &mut tensors, path)?;
             st.model.copy_from(&st.ema)?;
             return Ok(st);
         }
-        let mut st = TrainState::new(meta);
+        fill(&st.model, "model", &mut tensors, path)?;
+        fill(&st.ema, "ema", &mut tensors, path)?;
         let names: Vec<String> = st.model.named().into_iter().map(|(k, _)| k).collect();
-        let mut take = |key: String| {
-            tensors
-                .remove(&key)
-                .with_context(|| format!("{}: checkpoint lacks tensor {key}", path.display()))
-        };
-        tch::no_grad(|| -> Result<()> {
-            for (prefix, net) in [("model", &st.model), ("ema", &st.ema)] {
-                for (k, mut t) in net.named() {
-                    t.copy_(&checked(take(format!("{prefix}/{k}"))?, &t, &k)?);
-                }
-            }
-            for (i, k) in names.iter().enumerate() {
-                st.m[i] = checked(take(format!("adam_m/{k}"))?, &st.m[i], k)?;
-                st.v[i] = checked(take(format!("adam_v/{k}"))?, &st.v[i], k)?;
-            }
-            Ok(())
-        })?;
+        for (i, k) in names.iter().enumerate() {
+            st.m[i] = checked(
+                take(&mut tensors, &format!("adam_m/{k}"), path)?,
+                &st.m[i],
+                k,
+            )?;
+            st.v[i] = checked(
+                take(&mut tensors, &format!("adam_v/{k}"), path)?,
+                &st.v[i],
+                k,
+            )?;
+        }
         Ok(st)
     }
+}
+
+type Tensors = std::collections::BTreeMap<String, Tensor>;
+
+/// Tensor `key` taken out of a checkpoint's tensors, or an error naming it.
+fn take(tensors: &mut Tensors, key: &str, path: &Path) -> Result<Tensor> {
+    tensors
+        .remove(key)
+        .with_context(|| format!("{}: checkpoint lacks tensor {key}", path.display()))
+}
+
+/// The checkpoint's tensors `{prefix}/{name}` copied into `net`'s weights.
+fn fill(net: &Net, prefix: &str, tensors: &mut Tensors, path: &Path) -> Result<()> {
+    tch::no_grad(|| {
+        for (k, mut t) in net.named() {
+            let src = take(tensors, &format!("{prefix}/{k}"), path)?;
+            t.copy_(&checked(src, &t, &k)?);
+        }
+        Ok(())
+    })
 }
 
 fn checked(t: Tensor, like: &Tensor, name: &str) -> Result<Tensor> {
@@ -328,9 +334,7 @@ fn checked(t: Tensor, like: &Tensor, name: &str) -> Result<Tensor> {
     Ok(t.to_device(like.device()))
 }
 
-fn read_checkpoint(
-    path: &Path,
-) -> Result<(std::collections::BTreeMap<String, Tensor>, CheckpointMeta)> {
+fn read_checkpoint(path: &Path) -> Result<(Tensors, CheckpointMeta)> {
     let (tensors, meta_json) = st::read(path, META_KEY, "checkpoint")?;
     let meta: CheckpointMeta = serde_json::from_str(&meta_json)
         .and_then(|mut v: serde_json::Value| {
@@ -367,15 +371,7 @@ pub fn slim(from: &Path, to: &Path) -> Result<()> {
 pub fn load_ema(path: &Path) -> Result<(Net, CheckpointMeta)> {
     let (mut tensors, meta) = read_checkpoint(path)?;
     let net = Net::new(&meta.unet);
-    tch::no_grad(|| -> Result<()> {
-        for (k, mut t) in net.named() {
-            let src = tensors
-                .remove(&format!("ema/{k}"))
-                .with_context(|| format!("{}: checkpoint lacks tensor ema/{k}", path.display()))?;
-            t.copy_(&checked(src, &t, &k)?);
-        }
-        Ok(())
-    })?;
+    fill(&net, "ema", &mut tensors, path)?;
     Ok((net, meta))
 }
 
