@@ -667,12 +667,8 @@ impl Graph {
         );
         let mut v = x.to_string();
         for (axis, n) in [(2, h), (3, w)] {
-            let ax = self.ints(&[axis]);
-            let slice = |this: &mut Self, s: i64, e: i64| {
-                let (s, e) = (this.ints(&[s]), this.ints(&[e]));
-                this.node("Slice", &[&v, &s, &e, &ax], vec![])
-            };
-            let (before, after) = (slice(self, n - border, n), slice(self, 0, border));
+            let before = self.slice_along(&v, axis, n - border, n);
+            let after = self.slice_along(&v, axis, 0, border);
             v = self.node(
                 "Concat",
                 &[&before, &v, &after],
@@ -691,20 +687,30 @@ impl Graph {
         v
     }
 
+    /// The Slice node of points start .. end of x along one axis (not recorded: a part of the
+    /// operations that use it).
+    fn slice_along(&mut self, x: &str, axis: i64, start: i64, end: i64) -> String {
+        // the axis's constant first: the order the graphs' constants were always named in
+        let ax = self.ints(&[axis]);
+        let (s, e) = (self.ints(&[start]), self.ints(&[end]));
+        self.node("Slice", &[x, &s, &e, &ax], vec![])
+    }
+
     /// The ONNX nodes of a shift by +-1 along `axis` (2 or 3): the kept part of x, and at the other
     /// end the wrapped point or a zero.
     fn shift_nodes(&mut self, x: &str, axis: i64, by: i64, periodic: bool) -> String {
         let n = self.chw[x][(axis - 1) as usize];
-        let ax = self.ints(&[axis]);
-        let slice = |this: &mut Self, s: i64, e: i64| {
-            let (s, e) = (this.ints(&[s]), this.ints(&[e]));
-            this.node("Slice", &[x, &s, &e, &ax], vec![])
-        };
         // by = 1: y = [x[n-1] or 0, x[0..n-1]]; by = -1: y = [x[1..n], x[0] or 0]
         let (kept, wrapped) = if by == 1 {
-            (slice(self, 0, n - 1), slice(self, n - 1, n))
+            (
+                self.slice_along(x, axis, 0, n - 1),
+                self.slice_along(x, axis, n - 1, n),
+            )
         } else {
-            (slice(self, 1, n), slice(self, 0, 1))
+            (
+                self.slice_along(x, axis, 1, n),
+                self.slice_along(x, axis, 0, 1),
+            )
         };
         let edge = if periodic {
             wrapped
@@ -1030,13 +1036,9 @@ impl Graph {
                     let b = *border;
                     let mut gv = g;
                     for (axis, n) in [(3, w), (2, h)] {
-                        let ax = self.ints(&[axis]);
-                        let slice = |this: &mut Self, s: i64, e: i64| {
-                            let (s, e) = (this.ints(&[s]), this.ints(&[e]));
-                            this.node("Slice", &[&gv, &s, &e, &ax], vec![])
-                        };
-                        let inner = slice(self, b, n + b);
-                        let (before, after) = (slice(self, 0, b), slice(self, n + b, n + 2 * b));
+                        let inner = self.slice_along(&gv, axis, b, n + b);
+                        let before = self.slice_along(&gv, axis, 0, b);
+                        let after = self.slice_along(&gv, axis, n + b, n + 2 * b);
                         // `before` copied x's last b points, `after` its first b
                         let place = |this: &mut Self, v: &str, lead: i64, trail: i64| {
                             let mut pads = [0i64; 8];
