@@ -55,8 +55,7 @@ fn diagnosis_rows_and_its_properties() {
     let n = meta.data.grid.n as i64;
     // a target the student can represent exactly: fitting eps to it must close most of the gap
     tch::manual_seed(9);
-    let one_step = |eps: &Tensor| tch::no_grad(|| st.norm.to_physical(&st.one_step(eps)));
-    let target = one_step(&Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU));
+    let target = st.one_step_physical(&Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU));
     let all = Tensor::ones([3, 2, n, n], tch::kind::FLOAT_CPU);
     let fit = InferConfig {
         steps: 200,
@@ -67,7 +66,7 @@ fn diagnosis_rows_and_its_properties() {
     };
     let err = |x: &Tensor| f64::try_from((x - &target).square().mean(Kind::Double)).unwrap();
     tch::manual_seed(7000);
-    let start = one_step(&Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU));
+    let start = st.one_step_physical(&Tensor::randn([3, 2, n, n], tch::kind::FLOAT_CPU));
     let fitted = diagnose::best_of(&st, &target, &all, &fit, 1, 7).unwrap().d;
     assert!(
         err(&fitted) < 0.3 * err(&start),

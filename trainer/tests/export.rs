@@ -255,7 +255,7 @@ fn answers_settle_against_the_given_input(
     let (net, m) = checkpoint::load_ema(student).unwrap();
     // (`one_step`, not `generate`: a sample's a would be projected onto its phases first)
     let st = Student::of(&net, &m);
-    let plain = tch::no_grad(|| st.norm.to_physical(&st.one_step(&eps)));
+    let plain = st.one_step_physical(&eps);
     let before = rel_err(&u(&plain), &u(&want));
     match pde.name() {
         "poisson" => assert!(err <= 1e-4, "poisson forward answer vs solve: {err}"),

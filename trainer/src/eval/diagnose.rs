@@ -115,9 +115,8 @@ pub fn best_of(
         let eps = Tensor::randn(truth.size(), (Kind::Float, truth.device()));
         let s = st.solve(&eps, truth, mask, cfg)?;
         let (loss, _) = tch::no_grad(|| st.loss(&s.eps, truth, mask, cfg.lambda));
-        // the student's output at the fitted eps, as the solve scored it: its one step, not a
-        // sample (whose recolouring, phases or translation the fit never saw)
-        let d = tch::no_grad(|| st.norm.to_physical(&st.one_step(&s.eps)));
+        // the output the fit scored, not a sample (which the fit never saw)
+        let d = st.one_step_physical(&s.eps);
         best = Some(match best {
             None => (loss, s.x, d),
             Some((bl, bx, bd)) => {

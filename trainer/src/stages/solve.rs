@@ -76,6 +76,13 @@ impl<'a> Student<'a> {
         self.emit_one_step(&mut Tch, eps)
     }
 
+    /// The one-step output in physical units, without a graph: the fields the solve scores at
+    /// `eps` (a sample, [`Student::generate`], may be recoloured, projected or moved from it).
+    pub fn one_step_physical(&self, eps: &Tensor) -> Tensor {
+        let _g = tch::no_grad_guard();
+        self.norm.to_physical(&self.one_step(eps))
+    }
+
     /// A one-step sample in normalised units, on any backend: [`Student::emit_one_step`], except
     /// that fitted gains recolour its levels (`physics::recolour`), a family invariant under a
     /// translation moves each sample by a random multiple of it (`physics::translate`) and, with
