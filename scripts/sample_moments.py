@@ -31,10 +31,20 @@ for c, ch in enumerate(card['channels']):
 mm = np.mean((zt.mean(0) - zg.mean(0)) ** 2); sm = np.mean((zt.std(0) - zg.std(0)) ** 2)
 print(f"all: MMSE {mm:.3e} SMSE {sm:.3e}")
 # the seam at a periodic grid's wrap: mean |jump| between the last and the first row (column) of
-# the first channel against that between neighbours inside (1 for a stationary field)
+# the first and the last channel against that between neighbours inside (1 for a stationary field)
 def seam(f, axis):
     d = np.abs(np.diff(f, axis=axis, append=np.take(f, [0], axis=axis)))
     d = d.mean(axis=tuple(i for i in range(f.ndim) if i != axis))
     return d[-1] / d[:-1].mean()
-for name, f in (("test set", zt[:, 0]), ("samples", zg[:, 0])):
-    print(f"{name}, channel 0: |jump| across the wrap / inside: along H {seam(f, 1):.2f}, along W {seam(f, 2):.2f}")
+# ... and wherever it lies: per sample, the largest mean |jump| between neighbouring rows (columns),
+# wrap included, against the median row's (column's); the median over the samples
+def worst_jump(f, axis):
+    d = np.abs(np.roll(f, -1, axis=axis) - f).mean(axis=3 - axis)
+    return np.median(d.max(1) / np.median(d, 1))
+last = len(card['channels']) - 1
+for name, f in [(f"{who}, channel {c}", z[:, c]) for c in sorted({0, last}) for who, z in (("test set", zt), ("samples", zg))]:
+    sd = f.std(0)
+    edge = np.concatenate([sd[0], sd[-1], sd[1:-1, 0], sd[1:-1, -1]]).mean()
+    print(f"{name}: |jump| across the wrap / inside: along H {seam(f, 1):.2f}, along W {seam(f, 2):.2f}; "
+          f"largest row jump / median: along H {worst_jump(f, 1):.2f}, along W {worst_jump(f, 2):.2f}; "
+          f"pointwise std on the edge rows and columns {edge:.3f}, inside {sd[1:-1, 1:-1].mean():.3f}")

@@ -3,8 +3,8 @@
 //! x; Navier-Stokes: by (s, -s), which keeps its forcing, a function of x + y), a sample moved by
 //! any multiple of the translation is as likely as the sample itself, and the march commutes with
 //! the move. The U-Net's zero padding is not translation-invariant, so its samples' pointwise
-//! spread is narrow along the domain's edges (Navier-Stokes' w0: std 0.40 at the edges, 0.51
-//! inside, normalised; the data's 0.48 everywhere). A random multiple per sample, from the signs
+//! spread is narrow along the domain's edges (Navier-Stokes' w0: std 0.43 on the edge rows and
+//! columns, 0.48 inside, normalised; the data's 0.49 everywhere). A random multiple per sample, from the signs
 //! of `bits` entries of its own eps, spreads the edges over the grid, so the samples' pointwise
 //! statistics are stationary as the data's are. A bit is the sign of the product of two entries of
 //! eps half a plane apart, not of one entry: flipping both keeps it, so no entry's mean moves with
