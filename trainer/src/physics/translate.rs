@@ -34,23 +34,6 @@ pub fn pair(k: usize, h: usize, w: usize) -> (usize, usize) {
     (k, ((i + h / 2) % h) * w + (j + w / 2) % w)
 }
 
-/// The multiple each sample is moved by, from the last channel's H x W plane of its eps
-/// (row-major): bit k is 1 where the product at [`pair`] k is positive, and the multiple is
-/// sum_k 2^k bit_k mod n. A reference for tests.
-pub fn multiples(eps_last: &[Vec<f64>], h: usize, w: usize, n: usize) -> Vec<usize> {
-    eps_last
-        .iter()
-        .map(|plane| {
-            (0..bits(n))
-                .filter(|&k| {
-                    let (p, q) = pair(k, h, w);
-                    plane[p] * plane[q] > 0.0
-                })
-                .fold(0usize, |s, k| (s + (1usize << k) % n) % n)
-        })
-        .collect()
-}
-
 /// The period of translation `t` on an H x W grid: the number of distinct multiples.
 pub fn period(t: Translation, h: i64, w: i64) -> usize {
     let along = |d: i64, n: i64| if d == 0 { 1 } else { n / gcd(d.abs(), n) };
@@ -135,6 +118,23 @@ mod tests {
     use super::*;
     use crate::pde::ops::Tch;
     use tch::{Kind, Tensor};
+
+    /// The multiple each sample is moved by, from the last channel's H x W plane of its eps
+    /// (row-major): bit k is 1 where the product at [`pair`] k is positive, and the multiple is
+    /// sum_k 2^k bit_k mod n: the reference the graph's moves are checked against.
+    fn multiples(eps_last: &[Vec<f64>], h: usize, w: usize, n: usize) -> Vec<usize> {
+        eps_last
+            .iter()
+            .map(|plane| {
+                (0..bits(n))
+                    .filter(|&k| {
+                        let (p, q) = pair(k, h, w);
+                        plane[p] * plane[q] > 0.0
+                    })
+                    .fold(0usize, |s, k| (s + (1usize << k) % n) % n)
+            })
+            .collect()
+    }
 
     fn last_planes(eps: &Tensor) -> Vec<Vec<f64>> {
         let c = eps.size()[1];
