@@ -14,6 +14,10 @@
 //! - `NAME.amortised.onnx` (optional, card format 3) — **amortised**: `observed`, `mask` and `z`
 //!   [B, C, H, W] (z standard normal) → `eps` [B, C, H, W] (the amortised encoder's start) and
 //!   `x_mix` (the student's answer from it): a conditional answer in one call.
+//! - `NAME.resolve.onnx` (optional, card format 7) — **resolve**: `x` [B, C, H, W] (physical units)
+//!   → `x_resolved`: the solved channel derived again from the input by the model's corrections
+//!   (Burgers' rows marched from row 0). With the card's `determined`, the solve fits the input's
+//!   coarse scales the observations determine through it ([`Determined`]).
 //! - `NAME.int8.onnx`, `NAME.amortised.int8.onnx` (optional, named in `files` only when the export
 //!   was asked for them) — **generate** and **amortised** with their networks in int8
 //!   ([`Precision::Int8`]); same interfaces. A card without them is the same as before they existed.
@@ -29,9 +33,10 @@ pub const CARD_KEY: &str = "piddm.card";
 /// `residual_mse` and PDE families besides Darcy; format 5 `graph_structure_sha256`, both digests
 /// taken over the graph's canonical encoding ([`crate::canonical`], which the exporter writes), so
 /// that re-saving a model with the `onnx` tools keeps it verified; format 6 the optional `spread`
-/// (the calibration of the answers' spread over seeds). Readers also accept format 1,
+/// (the calibration of the answers' spread over seeds); format 7 the optional resolve part and
+/// `determined` (the input's scales the solve fits through it). Readers also accept format 1,
 /// whose graphs cannot be verified, only when the caller turns verification off.
-pub const CARD_FORMAT: u32 = 6;
+pub const CARD_FORMAT: u32 = 7;
 /// The oldest card format this version reads.
 pub const CARD_FORMAT_MIN: u32 = 1;
 
@@ -49,6 +54,8 @@ pub mod io {
     pub const GRAD: &str = "grad";
     pub const X_MIX: &str = "x_mix";
     pub const Z: &str = "z";
+    /// The resolve graph's output (card format 7).
+    pub const X_RESOLVED: &str = "x_resolved";
     /// Symbolic name of the batch dimension.
     pub const BATCH: &str = "batch";
 }
@@ -66,6 +73,7 @@ pub fn sibling(main: &std::path::Path, part: Part) -> std::path::PathBuf {
         Part::Amortised => main.with_file_name(format!("{stem}.amortised.onnx")),
         Part::GenerateInt8 => main.with_file_name(format!("{stem}.int8.onnx")),
         Part::AmortisedInt8 => main.with_file_name(format!("{stem}.amortised.int8.onnx")),
+        Part::Resolve => main.with_file_name(format!("{stem}.resolve.onnx")),
     }
 }
 
@@ -82,6 +90,8 @@ pub enum Part {
     /// The amortised graph with its networks in int8.
     #[serde(rename = "amortised_int8")]
     AmortisedInt8,
+    /// Fields -> the solved channel derived again from the input (card format 7).
+    Resolve,
 }
 
 /// The arithmetic of the networks in the graphs a model loads. The physics (residual,
@@ -178,6 +188,128 @@ pub struct ModelCard {
     /// model was not calibrated): `piddm_solve_spread` applies it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spread: Option<SpreadCalibration>,
+    /// The coarse scales of the input that observations of the solved channel determine, which
+    /// the solve fits through the resolve graph (format 7; absent where the model has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub determined: Option<Determined>,
+}
+
+/// The scales of the input channel an observation of the solution determines, and how the solve
+/// settles them. A network's answer gets the fine scales an observation leaves open from its
+/// prior, but it can miss coarse ones that reach the observation only weakly (Burgers' initial
+/// modes 2 and 3 reach t = 1/2 at 1 to 2 % of their size): the solve fits them through the PDE.
+/// It adds sum_j c_j b_j to the answer's input (b_j the real Fourier modes below on the
+/// `channel`'s rows `rows`, periodic), derives the solved channel from it by the resolve graph,
+/// and takes the c minimising |misfit to the observations|^2 / noise^2 + sum_j (a_j / std_j)^2
+/// (a_j the fitted input's coefficient of b_j: the data's zero-mean prior on it) by
+/// `iterations` Levenberg-Marquardt steps (Jacobian by finite differences, one batched call of the
+/// resolve graph each), the observations kept. Applied to each sample whose mask leaves a point
+/// of the support unobserved and observes something.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Determined {
+    pub channel: usize,
+    /// First and one-past-last row of the support.
+    pub rows: [usize; 2],
+    pub modes: Vec<Mode>,
+    /// Misfit per observed value the fit allows, physical units.
+    pub noise: f64,
+    pub iterations: usize,
+}
+
+/// One real Fourier mode on the support: phase(2 pi (ky r / rows + kx j / nx)) at its row r and
+/// column j, with the prior std of its coefficient (physical units).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mode {
+    pub ky: i32,
+    pub kx: i32,
+    pub phase: Phase,
+    pub std: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Cos,
+    Sin,
+}
+
+/// The most modes a card may declare: the fit solves a dense system of this size per sample.
+pub const MAX_DETERMINED_MODES: usize = 256;
+/// The most Levenberg-Marquardt iterations a card may ask for.
+pub const MAX_DETERMINED_ITERATIONS: usize = 100;
+
+impl Determined {
+    /// Mode j over one sample ([C][ny][nx] flattened): zero off the support.
+    pub fn basis(&self, j: usize, channels: usize, ny: usize, nx: usize) -> Vec<f64> {
+        let m = self.modes[j];
+        let mut b = vec![0.0; channels * ny * nx];
+        let [r0, r1] = self.rows;
+        let rows = (r1 - r0) as f64;
+        for r in r0..r1 {
+            for i in 0..nx {
+                let t = std::f64::consts::TAU
+                    * (f64::from(m.ky) * (r - r0) as f64 / rows
+                        + f64::from(m.kx) * i as f64 / nx as f64);
+                b[(self.channel * ny + r) * nx + i] = match m.phase {
+                    Phase::Cos => t.cos(),
+                    Phase::Sin => t.sin(),
+                };
+            }
+        }
+        b
+    }
+
+    /// Whether the point `p` of one sample ([C][ny][nx] flattened) is on the support.
+    pub fn on_support(&self, p: usize, ny: usize, nx: usize) -> bool {
+        let (c, r) = (p / (ny * nx), p / nx % ny);
+        c == self.channel && (self.rows[0]..self.rows[1]).contains(&r)
+    }
+
+    fn validate(&self, channels: usize, ny: usize) -> Result<(), String> {
+        if self.channel >= channels {
+            return Err(format!(
+                "model card: determined channel {} of {channels}",
+                self.channel
+            ));
+        }
+        let [r0, r1] = self.rows;
+        if !(r0 < r1 && r1 <= ny) {
+            return Err(format!(
+                "model card: determined rows [{r0}, {r1}) (a nonempty range within {ny})"
+            ));
+        }
+        if self.modes.is_empty() || self.modes.len() > MAX_DETERMINED_MODES {
+            return Err(format!(
+                "model card: {} determined modes (1 to {MAX_DETERMINED_MODES})",
+                self.modes.len()
+            ));
+        }
+        if let Some(m) = self
+            .modes
+            .iter()
+            .find(|m| !(m.std.is_finite() && m.std > 0.0))
+        {
+            return Err(format!(
+                "model card: determined mode ({}, {}) std {} (finite, > 0)",
+                m.ky, m.kx, m.std
+            ));
+        }
+        if !(self.noise.is_finite() && self.noise > 0.0) {
+            return Err(format!(
+                "model card: determined noise {} (finite, > 0)",
+                self.noise
+            ));
+        }
+        if self.iterations == 0 || self.iterations > MAX_DETERMINED_ITERATIONS {
+            return Err(format!(
+                "model card: determined iterations {} (1 to {MAX_DETERMINED_ITERATIONS})",
+                self.iterations
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The calibration of the spread of one-call answers: K answers to one observation (z drawn at
@@ -400,6 +532,8 @@ pub struct GraphDigests {
     pub generate_int8: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amortised_int8: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<String>,
 }
 
 impl GraphDigests {
@@ -411,6 +545,7 @@ impl GraphDigests {
             Part::Amortised => self.amortised.as_deref(),
             Part::GenerateInt8 => self.generate_int8.as_deref(),
             Part::AmortisedInt8 => self.amortised_int8.as_deref(),
+            Part::Resolve => self.resolve.as_deref(),
         }
     }
 }
@@ -429,6 +564,9 @@ pub struct Files {
     /// The int8 amortised graph (with `generate_int8`, where the artifact has an encoder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amortised_int8: Option<String>,
+    /// The resolve graph, where the card has `determined` (format 7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<String>,
 }
 
 impl Files {
@@ -441,6 +579,7 @@ impl Files {
             Part::Amortised => self.amortised.as_deref(),
             Part::GenerateInt8 => self.generate_int8.as_deref(),
             Part::AmortisedInt8 => self.amortised_int8.as_deref(),
+            Part::Resolve => self.resolve.as_deref(),
         }
     }
 }
@@ -583,14 +722,29 @@ impl ModelCard {
             (Some(s), true) => s.validate(c)?,
             (None, _) => {}
         }
+        match (
+            &self.determined,
+            self.files.resolve.is_some(),
+            self.format >= 7,
+        ) {
+            (None, false, _) => {}
+            (Some(d), true, true) => d.validate(c, g.ny)?,
+            (_, _, false) => {
+                return Err(format!(
+                    "model card: determined or a resolve part in a format {} card",
+                    self.format
+                ))
+            }
+            _ => return Err("model card: determined and the resolve part come together".into()),
+        }
         Ok(())
     }
 
     /// The parts this artifact has: the three every artifact has, then those the card names
-    /// (amortised, the int8 generate and amortised graphs), in that order.
+    /// (amortised, the int8 generate and amortised graphs, resolve), in that order.
     pub fn parts(&self) -> Vec<Part> {
         let mut p = Part::all().to_vec();
-        for q in [Part::Amortised, Part::GenerateInt8, Part::AmortisedInt8] {
+        for q in Part::optional() {
             if self.files.get(q).is_some() {
                 p.push(q);
             }
@@ -619,7 +773,7 @@ impl ModelCard {
 
     /// Every part's digest present, and a sha256 in lower-case hex.
     fn check_digests(&self, name: &str, d: &GraphDigests) -> Result<(), String> {
-        for q in [Part::Amortised, Part::GenerateInt8, Part::AmortisedInt8] {
+        for q in Part::optional() {
             if d.get(q).is_some() != self.files.get(q).is_some() {
                 return Err(
                     format!("model card: the {q:?} part's file and digest disagree").to_lowercase(),
@@ -677,6 +831,16 @@ impl Part {
         [Part::Generate, Part::Refine, Part::Residual]
     }
 
+    /// The parts an artifact has where its card names them.
+    pub fn optional() -> [Part; 4] {
+        [
+            Part::Amortised,
+            Part::GenerateInt8,
+            Part::AmortisedInt8,
+            Part::Resolve,
+        ]
+    }
+
     /// The inputs and outputs a graph of this part has in an artifact of card `format`, for fields
     /// of `c` channels on ny x nx whose residual has `rc` channels: the exporter declares exactly
     /// these and the runtime checks them at load.
@@ -725,6 +889,7 @@ impl Part {
                 vec![t(io::OBSERVED, &full), t(io::MASK, &full), t(io::Z, &full)],
                 vec![t(io::EPS, &full), t(io::X_MIX, &full)],
             ),
+            Part::Resolve => (vec![t(io::X, &full)], vec![t(io::X_RESOLVED, &full)]),
         }
     }
 }
@@ -771,6 +936,80 @@ mod tests {
         let mut two = c.clone();
         two.tasks.pop();
         assert_eq!(two.task_for(&[0.5, 0.5]).unwrap().task, "forward");
+    }
+
+    fn determined() -> Determined {
+        Determined {
+            channel: 0,
+            rows: [0, 1],
+            modes: vec![
+                Mode {
+                    ky: 0,
+                    kx: 1,
+                    phase: Phase::Cos,
+                    std: 0.4,
+                },
+                Mode {
+                    ky: 0,
+                    kx: 1,
+                    phase: Phase::Sin,
+                    std: 0.4,
+                },
+            ],
+            noise: 3e-3,
+            iterations: 8,
+        }
+    }
+
+    /// Every field of the determined fit is checked; the message names what is wrong.
+    #[test]
+    fn determined_refuses_what_it_cannot_use() {
+        assert!(determined().validate(2, 16).is_ok());
+        let bad = |edit: &dyn Fn(&mut Determined), want: &str| {
+            let mut d = determined();
+            edit(&mut d);
+            let e = d.validate(2, 16).unwrap_err();
+            assert!(e.contains(want), "{e} lacks {want}");
+        };
+        bad(&|d| d.channel = 2, "determined channel");
+        bad(&|d| d.rows = [3, 3], "determined rows");
+        bad(&|d| d.rows = [0, 17], "determined rows");
+        bad(&|d| d.modes.clear(), "determined modes");
+        bad(
+            &|d| d.modes = vec![d.modes[0]; MAX_DETERMINED_MODES + 1],
+            "determined modes",
+        );
+        bad(&|d| d.modes[1].std = 0.0, "std");
+        bad(&|d| d.modes[1].std = f64::NAN, "std");
+        bad(&|d| d.noise = -1.0, "noise");
+        bad(&|d| d.iterations = 0, "iterations");
+        bad(
+            &|d| d.iterations = MAX_DETERMINED_ITERATIONS + 1,
+            "iterations",
+        );
+    }
+
+    /// The modes on their support: cos and sin of the row's phase, zero elsewhere; orthogonal.
+    #[test]
+    fn determined_basis_is_the_modes_on_the_support() {
+        let mut d = determined();
+        d.modes[1].kx = 2;
+        let (c, ny, nx) = (2, 4, 8);
+        let b0 = d.basis(0, c, ny, nx);
+        let b1 = d.basis(1, c, ny, nx);
+        for p in 0..c * ny * nx {
+            let on = d.on_support(p, ny, nx);
+            assert_eq!(on, p < nx);
+            let x = std::f64::consts::TAU * (p % nx) as f64 / nx as f64;
+            let want = if on {
+                (x.cos(), (2.0 * x).sin())
+            } else {
+                (0.0, 0.0)
+            };
+            assert!((b0[p] - want.0).abs() < 1e-12 && (b1[p] - want.1).abs() < 1e-12);
+        }
+        let dot: f64 = b0.iter().zip(&b1).map(|(a, b)| a * b).sum();
+        assert!(dot.abs() < 1e-12);
     }
 
     /// Every field of a calibration is checked; the message names what is wrong.

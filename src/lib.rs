@@ -10,6 +10,7 @@
 pub mod artifact;
 pub mod canonical;
 pub mod card;
+mod determine;
 pub mod error;
 pub mod ffi;
 pub mod limits;

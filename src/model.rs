@@ -230,6 +230,7 @@ pub struct Model {
     refine: Pool,
     residual: Pool,
     amortised: Option<Pool>,
+    resolve: Option<Pool>,
     shape: [usize; 3],
     fell_back_to_cpu: bool,
 }
@@ -485,10 +486,17 @@ impl Model {
             Some(_) => Some(read_part(path, apart, options)?),
             None => None,
         };
+        let resolve = match card.files.resolve {
+            Some(_) => Some(read_part(path, Part::Resolve, options)?),
+            None => None,
+        };
         others.push((rcard.clone(), Part::Refine));
         others.push((qcard.clone(), Part::Residual));
         if let Some((_, acard)) = &amortised {
             others.push((acard.clone(), apart));
+        }
+        if let Some((_, c)) = &resolve {
+            others.push((c.clone(), Part::Resolve));
         }
         for (other, part) in others {
             if other != card.for_part(part) {
@@ -527,6 +535,7 @@ impl Model {
             refine: pool(rb, Part::Refine, &rcard, None),
             residual: pool(qb, Part::Residual, &qcard, None),
             amortised: amortised.map(|(b, c)| pool(b, apart, &c, None)),
+            resolve: resolve.map(|(b, c)| pool(b, Part::Resolve, &c, None)),
             shape,
             fell_back_to_cpu: fell_back,
         })
@@ -561,6 +570,7 @@ impl Model {
             Some(&self.refine),
             Some(&self.residual),
             self.amortised.as_ref(),
+            self.resolve.as_ref(),
         ]
         .into_iter()
         .flatten()
@@ -906,13 +916,16 @@ impl Model {
                     .collect();
                 let eps = self.amortised_answer(&z, &o, batch, out)?;
                 if params.steps == 0 {
+                    self.determine(&o, out)?;
                     return self.report(start, Vec::new(), &o, batch, params, out);
                 }
                 eps
             }
             _ => noise,
         };
-        self.refine(eps, &o, batch, params, start, out)
+        let history = self.refine(eps, &o, batch, params, out)?;
+        self.determine(&o, out)?;
+        self.report(start, history, &o, batch, params, out)
     }
 
     /// K answers to each observation and what they say together: the pointwise mean into `mean`
@@ -1001,7 +1014,36 @@ impl Model {
     ) -> Result<SolveReport> {
         let o = self.observations(observed, mask, out.len(), batch, params)?;
         self.check_len("eps", eps.len(), batch, self.shape[0])?;
-        self.refine(eps, &o, batch, params, Start::Random, out)
+        let history = self.refine(eps, &o, batch, params, out)?;
+        self.determine(&o, out)?;
+        self.report(Start::Random, history, &o, batch, params, out)
+    }
+
+    /// The answers in `out` with the scales the card's `determined` names fitted to the
+    /// observations through the resolve graph ([`crate::determine`]), for each sample whose mask
+    /// leaves them open; nothing where the card has none.
+    fn determine(&self, o: &Observed, out: &mut [f32]) -> Result<()> {
+        let (Some(d), Some(pool)) = (&self.card.determined, &self.resolve) else {
+            return Ok(());
+        };
+        let (c, f) = (self.shape[0], self.field_len());
+        crate::determine::fit(d, self.shape, out, &o.values, &o.mask, |x, n| {
+            pool.used();
+            let mut y = zeros::<f32>(x.len(), "the resolved fields")?;
+            for (r, v) in self.over_batch(pool, n, |s, r| {
+                let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
+                let outs = s.run(ort::inputs![
+                    io::X => TensorRef::from_array_view((dims, &x[at.clone()]))?,
+                ])?;
+                let mut v = vec![0f32; at.len()];
+                copy_out(&outs[io::X_RESOLVED], &mut v)?;
+                Ok(v)
+            })? {
+                y[r.start * f..r.end * f].copy_from_slice(&v);
+            }
+            Ok(y)
+        })?;
+        Ok(())
     }
 
     /// Checks the solve's inputs, output length and parameters; the observations with unobserved
@@ -1103,16 +1145,15 @@ impl Model {
     }
 
     /// `params.steps` steps of `params.optimizer` on the refine graph's loss from `eps`; the
-    /// answer at the points kept goes to `out`.
+    /// answer at the points kept goes to `out`. Returns the loss history.
     fn refine(
         &self,
         eps: Vec<f32>,
         o: &Observed,
         batch: usize,
         params: &SolveParams,
-        start: Start,
         out: &mut [f32],
-    ) -> Result<SolveReport> {
+    ) -> Result<Vec<f64>> {
         let c = self.shape[0];
         let lambda = [params.lambda_infer as f32];
         let f = self.field_len();
@@ -1160,7 +1201,7 @@ impl Model {
             ));
         }
         out.copy_from_slice(&done.extra);
-        self.report(start, done.history, o, batch, params, out)
+        Ok(done.history)
     }
 
     /// The report of a solve whose answer is in `out`: misfit to the observations and residual.

@@ -353,6 +353,22 @@ fn crafted_and_special_files() {
         "PIDDM_ERR_FORMAT",
         "spread in a format",
     );
+    // the fit of the determined modes comes with its resolve graph (card format 7)
+    let det = serde_json::json!({"channel": 0, "rows": [0, 1], "modes": [{"ky": 0, "kx": 1,
+        "phase": "cos", "std": 0.5}], "noise": 3e-3, "iterations": 8});
+    let lone = crafted(
+        d,
+        "determined",
+        |c| {
+            c["format"] = 7.into();
+            c["graph_structure_sha256"] = c["graph_sha256"].clone();
+            c["determined"] = det.clone();
+        },
+        None,
+    );
+    expect("load", Some(&lone), "PIDDM_ERR_FORMAT", "come together");
+    let old = crafted(d, "determined6", |c| c["determined"] = det.clone(), None);
+    expect("load", Some(&old), "PIDDM_ERR_FORMAT", "in a format");
 
     let values = crafted(
         d,

@@ -149,6 +149,19 @@ pub struct InferConfig {
     /// evaluation shows it (`scripts/noise_scale.py`).
     #[serde(default = "piddm::card::default_noise_scale")]
     pub noise_scale: f64,
+    /// The fit of the input's determined modes (`Family::determined`) the card asks of the
+    /// solve; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub determined: Option<DeterminedFit>,
+}
+
+/// The card's `determined` fit: the misfit per observed value it allows (physical units) and its
+/// Levenberg-Marquardt iterations.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeterminedFit {
+    pub noise: f64,
+    pub iterations: usize,
 }
 
 /// The amortised encoder E(observation, mask, z) -> eps, trained with the student frozen.

@@ -63,6 +63,7 @@ fn diagnosis_rows_and_its_properties() {
         lr: 0.05,
         optimizer: Default::default(),
         noise_scale: 1.0,
+        determined: None,
     };
     let err = |x: &Tensor| f64::try_from((x - &target).square().mean(Kind::Double)).unwrap();
     tch::manual_seed(7000);

@@ -172,6 +172,7 @@ fn reproduces_the_trainer(family: &str) {
             lr: params.learning_rate,
             optimizer,
             noise_scale: params.noise_scale,
+            determined: None,
         };
         let tr = st
             .solve(&eps_t, &(&truth * &mask_t), &mask_t, &cfg)

@@ -189,6 +189,7 @@ pub fn seal(models: &mut [ModelProto], card: &mut ModelCard) -> Result<()> {
             amortised: get(Part::Amortised),
             generate_int8: get(Part::GenerateInt8),
             amortised_int8: get(Part::AmortisedInt8),
+            resolve: get(Part::Resolve),
         }
     };
     card.graph_sha256 = Some(of(|d| &d.graph));
@@ -256,6 +257,22 @@ pub fn card_for(
             .to_string_lossy()
             .into_owned()
     };
+    let determined = match (infer.determined, d.pde.family().determined(d.grid)) {
+        (None, _) => None,
+        (Some(fit), Some(m)) if info.corrections > 0 => Some(card::Determined {
+            channel: m.channel,
+            rows: m.rows,
+            modes: m.modes,
+            noise: fit.noise,
+            iterations: fit.iterations,
+        }),
+        (Some(_), _) => bail!(
+            "the preset asks for the determined fit, which needs a family with determined modes \
+             ({} has none) and a student with corrections ({})",
+            d.pde.name(),
+            info.corrections
+        ),
+    };
     Ok(ModelCard {
         format: card::CARD_FORMAT,
         part: Part::Generate,
@@ -320,8 +337,10 @@ pub fn card_for(
             amortised: amortised.then(|| name(Part::Amortised)),
             generate_int8: None,
             amortised_int8: None,
+            resolve: determined.as_ref().map(|_| name(Part::Resolve)),
         },
         spread: None,
+        determined,
     })
 }
 
@@ -488,6 +507,23 @@ pub fn build(
             }
             models.push(q);
         }
+    }
+
+    // resolve: x -> x_resolved, the solved channel derived again from the input
+    if card.files.resolve.is_some() {
+        let corr = st
+            .correction
+            .as_ref()
+            .context("the resolve graph needs a student with corrections")?;
+        let mut g = Graph::new();
+        g.chw.insert(io::X.into(), chw);
+        let y = {
+            let mut f = Folding::new(&mut g);
+            let y = corr.emit_physical(&mut f, &Gv::Node(io::X.into()));
+            f.name(&y)
+        };
+        g.rename(&y, io::X_RESOLVED);
+        models.push(part_model(g, Part::Resolve, shape, rc));
     }
     seal(&mut models, card)?;
     Ok(models)

@@ -56,14 +56,27 @@ impl BurgersParams {
         self.t_end / (grid.n as f64 - 1.0)
     }
 
-    /// A draw of the initial condition at `nx` points: the GRF's modes 1 .. 31 (the coarsest grid's
-    /// resolvable ones), so every resolution samples the same function.
-    pub fn initial(&self, rng: &mut ChaCha8Rng, nx: usize) -> Vec<f64> {
+    /// The initial condition's GRF by mode (1 .. 31): unscaled amplitudes, and the factor that
+    /// makes the pointwise std `amplitude`.
+    fn spectrum(&self) -> (Vec<f64>, f64) {
         const MODES: usize = 31;
         let amp: Vec<f64> = (1..=MODES)
             .map(|k| (4.0 * PI * PI * (k * k) as f64 + self.tau * self.tau).powf(-self.alpha / 2.0))
             .collect();
         let norm = self.amplitude / amp.iter().map(|a| a * a).sum::<f64>().sqrt();
+        (amp, norm)
+    }
+
+    /// The std of the initial condition's cos and sin coefficients of modes 1 .. 31.
+    pub fn mode_std(&self) -> Vec<f64> {
+        let (amp, norm) = self.spectrum();
+        amp.iter().map(|a| a * norm).collect()
+    }
+
+    /// A draw of the initial condition at `nx` points: the GRF's modes 1 .. 31 (the coarsest grid's
+    /// resolvable ones), so every resolution samples the same function.
+    pub fn initial(&self, rng: &mut ChaCha8Rng, nx: usize) -> Vec<f64> {
+        let (amp, norm) = self.spectrum();
         let coef: Vec<(f64, f64)> = amp
             .iter()
             .map(|a| {
@@ -359,6 +372,26 @@ impl Family for BurgersParams {
     }
     fn metric(&self, _channel: usize) -> Metric {
         Metric::RelL2
+    }
+    /// Modes 1 to [`BurgersParams::determined_modes`] of u(t = 0) along x.
+    fn determined(&self, grid: Grid) -> Option<super::DeterminedModes> {
+        use piddm::card::{Mode, Phase};
+        let std = self.mode_std();
+        let modes = (1..=self.determined_modes(grid))
+            .flat_map(|k| {
+                [Phase::Cos, Phase::Sin].map(|phase| Mode {
+                    ky: 0,
+                    kx: k as i32,
+                    phase,
+                    std: std[k - 1],
+                })
+            })
+            .collect();
+        Some(super::DeterminedModes {
+            channel: 0,
+            rows: [0, 1],
+            modes,
+        })
     }
     /// Along x (W): a stationary GRF as u(t = 0), no forcing, a periodic domain.
     fn translation(&self) -> Option<super::Translation> {

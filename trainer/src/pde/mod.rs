@@ -318,6 +318,14 @@ pub enum Defect {
     TimeIntegral { dt: f64, axis: i64 },
 }
 
+/// The support and modes of a card's `determined` ([`piddm::card::Determined`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeterminedModes {
+    pub channel: usize,
+    pub rows: [usize; 2],
+    pub modes: Vec<piddm::card::Mode>,
+}
+
 /// What every family provides, object-safe; the residual, generic over the back-end, is
 /// [`Residual`].
 pub trait Family: Sync {
@@ -426,6 +434,13 @@ pub trait Family: Sync {
     /// The two values a two-phase input field takes (its channel, low, high), if the family's
     /// data have one: its samples are projected onto them (`physics::phases`).
     fn phases(&self) -> Option<Phases> {
+        None
+    }
+    /// The coarse modes of its input that an observation of the solution determines but a
+    /// network's answer can miss, with their prior std: the card's `determined` (its `noise` and
+    /// `iterations` the preset's), which the solve fits through the resolve graph. None where
+    /// the solve has no such fit.
+    fn determined(&self, _grid: Grid) -> Option<DeterminedModes> {
         None
     }
     /// The translation its data distribution is invariant under, if any: its samples are moved
