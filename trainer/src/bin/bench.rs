@@ -233,7 +233,7 @@ fn solve_path(model: &std::path::Path, seconds: f64) -> Result<String> {
         ..d
     };
     let mut s = format!(
-        "\nSolve path of {} through the C ABI (the first half of each sample's values observed: channel 0 of a two-channel field, the first half of the rows of a one-channel one), ms per answer; the card's defaults are {} {} step(s) from the amortised start (learning rate {}, lambda_infer {:e}). Medians over 9 rounds in which generate, one call and defaults alternate; the published solve timed once.\n\n\
+        "\nSolve path of {} through the C ABI (the second half of each sample's values observed, the family's inverse task: channel 1 of a two-channel field, the later half of the rows of a one-channel one, the later levels of Navier-Stokes; where the card fits the determined modes, the fit included), ms per answer; the card's defaults are {} {} step(s) from the amortised start (learning rate {}, lambda_infer {:e}). Medians over 9 rounds in which generate, one call and defaults alternate; the published solve timed once.\n\n\
          | batch | generate | one call (steps 0) | one call / generate | card's defaults | defaults / generate | published solve (200 Adam steps) |\n|---|---|---|---|---|---|---|\n",
         model.display(),
         d.steps,
@@ -245,7 +245,7 @@ fn solve_path(model: &std::path::Path, seconds: f64) -> Result<String> {
         let n = batch * field;
         let mut x = vec![0f32; n];
         handle.generate(5, batch, &mut x)?;
-        let mask: Vec<u8> = (0..n).map(|i| ((i % field) < field / 2) as u8).collect();
+        let mask: Vec<u8> = (0..n).map(|i| ((i % field) >= field / 2) as u8).collect();
         let mut out = vec![0f32; n];
         let mut solve = |p: &ffi::piddm_solve_params| {
             handle
