@@ -3,10 +3,10 @@
 //! |y(c) - observed|^2 / noise^2 over the observed points + sum_j (a_j / std_j)^2, y(c) the
 //! resolve graph's fields and a_j the input's own coefficient of mode j after the fit (the
 //! data's zero-mean prior on it: where the observation does not determine a mode, the fit takes
-//! it towards zero, the least-error guess, not towards the network's draw). Levenberg-Marquardt with a forward-difference Jacobian: each
-//! iteration evaluates y at the trial c and at c + h_j e_j in one batched call, accepts the trial
-//! where the objective fell, and takes the next step from the best point so far; the answer never
-//! gets worse by the objective than it came.
+//! it towards zero, the least-error guess, not towards the network's draw). Levenberg-Marquardt
+//! with a forward-difference Jacobian: each iteration evaluates y at the trial c and at
+//! c + h_j e_j in one batched call, accepts the trial where the objective fell, and takes the next
+//! step from the best point so far; the answer never gets worse by the objective than it came.
 
 use crate::card::Determined;
 use crate::error::{err, Result};
@@ -92,16 +92,17 @@ pub(crate) fn fit(
             }
             let mut fields = Vec::with_capacity(live.len() * (p + 1) * field);
             for &i in &live {
-                let x = &answers[s[i].at..s[i].at + field];
-                for k in 0..=p {
-                    let mut cj = s[i].trial.clone();
-                    if k > 0 {
-                        cj[k - 1] += STEP * d.modes[k - 1].std;
-                    }
-                    fields.extend(x.iter().enumerate().map(|(q, &v)| {
-                        let add: f64 = (0..p).map(|j| cj[j] * basis[j][q]).sum();
-                        (f64::from(v) + add) as f32
-                    }));
+                let mut x: Vec<f64> = answers[s[i].at..s[i].at + field]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect();
+                for (b, c) in basis.iter().zip(&s[i].trial) {
+                    x.iter_mut().zip(b).for_each(|(v, b)| *v += c * b);
+                }
+                fields.extend(x.iter().map(|&v| v as f32));
+                for (b, m) in basis.iter().zip(&d.modes) {
+                    let h = STEP * m.std;
+                    fields.extend(x.iter().zip(b).map(|(v, b)| (v + h * b) as f32));
                 }
             }
             let y = resolve(&fields, live.len() * (p + 1))?;

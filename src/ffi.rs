@@ -809,7 +809,8 @@ unsafe fn solve_params_from_c(
 /// Solves a forward, inverse or reconstruction problem by optimising eps: `observed` and `mask`
 /// are [batch][channels][ny][nx]; entries with mask != 0 are observations (physical units), the
 /// others are ignored (NaN allowed there). The answer (observations kept where observed; with the
-/// card's `corrections`, settled through the PDE against them) goes to
+/// card's `corrections`, settled through the PDE against them; with its `determined`, the input's
+/// coarse modes that the observations determine fitted to them through the resolve graph) goes to
 /// `out` (out_len = batch * channels * ny * nx). `params` NULL: the card's defaults. `report` may
 /// be NULL; if not, it must be filled by piddm_solve_report_init first. On failure `out` may hold
 /// partial results and `report` is unchanged.

@@ -1030,18 +1030,23 @@ impl Model {
         crate::determine::fit(d, self.shape, out, &o.values, &o.mask, |x, n| {
             pool.used();
             let mut y = zeros::<f32>(x.len(), "the resolved fields")?;
-            for (r, v) in self.over_batch(pool, n, |s, r| {
-                let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
-                let outs = s.run(ort::inputs![
-                    io::X => TensorRef::from_array_view((dims, &x[at.clone()]))?,
-                ])?;
-                let mut v = vec![0f32; at.len()];
-                copy_out(&outs[io::X_RESOLVED], &mut v)?;
-                Ok(v)
-            })? {
-                y[r.start * f..r.end * f].copy_from_slice(&v);
-            }
-            Ok(y)
+            // a march is hundreds of small operators on a few fields: one single-threaded session
+            // runs them faster than a batch split across the cores or a threaded session
+            // (Burgers: 1.2 to 1.9 ms a call split, against 0.4 ms)
+            let mut s = pool.checkout(true)?;
+            let mut run = || -> Result<()> {
+                for r in self.chunks(0..n) {
+                    let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
+                    let outs = s.run(ort::inputs![
+                        io::X => TensorRef::from_array_view((dims, &x[at.clone()]))?,
+                    ])?;
+                    copy_out(&outs[io::X_RESOLVED], &mut y[at])?;
+                }
+                Ok(())
+            };
+            let done = run();
+            pool.checkin(true, s);
+            done.map(|()| y)
         })?;
         Ok(())
     }

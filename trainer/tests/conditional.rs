@@ -177,7 +177,7 @@ fn report_runs_on_every_family() {
 fn calibration_reaches_the_runtime() {
     use piddm_trainer::apps::capi::Handle;
     use piddm_trainer::apps::spread;
-    use piddm_trainer::eval::metrics::{band, ensemble};
+    use piddm_trainer::eval::metrics::{band, ensemble, Unknown};
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model("darcy", dir.path());
     let s = spread::Settings {
@@ -241,7 +241,8 @@ fn calibration_reaches_the_runtime() {
             h.solve(&truth, &mask, 3, &p).unwrap()
         })
         .collect();
-    let unknown: Vec<bool> = mask.iter().map(|&k| k == 0).collect();
+    let (c, ny, nx) = h.shape().unwrap();
+    let unknown = Unknown::of_mask(&mask, c, ny * nx);
     let e = ensemble(&draws, &truth, &unknown);
     let worst = |a: &[f32], b: &[f32], tol: f32| {
         a.iter()

@@ -6,7 +6,7 @@
 use super::capi::Handle;
 use super::examples::{card_pde, problems};
 use crate::eval::metrics::{
-    band_scaled, ensemble, spread_words, task_table, TableRow, TaskFigures, TaskSpread,
+    band_scaled, ensemble, spread_words, task_table, TableRow, TaskFigures, TaskSpread, Unknown,
 };
 use crate::eval::problems::ProblemTask;
 use crate::pde::{sparse_points, Grid, Pde, Task, SPARSE_FRACTION};
@@ -262,7 +262,7 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
                     h.solve(&observe(mask), mask, s.problems, &p)
                 })
                 .collect::<Result<_>>()?;
-            let unknown: Vec<bool> = mask.iter().map(|&k| k == 0).collect();
+            let unknown = Unknown::of_mask(mask, c, plane);
             let e = ensemble(&draws, &truth, &unknown);
             tasks_spread.push(TaskSpread {
                 task: t.name.to_string(),
@@ -292,7 +292,7 @@ pub fn run(s: &Settings, command: String, out: &Path) -> Result<Report> {
             for (t, mask) in &tasks {
                 let (mean, std, scales) =
                     h.solve_spread(&observe(mask), mask, s.problems, s.answers, &one_call)?;
-                let unknown: Vec<bool> = mask.iter().map(|&k| k == 0).collect();
+                let unknown = Unknown::of_mask(mask, c, plane);
                 let (coverage, determined) = band_scaled(&mean, &std, &scales, &truth, &unknown);
                 tasks_spread.push(TaskSpread {
                     task: t.name.to_string(),

@@ -99,7 +99,8 @@ pub fn run(
                 &mut std,
             )
             .map_err(e)?;
-        let unknown: Vec<bool> = mask.iter().map(|&k| k == 0).collect();
+        let (c, ny, nx) = model.shape();
+        let unknown = crate::eval::metrics::Unknown::of_mask(&mask, c, ny * nx);
         let (cover, _) = crate::eval::metrics::band_scaled(&mean, &std, &scales, &truth, &unknown);
         rows += &format!(
             "| inverse, 8 answers (piddm_solve_spread, {}): truth within mean +- 2 std | {:.1} % ({:.3} s per observation) |\n",

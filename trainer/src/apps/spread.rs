@@ -7,7 +7,7 @@
 use super::capi::Handle;
 use super::conditional::{observe, tasks};
 use super::examples::{card_pde, problems};
-use crate::eval::metrics::{band_scaled, conformal_scale, ensemble};
+use crate::eval::metrics::{band_scaled, conformal_scale, ensemble, Unknown};
 use crate::pde::{Grid, SPARSE_FRACTION};
 use anyhow::{ensure, Result};
 use piddm::card::{SpreadCalibration, SpreadTask};
@@ -108,7 +108,7 @@ pub fn fit(s: &Settings, command: String) -> Result<Report> {
                 })
             })
             .collect::<Result<_>>()?;
-        let unknown: Vec<bool> = mask.iter().map(|&k| k == 0).collect();
+        let unknown = Unknown::of_mask(mask, c, plane);
         let e = ensemble(&draws, &truth, &unknown);
         let scale = conformal_scale(&e.mean, &e.std, &truth, &unknown, s.coverage).unwrap_or(1.0);
         let wide: Vec<f32> = e.std.iter().map(|v| v * scale as f32).collect();
@@ -166,14 +166,22 @@ pub fn markdown(r: &Report) -> String {
         r.command
     );
     for row in &r.tasks {
+        // every unknown point determined: no band to calibrate (the scale stays 1)
+        let pct = |v: f64| {
+            if row.determined < 1.0 {
+                format!("{:.1} %", 100.0 * v)
+            } else {
+                "-".to_string()
+            }
+        };
         t += &format!(
-            "| {} | {} | {:.1} % | {:.1} % | {:.3} | {:.1} % |\n",
+            "| {} | {} | {:.1} % | {} | {:.3} | {} |\n",
             row.task,
             row.given,
             100.0 * row.determined,
-            100.0 * row.coverage_raw,
+            pct(row.coverage_raw),
             row.std_scale,
-            100.0 * row.coverage_calibrated
+            pct(row.coverage_calibrated)
         );
     }
     t

@@ -12,7 +12,9 @@
 //! lower and the student itself must improve. With an amortised encoder it measures the fast paths
 //! instead (one call, and a few optimiser steps after it) and the spread of several answers.
 
-use super::metrics::{ensemble, spread_words, task_table, TableRow, TaskFigures, TaskSpread};
+use super::metrics::{
+    ensemble, spread_words, task_table, TableRow, TaskFigures, TaskSpread, Unknown,
+};
 use super::problems::ProblemTask;
 use crate::checkpoint::{load_role, Role};
 use crate::config::{InferConfig, Preset};
@@ -363,7 +365,12 @@ fn fast_paths(
                 )?))
             })
             .collect::<Result<_>>()?;
-        let unknown: Vec<bool> = to_f32(&t.mask).iter().map(|&m| m < 0.5).collect();
+        let size = truth.size();
+        let unknown = Unknown {
+            mask: to_f32(&t.mask).iter().map(|&m| m < 0.5).collect(),
+            channels: size[1] as usize,
+            plane: (size[2] * size[3]) as usize,
+        };
         let e = ensemble(&draws, &truth_v, &unknown);
         let mean = Tensor::from_slice(&e.mean).reshape(truth.size());
         spread.push(TaskSpread {

@@ -399,7 +399,8 @@ pub fn spread_words(tasks: &[TaskSpread]) -> (String, String) {
 
 /// K answers to the same observations: their mean, pointwise std (K - 1 in the denominator), the
 /// share of the `unknown` entries the observations determine (every answer the same to float32
-/// rounding: std <= 1e-4 |mean|; an answer settled through the PDE has such points), and the
+/// rounding: std <= 1e-4 max(|mean|, the RMS of its channel's mean over the unknown entries); an
+/// answer settled through the PDE has such points, its zero crossings included), and the
 /// share of the other unknown entries where the truth lies within mean +- 2 std: a band of width
 /// zero has no spread to calibrate.
 pub struct Ensemble {
@@ -409,7 +410,49 @@ pub struct Ensemble {
     pub determined: f64,
 }
 
-pub fn ensemble(draws: &[Vec<f32>], truth: &[f32], unknown: &[bool]) -> Ensemble {
+/// The entries of a batch of fields ([B][channels][plane] flattened) that the answers supply (not
+/// observed), with the layout that names each entry's channel.
+pub struct Unknown {
+    pub mask: Vec<bool>,
+    pub channels: usize,
+    pub plane: usize,
+}
+
+impl Unknown {
+    /// Unknown where `observed` (one flag per entry) is 0.
+    pub fn of_mask(observed: &[u8], channels: usize, plane: usize) -> Unknown {
+        Unknown {
+            mask: observed.iter().map(|&k| k == 0).collect(),
+            channels,
+            plane,
+        }
+    }
+
+    fn channel(&self, i: usize) -> usize {
+        i / self.plane % self.channels
+    }
+
+    /// The RMS of `mean` over each channel's unknown entries: the size of the values
+    /// [`determined`] compares with, so that a settled field's zero crossings, where |mean| is
+    /// nothing, count as settled.
+    fn scales(&self, mean: &[f32]) -> Vec<f32> {
+        let mut acc = vec![(0.0f64, 0usize); self.channels];
+        for (i, (&m, _)) in mean
+            .iter()
+            .zip(&self.mask)
+            .enumerate()
+            .filter(|(_, (_, &u))| u)
+        {
+            let a = &mut acc[self.channel(i)];
+            *a = (a.0 + f64::from(m).powi(2), a.1 + 1);
+        }
+        acc.iter()
+            .map(|&(s, n)| (s / n.max(1) as f64).sqrt() as f32)
+            .collect()
+    }
+}
+
+pub fn ensemble(draws: &[Vec<f32>], truth: &[f32], unknown: &Unknown) -> Ensemble {
     let k = draws.len() as f64;
     let mean: Vec<f32> = (0..truth.len())
         .map(|i| (draws.iter().map(|d| d[i] as f64).sum::<f64>() / k) as f32)
@@ -432,14 +475,15 @@ pub fn ensemble(draws: &[Vec<f32>], truth: &[f32], unknown: &[bool]) -> Ensemble
     }
 }
 
-/// Whether an unknown entry is determined: every answer the same to float32 rounding.
-fn determined(mean: f32, std: f32) -> bool {
-    std <= 1e-4 * mean.abs()
+/// Whether an unknown entry is determined: every answer the same to float32 rounding of values of
+/// its channel's size (`scale`, [`Unknown::scales`]) or of its own, where larger.
+fn determined(mean: f32, std: f32, scale: f32) -> bool {
+    std <= 1e-4 * mean.abs().max(scale)
 }
 
 /// (coverage, determined) of the band mean +- 2 std over the `unknown` entries, as [`Ensemble`]
 /// counts them.
-pub fn band(mean: &[f32], std: &[f32], truth: &[f32], unknown: &[bool]) -> (f64, f64) {
+pub fn band(mean: &[f32], std: &[f32], truth: &[f32], unknown: &Unknown) -> (f64, f64) {
     band_scaled(mean, std, &[1.0], truth, unknown)
 }
 
@@ -451,15 +495,17 @@ pub fn band_scaled(
     std: &[f32],
     scales: &[f64],
     truth: &[f32],
-    unknown: &[bool],
+    unknown: &Unknown,
 ) -> (f64, f64) {
     let per = truth.len() / scales.len().max(1);
+    let size = unknown.scales(mean);
     let (mut inside, mut total, mut fixed) = (0usize, 0usize, 0usize);
     for i in 0..truth.len() {
-        if !unknown[i] {
+        if !unknown.mask[i] {
             continue;
         }
-        if determined(mean[i], (f64::from(std[i]) / scales[i / per]) as f32) {
+        let own = (f64::from(std[i]) / scales[i / per]) as f32;
+        if determined(mean[i], own, size[unknown.channel(i)]) {
             fixed += 1;
         } else {
             total += 1;
@@ -481,11 +527,12 @@ pub fn conformal_scale(
     mean: &[f32],
     std: &[f32],
     truth: &[f32],
-    unknown: &[bool],
+    unknown: &Unknown,
     coverage: f64,
 ) -> Option<f64> {
+    let size = unknown.scales(mean);
     let mut scores: Vec<f64> = (0..truth.len())
-        .filter(|&i| unknown[i] && !determined(mean[i], std[i]))
+        .filter(|&i| unknown.mask[i] && !determined(mean[i], std[i], size[unknown.channel(i)]))
         .map(|i| (f64::from(mean[i]) - f64::from(truth[i])).abs() / (2.0 * f64::from(std[i])))
         .collect();
     if scores.is_empty() {
@@ -512,7 +559,7 @@ mod tests {
         ];
         // means 1, 2, 2, 5, 4, 9; std 0, 0, 2, 0, sqrt 3, 0
         let truth = [7.0, 2.0, 5.0, 5.5, 5.0, 9.0];
-        let unknown = [false, true, true, true, true, true];
+        let unknown = one_channel(vec![false, true, true, true, true, true]);
         let e = ensemble(&draws, &truth, &unknown);
         assert_eq!(e.mean, vec![1.0, 2.0, 2.0, 5.0, 4.0, 9.0]);
         assert!((e.std[4] - 3f32.sqrt()).abs() < 1e-6);
@@ -523,6 +570,41 @@ mod tests {
         let far = [7.0, 2.0, 7.0, 5.5, 5.0, 9.0]; // entry 2 now 5 away, 2 std = 4
         let e = ensemble(&draws, &far, &unknown);
         assert!((e.coverage - 0.5).abs() < 1e-12, "{}", e.coverage);
+    }
+
+    fn one_channel(mask: Vec<bool>) -> Unknown {
+        let plane = mask.len();
+        Unknown {
+            mask,
+            channels: 1,
+            plane,
+        }
+    }
+
+    /// A settled field's zero crossing: every answer the same to rounding of its channel's values
+    /// (std 1e-7 beside values of size 1) is determined though its own |mean| is smaller still;
+    /// a spread of 1e-3 there is not, nor is a spread of 1e-5 in a channel of values of size
+    /// 1e-2 beside one of size 10 (each channel is judged by its own size).
+    #[test]
+    fn zero_crossings_of_a_settled_field_are_determined() {
+        let draws = vec![vec![1.0, -1.0, 1e-8, 0.5], vec![1.0, -1.0, -1e-7, 0.5]];
+        let truth = [1.0, -1.0, 3e-7, 0.5];
+        let e = ensemble(&draws, &truth, &one_channel(vec![true; 4]));
+        assert_eq!(e.determined, 1.0);
+        let draws = vec![vec![1.0, -1.0, 1e-3, 0.5], vec![1.0, -1.0, -1e-3, 0.5]];
+        let e = ensemble(&draws, &truth, &one_channel(vec![true; 4]));
+        assert_eq!(e.determined, 0.75);
+        let two = Unknown {
+            mask: vec![true; 4],
+            channels: 2,
+            plane: 2,
+        };
+        let draws = vec![
+            vec![10.0, -10.0, 1e-2, 2e-2],
+            vec![10.0, -10.0, 1e-2, 2e-2 + 2e-5],
+        ];
+        let e = ensemble(&draws, &[10.0, -10.0, 1e-2, 2e-2], &two);
+        assert_eq!(e.determined, 0.75);
     }
 
     /// The conformal scale worked by hand: scores 0.1, 0.2, ..., 1.0 over ten undetermined
@@ -536,8 +618,9 @@ mod tests {
         std[11] = 0.0; // determined (truth 0 too)
         let mut truth: Vec<f32> = (1..=n).map(|i| i as f32 / 10.0).collect();
         truth[11] = 0.0;
-        let mut unknown = vec![true; n];
-        unknown[10] = false;
+        let mut mask = vec![true; n];
+        mask[10] = false;
+        let unknown = one_channel(mask);
         truth[10] = 99.0; // observed: never scored
         let s = conformal_scale(&mean, &std, &truth, &unknown, 0.8).unwrap();
         assert!((s - 0.9).abs() < 1e-6, "{s}");
@@ -548,7 +631,8 @@ mod tests {
         // asking for more than n allows takes the largest score
         let s = conformal_scale(&mean, &std, &truth, &unknown, 0.99).unwrap();
         assert!((s - 1.0).abs() < 1e-6, "{s}");
-        assert!(conformal_scale(&mean, &std, &truth, &[false; 12], 0.9).is_none());
+        let none = one_channel(vec![false; 12]);
+        assert!(conformal_scale(&mean, &std, &truth, &none, 0.9).is_none());
     }
 
     #[test]
