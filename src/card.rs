@@ -241,33 +241,43 @@ pub const MAX_DETERMINED_MODES: usize = 256;
 pub const MAX_DETERMINED_ITERATIONS: usize = 100;
 
 impl Determined {
-    /// Mode j over one sample ([C][ny][nx] flattened): zero off the support.
-    pub fn basis(&self, j: usize, channels: usize, ny: usize, nx: usize) -> Vec<f64> {
+    /// The support's entries within one sample ([C][ny][nx] flattened): a contiguous run.
+    pub fn support(&self, ny: usize, nx: usize) -> std::ops::Range<usize> {
+        let at = |r: usize| (self.channel * ny + r) * nx;
+        at(self.rows[0])..at(self.rows[1])
+    }
+
+    /// Mode j on the support (its rows, nx points each).
+    pub fn mode_on_support(&self, j: usize, nx: usize) -> Vec<f64> {
         let m = self.modes[j];
-        let mut b = vec![0.0; channels * ny * nx];
-        let [r0, r1] = self.rows;
-        let rows = (r1 - r0) as f64;
-        for r in r0..r1 {
-            for i in 0..nx {
+        let rows = self.rows[1] - self.rows[0];
+        (0..rows * nx)
+            .map(|q| {
+                let (r, i) = (q / nx, q % nx);
                 let t = std::f64::consts::TAU
-                    * (f64::from(m.ky) * (r - r0) as f64 / rows
+                    * (f64::from(m.ky) * r as f64 / rows as f64
                         + f64::from(m.kx) * i as f64 / nx as f64);
-                b[(self.channel * ny + r) * nx + i] = match m.phase {
+                match m.phase {
                     Phase::Cos => t.cos(),
                     Phase::Sin => t.sin(),
-                };
-            }
-        }
+                }
+            })
+            .collect()
+    }
+
+    /// Mode j over one sample ([C][ny][nx] flattened): zero off the support.
+    pub fn basis(&self, j: usize, channels: usize, ny: usize, nx: usize) -> Vec<f64> {
+        let mut b = vec![0.0; channels * ny * nx];
+        b[self.support(ny, nx)].copy_from_slice(&self.mode_on_support(j, nx));
         b
     }
 
     /// Whether the point `p` of one sample ([C][ny][nx] flattened) is on the support.
     pub fn on_support(&self, p: usize, ny: usize, nx: usize) -> bool {
-        let (c, r) = (p / (ny * nx), p / nx % ny);
-        c == self.channel && (self.rows[0]..self.rows[1]).contains(&r)
+        self.support(ny, nx).contains(&p)
     }
 
-    fn validate(&self, channels: usize, ny: usize) -> Result<(), String> {
+    fn validate(&self, channels: usize, ny: usize, nx: usize) -> Result<(), String> {
         if self.channel >= channels {
             return Err(format!(
                 "model card: determined channel {} of {channels}",
@@ -284,6 +294,18 @@ impl Determined {
             return Err(format!(
                 "model card: {} determined modes (1 to {MAX_DETERMINED_MODES})",
                 self.modes.len()
+            ));
+        }
+        // the fit holds each mode on the support and each sample's fields with every mode's
+        // step: both within the bounds of one call's arrays
+        let (field, support) = (channels * ny * nx, (r1 - r0) * nx);
+        let p = self.modes.len();
+        if p * support > crate::limits::MAX_FIELD_VALUES
+            || (p + 1) * field > crate::limits::MAX_VALUES
+        {
+            return Err(format!(
+                "model card: {p} determined modes on {support} of {field} values per sample are \
+                 more than the fit may hold"
             ));
         }
         if let Some(m) = self
@@ -728,7 +750,7 @@ impl ModelCard {
             self.format >= 7,
         ) {
             (None, false, _) => {}
-            (Some(d), true, true) => d.validate(c, g.ny)?,
+            (Some(d), true, true) => d.validate(c, g.ny, g.nx)?,
             (_, _, false) => {
                 return Err(format!(
                     "model card: determined or a resolve part in a format {} card",
@@ -964,11 +986,11 @@ mod tests {
     /// Every field of the determined fit is checked; the message names what is wrong.
     #[test]
     fn determined_refuses_what_it_cannot_use() {
-        assert!(determined().validate(2, 16).is_ok());
+        assert!(determined().validate(2, 16, 16).is_ok());
         let bad = |edit: &dyn Fn(&mut Determined), want: &str| {
             let mut d = determined();
             edit(&mut d);
-            let e = d.validate(2, 16).unwrap_err();
+            let e = d.validate(2, 16, 16).unwrap_err();
             assert!(e.contains(want), "{e} lacks {want}");
         };
         bad(&|d| d.channel = 2, "determined channel");
@@ -982,6 +1004,10 @@ mod tests {
         bad(&|d| d.modes[1].std = 0.0, "std");
         bad(&|d| d.modes[1].std = f64::NAN, "std");
         bad(&|d| d.noise = -1.0, "noise");
+        let mut four = determined();
+        four.modes = vec![four.modes[0]; 4];
+        let e = four.validate(1, 4096, 4096).unwrap_err();
+        assert!(e.contains("more than the fit may hold"), "{e}");
         bad(&|d| d.iterations = 0, "iterations");
         bad(
             &|d| d.iterations = MAX_DETERMINED_ITERATIONS + 1,

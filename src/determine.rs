@@ -10,6 +10,7 @@
 
 use crate::card::Determined;
 use crate::error::{err, Result};
+use crate::limits::zeros;
 
 /// Values of one batched resolve call at most (samples x (modes + 1) x field): samples are fitted
 /// in groups of this size.
@@ -63,7 +64,9 @@ pub(crate) fn fit(
     let [c, ny, nx] = shape;
     let field = c * ny * nx;
     let p = d.modes.len();
-    let basis: Vec<Vec<f64>> = (0..p).map(|j| d.basis(j, c, ny, nx)).collect();
+    // the modes where they are not zero: on the support, a run of each sample's entries
+    let on = d.support(ny, nx);
+    let basis: Vec<Vec<f64>> = (0..p).map(|j| d.mode_on_support(j, nx)).collect();
     let todo: Vec<usize> = (0..answers.len() / field)
         .filter(|&b| wanted(d, &mask[b * field..(b + 1) * field], ny, nx))
         .collect();
@@ -74,7 +77,7 @@ pub(crate) fn fit(
             .map(|&b| Sample {
                 at: b * field,
                 seen: (0..field).filter(|&i| mask[b * field + i] != 0.0).collect(),
-                centre: coefficients(&basis, &answers[b * field..(b + 1) * field])
+                centre: coefficients(&basis, &answers[b * field + on.start..b * field + on.end])
                     .iter()
                     .map(|a| -a)
                     .collect(),
@@ -90,19 +93,26 @@ pub(crate) fn fit(
             if live.is_empty() {
                 break;
             }
-            let mut fields = Vec::with_capacity(live.len() * (p + 1) * field);
-            for &i in &live {
-                let mut x: Vec<f64> = answers[s[i].at..s[i].at + field]
-                    .iter()
-                    .map(|&v| f64::from(v))
-                    .collect();
+            let mut fields = zeros::<f32>(live.len() * (p + 1) * field, "the fit's fields")?;
+            for (n, &i) in live.iter().enumerate() {
+                let x = &answers[s[i].at..s[i].at + field];
+                // the trial's support in f64, each field of the sample its copy with one change
+                let mut u: Vec<f64> = x[on.clone()].iter().map(|&v| f64::from(v)).collect();
                 for (b, c) in basis.iter().zip(&s[i].trial) {
-                    x.iter_mut().zip(b).for_each(|(v, b)| *v += c * b);
+                    u.iter_mut().zip(b).for_each(|(v, b)| *v += c * b);
                 }
-                fields.extend(x.iter().map(|&v| v as f32));
-                for (b, m) in basis.iter().zip(&d.modes) {
-                    let h = STEP * m.std;
-                    fields.extend(x.iter().zip(b).map(|(v, b)| (v + h * b) as f32));
+                for k in 0..=p {
+                    let f = &mut fields[(n * (p + 1) + k) * field..(n * (p + 1) + k + 1) * field];
+                    f.copy_from_slice(x);
+                    let h = if k > 0 {
+                        STEP * d.modes[k - 1].std
+                    } else {
+                        0.0
+                    };
+                    for (q, v) in u.iter().enumerate() {
+                        let step = if k > 0 { h * basis[k - 1][q] } else { 0.0 };
+                        f[on.start + q] = (v + step) as f32;
+                    }
                 }
             }
             let y = resolve(&fields, live.len() * (p + 1))?;

@@ -24,3 +24,14 @@ pub const CHUNK_VALUES: usize = 1 << 20;
 pub const CHUNK_SAMPLES: usize = 64;
 /// Answers per observation of one spread call.
 pub const MAX_SPREAD_ANSWERS: usize = 1024;
+
+use crate::error::{err, Result};
+
+/// A zeroed buffer, or a status if the memory cannot be had (a failed allocation would abort).
+pub(crate) fn zeros<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n)
+        .map_err(|_| err!(PIDDM_ERR_SIZE, "cannot allocate {n} values for {what}"))?;
+    v.resize(n, T::default());
+    Ok(v)
+}

@@ -5,7 +5,8 @@ use crate::artifact;
 use crate::card::{self, io, ModelCard, Part, Precision, Start};
 use crate::error::{err, Result};
 use crate::limits::{
-    CHUNK_SAMPLES, CHUNK_VALUES, MAX_BATCH, MAX_SPREAD_ANSWERS, MAX_STEPS, MAX_THREADS, MAX_VALUES,
+    zeros, CHUNK_SAMPLES, CHUNK_VALUES, MAX_BATCH, MAX_SPREAD_ANSWERS, MAX_STEPS, MAX_THREADS,
+    MAX_VALUES,
 };
 use crate::optim::{self, Optimizer};
 use crate::ortlib;
@@ -439,15 +440,6 @@ fn check_declared_interface(
 struct Observed {
     values: Vec<f32>,
     mask: Vec<f32>,
-}
-
-/// A zeroed buffer, or a status if the memory cannot be had (a failed allocation would abort).
-pub(crate) fn zeros<T: Clone + Default>(n: usize, what: &str) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n)
-        .map_err(|_| err!(PIDDM_ERR_SIZE, "cannot allocate {n} values for {what}"))?;
-    v.resize(n, T::default());
-    Ok(v)
 }
 
 impl Model {
