@@ -202,9 +202,11 @@ pub struct ModelCard {
 /// `channel`'s rows `rows`, periodic), derives the solved channel from it by the resolve graph,
 /// and takes the c minimising |misfit to the observations|^2 / noise^2 + sum_j (a_j / std_j)^2
 /// (a_j the fitted input's coefficient of b_j: the data's zero-mean prior on it) by
-/// `iterations` Levenberg-Marquardt steps (Jacobian by finite differences, one batched call of the
-/// resolve graph each), the observations kept. Applied to each sample whose mask leaves a point
-/// of the support unobserved and observes something.
+/// `iterations` Levenberg-Marquardt steps (Jacobian by finite differences; `iterations` + 1
+/// batched calls of the resolve graph, the first at the answer's own input), the observations
+/// kept. Applied to each sample whose mask leaves a point of the support unobserved and observes
+/// something. The modes are distinct and each its own: 0 <= ky < the support's rows, 0 <= kx <=
+/// nx / 2, no mode twice, none the alias of another, and no sin that is zero on the grid.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Determined {
@@ -218,7 +220,7 @@ pub struct Determined {
 }
 
 /// One real Fourier mode on the support: phase(2 pi (ky r / rows + kx j / nx)) at its row r and
-/// column j, with the prior std of its coefficient (physical units).
+/// column j, with the prior std of its coefficient (physical units, 1e-30 to 1e30).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mode {
@@ -277,6 +279,38 @@ impl Determined {
         self.support(ny, nx).contains(&p)
     }
 
+    /// Each mode a distinct real Fourier mode of the rows x nx periodic grid, so that the modes are
+    /// orthogonal and an input's coefficient is its projection: 0 <= ky < rows (0 on one row),
+    /// 0 <= kx <= nx / 2, where kx is its own alias (0 or nx / 2) ky <= rows / 2 as well, no
+    /// (ky, kx, phase) twice, and no sin of a mode that is its own conjugate (zero on the grid).
+    fn check_modes(&self, rows: usize, nx: usize) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for m in &self.modes {
+            let (ky, kx) = (i64::from(m.ky), i64::from(m.kx));
+            let (rows, nx) = (rows as i64, nx as i64);
+            let self_kx = kx == 0 || 2 * kx == nx;
+            let bad = if !(0..rows).contains(&ky) || !(0..=nx / 2).contains(&kx) {
+                Some("out of range")
+            } else if self_kx && 2 * ky > rows {
+                Some("the alias of another")
+            } else if self_kx && (ky == 0 || 2 * ky == rows) && m.phase == Phase::Sin {
+                Some("a sin that is zero on the grid")
+            } else if !seen.insert((ky, kx, m.phase == Phase::Sin)) {
+                Some("given twice")
+            } else {
+                None
+            };
+            if let Some(why) = bad {
+                return Err(format!(
+                    "model card: determined mode (ky {ky}, kx {kx}, {:?}) on {rows} x {nx}: {why}",
+                    m.phase
+                )
+                .to_lowercase());
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self, channels: usize, ny: usize, nx: usize) -> Result<(), String> {
         if self.channel >= channels {
             return Err(format!(
@@ -308,22 +342,21 @@ impl Determined {
                  more than the fit may hold"
             ));
         }
-        if let Some(m) = self
-            .modes
-            .iter()
-            .find(|m| !(m.std.is_finite() && m.std > 0.0))
-        {
+        // squares and reciprocals of these stay finite and nonzero in f64
+        let sane = |v: f64| (1e-30..=1e30).contains(&v);
+        if let Some(m) = self.modes.iter().find(|m| !sane(m.std)) {
             return Err(format!(
-                "model card: determined mode ({}, {}) std {} (finite, > 0)",
+                "model card: determined mode ({}, {}) std {} (1e-30 to 1e30)",
                 m.ky, m.kx, m.std
             ));
         }
-        if !(self.noise.is_finite() && self.noise > 0.0) {
+        if !sane(self.noise) {
             return Err(format!(
-                "model card: determined noise {} (finite, > 0)",
+                "model card: determined noise {} (1e-30 to 1e30)",
                 self.noise
             ));
         }
+        self.check_modes(r1 - r0, nx)?;
         if self.iterations == 0 || self.iterations > MAX_DETERMINED_ITERATIONS {
             return Err(format!(
                 "model card: determined iterations {} (1 to {MAX_DETERMINED_ITERATIONS})",
@@ -1003,7 +1036,38 @@ mod tests {
         );
         bad(&|d| d.modes[1].std = 0.0, "std");
         bad(&|d| d.modes[1].std = f64::NAN, "std");
+        bad(&|d| d.modes[1].std = 1e-200, "std");
         bad(&|d| d.noise = -1.0, "noise");
+        bad(&|d| d.noise = 1e-170, "noise");
+        // the modes: distinct, each its own, none zero on the grid
+        let mode = |ky, kx, phase| Mode {
+            ky,
+            kx,
+            phase,
+            std: 0.4,
+        };
+        bad(&|d| d.modes[1] = mode(0, 9, Phase::Sin), "out of range");
+        bad(&|d| d.modes[1] = mode(0, -1, Phase::Sin), "out of range");
+        bad(&|d| d.modes[1] = mode(1, 1, Phase::Sin), "out of range");
+        bad(&|d| d.modes[1] = mode(0, 1, Phase::Cos), "given twice");
+        bad(&|d| d.modes[1] = mode(0, 0, Phase::Sin), "zero on the grid");
+        bad(&|d| d.modes[1] = mode(0, 8, Phase::Sin), "zero on the grid");
+        let mut ok = determined();
+        ok.modes.push(mode(0, 0, Phase::Cos));
+        ok.modes.push(mode(0, 8, Phase::Cos));
+        assert!(ok.validate(2, 16, 16).is_ok());
+        // several rows: (ky, 0) and (rows - ky, 0) are one mode
+        let mut rows = determined();
+        rows.rows = [0, 4];
+        rows.modes = vec![mode(1, 0, Phase::Cos), mode(2, 0, Phase::Cos)];
+        assert!(rows.validate(2, 16, 16).is_ok());
+        rows.modes.push(mode(3, 0, Phase::Cos));
+        assert!(rows.validate(2, 16, 16).unwrap_err().contains("alias"));
+        rows.modes[2] = mode(2, 0, Phase::Sin);
+        assert!(rows
+            .validate(2, 16, 16)
+            .unwrap_err()
+            .contains("zero on the grid"));
         let mut four = determined();
         four.modes = vec![four.modes[0]; 4];
         let e = four.validate(1, 4096, 4096).unwrap_err();

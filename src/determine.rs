@@ -6,14 +6,15 @@
 //! it towards zero, the least-error guess, not towards the network's draw). Levenberg-Marquardt
 //! with a forward-difference Jacobian: each iteration evaluates y at the trial c and at
 //! c + h_j e_j in one batched call, accepts the trial where the objective fell, and takes the next
-//! step from the best point so far; the answer never gets worse by the objective than it came.
+//! step from the best point so far: the result is never worse by the objective than the resolve
+//! of the answer's own input, the fit's first evaluation.
 
 use crate::card::Determined;
 use crate::error::{err, Result};
 use crate::limits::zeros;
 
-/// Values of one batched resolve call at most (samples x (modes + 1) x field): samples are fitted
-/// in groups of this size.
+/// Values of one batched resolve call (samples x (modes + 1) x field) the fit groups samples up to;
+/// one sample's (p + 1) fields where they are more (the card bounds those by `MAX_VALUES`).
 const GROUP_VALUES: usize = 1 << 22;
 /// The finite-difference step of a coefficient, in its prior std.
 const STEP: f64 = 0.1;
@@ -66,7 +67,12 @@ pub(crate) fn fit(
     let p = d.modes.len();
     // the modes where they are not zero: on the support, a run of each sample's entries
     let on = d.support(ny, nx);
-    let basis: Vec<Vec<f64>> = (0..p).map(|j| d.mode_on_support(j, nx)).collect();
+    let mut basis = Vec::with_capacity(p);
+    for j in 0..p {
+        let mut b = zeros::<f64>(on.len(), "a determined mode")?;
+        b.copy_from_slice(&d.mode_on_support(j, nx));
+        basis.push(b);
+    }
     let todo: Vec<usize> = (0..answers.len() / field)
         .filter(|&b| wanted(d, &mask[b * field..(b + 1) * field], ny, nx))
         .collect();
@@ -128,11 +134,17 @@ pub(crate) fn fit(
                 let prior: f64 = (0..p)
                     .map(|j| ((sm.trial[j] - sm.centre[j]) / d.modes[j].std).powi(2))
                     .sum();
-                let obj = r.iter().map(|v| v * v).sum::<f64>() / (d.noise * d.noise) + prior;
+                // a field not finite anywhere, observed or not, is no answer
+                let obj = if y0.iter().all(|v| v.is_finite()) {
+                    r.iter().map(|v| v * v).sum::<f64>() / (d.noise * d.noise) + prior
+                } else {
+                    f64::NAN
+                };
                 if it == 0 && !obj.is_finite() {
                     return Err(err!(
                         PIDDM_ERR_NONFINITE,
-                        "the resolve graph's fields of an answer are not finite"
+                        "the fit of the determined modes: the resolve graph's fields of an \
+                         answer (or its prior term) are not finite"
                     ));
                 }
                 // NaN never improves
@@ -143,7 +155,7 @@ pub(crate) fn fit(
                     if it > 0 {
                         sm.lambda /= 3.0;
                     }
-                    let mut jac = vec![0.0; sm.seen.len() * p];
+                    let mut jac = zeros::<f64>(sm.seen.len() * p, "the fit's Jacobian")?;
                     for j in 0..p {
                         let yj = &ys[(j + 1) * field..(j + 2) * field];
                         let h = STEP * d.modes[j].std;
@@ -351,6 +363,44 @@ mod tests {
         })
         .unwrap();
         assert_eq!((n, answer[3]), (0, 0.5));
+    }
+
+    /// A field not finite at a point no observation sees is no answer: at the start an error, on
+    /// a trial a rejection (the answer stays the resolve of its own input).
+    #[test]
+    fn fields_not_finite_anywhere_are_refused() {
+        let d = card(1);
+        let (ny, nx) = (2, 8);
+        let field = ny * nx;
+        let mask: Vec<f32> = (0..field).map(|p| (p >= nx + 4) as u8 as f32).collect();
+        let observed = vec![0.25f32; field];
+        let start = vec![0.5f32; field];
+        // NaN at an unobserved point of row 1 whenever row 0 is not the start's
+        let picky = |f: &[f32], n: usize| -> Result<Vec<f32>> {
+            let mut y = f.to_vec();
+            for s in 0..n {
+                let v = &mut y[s * field..(s + 1) * field];
+                if v[..nx].iter().any(|&u| u != 0.5) {
+                    v[nx] = f32::NAN;
+                }
+            }
+            Ok(y)
+        };
+        let mut answer = start.clone();
+        assert_eq!(
+            fit(&d, [1, ny, nx], &mut answer, &observed, &mask, picky).unwrap(),
+            1
+        );
+        assert!(answer.iter().all(|v| v.is_finite()));
+        assert_eq!(&answer[..nx + 4], &start[..nx + 4]);
+        let always = |f: &[f32], _: usize| -> Result<Vec<f32>> {
+            let mut y = f.to_vec();
+            y[nx] = f32::NAN;
+            Ok(y)
+        };
+        let mut answer = start.clone();
+        let e = fit(&d, [1, ny, nx], &mut answer, &observed, &mask, always).unwrap_err();
+        assert!(e.to_string().contains("not finite"), "{e}");
     }
 
     #[test]
