@@ -83,11 +83,32 @@ def fit(g, obs):
     return g + BASIS @ c
 
 
+def objective(x, obs):
+    """The fit's objective at its last noise."""
+    r = (solve(x)[N // 2 :] - obs).ravel()
+    a = np.linalg.lstsq(BASIS, x, rcond=None)[0]
+    return (r**2).sum() / NOISES[-1] ** 2 + (a**2 / VAR).sum()
+
+
+def best_of(starts, obs):
+    """Each start fitted; the fit of least objective (a start whose fit fails is passed over)."""
+    best, least = None, np.inf
+    for g in starts:
+        try:
+            x = fit(g, obs)
+        except np.linalg.LinAlgError:
+            continue
+        o = objective(x, obs)
+        if o < least:
+            best, least = x, o
+    return best
+
+
 def main():
     model = sys.argv[1] if len(sys.argv) > 1 else "examples/models/burgers.onnx"
     problems = int(sys.argv[2]) if len(sys.argv) > 2 else 16
     enc = ort.InferenceSession(model.replace(".onnx", ".amortised.onnx"))
-    rng, other, zr = (np.random.default_rng(s) for s in (0, 5, 11))
+    rng, other, zr, draws = (np.random.default_rng(s) for s in (0, 5, 11, 77))
     mask = np.zeros((1, 1, N, N), np.float32)
     mask[..., N // 2 :, :] = 1
     rows = {}
@@ -113,9 +134,14 @@ def main():
             "its coarse modes; a fresh prior draw's finer modes": lowpass(answer, KEEP) + prior_fine,
         }
         truth = lowpass(u0, KEEP)
+        err = lambda x: np.linalg.norm(lowpass(x, KEEP) - truth) / np.linalg.norm(truth)
         for name, g in starts.items():
-            e = np.linalg.norm(lowpass(fit(g, obs), KEEP) - truth) / np.linalg.norm(truth)
-            rows.setdefault(name, []).append(e)
+            rows.setdefault(name, []).append(err(fit(g, obs)))
+        # a search over the coarse modes' basins: the answer and 4 prior draws of its coarse
+        # modes, each fitted, the least objective kept
+        others = [fine(answer) + BASIS @ (draws.standard_normal(len(VAR)) * np.sqrt(VAR)) for _ in range(4)]
+        name = "the best of the encoder's answer and 4 prior draws of its coarse modes, each fitted"
+        rows.setdefault(name, []).append(err(best_of([answer] + others, obs)))
     for name, errs in rows.items():
         print(f"{name}: {100 * np.median(errs):.1f} %")
 
