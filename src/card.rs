@@ -274,11 +274,6 @@ impl Determined {
         b
     }
 
-    /// Whether the point `p` of one sample ([C][ny][nx] flattened) is on the support.
-    pub fn on_support(&self, p: usize, ny: usize, nx: usize) -> bool {
-        self.support(ny, nx).contains(&p)
-    }
-
     /// Each mode a distinct real Fourier mode of the rows x nx periodic grid, so that the modes are
     /// orthogonal and an input's coefficient is its projection: 0 <= ky < rows (0 on one row),
     /// 0 <= kx <= nx / 2, where kx is its own alias (0 or nx / 2) ky <= rows / 2 as well, no
@@ -1088,7 +1083,7 @@ mod tests {
         let b0 = d.basis(0, c, ny, nx);
         let b1 = d.basis(1, c, ny, nx);
         for p in 0..c * ny * nx {
-            let on = d.on_support(p, ny, nx);
+            let on = d.support(ny, nx).contains(&p);
             assert_eq!(on, p < nx);
             let x = std::f64::consts::TAU * (p % nx) as f64 / nx as f64;
             let want = if on {

@@ -22,16 +22,14 @@ const STEP: f64 = 0.1;
 /// Whether a sample's `mask` asks for the fit: a point of the support unobserved, and something
 /// observed.
 pub(crate) fn wanted(d: &Determined, mask: &[f32], ny: usize, nx: usize) -> bool {
-    let open = mask
-        .iter()
-        .enumerate()
-        .any(|(p, &m)| m == 0.0 && d.on_support(p, ny, nx));
+    let open = mask[d.support(ny, nx)].contains(&0.0);
     open && mask.iter().any(|&m| m != 0.0)
 }
 
-/// A sample's best c so far: its objective, observed misfit r, Jacobian [seen][modes] and the
+/// A sample's best c so far, its objective, observed misfit r, Jacobian [seen][modes] and the
 /// resolved fields.
 struct Best {
+    c: Vec<f64>,
     objective: f64,
     r: Vec<f64>,
     jac: Vec<f64>,
@@ -41,10 +39,9 @@ struct Best {
 /// One sample's fit.
 struct Sample {
     at: usize,
-    /// The c at which the input's coefficients are zero, the prior's mean.
-    centre: Vec<f64>,
+    /// The answer's own coefficients: the input's are these plus c.
+    own: Vec<f64>,
     seen: Vec<usize>,
-    c: Vec<f64>,
     lambda: f64,
     best: Option<Best>,
     trial: Vec<f64>,
@@ -83,11 +80,7 @@ pub(crate) fn fit(
             .map(|&b| Sample {
                 at: b * field,
                 seen: (0..field).filter(|&i| mask[b * field + i] != 0.0).collect(),
-                centre: coefficients(&basis, &answers[b * field + on.start..b * field + on.end])
-                    .iter()
-                    .map(|a| -a)
-                    .collect(),
-                c: vec![0.0; p],
+                own: coefficients(&basis, &answers[b * field + on.start..b * field + on.end]),
                 lambda: 1e-3,
                 best: None,
                 trial: vec![0.0; p],
@@ -132,7 +125,7 @@ pub(crate) fn fit(
                     .map(|&q| f64::from(y0[q]) - f64::from(observed[sm.at + q]))
                     .collect();
                 let prior: f64 = (0..p)
-                    .map(|j| ((sm.trial[j] - sm.centre[j]) / d.modes[j].std).powi(2))
+                    .map(|j| ((sm.trial[j] + sm.own[j]) / d.modes[j].std).powi(2))
                     .sum();
                 // a field not finite anywhere, observed or not, is no answer
                 let obj = if y0.iter().all(|v| v.is_finite()) {
@@ -163,8 +156,8 @@ pub(crate) fn fit(
                             jac[k * p + j] = (f64::from(yj[q]) - f64::from(y0[q])) / h;
                         }
                     }
-                    sm.c = sm.trial.clone();
                     sm.best = Some(Best {
+                        c: sm.trial.clone(),
                         objective: obj,
                         r,
                         jac,
@@ -172,9 +165,9 @@ pub(crate) fn fit(
                     });
                 }
                 let best = sm.best.as_ref().expect("the first evaluation is kept");
-                let a: Vec<f64> = sm.c.iter().zip(&sm.centre).map(|(c, z)| c - z).collect();
+                let a: Vec<f64> = best.c.iter().zip(&sm.own).map(|(c, o)| c + o).collect();
                 match step(d, &a, &best.r, &best.jac, sm.lambda) {
-                    Some(dc) => sm.trial = sm.c.iter().zip(&dc).map(|(a, b)| a + b).collect(),
+                    Some(dc) => sm.trial = best.c.iter().zip(&dc).map(|(c, d)| c + d).collect(),
                     None => sm.done = true,
                 }
             }

@@ -148,6 +148,14 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
             .push(s);
     }
+
+    /// `run` on a session of the kind asked for, checked out and back in whatever it returns.
+    fn with<T>(&self, single: bool, run: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
+        let mut s = self.checkout(single)?;
+        let r = run(&mut s);
+        self.checkin(single, s);
+        r
+    }
 }
 
 /// Returns the session and whether it fell back to the CPU.
@@ -657,10 +665,7 @@ impl Model {
         };
         let w = self.workers(batch);
         if w == 1 {
-            let mut s = pool.checkout(false)?;
-            let r = run(&mut s, 0..batch);
-            pool.checkin(false, s);
-            return r;
+            return pool.with(false, |s| run(s, 0..batch));
         }
         let parts: Vec<_> = (0..w).map(|i| batch * i / w..batch * (i + 1) / w).collect();
         // one session per worker, taken before any starts: as many sessions as workers, however
@@ -1025,8 +1030,7 @@ impl Model {
             // a march is hundreds of small operators on a few fields: one single-threaded session
             // runs them faster than a batch split across the cores or a threaded session
             // (Burgers: 1.2 to 1.9 ms a call split, against 0.4 ms)
-            let mut s = pool.checkout(true)?;
-            let mut run = || -> Result<()> {
+            pool.with(true, |s| {
                 for r in self.chunks(0..n) {
                     let (dims, at) = (self.dims(r.len(), c), r.start * f..r.end * f);
                     let outs = s.run(ort::inputs![
@@ -1035,10 +1039,8 @@ impl Model {
                     copy_out(&outs[io::X_RESOLVED], &mut y[at])?;
                 }
                 Ok(())
-            };
-            let done = run();
-            pool.checkin(true, s);
-            done.map(|()| y)
+            })?;
+            Ok(y)
         })?;
         Ok(())
     }
