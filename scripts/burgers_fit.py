@@ -4,10 +4,14 @@ comes from: the fit of u(t = 0)'s modes |k| <= 3 to u(t >= 1/2) from different s
 modes, the noise lowered from 1e-2 to 1e-6 over its stages.
 
     $PIDDM_PYTHON scripts/burgers_fit.py [MODEL [PROBLEMS]]
+    $PIDDM_PYTHON scripts/burgers_fit.py --gains [PROBLEMS]
 
 MODEL: the shipped Burgers model (its amortised graph gives the encoder's one-call answers).
 Prints the median error on modes |k| <= 3 for each row of the table in trainer/results/README.md
-("Burgers' inverse on the scales the observation determines").
+("Burgers' inverse on the scales the observation determines"). With --gains: the singular values
+of the linearised map from u(t = 0) (unit Fourier modes 1 to 15) to the first observed row and to
+all of t >= 1/2, per prior draw, and the share of modes 1 to 3 in the leading right singular
+vectors (the same table; its Rust twin is `BurgersParams::observed_gains`).
 """
 
 import sys
@@ -104,7 +108,28 @@ def best_of(starts, obs):
     return best
 
 
+def gains(problems):
+    rng = np.random.default_rng(0)
+    unit = np.array([f(2 * np.pi * k * X) for k in range(1, N // 2) for f in (np.cos, np.sin)]).T
+    unit /= np.sqrt(N / 2)
+    h = 1e-5
+    for p in range(problems):
+        c, s = rng.standard_normal(31) * AMP, rng.standard_normal(31) * AMP
+        u0 = field(c, s)
+        cols = [(solve(u0 + h * b)[N // 2 :] - solve(u0 - h * b)[N // 2 :]) / (2 * h) for b in unit.T]
+        jac = np.array(cols).transpose(1, 2, 0)  # rows t >= 1/2, x, mode
+        first = np.linalg.svd(jac[0], compute_uv=False)
+        _, every, vt = np.linalg.svd(jac.reshape(-1, unit.shape[1]), full_matrices=False)
+        share = (vt[:6] ** 2).reshape(6, -1, 2).sum(2)[:, :3]
+        print(f"draw {p}: gains to t = 1/2 " + " ".join(f"{g:.1e}" for g in first[:8]))
+        print("    to all of t >= 1/2 " + " ".join(f"{g:.1e}" for g in every[:8]))
+        print("    modes 1, 2, 3 in the leading right singular vectors: "
+              + "; ".join(" ".join(f"{w:.3f}" for w in v) for v in share))
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--gains":
+        return gains(int(sys.argv[2]) if len(sys.argv) > 2 else 12)
     model = sys.argv[1] if len(sys.argv) > 1 else "examples/models/burgers.onnx"
     problems = int(sys.argv[2]) if len(sys.argv) > 2 else 16
     enc = ort.InferenceSession(model.replace(".onnx", ".amortised.onnx"))

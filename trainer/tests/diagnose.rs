@@ -140,9 +140,9 @@ fn diagnosis_of_every_other_family_with_its_encoder() {
                 &["rel. L2 of u for t > 0"],
                 &[
                     "rel. L2 of u at t = 0",
-                    "rel. L2 of u at t = 0, modes |k| <= 3 (those u(t >= 1/2) determines)",
+                    "rel. L2 of u at t = 0, modes |k| <= 2 (those u(t >= 1/2) determines)",
                     "rel. L2 of u at t = 0, modes |k| <= 1",
-                    "rel. L2 of u at t = 0, modes |k| <= 2",
+                    "rel. L2 of u at t = 0, modes |k| <= 3",
                 ],
                 &["rel. L2 of u"],
             ],

@@ -126,8 +126,9 @@ pub struct Scored {
 }
 
 /// The noise, relative to the signal, below which an observation is taken to say nothing about
-/// a scale: 1 % (the sensors' noise of the posterior example). A mode whose gain through the
-/// forward operator is under it is left to the prior.
+/// a scale: 1 % (the sensors' noise of the posterior example). A direction of the input whose
+/// gain through the linearised forward map is under it (a singular value, not a mode's gain on
+/// its own: `BurgersParams::observed_gains`) is left to the prior.
 pub const DETERMINED_GAIN: f64 = 0.01;
 
 /// Each periodic row of `n` values of `v` with its Fourier modes above `keep` removed (the
