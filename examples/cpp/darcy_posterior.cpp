@@ -28,14 +28,22 @@
 // Writes OUT_DIR/posterior.txt (numbers) and OUT_DIR/posterior.f32 (per problem: true a, sensors,
 // MCMC mean and std of a, the surrogate's mean and std of a), and as each problem finishes its record
 // (OUT_DIR/problem_P.txt, .f32): the same command after a stop resumes with the first problem that has
-// no record for these settings.
+// no record for these settings. With PIDDM_POSTERIOR_REFERENCE=DIR, another model is scored against
+// the chains of a finished run (DIR, the same settings and problems, any model): the reference's
+// columns and fields are read from its records, only the surrogate's answers are made and scored
+// (seconds, not the chains' hour), and the guided sampler, which needs this model's answers, is not
+// run (its columns NaN).
 #include "pcn.hpp"
 #include "surrogate.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -785,17 +793,60 @@ int main(int argc, char **argv) try {
         }
         return true;
     };
+    // PIDDM_POSTERIOR_REFERENCE=DIR: the chains' columns and fields read from DIR, the records of a
+    // run with these settings and another model (its MCMC is the model's to compare against, not
+    // its to run again); only the surrogate is scored anew, the guided sampler is not run (NaN).
+    const char *reference_env = std::getenv("PIDDM_POSTERIOR_REFERENCE");
+    const std::string reference_dir = reference_env ? reference_env : "";
+    auto reference_of = [&](std::size_t p, double *values, reference &ref) {
+        const std::string stem = reference_dir + "/problem_" + std::to_string(p);
+        std::ifstream in(stem + ".txt");
+        // the chains' settings must agree (sensors, noise, chains, steps, replicas, hottest); the
+        // model, ANSWERS and NOISE_SCALE are the surrogate's own
+        auto chains_of = [](const std::string &l) {
+            std::istringstream words(l);
+            std::vector<std::string> w{std::istream_iterator<std::string>(words), {}};
+            return w.size() == 9 ? std::vector<std::string>{w[1], w[2], w[3], w[4], w[7], w[8]}
+                                 : std::vector<std::string>{};
+        };
+        std::string line;
+        if (!in || !std::getline(in, line) || chains_of(line).empty() || chains_of(line) != chains_of(settings_line))
+            throw std::runtime_error(stem + ".txt is not a record of these settings (sensors, noise, chains, steps, "
+                                     "replicas, hottest)");
+        for (std::size_t k = 0; k < columns; ++k) {
+            std::string word;
+            if (!(in >> word)) throw std::runtime_error(stem + ".txt is cut short");
+            values[k] = std::stod(word);
+        }
+        const darcy::fields f = darcy::read_fields(stem + ".f32");
+        if (f.count != 1 || f.channels != 6 || f.plane() != plane)
+            throw std::runtime_error(stem + ".f32 is not a record of this grid");
+        const float *truth = pf.at(p, 0);
+        if (!std::equal(truth, truth + plane, f.at(0, 0)))
+            throw std::runtime_error(stem + ".f32 is a record of another problem");
+        ref.mean.assign(f.at(0, 2), f.at(0, 2) + plane);
+        ref.sd.assign(f.at(0, 3), f.at(0, 3) + plane);
+    };
     for (std::size_t p = 0; p < count; ++p) {
         double values[columns];
-        if (resume(p, values)) {
+        if (reference_dir.empty() && resume(p, values)) {
             std::fprintf(stderr, "problem %zu of %zu: resumed from %s/problem_%zu.txt\n", p + 1, count,
                          out_dir.c_str(), p);
             for (std::size_t k = 0; k < columns; ++k) col[k].push_back(values[k]);
             continue;
         }
-        std::fprintf(stderr, "problem %zu of %zu: %zu chains of %zu pCN steps\n", p + 1, count, chains, steps);
         const darcy::field b = darcy::rhs(g, pf.at(p, 2));
-        const reference ref = mcmc(pr, g, b, ms[p], chains, st, lad, 17 + p, threads);
+        reference ref;
+        if (reference_dir.empty()) {
+            std::fprintf(stderr, "problem %zu of %zu: %zu chains of %zu pCN steps\n", p + 1, count, chains, steps);
+            ref = mcmc(pr, g, b, ms[p], chains, st, lad, 17 + p, threads);
+            // the mean and std as the record keeps them (float): a later run scored against the record
+            // compares the same numbers (short chains leave points at exactly half each phase, where
+            // the last bit decides the phase)
+            for (std::size_t i = 0; i < plane; ++i) ref.mean[i] = float(ref.mean[i]), ref.sd[i] = float(ref.sd[i]);
+        } else {
+            reference_of(p, values, ref);
+        }
         std::vector<pcn::vec> draws;
         for (std::size_t k = 0; k < answers; ++k) {
             const float *a = &sur.fields[(p * answers + k) * field];
@@ -803,6 +854,25 @@ int main(int argc, char **argv) try {
         }
         pcn::vec mean, sd;
         pcn::moments(draws, mean, sd);
+        const float *truth = pf.at(p, 0);
+        if (!reference_dir.empty()) {
+            const scores ss = score(draws, mean, sd, truth, threshold);
+            values[1] = ss.error_rate, values[2] = disagreement(mean, ref.mean, threshold);
+            values[4] = ss.coverage, values[6] = ss.crps, values[8] = ss.mean_sd;
+            values[9] = ss.mean_sd / values[7];
+            for (std::size_t k = 20; k < columns; ++k) values[k] = k == 32 ? values[k] : std::nan("");
+            for (std::size_t k = 0; k < columns; ++k) col[k].push_back(values[k]);
+            std::fprintf(stderr, "problem %zu of %zu: surrogate error rate %.4f (the reference's chains %.4f)\n",
+                         p + 1, count, values[1], values[0]);
+            float *o = outf.at(p, 0);
+            std::copy_n(truth, plane, o);
+            for (std::size_t w : ms[p].where) outf.at(p, 1)[w] = 1.0f;
+            for (std::size_t i = 0; i < plane; ++i) {
+                outf.at(p, 2)[i] = float(ref.mean[i]), outf.at(p, 3)[i] = float(ref.sd[i]);
+                outf.at(p, 4)[i] = float(mean[i]), outf.at(p, 5)[i] = float(sd[i]);
+            }
+            continue;
+        }
         // the exact posterior again, the chains moving about the answers' Gaussian and started from its draws
         const auto tg = std::chrono::steady_clock::now();
         const pcn::gaussian about = si.reference(draws, threshold);
@@ -816,7 +886,6 @@ int main(int argc, char **argv) try {
         const double t_fit = std::chrono::duration<double>(std::chrono::steady_clock::now() - tg).count();
         const reference gd = mcmc(pr, g, b, ms[p], chains, st, lad, 17 + p, threads, &about, &starts);
         const double gd_seconds = gd.seconds + t_fit + t_sur;  // the answers and the fit counted once
-        const float *truth = pf.at(p, 0);
         const scores sm = score(ref.draws, ref.mean, ref.sd, truth, threshold);
         const scores ss = score(draws, mean, sd, truth, threshold);
         const double disagree = disagreement(mean, ref.mean, threshold);

@@ -183,6 +183,11 @@ pub struct AmortiseConfig {
     /// (a marched student's) can spend its steps on the others.
     #[serde(default = "even_tasks")]
     pub tasks: [f64; 3],
+    /// Noise on the sparse observations in training, the sensors' noise a user's data carries:
+    /// each sparse observation gets Gaussian noise of std drawn uniformly from 0 to this, in units
+    /// of each channel's data std (0: exact observations). The dense tasks stay exact.
+    #[serde(default)]
+    pub observation_noise: f64,
     pub checkpoint_every: u64,
     /// The fast path from the encoder's answer, the card's solve defaults when it is exported:
     /// steps (0: the one-call answer), optimiser, learning rate and lambda_infer.

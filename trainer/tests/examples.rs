@@ -193,6 +193,38 @@ fn examples_build_run_and_agree() {
         FieldFile::read(&out.join("posterior.f32")).unwrap().data,
         pf.data
     );
+    // scored against a finished run's chains (PIDDM_POSTERIOR_REFERENCE): no chain is run, and with
+    // the same model the surrogate's columns and fields come out as that run's, the guided sampler's
+    // columns NaN (it needs this model's answers); a reference of other settings is refused
+    let scored = out.join("scored");
+    std::fs::create_dir_all(&scored).unwrap();
+    let s = run(Command::new(&posterior)
+        .args(args(&scored, &short))
+        .env("PIDDM_POSTERIOR_REFERENCE", &out));
+    assert!(!s.contains("pCN chain"), "{s}");
+    let sp = kv(&scored.join("posterior.txt"));
+    for k in [
+        "error_rate_mcmc_mean",
+        "error_rate_surrogate_mean",
+        "coverage_surrogate",
+        "crps_surrogate",
+        "sd_ratio",
+        "disagreement_surrogate_mcmc",
+    ] {
+        assert_eq!(num(&sp, k), num(&post, k), "{k}");
+    }
+    assert!(num(&sp, "ess_guided").is_nan());
+    assert_eq!(
+        FieldFile::read(&scored.join("posterior.f32")).unwrap().data,
+        pf.data
+    );
+    let refused = Command::new(&posterior)
+        .args(args(&scored, &["2", "50", "0.01", "2", "3000", "16"]))
+        .env("PIDDM_POSTERIOR_REFERENCE", &out)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a record of these settings"));
     // a record for other settings is not taken: more steps recompute the problem
     std::fs::create_dir_all(out.join("other")).unwrap();
     for f in ["problem_0.txt", "problem_0.f32"] {

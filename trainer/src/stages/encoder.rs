@@ -106,6 +106,26 @@ pub fn task_masks(like: &Tensor, tasks: &[Tensor; 2], shares: [f64; 3]) -> Tenso
         .where_self(&fwd.logical_not(), &dense(&tasks[0]))
 }
 
+/// Noise for the sparse observations of `mask` (under a quarter of the values observed):
+/// Gaussian, its std drawn per sample uniformly from 0 to `level` times each channel's data std
+/// (`norm.scale`); zero elsewhere and on the dense tasks.
+pub fn sensor_noise(truth: &Tensor, mask: &Tensor, norm: &Normalisation, level: f64) -> Tensor {
+    let [bsz, c, _, _] = truth.size()[..] else {
+        panic!("sensor noise for a 4-D batch")
+    };
+    let opts = (Kind::Float, truth.device());
+    let sparse = mask
+        .mean_dim([1i64, 2, 3].as_slice(), true, Kind::Float)
+        .lt(0.25)
+        .to_kind(Kind::Float);
+    let scale = Tensor::from_slice(&norm.scale)
+        .to_kind(Kind::Float)
+        .to_device(truth.device())
+        .reshape([1, c, 1, 1]);
+    let sigma = Tensor::rand([bsz, 1, 1, 1], opts) * level;
+    truth.randn_like() * sigma * scale * sparse * mask
+}
+
 /// Fair CRPS of two answers per sample (mean over C, H, W): 0.5 (|a - y| + |b - y|) - 0.5 |a - b|.
 pub fn crps2(a: &Tensor, b: &Tensor, y: &Tensor) -> Tensor {
     let dims = [1i64, 2, 3];
@@ -215,6 +235,10 @@ pub fn train_encoder(
         let truth = fields.index_select(0, &idx);
         let mask = task_masks(&truth, &tasks, cfg.tasks);
         let observed = &truth * &mask;
+        let observed = match cfg.observation_noise {
+            s if s > 0.0 => observed + sensor_noise(&truth, &mask, &norm, s),
+            _ => observed,
+        };
         // two answers per observation
         let (observed, mask) = (observed.repeat([2, 1, 1, 1]), mask.repeat([2, 1, 1, 1]));
         let z = observed.randn_like();
@@ -282,6 +306,56 @@ mod tests {
             (410..490).contains(&inv),
             "inverse: {inv} of 600 at share 3/4"
         );
+    }
+
+    /// The noise lands on the sparse observations only, at a std that matches uniform draws up to
+    /// the level times each channel's scale: E[sigma^2] = level^2 / 3.
+    #[test]
+    fn sensor_noise_is_on_sparse_observations_at_its_level() {
+        tch::manual_seed(5);
+        let (b, n) = (4000i64, 8i64);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let truth = Tensor::zeros([b, 2, n, n], opts);
+        // the first half of the batch dense (one whole channel), the rest sparse (4 of 128 values)
+        let dense = Tensor::cat(
+            &[
+                Tensor::ones([1, 1, n, n], opts),
+                Tensor::zeros([1, 1, n, n], opts),
+            ],
+            1,
+        );
+        let sparse = Tensor::zeros([1, 2, n, n], opts);
+        let _ = sparse
+            .narrow(1, 1, 1)
+            .narrow(2, 0, 1)
+            .narrow(3, 0, 4)
+            .fill_(1.0);
+        let mask = Tensor::cat(
+            &[
+                dense.expand([b / 2, 2, n, n], false),
+                sparse.expand([b / 2, 2, n, n], false),
+            ],
+            0,
+        );
+        let norm = Normalisation {
+            mean: vec![0.0, 0.0],
+            scale: vec![1.0, 3.0],
+        };
+        let e = sensor_noise(&truth, &mask, &norm, 0.3);
+        assert_eq!(
+            f64::try_from(e.narrow(0, 0, b / 2).abs().max()).unwrap(),
+            0.0
+        );
+        let off = &e * (Tensor::ones_like(&mask) - &mask);
+        assert_eq!(f64::try_from(off.abs().max()).unwrap(), 0.0);
+        let on = e
+            .narrow(0, b / 2, b / 2)
+            .narrow(1, 1, 1)
+            .narrow(2, 0, 1)
+            .narrow(3, 0, 4);
+        let var = f64::try_from(on.square().mean(Kind::Double)).unwrap();
+        let want = 9.0 * 0.3f64.powi(2) / 3.0;
+        assert!((var / want - 1.0).abs() < 0.05, "{var} against {want}");
     }
 
     #[test]
