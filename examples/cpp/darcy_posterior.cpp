@@ -827,6 +827,15 @@ int main(int argc, char **argv) try {
         ref.mean.assign(f.at(0, 2), f.at(0, 2) + plane);
         ref.sd.assign(f.at(0, 3), f.at(0, 3) + plane);
     };
+    // problem p's fields of OUT_DIR/posterior.f32: true a, sensors, MCMC mean and std, the surrogate's
+    auto keep_fields = [&](std::size_t p, const reference &ref, const pcn::vec &mean, const pcn::vec &sd) {
+        std::copy_n(pf.at(p, 0), plane, outf.at(p, 0));
+        for (std::size_t w : ms[p].where) outf.at(p, 1)[w] = 1.0f;
+        for (std::size_t i = 0; i < plane; ++i) {
+            outf.at(p, 2)[i] = float(ref.mean[i]), outf.at(p, 3)[i] = float(ref.sd[i]);
+            outf.at(p, 4)[i] = float(mean[i]), outf.at(p, 5)[i] = float(sd[i]);
+        }
+    };
     for (std::size_t p = 0; p < count; ++p) {
         double values[columns];
         if (reference_dir.empty() && resume(p, values)) {
@@ -864,13 +873,7 @@ int main(int argc, char **argv) try {
             for (std::size_t k = 0; k < columns; ++k) col[k].push_back(values[k]);
             std::fprintf(stderr, "problem %zu of %zu: surrogate error rate %.4f (the reference's chains %.4f)\n",
                          p + 1, count, values[1], values[0]);
-            float *o = outf.at(p, 0);
-            std::copy_n(truth, plane, o);
-            for (std::size_t w : ms[p].where) outf.at(p, 1)[w] = 1.0f;
-            for (std::size_t i = 0; i < plane; ++i) {
-                outf.at(p, 2)[i] = float(ref.mean[i]), outf.at(p, 3)[i] = float(ref.sd[i]);
-                outf.at(p, 4)[i] = float(mean[i]), outf.at(p, 5)[i] = float(sd[i]);
-            }
+            keep_fields(p, ref, mean, sd);
             continue;
         }
         // the exact posterior again, the chains moving about the answers' Gaussian and started from its draws
@@ -909,13 +912,7 @@ int main(int argc, char **argv) try {
                      ref.ess / ref.seconds, gd.ess / gd_seconds, ref.ess / ref.solves, gd.ess / gd.solves, ref.rhat_over,
                      gd.rhat_over, disagree_guided, ref.halves_disagree,
                      gd.halves_disagree, ref.to_typical, gd.to_typical);
-        float *o = outf.at(p, 0);
-        std::copy_n(truth, plane, o);
-        for (std::size_t w : ms[p].where) outf.at(p, 1)[w] = 1.0f;
-        for (std::size_t i = 0; i < plane; ++i) {
-            outf.at(p, 2)[i] = float(ref.mean[i]), outf.at(p, 3)[i] = float(ref.sd[i]);
-            outf.at(p, 4)[i] = float(mean[i]), outf.at(p, 5)[i] = float(sd[i]);
-        }
+        keep_fields(p, ref, mean, sd);
         {
             darcy::fields one;
             one.count = 1, one.channels = 6, one.ny = pf.ny, one.nx = pf.nx;
