@@ -188,6 +188,12 @@ pub struct AmortiseConfig {
     /// of each channel's data std (0: exact observations). The dense tasks stay exact.
     #[serde(default)]
     pub observation_noise: f64,
+    /// The PDE residual's weight in the encoder's loss (default: `[infer] lambda`). The residual
+    /// is taken on the answer with the observations written in, where an observed value off the
+    /// network's field is a kink; Darcy's encoder learns to lower a at every observed head unless
+    /// it is 0 (examples/RESULTS.md, "Encoders trained on noisy sensors").
+    #[serde(default)]
+    pub lambda: Option<f64>,
     pub checkpoint_every: u64,
     /// The fast path from the encoder's answer, the card's solve defaults when it is exported:
     /// steps (0: the one-call answer), optimiser, learning rate and lambda_infer.

@@ -188,6 +188,23 @@ fn warm_started_encoder(preset: &Preset, p: &RunPaths, train: &Dataset, dir: &Pa
     // fresh encoder's output layer, from zero, would be the whole norm away
     let moved = f64::try_from((&got - &init).norm()).unwrap();
     assert!(moved < 0.25 * size, "moved {moved} of {size}");
+    // noisy sensors and no residual term: the checkpoint records the weight it was trained with
+    let mut noisy = preset.clone();
+    let a = noisy.amortise.as_mut().unwrap();
+    (a.observation_noise, a.lambda) = (0.2, Some(0.0));
+    let quiet = dir.join("quiet.ckpt");
+    let out = train_encoder(
+        &noisy,
+        &p.student,
+        train,
+        &quiet,
+        false,
+        Some(1),
+        Some(&p.encoder),
+    );
+    assert_eq!(out.unwrap(), Outcome::Stopped);
+    let (_, meta) = checkpoint::load_role(&quiet, checkpoint::Role::Amortiser).unwrap();
+    assert_eq!(meta.amortiser.unwrap().lambda_infer, 0.0);
     let err = train_encoder(
         preset,
         &p.student,

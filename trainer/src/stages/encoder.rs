@@ -155,7 +155,7 @@ pub fn train_encoder(
     smeta.data.check_compatible(&data.meta, "the student")?;
     snet.vs.freeze();
     let student_weights = weights_sha256(&snet);
-    let lambda = preset.infer.lambda;
+    let lambda = cfg.lambda.unwrap_or(preset.infer.lambda);
     let mut state = train::open_state(out, resume, || {
         Ok(TrainState::new(CheckpointMeta {
             role: Role::Amortiser,
