@@ -103,14 +103,13 @@ pub(crate) fn fit(
                 for k in 0..=p {
                     let f = &mut fields[(n * (p + 1) + k) * field..(n * (p + 1) + k + 1) * field];
                     f.copy_from_slice(x);
-                    let h = if k > 0 {
-                        STEP * d.modes[k - 1].std
-                    } else {
-                        0.0
+                    // field 0 the trial itself, field k its step along mode k - 1
+                    let step = |q: usize| match k {
+                        0 => 0.0,
+                        _ => STEP * d.modes[k - 1].std * basis[k - 1][q],
                     };
                     for (q, v) in u.iter().enumerate() {
-                        let step = if k > 0 { h * basis[k - 1][q] } else { 0.0 };
-                        f[on.start + q] = (v + step) as f32;
+                        f[on.start + q] = (v + step(q)) as f32;
                     }
                 }
             }

@@ -771,10 +771,13 @@ int main(int argc, char **argv) try {
                                       std::to_string(chains) + " " + std::to_string(steps) + " " +
                                       std::to_string(answers) + " " + std::to_string(noise_scale) + " " +
                                       std::to_string(lad.replicas) + " " + std::to_string(lad.hottest);
-    auto resume = [&](std::size_t p, double *values) {
-        std::ifstream in(out_dir + "/problem_" + std::to_string(p) + ".txt");
-        std::string line;
-        if (!in || !std::getline(in, line) || line != settings_line) return false;
+    // problem p's record in `dir`: its settings line, its columns, its fields; false where any is
+    // missing, cut short or not of this grid
+    auto read_record = [&](const std::string &dir, std::size_t p, std::string &line, double *values,
+                           darcy::fields &f) {
+        const std::string stem = dir + "/problem_" + std::to_string(p);
+        std::ifstream in(stem + ".txt");
+        if (!in || !std::getline(in, line)) return false;
         for (std::size_t k = 0; k < columns; ++k) {
             std::string word;  // std::stod, not >>, reads the inf and nan a record may hold
             if (!(in >> word)) return false;
@@ -785,12 +788,17 @@ int main(int argc, char **argv) try {
             }
         }
         try {
-            const darcy::fields f = darcy::read_fields(out_dir + "/problem_" + std::to_string(p) + ".f32");
-            if (f.count != 1 || f.channels != 6 || f.plane() != plane) return false;
-            std::copy(f.data.begin(), f.data.end(), outf.at(p, 0));
+            f = darcy::read_fields(stem + ".f32");
         } catch (const std::exception &) {
             return false;
         }
+        return f.count == 1 && f.channels == 6 && f.plane() == plane;
+    };
+    auto resume = [&](std::size_t p, double *values) {
+        std::string line;
+        darcy::fields f;
+        if (!read_record(out_dir, p, line, values, f) || line != settings_line) return false;
+        std::copy(f.data.begin(), f.data.end(), outf.at(p, 0));
         return true;
     };
     // PIDDM_POSTERIOR_REFERENCE=DIR: the chains' columns and fields read from DIR, the records of a
@@ -800,7 +808,6 @@ int main(int argc, char **argv) try {
     const std::string reference_dir = reference_env ? reference_env : "";
     auto reference_of = [&](std::size_t p, double *values, reference &ref) {
         const std::string stem = reference_dir + "/problem_" + std::to_string(p);
-        std::ifstream in(stem + ".txt");
         // the chains' settings must agree (sensors, noise, chains, steps, replicas, hottest); the
         // model, ANSWERS and NOISE_SCALE are the surrogate's own
         auto chains_of = [](const std::string &l) {
@@ -810,17 +817,12 @@ int main(int argc, char **argv) try {
                                  : std::vector<std::string>{};
         };
         std::string line;
-        if (!in || !std::getline(in, line) || chains_of(line).empty() || chains_of(line) != chains_of(settings_line))
+        darcy::fields f;
+        if (!read_record(reference_dir, p, line, values, f))
+            throw std::runtime_error(stem + ".txt or .f32 is missing, cut short or not of this grid");
+        if (chains_of(line).empty() || chains_of(line) != chains_of(settings_line))
             throw std::runtime_error(stem + ".txt is not a record of these settings (sensors, noise, chains, steps, "
                                      "replicas, hottest)");
-        for (std::size_t k = 0; k < columns; ++k) {
-            std::string word;
-            if (!(in >> word)) throw std::runtime_error(stem + ".txt is cut short");
-            values[k] = std::stod(word);
-        }
-        const darcy::fields f = darcy::read_fields(stem + ".f32");
-        if (f.count != 1 || f.channels != 6 || f.plane() != plane)
-            throw std::runtime_error(stem + ".f32 is not a record of this grid");
         const float *truth = pf.at(p, 0);
         if (!std::equal(truth, truth + plane, f.at(0, 0)))
             throw std::runtime_error(stem + ".f32 is a record of another problem");
@@ -864,9 +866,10 @@ int main(int argc, char **argv) try {
         pcn::vec mean, sd;
         pcn::moments(draws, mean, sd);
         const float *truth = pf.at(p, 0);
+        const scores ss = score(draws, mean, sd, truth, threshold);
+        const double disagree = disagreement(mean, ref.mean, threshold);
         if (!reference_dir.empty()) {
-            const scores ss = score(draws, mean, sd, truth, threshold);
-            values[1] = ss.error_rate, values[2] = disagreement(mean, ref.mean, threshold);
+            values[1] = ss.error_rate, values[2] = disagree;
             values[4] = ss.coverage, values[6] = ss.crps, values[8] = ss.mean_sd;
             values[9] = ss.mean_sd / values[7];
             for (std::size_t k = 20; k < columns; ++k) values[k] = k == 32 ? values[k] : std::nan("");
@@ -890,8 +893,6 @@ int main(int argc, char **argv) try {
         const reference gd = mcmc(pr, g, b, ms[p], chains, st, lad, 17 + p, threads, &about, &starts);
         const double gd_seconds = gd.seconds + t_fit + t_sur;  // the answers and the fit counted once
         const scores sm = score(ref.draws, ref.mean, ref.sd, truth, threshold);
-        const scores ss = score(draws, mean, sd, truth, threshold);
-        const double disagree = disagreement(mean, ref.mean, threshold);
         const double disagree_guided = disagreement(gd.mean, ref.mean, threshold);
         const scores sg = score(gd.draws, gd.mean, gd.sd, truth, threshold);
         const double computed[columns] = {sm.error_rate, ss.error_rate, disagree,   sm.coverage,    ss.coverage,

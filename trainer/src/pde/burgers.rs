@@ -546,8 +546,9 @@ mod tests {
     /// with exp(-nu lambda_k t) >= 1 %); the singular values fall from the 4th to the 5th by a
     /// factor over 50; a mode-3 change alone reaches t = 1/2 above 1 % of its size (1.6 %), yet
     /// what reaches it beyond what changes of modes 1 and 2 produce is 1e-4 of its size, under a
-    /// tenth of the threshold (Gram-Schmidt on the responses, apart from the eigenvalue solve); the rows it scores are the inverse task's t = 0
-    /// row through the low-pass, and the fit's modes reach one further.
+    /// tenth of the threshold (Gram-Schmidt on the responses, apart from the eigenvalue solve);
+    /// the rows it scores are the inverse task's t = 0 row through the low-pass, and the fit's
+    /// modes reach one further.
     #[test]
     fn determined_modes_of_the_inverse_task() {
         let p = BurgersParams::default();
@@ -576,23 +577,24 @@ mod tests {
             let (u, _) = solve(p.nu, dx, dt, row + 1, &moved).unwrap();
             (0..n).map(|j| (u[row * n + j] - base[row * n + j]) / eps).collect()
         };
-        let mut basis: Vec<Vec<f64>> = Vec::new();
-        for (k, phase) in [(1, f64::cos as fn(f64) -> f64), (1, f64::sin), (2, f64::cos), (2, f64::sin)] {
-            let mut v = response(k, phase);
-            for q in &basis {
+        // v less its projection on the orthonormal `basis`
+        let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let beyond = |mut v: Vec<f64>, basis: &[Vec<f64>]| {
+            for q in basis {
                 let d: f64 = v.iter().zip(q).map(|(a, b)| a * b).sum();
                 v.iter_mut().zip(q).for_each(|(a, b)| *a -= d * b);
             }
-            let norm = v.iter().map(|a| a * a).sum::<f64>().sqrt();
-            basis.push(v.iter().map(|a| a / norm).collect());
+            v
+        };
+        let mut basis: Vec<Vec<f64>> = Vec::new();
+        let first = [(1, f64::cos as fn(f64) -> f64), (1, f64::sin), (2, f64::cos), (2, f64::sin)];
+        for (k, phase) in first {
+            let v = beyond(response(k, phase), &basis);
+            let size = norm(&v);
+            basis.push(v.iter().map(|a| a / size).collect());
         }
-        let mut r3 = response(3, f64::cos);
-        let size = r3.iter().map(|a| a * a).sum::<f64>().sqrt();
-        for q in &basis {
-            let d: f64 = r3.iter().zip(q).map(|(a, b)| a * b).sum();
-            r3.iter_mut().zip(q).for_each(|(a, b)| *a -= d * b);
-        }
-        let left = r3.iter().map(|a| a * a).sum::<f64>().sqrt();
+        let r3 = response(3, f64::cos);
+        let (size, left) = (norm(&r3), norm(&beyond(r3, &basis)));
         let unit = (n as f64 / 2.0).sqrt(); // the size of the mode-3 change, per unit amplitude
         println!("mode 3: gain {:.2e}, beyond modes 1 and 2 {:.2e}", size / unit, left / unit);
         assert!(size / unit >= crate::pde::DETERMINED_GAIN, "{}", size / unit);
