@@ -18,8 +18,9 @@
 // pCN replicas on a ladder of likelihood temperatures from 1 to HOTTEST (1e4), neighbours swapping
 // states (pcn::run_tempered), so the chains cross between the thresholded prior's modes; each
 // replica's proposal is one solve. The surrogate: ANSWERS one-call answers per problem (64) through
-// piddm_solve, different seeds, z scaled by NOISE_SCALE (1.5, the scale whose spread was calibrated on
-// the model's own tasks), all problems in one batch. Then the exact posterior once more, the
+// piddm_solve, different seeds, z scaled by NOISE_SCALE (1.0: the shipped encoder, trained on noisy
+// sensors, measured best there against converged chains, examples/RESULTS.md), all problems in one
+// batch. Then the exact posterior once more, the
 // surrogate inside the sampler: the answers turned into a Gaussian on the coefficients
 // (sign_inverse), the chains started from its draws and moving about it (pcn::run with `about`,
 // the Metropolis-Hastings ratio keeping the target exact); effective samples per second and per
@@ -704,7 +705,7 @@ int main(int argc, char **argv) try {
     const std::size_t chains = argc > 7 ? std::stoul(argv[7]) : 4;
     const std::size_t steps = argc > 8 ? std::stoul(argv[8]) : 100000;
     const std::size_t answers = argc > 9 ? std::stoul(argv[9]) : 64;
-    const double noise_scale = argc > 10 ? std::stod(argv[10]) : 1.5;
+    const double noise_scale = argc > 10 ? std::stod(argv[10]) : 1.0;
     pcn::ladder lad;
     lad.replicas = argc > 11 ? std::stoul(argv[11]) : 1;
     lad.hottest = argc > 12 ? std::stod(argv[12]) : 1e4;
