@@ -240,48 +240,6 @@ struct sign_inverse {
         r.prepare();
         return r;
     }
-    // The answers as a mixture on the coarse waves (|k|^2 <= radius2) for a chain's jumps: one
-    // component per answer at its estimate, the estimate's error covariance D widened by the answers'
-    // spread S times width^2, the prior as the defensive share.
-    pcn::mixture coarse_mixture(const std::vector<pcn::vec> &answers, double threshold, double radius2, double width,
-                                double defensive) const {
-        const std::size_t n = g.n, nn = n * n;
-        auto wave = [&](std::size_t i) { return i < (n + 1) / 2 ? double(i) : double(i) - double(n); };
-        pcn::mixture q;
-        std::vector<std::ptrdiff_t> at(2 * nn, -1);
-        for (std::size_t i = 0; i < 2 * nn; ++i) {
-            const std::size_t k = i % nn;
-            const double kx = wave(k % n), ky = wave(k / n);
-            if (g.amp[k] > 0 && kx * kx + ky * ky <= radius2) at[i] = std::ptrdiff_t(q.block.size()), q.block.push_back(i);
-        }
-        const std::size_t r = q.block.size();
-        std::vector<pcn::vec> est;
-        for (const pcn::vec &a : answers) {
-            pcn::vec s(a.size());
-            for (std::size_t i = 0; i < a.size(); ++i) s[i] = a[i] >= threshold ? 1.0 : -1.0;
-            const pcn::vec t = estimate(s);
-            pcn::vec x(r);
-            for (std::size_t j = 0; j < r; ++j) x[j] = t[q.block[j]];
-            est.push_back(std::move(x));
-        }
-        pcn::vec m, sd;
-        pcn::moments(est, m, sd);
-        q.cov.assign(r * r, 0.0);
-        for (std::size_t i = 0; i < r; ++i) q.cov[i * r + i] = 1.0;
-        for (const pcn::gaussian::direction &d : dirs) {
-            if (at[d.v[0].first] < 0) continue;  // a wave pair lies wholly in the block or out of it
-            for (const auto &[i, wi] : d.v)
-                for (const auto &[j, wj] : d.v) q.cov[std::size_t(at[i]) * r + std::size_t(at[j])] += (d.var - 1.0) * wi * wj;
-        }
-        const double scale = width * width / (double(est.size()) - 1.0);
-        for (const pcn::vec &e : est)
-            for (std::size_t i = 0; i < r; ++i)
-                for (std::size_t j = 0; j < r; ++j) q.cov[i * r + j] += scale * (e[i] - m[i]) * (e[j] - m[j]);
-        q.means = std::move(est);
-        q.defensive = defensive;
-        q.prepare();
-        return q;
-    }
 };
 
 struct prior {
@@ -341,8 +299,7 @@ double disagreement(const pcn::vec &x, const pcn::vec &y, double threshold) {
 // draws or from `starts`, by pCN or about the Gaussian `about`.
 reference mcmc(const prior &pr, const darcy::grid &g, const darcy::field &b, const data &m, std::size_t chains,
                const pcn::settings &s, const pcn::ladder &lad, std::uint64_t seed, std::size_t threads,
-               const pcn::gaussian *about = nullptr, const std::vector<pcn::vec> *starts = nullptr,
-               const pcn::mixture *jump = nullptr) {
+               const pcn::gaussian *about = nullptr, const std::vector<pcn::vec> *starts = nullptr) {
     const std::size_t plane = g.n * g.n;
     std::vector<pcn::chain> cs(chains);
     std::vector<double> solves(chains, 0.0);
@@ -389,10 +346,9 @@ reference mcmc(const prior &pr, const darcy::grid &g, const darcy::field &b, con
             cs[c] = t;
             return;
         }
-        cs[c] = pcn::run(theta0[0], make_phi(), keep, s, seed * 1000 + c + 500, about, jump);
-        std::fprintf(stderr, "  %s chain %zu: acceptance %.3f, beta %.4f, jumps accepted %.3f, %.1f s\n",
-                     about || jump ? "guided" : "pCN", c, cs[c].acceptance, cs[c].beta, cs[c].jump_acceptance,
-                     cs[c].seconds);
+        cs[c] = pcn::run(theta0[0], make_phi(), keep, s, seed * 1000 + c + 500, about);
+        std::fprintf(stderr, "  %s chain %zu: acceptance %.3f, beta %.4f, %.1f s\n", about ? "guided" : "pCN", c,
+                     cs[c].acceptance, cs[c].beta, cs[c].seconds);
     };
     std::atomic<std::size_t> next{0};
     std::vector<std::thread> pool;
@@ -526,12 +482,11 @@ int check_linear_gaussian() {
     pcn::settings st;
     st.steps = 400000, st.burn_in = 20000, st.thin = 5;
     // the chains' mean and covariance against the closed form, and their agreement
-    auto verify = [&](const char *name, const pcn::gaussian *about, const pcn::mixture *jump = nullptr) {
+    auto verify = [&](const char *name, const pcn::gaussian *about) {
         std::vector<pcn::chain> cs;
         for (std::uint64_t c = 0; c < 4; ++c)
             cs.push_back(pcn::run(pcn::vec(d, c % 2 ? 2.0 : -2.0), phi, [](const pcn::vec &t) { return t; }, st, 7 + c,
-                                  about, jump));
-        if (jump) std::printf("jumps accepted %.3f\n", cs[0].jump_acceptance);
+                                  about));
         std::vector<pcn::vec> all;
         for (const auto &c : cs) all.insert(all.end(), c.kept.begin(), c.kept.end());
         double worst_mean = 0, worst_cov = 0, worst_rhat = 0;
@@ -588,16 +543,6 @@ int check_linear_gaussian() {
     const pcn::gaussian exact = reference(0.0, 1.0), wrong = reference(0.5, 2.0);
     const auto [exact_ok, exact_acc, exact_ess] = verify("about the posterior", &exact);
     const auto [wrong_ok, wrong_acc, wrong_ess] = verify("about a wrong Gaussian", &wrong);
-    // jumps of coordinates 0 and 1 from a two-component mixture, one component off
-    pcn::mixture q;
-    q.block = {0, 1};
-    q.means = {{mu[0], mu[1]}, {mu[0] + 1.0, mu[1] - 0.5}};
-    q.cov = {P[0][d], P[0][d + 1], P[1][d], P[1][d + 1]};
-    q.defensive = 0.1;
-    q.prepare();
-    const auto [jump_ok, jump_acc, jump_ess] = verify("with jumps", nullptr, &q);
-    std::printf("jumps: %s\n", jump_ok ? "ok" : "FAILED");
-    (void)jump_acc, (void)jump_ess;
     // about the posterior itself every proposal is accepted and the draws are independent
     const bool ok = pcn_ok && exact_ok && wrong_ok && exact_acc > 0.999 && exact_ess > 2 * pcn_ess;
     (void)pcn_acc, (void)wrong_acc, (void)wrong_ess;
@@ -945,15 +890,8 @@ int main(int argc, char **argv) try {
             for (std::size_t i = 0; i < t.size(); ++i) t[i] += about.m[i];
             starts.push_back(std::move(t));
         }
-        const char *jenv = std::getenv("PIDDM_POSTERIOR_JUMP");
-        double jr2 = 0, jw = 1, jd = 0.1;
-        int jabout = 0;
-        if (jenv) std::sscanf(jenv, "%lf %lf %lf %d", &jr2, &jw, &jd, &jabout);
-        const pcn::mixture jump = jenv ? si.coarse_mixture(draws, threshold, jr2, jw, jd) : pcn::mixture{};
-        if (jenv) std::fprintf(stderr, "  jumps on %zu coarse coefficients\n", jump.block.size());
         const double t_fit = std::chrono::duration<double>(std::chrono::steady_clock::now() - tg).count();
-        const reference gd = mcmc(pr, g, b, ms[p], chains, st, lad, 17 + p, threads, jenv && !jabout ? nullptr : &about,
-                                  &starts, jenv ? &jump : nullptr);
+        const reference gd = mcmc(pr, g, b, ms[p], chains, st, lad, 17 + p, threads, &about, &starts);
         const double gd_seconds = gd.seconds + t_fit + t_sur;  // the answers and the fit counted once
         const scores sm = score(ref.draws, ref.mean, ref.sd, truth, threshold);
         const double disagree_guided = disagreement(gd.mean, ref.mean, threshold);

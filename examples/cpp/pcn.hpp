@@ -12,7 +12,6 @@
 #include <cstddef>
 #include <functional>
 #include <random>
-#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -131,95 +130,11 @@ inline void propose(const vec &theta, double beta, const gaussian *about, std::m
     }
 }
 
-// An independence proposal for a block of the coordinates (Metropolis within Gibbs): a mixture of
-// Gaussians with one covariance, with the prior N(0, I) as a defensive share so that the target's
-// ratio to the proposal stays bounded. A jump draws the block afresh and keeps the other
-// coordinates; the Metropolis-Hastings ratio carries the prior's and the mixture's densities, so the
-// target stays exact however poor the mixture is: only the acceptance depends on it.
-struct mixture {
-    std::vector<std::size_t> block;  // the coordinates a jump draws
-    std::vector<vec> means;          // the components' means, in block coordinates
-    vec cov;                         // their covariance, r x r row-major
-    double defensive = 0.1;          // the prior's share
-
-    // the Cholesky factor of cov and the whitened means, made once
-    void prepare() {
-        const std::size_t r = block.size();
-        if (cov.size() != r * r || means.empty()) throw std::invalid_argument("mixture: cov is not r x r or no means");
-        chol.assign(r * r, 0.0);
-        for (std::size_t i = 0; i < r; ++i)
-            for (std::size_t j = 0; j <= i; ++j) {
-                double v = cov[i * r + j];
-                for (std::size_t q = 0; q < j; ++q) v -= chol[i * r + q] * chol[j * r + q];
-                if (i == j && !(v > 0)) throw std::invalid_argument("mixture: cov is not positive definite");
-                chol[i * r + j] = i == j ? std::sqrt(v) : v / chol[j * r + j];
-            }
-        log_det_half = 0;
-        for (std::size_t i = 0; i < r; ++i) log_det_half += std::log(chol[i * r + i]);
-        white.clear();
-        for (const vec &m : means) white.push_back(whiten(m));
-    }
-    // a draw of the block
-    void draw(std::mt19937_64 &rng, vec &x) const {
-        std::normal_distribution<double> normal;
-        std::uniform_real_distribution<double> uniform;
-        const std::size_t r = block.size();
-        x.assign(r, 0.0);
-        vec z(r);
-        for (double &e : z) e = normal(rng);
-        if (uniform(rng) < defensive) {
-            x = z;
-            return;
-        }
-        const vec &m = means[std::min(means.size() - 1, std::size_t(uniform(rng) * double(means.size())))];
-        for (std::size_t i = 0; i < r; ++i) {
-            double v = m[i];
-            for (std::size_t j = 0; j <= i; ++j) v += chol[i * r + j] * z[j];
-            x[i] = v;
-        }
-    }
-    // log q(x), up to the constant the ratio cancels
-    double log_q(const vec &x) const {
-        const std::size_t r = block.size();
-        const vec w = whiten(x);
-        double prior = 0;
-        for (double e : x) prior += e * e;
-        // log-sum-exp over the components and the prior
-        vec terms;
-        for (const vec &m : white) {
-            double d = 0;
-            for (std::size_t i = 0; i < r; ++i) d += (w[i] - m[i]) * (w[i] - m[i]);
-            terms.push_back(std::log((1.0 - defensive) / double(white.size())) - 0.5 * d - log_det_half);
-        }
-        if (defensive > 0) terms.push_back(std::log(defensive) - 0.5 * prior);
-        const double top = *std::max_element(terms.begin(), terms.end());
-        double sum = 0;
-        for (double t : terms) sum += std::exp(t - top);
-        return top + std::log(sum);
-    }
-
-  private:
-    vec chol;
-    std::vector<vec> white;
-    double log_det_half = 0;
-    vec whiten(const vec &x) const {  // L^-1 x
-        const std::size_t r = block.size();
-        vec y(r);
-        for (std::size_t i = 0; i < r; ++i) {
-            double v = x[i];
-            for (std::size_t j = 0; j < i; ++j) v -= chol[i * r + j] * y[j];
-            y[i] = v / chol[i * r + i];
-        }
-        return y;
-    }
-};
-
 struct chain {
     std::vector<vec> kept;      // what `keep` made of each kept state
     vec trace;                  // the negative log-likelihood of each kept state
     vec path;                   // ... of every thin-th state from the start, burn-in included
     double acceptance = 0;      // after burn-in
-    double jump_acceptance = 0; // the mixture's jumps, after burn-in
     double beta = 0;            // the tuned step
     double seconds = 0;
 };
@@ -229,69 +144,43 @@ struct chain {
 // With `about`, proposals move about N(m, C) instead of N(0, I):
 // theta' = m + sqrt(1 - beta^2) (theta - m) + beta N(0, C), accepted on
 // psi = phi + |theta|^2 / 2 - (theta - m)^T C^-1 (theta - m) / 2, the prior's and the reference's
-// densities that no longer cancel. Without it psi = phi: plain pCN. With `jump`, every other
-// proposal is instead a jump of its block (above), accepted on phi + |theta_block|^2 / 2 + log q.
+// densities that no longer cancel. Without it psi = phi: plain pCN.
 inline chain run(vec theta, const std::function<double(const vec &)> &phi,
                  const std::function<vec(const vec &)> &keep, const settings &s, std::uint64_t seed,
-                 const gaussian *about = nullptr, const mixture *jump = nullptr) {
+                 const gaussian *about = nullptr) {
     const auto t0 = std::chrono::steady_clock::now();
     std::mt19937_64 rng(seed);
     std::normal_distribution<double> normal;
     std::uniform_real_distribution<double> uniform;
     auto psi = [&](const vec &t, double f) { return psi_of(t, f, about); };
-    // the block's part of -log(prior x q) ... of a state, for the jump's ratio
-    auto jump_terms = [&](const vec &t) {
-        vec x(jump->block.size());
-        double sq = 0;
-        for (std::size_t i = 0; i < x.size(); ++i) x[i] = t[jump->block[i]], sq += x[i] * x[i];
-        return 0.5 * sq + jump->log_q(x);
-    };
     chain c;
     double beta = s.beta, f = phi(theta), g = psi(theta, f);
-    double h = jump ? jump_terms(theta) : 0.0;
-    std::size_t accepted = 0, window_accepted = 0, window = 0, jumps = 0, jumps_accepted = 0;
-    vec trial(theta.size()), x;
+    std::size_t accepted = 0, window_accepted = 0, window = 0;
+    vec trial(theta.size());
     for (std::size_t k = 0; k < s.steps; ++k) {
-        if (jump && k % 2 == 1) {
-            trial = theta;
-            jump->draw(rng, x);
-            for (std::size_t i = 0; i < x.size(); ++i) trial[jump->block[i]] = x[i];
-            const double ft = phi(trial);
-            const double ht = jump_terms(trial);
-            // pi(t') q(t) / (pi(t) q(t')): the likelihoods, the block's prior, the mixture
-            const bool accept = std::isfinite(ft) && std::log(uniform(rng)) < (f + h) - (ft + ht);
-            if (accept) theta.swap(trial), f = ft, g = psi(theta, f), h = ht;
-            if (k >= s.burn_in) ++jumps, jumps_accepted += accept;
-        } else {
-            propose(theta, beta, about, rng, normal, trial);
-            const double ft = phi(trial);
-            const double gt = std::isfinite(ft) ? psi(trial, ft) : ft;
-            const bool accept = std::isfinite(gt) && std::log(uniform(rng)) < g - gt;
-            if (accept) {
-                theta.swap(trial), f = ft, g = gt;
-                if (jump) h = jump_terms(theta);
-            }
-            if (k < s.burn_in) {
-                // Robbins-Monro on log beta over windows of 100 proposals, frozen after burn-in
-                window_accepted += accept, ++window;
-                if (window == 100) {
-                    const double rate = double(window_accepted) / double(window);
-                    beta = std::clamp(beta * std::exp(rate - s.target), 1e-4, 1.0);
-                    window = window_accepted = 0;
-                }
-            } else {
-                accepted += accept;
-            }
-        }
+        propose(theta, beta, about, rng, normal, trial);
+        const double ft = phi(trial);
+        const double gt = std::isfinite(ft) ? psi(trial, ft) : ft;
+        const bool accept = std::isfinite(gt) && std::log(uniform(rng)) < g - gt;
+        if (accept) theta.swap(trial), f = ft, g = gt;
         if (k % s.thin == 0) c.path.push_back(f);
-        if (k >= s.burn_in && (k - s.burn_in) % s.thin == 0) {
+        if (k < s.burn_in) {
+            // Robbins-Monro on log beta over windows of 100 proposals, frozen after burn-in
+            window_accepted += accept, ++window;
+            if (window == 100) {
+                const double rate = double(window_accepted) / double(window);
+                beta = std::clamp(beta * std::exp(rate - s.target), 1e-4, 1.0);
+                window = window_accepted = 0;
+            }
+            continue;
+        }
+        accepted += accept;
+        if ((k - s.burn_in) % s.thin == 0) {
             c.kept.push_back(keep(theta));
             c.trace.push_back(f);
         }
     }
-    const std::size_t moves = s.steps > s.burn_in ? s.steps - s.burn_in - jumps : 0;
-    c.acceptance = moves ? double(accepted) / double(moves) : 0.0;
-    c.jump_acceptance = jumps ? double(jumps_accepted) / double(jumps) : 0.0;
+    c.acceptance = s.steps > s.burn_in ? double(accepted) / double(s.steps - s.burn_in) : 0.0;
     c.beta = beta;
     c.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return c;
