@@ -42,6 +42,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -763,6 +764,25 @@ int main(int argc, char **argv) try {
     outf.count = std::uint32_t(count), outf.channels = 6, outf.ny = pf.ny, outf.nx = pf.nx;
     outf.data.assign(std::size_t(count) * 6 * plane, 0.0f);
     constexpr std::size_t columns = 34;
+    const char *names[columns] = {"error_rate_mcmc_mean",  "error_rate_surrogate_mean", "disagreement_surrogate_mcmc",
+                             "coverage_mcmc",         "coverage_surrogate",        "crps_mcmc",
+                             "crps_surrogate",        "sd_mcmc",                   "sd_surrogate",
+                             "sd_ratio",              "rhat_max",                  "rhat_points_over_1.1",
+                             "ess",                   "acceptance",                "mcmc_seconds_per_chain",
+                             "ess_per_second",        "beta",                      "solves_per_chain",
+                             "ess_per_solve",         "disagreement_mcmc_halves",  "error_rate_guided_mean",
+                             "coverage_guided",       "crps_guided",               "sd_guided",
+                             "rhat_points_over_1.1_guided", "ess_guided",          "acceptance_guided",
+                             "beta_guided",           "guided_seconds_per_chain",  "ess_per_second_guided",
+                             "ess_per_solve_guided",  "disagreement_guided_mcmc",  "steps_to_typical",
+                             "steps_to_typical_guided"};
+    // a column's place by its name, so the reference path writes the surrogate's columns by name
+    auto at = [&](const char *name) {
+        const auto same = [&](const char *c) { return std::strcmp(c, name) == 0; };
+        const std::size_t k = std::size_t(std::find_if(names, names + columns, same) - names);
+        if (k == columns) throw std::logic_error(std::string("no column ") + name);
+        return k;
+    };
     std::vector<double> col[columns];
     const sign_inverse si(pr.g);
     // One record per problem (OUT_DIR/problem_P.txt and .f32), written when its chains finish: a run
@@ -870,13 +890,15 @@ int main(int argc, char **argv) try {
         const scores ss = score(draws, mean, sd, truth, threshold);
         const double disagree = disagreement(mean, ref.mean, threshold);
         if (!reference_dir.empty()) {
-            values[1] = ss.error_rate, values[2] = disagree;
-            values[4] = ss.coverage, values[6] = ss.crps, values[8] = ss.mean_sd;
-            values[9] = ss.mean_sd / values[7];
-            for (std::size_t k = 20; k < columns; ++k) values[k] = k == 32 ? values[k] : std::nan("");
+            values[at("error_rate_surrogate_mean")] = ss.error_rate;
+            values[at("disagreement_surrogate_mcmc")] = disagree;
+            values[at("coverage_surrogate")] = ss.coverage, values[at("crps_surrogate")] = ss.crps;
+            values[at("sd_surrogate")] = ss.mean_sd, values[at("sd_ratio")] = ss.mean_sd / values[at("sd_mcmc")];
+            for (std::size_t k = 0; k < columns; ++k)
+                if (std::strstr(names[k], "guided")) values[k] = std::nan("");
             for (std::size_t k = 0; k < columns; ++k) col[k].push_back(values[k]);
             std::fprintf(stderr, "problem %zu of %zu: surrogate error rate %.4f (the reference's chains %.4f)\n",
-                         p + 1, count, values[1], values[0]);
+                         p + 1, count, values[at("error_rate_surrogate_mean")], values[at("error_rate_mcmc_mean")]);
             keep_fields(p, ref, mean, sd);
             continue;
         }
@@ -933,18 +955,6 @@ int main(int argc, char **argv) try {
                 throw std::runtime_error("cannot write the record of problem " + std::to_string(p));
         }
     }
-    const char *names[columns] = {"error_rate_mcmc_mean",  "error_rate_surrogate_mean", "disagreement_surrogate_mcmc",
-                             "coverage_mcmc",         "coverage_surrogate",        "crps_mcmc",
-                             "crps_surrogate",        "sd_mcmc",                   "sd_surrogate",
-                             "sd_ratio",              "rhat_max",                  "rhat_points_over_1.1",
-                             "ess",                   "acceptance",                "mcmc_seconds_per_chain",
-                             "ess_per_second",        "beta",                      "solves_per_chain",
-                             "ess_per_solve",         "disagreement_mcmc_halves",  "error_rate_guided_mean",
-                             "coverage_guided",       "crps_guided",               "sd_guided",
-                             "rhat_points_over_1.1_guided", "ess_guided",          "acceptance_guided",
-                             "beta_guided",           "guided_seconds_per_chain",  "ess_per_second_guided",
-                             "ess_per_solve_guided",  "disagreement_guided_mcmc",  "steps_to_typical",
-                             "steps_to_typical_guided"};
     std::ofstream txt(out_dir + "/posterior.txt");
     if (!txt) throw std::runtime_error("cannot write " + out_dir + "/posterior.txt");
     for (std::size_t p = 0; p < count; ++p)
