@@ -159,16 +159,12 @@ fn tiny_pipeline_every_stage(family: &str) {
 /// refused by name.
 fn warm_started_encoder(preset: &Preset, p: &RunPaths, train: &Dataset, dir: &Path) {
     use piddm_trainer::stages::encoder::train_encoder;
+    // one step of `preset`'s encoder into `out`, its weights from `init`
+    let one_step = |preset: &Preset, out: &Path, init: &Path| {
+        train_encoder(preset, &p.student, train, out, false, Some(1), Some(init))
+    };
     let warm = dir.join("warm.ckpt");
-    let out = train_encoder(
-        preset,
-        &p.student,
-        train,
-        &warm,
-        false,
-        Some(1),
-        Some(&p.encoder),
-    );
+    let out = one_step(preset, &warm, &p.encoder);
     assert_eq!(out.unwrap(), Outcome::Stopped);
     let conv_out = |path: &Path| {
         let (net, _) = load_ema(path).unwrap();
@@ -193,28 +189,11 @@ fn warm_started_encoder(preset: &Preset, p: &RunPaths, train: &Dataset, dir: &Pa
     let a = noisy.amortise.as_mut().unwrap();
     (a.observation_noise, a.lambda) = (0.2, Some(0.0));
     let quiet = dir.join("quiet.ckpt");
-    let out = train_encoder(
-        &noisy,
-        &p.student,
-        train,
-        &quiet,
-        false,
-        Some(1),
-        Some(&p.encoder),
-    );
+    let out = one_step(&noisy, &quiet, &p.encoder);
     assert_eq!(out.unwrap(), Outcome::Stopped);
     let (_, meta) = checkpoint::load_role(&quiet, checkpoint::Role::Amortiser).unwrap();
     assert_eq!(meta.amortiser.unwrap().lambda_infer, 0.0);
-    let err = train_encoder(
-        preset,
-        &p.student,
-        train,
-        &dir.join("w2.ckpt"),
-        false,
-        Some(1),
-        Some(&p.student),
-    )
-    .unwrap_err();
+    let err = one_step(preset, &dir.join("w2.ckpt"), &p.student).unwrap_err();
     assert!(
         format!("{err:#}").contains("expected amortised encoder"),
         "{err:#}"
